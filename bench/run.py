@@ -1,0 +1,233 @@
+"""Cidade benchmarks: each figure next to the layer underneath, measured in the same run.
+
+    make bench            # or: .venv/bin/python bench/run.py [--entities N]
+
+1. Batch upsert of N entities through HTTP (entities/s) vs raw SQLite inserts of the same rows.
+2. GET one entity (requests/s, wrk) vs a bare handler on the same server.
+3. q + geo query over N entities returning 100 (p50/p95 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import orjson
+
+HERE = Path(__file__).resolve().parent
+NGSI = "/ngsi-ld/v1"
+BATCH = 1000
+# Porto's bounding box, roughly.
+LON0, LON1, LAT0, LAT1 = -8.70, -8.55, 41.13, 41.19
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_entity(i: int, rng: random.Random) -> dict:
+    return {
+        "id": f"urn:ngsi-ld:AirQualityObserved:bench-{i}",
+        "type": "AirQualityObserved",
+        "no2": {"type": "Property", "value": round(rng.uniform(0, 120), 1), "unitCode": "GQ"},
+        "pm10": {"type": "Property", "value": round(rng.uniform(0, 80), 1), "unitCode": "GQ"},
+        "status": {"type": "Property", "value": rng.choice(["ok", "maintenance", "offline"])},
+        "location": {
+            "type": "GeoProperty",
+            "value": {
+                "type": "Point",
+                "coordinates": [
+                    round(rng.uniform(LON0, LON1), 6),
+                    round(rng.uniform(LAT0, LAT1), 6),
+                ],
+            },
+        },
+    }
+
+
+def start_server(db: Path, port: int) -> subprocess.Popen:
+    env = {**os.environ, "CIDADE_STORE": f"sqlite:///{db}", "CIDADE_MAX_BODY_BYTES": str(64 << 20)}
+    env["PYTHONPATH"] = f"{HERE}:{env.get('PYTHONPATH', '')}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "asgi",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "benchapp:make",
+        ],
+        env=env,
+        cwd=HERE,
+        start_new_session=True,
+    )
+    for _ in range(300):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("server did not start")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+def raw_sqlite_rate(entities: list[dict], path: Path) -> float:
+    """The floor: the same rows (entity doc + derived index rows + R*Tree box) inserted
+    straight into SQLite with executemany, same pragmas, one transaction per batch."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.executescript(
+        "CREATE TABLE entities(rid INTEGER PRIMARY KEY, tenant TEXT, id TEXT, doc TEXT, UNIQUE(tenant,id));"
+        "CREATE TABLE entity_types(tenant TEXT, type TEXT, rid INTEGER, PRIMARY KEY(tenant,type,rid)) WITHOUT ROWID;"
+        "CREATE TABLE entity_attrs(tenant TEXT, attr TEXT, rid INTEGER, kind TEXT, PRIMARY KEY(tenant,attr,rid,kind)) WITHOUT ROWID;"
+        "CREATE VIRTUAL TABLE geo_index USING rtree(gid, a, b, c, d);"
+    )
+    docs = [(i, "", e["id"], orjson.dumps(e)) for i, e in enumerate(entities, 1)]
+    start = time.perf_counter()
+    for s in range(0, len(docs), BATCH):
+        chunk = docs[s : s + BATCH]
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany("INSERT INTO entities VALUES (?,?,?,?)", chunk)
+        conn.executemany("INSERT INTO entity_types VALUES ('', 'T', ?)", [(d[0],) for d in chunk])
+        conn.executemany(
+            "INSERT INTO entity_attrs VALUES ('', ?, ?, 'Property')",
+            [(a, d[0]) for d in chunk for a in ("no2", "pm10", "status", "location")],
+        )
+        conn.executemany(
+            "INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)",
+            [(d[0], 0.0, 1.0, 0.0, 1.0) for d in chunk],
+        )
+        conn.execute("COMMIT")
+    elapsed = time.perf_counter() - start
+    conn.close()
+    return len(entities) / elapsed
+
+
+def http_upsert_rate(base: str, entities: list[dict], clients: int = 2) -> float:
+    bodies = [orjson.dumps(entities[s : s + BATCH]) for s in range(0, len(entities), BATCH)]
+    headers = {"Content-Type": "application/json"}
+
+    def send(body: bytes, http: httpx.Client) -> None:
+        r = http.post(f"{base}{NGSI}/entityOperations/upsert", content=body, headers=headers)
+        assert r.status_code in (201, 204), r.text[:500]
+
+    pools = [httpx.Client(timeout=120) for _ in range(clients)]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(clients) as ex:
+        list(ex.map(lambda ib: send(ib[1], pools[ib[0] % clients]), enumerate(bodies)))
+    elapsed = time.perf_counter() - start
+    for p in pools:
+        p.close()
+    return len(entities) / elapsed
+
+
+def wrk_rate(url: str, seconds: int = 10) -> float | None:
+    if not shutil.which("wrk"):
+        return None
+    out = subprocess.run(
+        ["wrk", "-t1", "-c32", f"-d{seconds}s", url], capture_output=True, text=True, check=True
+    ).stdout
+    for line in out.splitlines():
+        if line.startswith("Requests/sec:"):
+            return float(line.split()[1])
+    return None
+
+
+def query_latency(base: str, rng: random.Random, n: int = 200) -> tuple[float, float, int]:
+    times = []
+    sizes = []
+    with httpx.Client(timeout=30) as http:
+        for _ in range(n):
+            lon = rng.uniform(LON0 + 0.02, LON1 - 0.02)
+            lat = rng.uniform(LAT0 + 0.01, LAT1 - 0.01)
+            params = {
+                "type": "AirQualityObserved",
+                "q": 'no2>20;status=="ok"',
+                "georel": "near;maxDistance==1500",
+                "geometry": "Point",
+                "coordinates": f"[{lon},{lat}]",
+                "limit": "100",
+            }
+            t = time.perf_counter()
+            r = http.get(f"{base}{NGSI}/entities", params=params)
+            times.append((time.perf_counter() - t) * 1000)
+            assert r.status_code == 200, r.text[:300]
+            sizes.append(len(r.json()))
+    times.sort()
+    return (
+        statistics.median(times),
+        times[int(len(times) * 0.95) - 1],
+        int(statistics.median(sizes)),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entities", type=int, default=100_000)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    rng = random.Random(37120)
+    entities = [make_entity(i, rng) for i in range(args.entities)]
+    results: dict[str, object] = {"entities": args.entities}
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = raw_sqlite_rate(entities, Path(tmp) / "raw.db")
+        port = free_port()
+        proc = start_server(Path(tmp) / "hub.db", port)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            upsert = http_upsert_rate(base, entities)
+            results["upsert_entities_per_s"] = round(upsert)
+            results["raw_sqlite_rows_per_s"] = round(raw)
+            results["upsert_ratio_to_raw_sqlite"] = round(upsert / raw, 3)
+            eid = entities[12345 % len(entities)]["id"]
+            get = wrk_rate(f"{base}{NGSI}/entities/{eid}", args.seconds)
+            bare = wrk_rate(f"{base}/bench/bare", args.seconds)
+            if get and bare:
+                results["get_entity_rps"] = round(get)
+                results["bare_handler_rps"] = round(bare)
+                results["get_ratio_to_bare"] = round(get / bare, 3)
+            else:
+                results["get_entity_rps"] = "wrk not installed (apt-get install wrk)"
+            p50, p95, size = query_latency(base, rng)
+            results["query_q_geo_p50_ms"] = round(p50, 2)
+            results["query_q_geo_p95_ms"] = round(p95, 2)
+            results["query_median_result_size"] = size
+        finally:
+            stop_server(proc)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

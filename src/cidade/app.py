@@ -1,0 +1,99 @@
+"""build_app(settings) -> the ASGI application serving every API of the platform."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cidade import __version__
+from cidade.config import Settings
+from cidade.hub.api import HubApi
+from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
+from cidade.hub.http import MethodNotAllowed, problem_response
+from cidade.hub.jsonld import ContextInfo, ContextResolver
+from cidade.store import Store, open_store
+
+log = logging.getLogger("cidade")
+
+
+def build_app(settings: Settings, store: Store | None = None) -> Starlette:
+    store = store if store is not None else open_store(settings.store)
+
+    async def on_add(info: ContextInfo, body: dict) -> None:
+        await store.save_hosted_context(info.local_id, info.to_json(), body)
+
+    resolver = ContextResolver(
+        fetch_timeout=settings.context_fetch_timeout,
+        max_cached=settings.context_cache_size,
+        on_add=on_add,
+        on_delete=store.delete_hosted_context,
+        base_urls=[settings.base_url],
+    )
+    hub = HubApi(settings, store, resolver)
+    ready = {"ok": False}
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.open()
+        resolver.load_hosted([(c["info"], c["body"]) for c in await store.hosted_contexts()])
+        ready["ok"] = True
+        try:
+            yield
+        finally:
+            ready["ok"] = False
+            await resolver.aclose()
+            await store.close()
+
+    async def health(request: Request) -> Response:
+        if not ready["ok"]:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ok", "version": __version__})
+
+    async def ngsi_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, NgsiError)
+        return problem_response(exc)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return problem_response(ResourceNotFound(f"no resource at {request.url.path}"))
+        if exc.status_code == 405:
+            allow = (exc.headers or {}).get("Allow", "")
+            return problem_response(
+                MethodNotAllowed(f"{request.method} is not allowed here"), {"Allow": allow}
+            )
+        return problem_response(NgsiError(exc.detail, title="HTTP error"))
+
+    async def internal_error(request: Request, exc: Exception) -> Response:
+        # Log the failure without the request body: it may hold personal data.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(InternalError("unexpected error; see the server log"))
+
+    routes = [Route("/health", health, methods=["GET"]), *hub.routes()]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={
+            NgsiError: ngsi_error,
+            HTTPException: http_error,
+            Exception: internal_error,
+        },
+    )
+    app.state.settings = settings
+    app.state.store = store
+    app.state.hub = hub
+    return app
+
+
+def app_from_env() -> Starlette:
+    """The granian entry point: settings from the environment the CLI prepared."""
+    from cidade.config import load_settings
+
+    return build_app(load_settings())

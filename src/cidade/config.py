@@ -1,0 +1,69 @@
+"""Settings: read once, from the environment and the command line, then passed down.
+
+Nothing else in Cidade reads the environment; every component receives a ``Settings``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+DEFAULT_STORE = "sqlite:///cidade.db"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every knob of a running Cidade, with the environment variable that sets it."""
+
+    store: str = DEFAULT_STORE  # CIDADE_STORE: sqlite:///path.db (embedded) or postgresql://...
+    host: str = "127.0.0.1"  # CIDADE_HOST
+    port: int = 8000  # CIDADE_PORT
+    workers: int = 1  # CIDADE_WORKERS: granian worker processes
+    max_body_bytes: int = 8 * 1024 * 1024  # CIDADE_MAX_BODY_BYTES: larger bodies get 413
+    max_page_size: int = 1000  # CIDADE_MAX_PAGE_SIZE: `limit` above this is 403 TooManyResults
+    default_page_size: int = 20  # CIDADE_DEFAULT_PAGE_SIZE: NGSI-LD's default `limit`
+    context_fetch_timeout: float = (
+        5.0  # CIDADE_CONTEXT_FETCH_TIMEOUT: seconds for a remote @context
+    )
+    context_cache_size: int = 256  # CIDADE_CONTEXT_CACHE_SIZE: remote @contexts kept in memory
+    public_url: str = ""  # CIDADE_PUBLIC_URL: base URL clients reach us at (hosted @context URLs)
+
+    @property
+    def base_url(self) -> str:
+        return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+_ENV = {
+    "store": ("CIDADE_STORE", str),
+    "host": ("CIDADE_HOST", str),
+    "port": ("CIDADE_PORT", int),
+    "workers": ("CIDADE_WORKERS", int),
+    "max_body_bytes": ("CIDADE_MAX_BODY_BYTES", int),
+    "max_page_size": ("CIDADE_MAX_PAGE_SIZE", int),
+    "default_page_size": ("CIDADE_DEFAULT_PAGE_SIZE", int),
+    "context_fetch_timeout": ("CIDADE_CONTEXT_FETCH_TIMEOUT", float),
+    "context_cache_size": ("CIDADE_CONTEXT_CACHE_SIZE", int),
+    "public_url": ("CIDADE_PUBLIC_URL", str),
+}
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Settings from the environment (``CIDADE_*``), then explicit overrides (the CLI's flags)."""
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    for field, (var, cast) in _ENV.items():
+        if var in env and env[var] != "":
+            try:
+                values[field] = cast(env[var])
+            except ValueError as exc:
+                raise SystemExit(f"{var}={env[var]!r} is not a valid {cast.__name__}") from exc
+    return Settings(**values).with_overrides(**overrides)  # type: ignore[arg-type]
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes ``load_settings`` give back ``settings`` (for worker processes)."""
+    return {var: str(getattr(settings, field)) for field, (var, _) in _ENV.items()}

@@ -1,0 +1,504 @@
+"""NGSI-LD HTTP binding (ETSI GS CIM 009 v1.8 §6): one handler per operation, each thin.
+
+Handlers parse the request (tenant, @context, parameters, body), call a domain service and
+render its result; every rule of the data lives in the services and the model.
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cidade.config import Settings
+from cidade.hub.batch import BatchResult, BatchService
+from cidade.hub.discovery import Discovery
+from cidade.hub.entities import EntityService
+from cidade.hub.errors import BadRequestData, ResourceNotFound
+from cidade.hub.http import (
+    GEO_JSON,
+    JSON,
+    Ctx,
+    accepted,
+    context_for_body,
+    context_for_read,
+    json_response,
+    list_param,
+    options_param,
+    page_params,
+    read_json,
+    representation,
+    tenant_of,
+)
+from cidade.hub.jsonld import ContextResolver
+from cidade.hub.model import View, render_entity
+from cidade.hub.querying import build_query, projection
+from cidade.store.base import Store
+
+PREFIX = "/ngsi-ld/v1"
+
+
+def _no_content(status: int = 204, headers: dict[str, str] | None = None) -> Response:
+    return Response(status_code=status, headers=headers)
+
+
+class HubApi:
+    """The NGSI-LD API of one application: services, and the routes that call them."""
+
+    def __init__(self, settings: Settings, store: Store, resolver: ContextResolver) -> None:
+        self.settings = settings
+        self.store = store
+        self.resolver = resolver
+        self.entities = EntityService(store)
+        self.batch = BatchService(self.entities)
+        self.discovery = Discovery(store)
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _read_tenant(self, request: Request) -> str:
+        tenant = tenant_of(request)
+        if not await self.store.tenant_exists(tenant):
+            raise ResourceNotFound(f"tenant {tenant} not found")
+        return tenant
+
+    async def _body(self, request: Request, *, merge: bool = False) -> tuple[Any, Ctx]:
+        body, kind = await read_json(request, self.settings.max_body_bytes, merge=merge)
+        ctx = await context_for_body(self.resolver, request, body, kind)
+        return _strip_context(body), ctx
+
+    def _view(self, request: Request, ctx: Ctx) -> View:
+        opts = options_param(request)
+        pick = list_param(request, "pick")
+        omit = list_param(request, "omit")
+        if pick and omit:
+            raise BadRequestData("pick and omit cannot be used together")
+        attrs = list_param(request, "attrs")
+        return View(
+            ctx.terms,
+            form=representation(request),
+            sys_attrs="sysAttrs" in opts,
+            attrs=projection(ctx.terms, attrs) if attrs else None,
+            pick=projection(ctx.terms, pick) if pick else None,
+            omit=projection(ctx.terms, omit) if omit else None,
+            lang=request.query_params.get("lang"),
+        )
+
+    def _render_many(
+        self, request: Request, entities: list[dict], view: View, kind: str, ctx: Ctx, headers: dict
+    ) -> Response:
+        items = [render_entity(e, view) for e in entities]
+        if kind == GEO_JSON:
+            geo = self._geometry_property(request, ctx)
+            return json_response(
+                {
+                    "type": "FeatureCollection",
+                    "features": [_feature(e, r, geo) for e, r in zip(entities, items, strict=True)],
+                },
+                kind=GEO_JSON,
+                ctx=ctx,
+                headers=headers,
+            )
+        return json_response(items, kind=kind, ctx=ctx, headers=headers)
+
+    def _geometry_property(self, request: Request, ctx: Ctx) -> str:
+        return ctx.terms.expand(request.query_params.get("geometryProperty", "location"))
+
+    # -- §6.4 /entities -------------------------------------------------------------------------
+
+    async def create_entity(self, request: Request) -> Response:
+        """§6.4.3.1 Create Entity (§5.6.1)."""
+        tenant = tenant_of(request)
+        body, ctx = await self._body(request)
+        entity_id = await self.entities.create(tenant, body, ctx.terms)
+        location = f"{PREFIX}/entities/{urllib.parse.quote(entity_id, safe=':')}"
+        return _no_content(201, {"Location": location})
+
+    async def query_entities(self, request: Request) -> Response:
+        """§6.4.3.2 Query Entities (§5.7.2)."""
+        tenant = await self._read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        kind = accepted(request)
+        params = request.query_params
+        limit, offset, count = page_params(
+            request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
+        )
+        local = params.get("local", "false") == "true"
+        query = build_query(
+            ctx.terms,
+            ids=list_param(request, "id"),
+            id_pattern=params.get("idPattern"),
+            type_text=params.get("type"),
+            attrs=list_param(request, "attrs"),
+            q=params.get("q"),
+            georel=params.get("georel"),
+            geometry=params.get("geometry"),
+            coordinates=params.get("coordinates"),
+            geoproperty=params.get("geoproperty"),
+            limit=limit,
+            offset=offset,
+            count=count,
+            require_filter=not local,
+        )
+        view = self._view(request, ctx)
+        result = await self.store.query(tenant, query)
+        headers = {}
+        if result.count is not None:
+            headers["NGSILD-Results-Count"] = str(result.count)
+        return self._render_many(request, result.entities, view, kind, ctx, headers)
+
+    async def retrieve_entity(self, request: Request) -> Response:
+        """§6.5.3.1 Retrieve Entity (§5.7.1)."""
+        tenant = await self._read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        kind = accepted(request)
+        view = self._view(request, ctx)
+        entity = await self.entities.get(tenant, request.path_params["entity_id"])
+        body = render_entity(entity, view)
+        if kind == GEO_JSON:
+            body = _feature(entity, body, self._geometry_property(request, ctx))
+        return json_response(body, kind=kind, ctx=ctx)
+
+    async def delete_entity(self, request: Request) -> Response:
+        """§6.5.3.2 Delete Entity (§5.6.6)."""
+        tenant = await self._read_tenant(request)
+        await self.entities.delete(tenant, request.path_params["entity_id"])
+        return _no_content()
+
+    async def replace_entity(self, request: Request) -> Response:
+        """§6.5.3.3 Replace Entity (§5.6.18)."""
+        tenant = await self._read_tenant(request)
+        body, ctx = await self._body(request)
+        await self.entities.replace(tenant, request.path_params["entity_id"], body, ctx.terms)
+        return _no_content()
+
+    async def merge_entity(self, request: Request) -> Response:
+        """§6.5.3.4 Merge Entity (§5.6.17)."""
+        tenant = await self._read_tenant(request)
+        body, ctx = await self._body(request, merge=True)
+        await self.entities.merge(tenant, request.path_params["entity_id"], body, ctx.terms)
+        return _no_content()
+
+    # -- §6.6, §6.7 attributes ------------------------------------------------------------------
+
+    async def append_attrs(self, request: Request) -> Response:
+        """§6.6.3.1 Append Entity Attributes (§5.6.3)."""
+        tenant = await self._read_tenant(request)
+        body, ctx = await self._body(request)
+        mode = "append-keep" if "noOverwrite" in options_param(request) else "append"
+        result = await self.entities.update_attrs(
+            tenant, request.path_params["entity_id"], body, ctx.terms, mode=mode
+        )
+        if result.not_updated:
+            return json_response(result.body(), status=207)
+        return _no_content()
+
+    async def update_attrs(self, request: Request) -> Response:
+        """§6.6.3.2 Update Entity Attributes (§5.6.2)."""
+        tenant = await self._read_tenant(request)
+        body, ctx = await self._body(request)
+        result = await self.entities.update_attrs(
+            tenant, request.path_params["entity_id"], body, ctx.terms, mode="update"
+        )
+        if result.not_updated:
+            return json_response(result.body(), status=207)
+        return _no_content()
+
+    async def patch_attr(self, request: Request) -> Response:
+        """§6.7.3.1 Partial Attribute Update (§5.6.4)."""
+        tenant = await self._read_tenant(request)
+        body, ctx = await self._body(request)
+        p = request.path_params
+        await self.entities.patch_attribute(
+            tenant, p["entity_id"], p["attr_id"], body, ctx.terms, replace=False
+        )
+        return _no_content()
+
+    async def replace_attr(self, request: Request) -> Response:
+        """§6.7.3.3 Replace Attribute (§5.6.19)."""
+        tenant = await self._read_tenant(request)
+        body, ctx = await self._body(request)
+        p = request.path_params
+        await self.entities.patch_attribute(
+            tenant, p["entity_id"], p["attr_id"], body, ctx.terms, replace=True
+        )
+        return _no_content()
+
+    async def delete_attr(self, request: Request) -> Response:
+        """§6.7.3.2 Delete Attribute (§5.6.5)."""
+        tenant = await self._read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        params = request.query_params
+        delete_all = params.get("deleteAll", "false")
+        if delete_all not in ("true", "false"):
+            raise BadRequestData("deleteAll must be true or false")
+        dataset = params.get("datasetId")
+        if dataset is not None and ":" not in dataset:
+            raise BadRequestData(f"datasetId {dataset!r} is not a URI")
+        p = request.path_params
+        await self.entities.delete_attribute(
+            tenant,
+            p["entity_id"],
+            p["attr_id"],
+            ctx.terms,
+            dataset_id=dataset,
+            delete_all=delete_all == "true",
+        )
+        return _no_content()
+
+    # -- §6.14–§6.23 batch ----------------------------------------------------------------------
+
+    @staticmethod
+    def _batch_response(result: BatchResult, ok: Response) -> Response:
+        if result.errors:
+            return json_response(result.body(), status=207)
+        return ok
+
+    async def batch_create(self, request: Request) -> Response:
+        """§6.14.3.1 Batch Entity Creation (§5.6.7)."""
+        tenant = tenant_of(request)
+        body, ctx = await self._body(request)
+        result = await self.batch.create(tenant, body, ctx.terms)
+        return self._batch_response(result, json_response(result.success, status=201))
+
+    async def batch_upsert(self, request: Request) -> Response:
+        """§6.15.3.1 Batch Entity Upsert (§5.6.8)."""
+        tenant = tenant_of(request)
+        opts = options_param(request)
+        if {"replace", "update"} <= opts:
+            raise BadRequestData("options replace and update cannot be combined")
+        body, ctx = await self._body(request)
+        result = await self.batch.upsert(tenant, body, ctx.terms, update="update" in opts)
+        if result.created:
+            ok = json_response(result.created, status=201)
+        else:
+            ok = _no_content()
+        return self._batch_response(result, ok)
+
+    async def batch_update(self, request: Request) -> Response:
+        """§6.16.3.1 Batch Entity Update (§5.6.9)."""
+        tenant = await self._read_tenant(request)
+        no_overwrite = "noOverwrite" in options_param(request)
+        body, ctx = await self._body(request)
+        result = await self.batch.update(tenant, body, ctx.terms, no_overwrite=no_overwrite)
+        return self._batch_response(result, _no_content())
+
+    async def batch_delete(self, request: Request) -> Response:
+        """§6.17.3.1 Batch Entity Delete (§5.6.10)."""
+        tenant = await self._read_tenant(request)
+        body, _ = await self._body(request)
+        result = await self.batch.delete(tenant, body)
+        return self._batch_response(result, _no_content())
+
+    async def batch_merge(self, request: Request) -> Response:
+        """§6.31.3.1 Batch Entity Merge (§5.6.20)."""
+        tenant = await self._read_tenant(request)
+        body, ctx = await self._body(request, merge=True)
+        result = await self.batch.merge(tenant, body, ctx.terms)
+        return self._batch_response(result, _no_content())
+
+    async def batch_query(self, request: Request) -> Response:
+        """§6.23.3.1 Query Entities via POST (§5.7.2, body: §5.2.23 Query)."""
+        tenant = await self._read_tenant(request)
+        kind = accepted(request)
+        body, ctx = await self._body(request)
+        if not isinstance(body, dict) or body.get("type") != "Query":
+            raise BadRequestData('the body must be a Query object ("type": "Query")')
+        limit, offset, count = page_params(
+            request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
+        )
+        ids, patterns, types = _query_entities_selector(body.get("entities"))
+        geo_q = body.get("geoQ") or {}
+        if not isinstance(geo_q, dict):
+            raise BadRequestData("geoQ must be an object")
+        attrs = body.get("attrs") or []
+        if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
+            raise BadRequestData("attrs must be an array of attribute names")
+        q = body.get("q")
+        if q is not None and not isinstance(q, str):
+            raise BadRequestData("q must be a string")
+        query = build_query(
+            ctx.terms,
+            ids=ids,
+            id_pattern=patterns,
+            type_text=types,
+            attrs=attrs,
+            q=q,
+            georel=geo_q.get("georel"),
+            geometry=geo_q.get("geometry"),
+            coordinates=geo_q.get("coordinates"),
+            geoproperty=geo_q.get("geoproperty"),
+            limit=limit,
+            offset=offset,
+            count=count,
+        )
+        view = self._view(request, ctx)
+        if attrs:
+            view.attrs = frozenset(query.attrs)
+        result = await self.store.query(tenant, query)
+        headers = {}
+        if result.count is not None:
+            headers["NGSILD-Results-Count"] = str(result.count)
+        return self._render_many(request, result.entities, view, kind, ctx, headers)
+
+    # -- §6.25–§6.28 discovery ------------------------------------------------------------------
+
+    def _details(self, request: Request) -> bool:
+        value = request.query_params.get("details", "false")
+        if value not in ("true", "false"):
+            raise BadRequestData("details must be true or false")
+        return value == "true"
+
+    async def list_types(self, request: Request) -> Response:
+        """§6.25.3.1 Retrieve Available Entity Types (§5.7.5, §5.7.6)."""
+        tenant = await self._read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        kind = accepted(request, geo=False)
+        body = await self.discovery.types(tenant, ctx.terms, details=self._details(request))
+        return json_response(body, kind=kind, ctx=ctx)
+
+    async def type_info(self, request: Request) -> Response:
+        """§6.26.3.1 Retrieve Entity Type Information (§5.7.7)."""
+        tenant = await self._read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        kind = accepted(request, geo=False)
+        body = await self.discovery.type_info(tenant, ctx.terms, request.path_params["type"])
+        return json_response(body, kind=kind, ctx=ctx)
+
+    async def list_attributes(self, request: Request) -> Response:
+        """§6.27.3.1 Retrieve Available Attributes (§5.7.8, §5.7.9)."""
+        tenant = await self._read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        kind = accepted(request, geo=False)
+        body = await self.discovery.attributes(tenant, ctx.terms, details=self._details(request))
+        return json_response(body, kind=kind, ctx=ctx)
+
+    async def attribute_info(self, request: Request) -> Response:
+        """§6.28.3.1 Retrieve Attribute Information (§5.7.10)."""
+        tenant = await self._read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        kind = accepted(request, geo=False)
+        body = await self.discovery.attribute_info(tenant, ctx.terms, request.path_params["attr"])
+        return json_response(body, kind=kind, ctx=ctx)
+
+    # -- §6.29 @context management --------------------------------------------------------------
+
+    async def list_contexts(self, request: Request) -> Response:
+        """§6.29.3.1 List @contexts (§5.13.3)."""
+        details = self._details(request)
+        kind = request.query_params.get("kind")
+        if kind is not None and kind not in ("Hosted", "Cached", "ImplicitlyCreated"):
+            raise BadRequestData(f"unknown kind {kind!r}")
+        return json_response(self.resolver.list(details=details, kind=kind))
+
+    async def add_context(self, request: Request) -> Response:
+        """§6.29.3.2 Add @context (§5.13.2)."""
+        body, _kind = await read_json(request, self.settings.max_body_bytes)
+        info = await self.resolver.add_hosted(body, self.settings.base_url)
+        return _no_content(201, {"Location": info.url})
+
+    async def get_context(self, request: Request) -> Response:
+        """§6.30.3.1 Serve @context (§5.13.4)."""
+        body = self.resolver.get(request.path_params["context_id"], details=self._details(request))
+        return json_response(body, kind="application/ld+json")
+
+    async def delete_context(self, request: Request) -> Response:
+        """§6.30.3.2 Delete and Reload @context (§5.13.5)."""
+        reload = request.query_params.get("reload", "false")
+        if reload not in ("true", "false"):
+            raise BadRequestData("reload must be true or false")
+        await self.resolver.delete(request.path_params["context_id"], reload=reload == "true")
+        return _no_content()
+
+    def routes(self) -> list[Route]:
+        e = "/entities/{entity_id:path}"
+        table = {
+            "/entities": {"POST": self.create_entity, "GET": self.query_entities},
+            f"{e}/attrs/{{attr_id}}": {
+                "PATCH": self.patch_attr,
+                "PUT": self.replace_attr,
+                "DELETE": self.delete_attr,
+            },
+            f"{e}/attrs": {"POST": self.append_attrs, "PATCH": self.update_attrs},
+            e: {
+                "GET": self.retrieve_entity,
+                "DELETE": self.delete_entity,
+                "PUT": self.replace_entity,
+                "PATCH": self.merge_entity,
+            },
+            "/entityOperations/create": {"POST": self.batch_create},
+            "/entityOperations/upsert": {"POST": self.batch_upsert},
+            "/entityOperations/update": {"POST": self.batch_update},
+            "/entityOperations/delete": {"POST": self.batch_delete},
+            "/entityOperations/merge": {"POST": self.batch_merge},
+            "/entityOperations/query": {"POST": self.batch_query},
+            "/types": {"GET": self.list_types},
+            "/types/{type:path}": {"GET": self.type_info},
+            "/attributes": {"GET": self.list_attributes},
+            "/attributes/{attr:path}": {"GET": self.attribute_info},
+            "/jsonldContexts": {"GET": self.list_contexts, "POST": self.add_context},
+            "/jsonldContexts/{context_id}": {
+                "GET": self.get_context,
+                "DELETE": self.delete_context,
+            },
+        }
+        return [method_route(PREFIX + path, handlers) for path, handlers in table.items()]
+
+
+def method_route(path: str, handlers: dict[str, Any]) -> Route:
+    """One route per path, dispatching on the method, so a 405 lists every allowed method."""
+
+    async def dispatch(request: Request) -> Response:
+        # Starlette answers HEAD wherever GET is allowed.
+        handler = handlers.get(request.method) or handlers["GET"]
+        return await handler(request)
+
+    return Route(path, dispatch, methods=list(handlers), name=path)
+
+
+def _strip_context(body: Any) -> Any:
+    if isinstance(body, dict) and "@context" in body:
+        return {k: v for k, v in body.items() if k != "@context"}
+    if isinstance(body, list):
+        return [_strip_context(b) for b in body]
+    return body
+
+
+def _feature(entity: dict, rendered: dict, geometry_iri: str) -> dict[str, Any]:
+    """An entity as a GeoJSON Feature (§4.5.16)."""
+    geometry = None
+    for inst in entity["attrs"].get(geometry_iri, []):
+        if inst["type"] == "GeoProperty":
+            geometry = inst["value"]
+            break
+    props = {k: v for k, v in rendered.items() if k not in ("id", "@context")}
+    return {"id": entity["id"], "type": "Feature", "geometry": geometry, "properties": props}
+
+
+def _query_entities_selector(
+    selectors: object,
+) -> tuple[list[str] | None, str | None, str | None]:
+    """The `entities` member of a Query: [{id?, idPattern?, type}] -> ids, pattern, types."""
+    if selectors is None:
+        return None, None, None
+    if not isinstance(selectors, list) or not all(isinstance(s, dict) for s in selectors):
+        raise BadRequestData("entities must be an array of EntitySelector objects")
+    ids: list[str] = []
+    patterns: list[str] = []
+    types: list[str] = []
+    for sel in selectors:
+        if "type" not in sel or not isinstance(sel["type"], str):
+            raise BadRequestData("every EntitySelector needs a type")
+        types.append(sel["type"])
+        if "id" in sel:
+            ids.append(sel["id"])
+        if "idPattern" in sel:
+            patterns.append(sel["idPattern"])
+    pattern = "|".join(f"(?:{p})" for p in patterns) if patterns else None
+    type_text = ",".join(f"({t})" for t in types)
+    return ids or None, pattern, type_text
+
+
+__all__ = ["JSON", "PREFIX", "HubApi"]

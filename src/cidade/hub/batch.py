@@ -1,0 +1,165 @@
+"""Batch entity operations (§5.6.7–§5.6.10, §6.14–§6.17, 1.8 §6.31 merge).
+
+Each entity is its own atomic operation: the batch commits every entity that succeeded and
+reports each failure as {entityId, error: ProblemDetails} in a BatchOperationResult.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from cidade.hub import timefmt
+from cidade.hub.entities import EntityService, UpdateResult, put_instances
+from cidade.hub.errors import BadRequestData, NgsiError, ResourceNotFound
+from cidade.hub.model import Terms, normalize_entity
+from cidade.store.base import Entity, WriteOp
+
+
+@dataclass
+class BatchResult:
+    success: list[str] = field(default_factory=list)
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)
+
+    def fail(self, entity_id: Any, error: NgsiError) -> None:
+        self.errors.append({"entityId": entity_id, "error": error.problem()})
+
+    def body(self) -> dict[str, Any]:
+        return {"success": self.success, "errors": self.errors}
+
+
+def _entity_id(item: object) -> Any:
+    return item.get("id") if isinstance(item, dict) else None
+
+
+def _require_list(body: object, what: str) -> list:
+    if not isinstance(body, list):
+        raise BadRequestData(f"the body of a batch {what} must be a JSON array")
+    return body
+
+
+class BatchService:
+    def __init__(self, entities: EntityService) -> None:
+        self.entities = entities
+
+    async def _run(
+        self, tenant: str, result: BatchResult, prepared: list[tuple[WriteOp, Any]]
+    ) -> None:
+        if not prepared:
+            return
+        outcomes = await self.entities.store.write(tenant, [op for op, _ in prepared])
+        for (op, on_ok), outcome in zip(prepared, outcomes, strict=True):
+            if isinstance(outcome, NgsiError):
+                result.fail(op.entity_id, outcome)
+            elif isinstance(outcome, Exception):
+                raise outcome
+            else:
+                result.success.append(op.entity_id)
+                if on_ok is not None:
+                    on_ok(op.entity_id)
+
+    async def create(self, tenant: str, body: object, terms: Terms) -> BatchResult:
+        result = BatchResult()
+        prepared = []
+        for item in _require_list(body, "create"):
+            try:
+                prepared.append((self.entities.create_op(item, terms), result.created.append))
+            except NgsiError as exc:
+                result.fail(_entity_id(item), exc)
+        await self._run(tenant, result, prepared)
+        return result
+
+    async def upsert(self, tenant: str, body: object, terms: Terms, *, update: bool) -> BatchResult:
+        result = BatchResult()
+        prepared = []
+        for item in _require_list(body, "upsert"):
+            try:
+                prepared.append(self._upsert_op(item, terms, update=update, result=result))
+            except NgsiError as exc:
+                result.fail(_entity_id(item), exc)
+        await self._run(tenant, result, prepared)
+        return result
+
+    def _upsert_op(
+        self, item: object, terms: Terms, *, update: bool, result: BatchResult
+    ) -> tuple[WriteOp, Any]:
+        new = normalize_entity(item, terms, timefmt.now())  # one validation, used either way
+        created: list[bool] = []
+
+        def apply(current: Entity | None) -> Entity | None:
+            if current is None:
+                created.append(True)
+                return new
+            if not update:  # options=replace: the entity as sent, created when it was
+                return {**new, "createdAt": current["createdAt"]}
+            entity = copy.deepcopy(current)  # options=update: attributes added or overwritten
+            entity["type"] = sorted(set(entity["type"]) | set(new["type"]))
+            if "scope" in new:
+                entity["scope"] = new["scope"]
+            for iri, instances in new["attrs"].items():
+                put_instances(entity, iri, instances, new["modifiedAt"])
+            entity["modifiedAt"] = new["modifiedAt"]
+            return entity
+
+        def on_ok(entity_id: str) -> None:
+            if created:
+                result.created.append(entity_id)
+
+        return WriteOp(new["id"], apply), on_ok
+
+    async def update(
+        self, tenant: str, body: object, terms: Terms, *, no_overwrite: bool
+    ) -> BatchResult:
+        result = BatchResult()
+        prepared = []
+        for item in _require_list(body, "update"):
+            try:
+                entity_id = _entity_id(item)
+                if not isinstance(entity_id, str):
+                    raise BadRequestData("every entity of a batch update needs an id")
+                upd = UpdateResult()
+                op = self.entities.attrs_op(
+                    entity_id,
+                    item,
+                    terms,
+                    mode="append-keep" if no_overwrite else "append",
+                    result=upd,
+                    allow_type=True,
+                )
+                prepared.append((op, None))
+            except NgsiError as exc:
+                result.fail(_entity_id(item), exc)
+        await self._run(tenant, result, prepared)
+        return result
+
+    async def merge(self, tenant: str, body: object, terms: Terms) -> BatchResult:
+        result = BatchResult()
+        prepared = []
+        for item in _require_list(body, "merge"):
+            try:
+                entity_id = _entity_id(item)
+                if not isinstance(entity_id, str):
+                    raise BadRequestData("every entity of a batch merge needs an id")
+                prepared.append((self.entities.merge_op(entity_id, item, terms), None))
+            except NgsiError as exc:
+                result.fail(_entity_id(item), exc)
+        await self._run(tenant, result, prepared)
+        return result
+
+    async def delete(self, tenant: str, body: object) -> BatchResult:
+        result = BatchResult()
+        prepared = []
+        for item in _require_list(body, "delete"):
+            try:
+                if not isinstance(item, str):
+                    raise BadRequestData("a batch delete is an array of entity ids")
+                prepared.append((self.entities.delete_op(item), None))
+            except NgsiError as exc:
+                result.fail(item, exc)
+        await self._run(tenant, result, prepared)
+        return result
+
+
+__all__ = ["BatchResult", "BatchService", "ResourceNotFound"]

@@ -1,0 +1,123 @@
+"""NGSI-LD errors as ProblemDetails (ETSI GS CIM 009 §5.5.2, RFC 7807).
+
+Every error the hub raises is an ``NgsiError``; the HTTP layer renders it as
+``application/json`` ProblemDetails with the specification's error type URI and status code.
+
+    NgsiError
+     ├── InvalidRequest          400  (request syntactically wrong: bad JSON, unknown parameter value)
+     ├── BadRequestData          400  (well-formed request, data that breaks NGSI-LD rules)
+     ├── ResourceNotFound        404
+     ├── AlreadyExists           409
+     ├── OperationNotSupported   422
+     ├── TooManyResults          403
+     ├── PayloadTooLarge         413
+     ├── NotImplementedFeature   501
+     ├── LdContextNotAvailable   503
+     └── InternalError           500
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+ERROR_BASE = "https://uri.etsi.org/ngsi-ld/errors/"
+
+
+class NgsiError(Exception):
+    """An error the API reports to its caller as ProblemDetails."""
+
+    status = 500
+    kind = "InternalError"
+    title = "Internal error"
+
+    def __init__(self, detail: str = "", *, title: str | None = None, **extra: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if title:
+            self.title = title
+        self.extra = extra
+
+    @property
+    def type_uri(self) -> str:
+        return ERROR_BASE + self.kind
+
+    def problem(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"type": self.type_uri, "title": self.title, "status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        body.update(self.extra)
+        return body
+
+
+class InvalidRequest(NgsiError):
+    status = 400
+    kind = "InvalidRequest"
+    title = "Invalid request"
+
+
+class BadRequestData(NgsiError):
+    status = 400
+    kind = "BadRequestData"
+    title = "Bad request data"
+
+
+class ResourceNotFound(NgsiError):
+    status = 404
+    kind = "ResourceNotFound"
+    title = "Resource not found"
+
+
+class AlreadyExists(NgsiError):
+    status = 409
+    kind = "AlreadyExists"
+    title = "Already exists"
+
+
+class OperationNotSupported(NgsiError):
+    status = 422
+    kind = "OperationNotSupported"
+    title = "Operation not supported"
+
+
+class TooManyResults(NgsiError):
+    status = 403
+    kind = "TooManyResults"
+    title = "Too many results"
+
+
+class PayloadTooLarge(NgsiError):
+    # The specification has no error type for this; 413 with a ProblemDetails body of our own kind.
+    status = 413
+    kind = "RequestEntityTooLarge"
+    title = "Request entity too large"
+
+
+class NotImplementedFeature(NgsiError):
+    status = 501
+    kind = "NotImplemented"
+    title = "Not implemented"
+
+
+class LdContextNotAvailable(NgsiError):
+    status = 503
+    kind = "LdContextNotAvailable"
+    title = "LD context not available"
+
+
+class InternalError(NgsiError):
+    pass
+
+
+__all__ = [
+    "AlreadyExists",
+    "BadRequestData",
+    "InternalError",
+    "InvalidRequest",
+    "LdContextNotAvailable",
+    "NgsiError",
+    "NotImplementedFeature",
+    "OperationNotSupported",
+    "PayloadTooLarge",
+    "ResourceNotFound",
+    "TooManyResults",
+]

@@ -1,0 +1,247 @@
+"""The HTTP side of NGSI-LD: media types, @context from the request, bodies, responses (§6.3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from cidade.hub.errors import (
+    BadRequestData,
+    InvalidRequest,
+    NgsiError,
+    PayloadTooLarge,
+    TooManyResults,
+)
+from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver, TermMap, parse_link_header
+
+JSON = "application/json"
+JSON_LD = "application/ld+json"
+GEO_JSON = "application/geo+json"
+MERGE_PATCH = "application/merge-patch+json"
+LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+TENANT_HEADER = "ngsild-tenant"
+
+
+class NotAcceptable(NgsiError):
+    status = 406
+    kind = "NotAcceptable"
+    title = "Not acceptable"
+
+
+class UnsupportedMediaType(NgsiError):
+    status = 415
+    kind = "UnsupportedMediaType"
+    title = "Unsupported media type"
+
+
+class MethodNotAllowed(NgsiError):
+    status = 405
+    kind = "MethodNotAllowed"
+    title = "Method not allowed"
+
+
+def problem_response(error: NgsiError, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(error.problem()), status_code=error.status, media_type=JSON, headers=headers
+    )
+
+
+@dataclass(slots=True)
+class Ctx:
+    """The @context a request uses: its term map, and how to tell the client in the response."""
+
+    terms: TermMap
+    link: str | None  # the context URL from the Link header, when there was one
+    body_context: Any = None  # the @context member of a JSON-LD body
+
+    def response_context(self) -> Any:
+        if self.link:
+            return self.link
+        if self.body_context is not None:
+            return self.body_context
+        return CORE_CONTEXT_URL
+
+
+def tenant_of(request: Request) -> str:
+    tenant = request.headers.get(TENANT_HEADER, "")
+    if len(tenant) > 256 or any(c.isspace() or c in "/\\" for c in tenant):
+        raise BadRequestData(f"invalid {TENANT_HEADER} header {tenant!r}")
+    return tenant
+
+
+def media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_json(request: Request, max_bytes: int, *, merge: bool = False) -> tuple[Any, str]:
+    """The request body as JSON, and its media type. 415 for other media types, 413 when too
+    large, 400 when not JSON."""
+    kind = media_type(request)
+    allowed = (JSON, JSON_LD, MERGE_PATCH) if merge else (JSON, JSON_LD)
+    if kind not in allowed:
+        raise UnsupportedMediaType(
+            f"Content-Type must be one of {', '.join(allowed)}, got {kind or 'none'}"
+        )
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw:
+        raise InvalidRequest("the request has no body")
+    try:
+        return orjson.loads(raw), kind
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+
+
+async def context_for_body(
+    resolver: ContextResolver, request: Request, body: Any, kind: str
+) -> Ctx:
+    """§6.3.5: JSON bodies take @context from the Link header; JSON-LD bodies from @context."""
+    link_header = request.headers.get("link")
+    body_context = None
+    if isinstance(body, dict):
+        body_context = body.get("@context")
+    elif isinstance(body, list) and kind == JSON_LD:
+        contexts = [e.get("@context") for e in body if isinstance(e, dict)]
+        if any(c is None for c in contexts):
+            raise BadRequestData("every entity of a JSON-LD batch needs an @context member")
+        body_context = contexts[0] if contexts else None
+        if any(c != body_context for c in contexts):
+            # One request, one context: entities with different contexts go in separate requests.
+            raise BadRequestData("all entities of a JSON-LD batch must use the same @context")
+    elif isinstance(body, list):
+        if any(isinstance(e, dict) and "@context" in e for e in body):
+            raise BadRequestData("@context in a body requires Content-Type application/ld+json")
+    ctx_kind = MERGE_PATCH_AS_JSON.get(kind, kind)
+    terms = await resolver.request_context(ctx_kind, link_header, body_context)
+    link = parse_link_header(link_header) if link_header and ctx_kind == JSON else None
+    return Ctx(terms, link, body_context if ctx_kind == JSON_LD else None)
+
+
+MERGE_PATCH_AS_JSON = {MERGE_PATCH: JSON}
+
+
+async def context_for_read(resolver: ContextResolver, request: Request) -> Ctx:
+    link_header = request.headers.get("link")
+    terms = await resolver.request_context("", link_header, None)
+    link = parse_link_header(link_header) if link_header else None
+    return Ctx(terms, link)
+
+
+def accepted(request: Request, *, geo: bool = True) -> str:
+    """The response media type from the Accept header (§6.3.6)."""
+    header = request.headers.get("accept", "")
+    if not header:
+        return JSON
+    best, best_q = None, -1.0
+    for part in header.split(","):
+        fields = part.strip().split(";")
+        kind = fields[0].strip().lower()
+        q = 1.0
+        for f in fields[1:]:
+            f = f.strip()
+            if f.startswith("q="):
+                try:
+                    q = float(f[2:])
+                except ValueError:
+                    q = 0.0
+        if kind in ("*/*", "application/*", JSON):
+            cand = JSON
+        elif kind == JSON_LD:
+            cand = JSON_LD
+        elif kind == GEO_JSON and geo:
+            cand = GEO_JSON
+        else:
+            continue
+        if q > best_q and q > 0:
+            best, best_q = cand, q
+    if best is None:
+        raise NotAcceptable(f"cannot answer with any of: {header}")
+    return best
+
+
+def json_response(
+    body: Any,
+    *,
+    status: int = 200,
+    kind: str = JSON,
+    ctx: Ctx | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """A response in ``kind``: JSON-LD bodies carry @context, JSON ones a Link header to it."""
+    out_headers = dict(headers or {})
+    if ctx is not None:
+        context = ctx.response_context()
+        if kind == JSON_LD:
+            if isinstance(body, list):
+                body = [{**item, "@context": context} for item in body]
+            elif isinstance(body, dict):
+                body = {**body, "@context": context}
+        elif isinstance(context, str):
+            out_headers["Link"] = f"<{context}>; {LINK_REL}"
+    return Response(orjson.dumps(body), status_code=status, media_type=kind, headers=out_headers)
+
+
+def page_params(request: Request, *, default: int, maximum: int) -> tuple[int, int, bool]:
+    params = request.query_params
+    limit = _int_param(params.get("limit"), "limit", default)
+    offset = _int_param(params.get("offset"), "offset", 0)
+    if limit < 0 or offset < 0:
+        raise BadRequestData("limit and offset must not be negative")
+    if limit > maximum:
+        raise TooManyResults(f"limit {limit} is above this broker's maximum of {maximum}")
+    count = params.get("count", "false").lower()
+    if count not in ("true", "false"):
+        raise BadRequestData("count must be true or false")
+    return limit, offset, count == "true"
+
+
+def _int_param(value: str | None, name: str, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequestData(f"{name} must be an integer, got {value!r}") from None
+
+
+def list_param(request: Request, name: str) -> list[str]:
+    values: list[str] = []
+    for raw in request.query_params.getlist(name):
+        values.extend(v for v in raw.split(",") if v)
+    return values
+
+
+def options_param(request: Request) -> set[str]:
+    opts = set(list_param(request, "options"))
+    allowed = {"keyValues", "concise", "normalized", "sysAttrs", "noOverwrite", "replace", "update"}
+    unknown = opts - allowed
+    if unknown:
+        raise BadRequestData(f"unknown options: {', '.join(sorted(unknown))}")
+    return opts
+
+
+def representation(request: Request) -> str:
+    """normalized | concise | keyValues, from ``format`` (1.8) or ``options`` (older)."""
+    fmt = request.query_params.get("format")
+    opts = options_param(request)
+    if fmt is not None:
+        if fmt not in ("keyValues", "concise", "normalized", "simplified"):
+            raise BadRequestData(f"unknown format {fmt!r}")
+        return "keyValues" if fmt == "simplified" else fmt
+    forms = opts & {"keyValues", "concise", "normalized"}
+    if len(forms) > 1:
+        raise BadRequestData(f"options {', '.join(sorted(forms))} cannot be combined")
+    return next(iter(forms), "normalized")

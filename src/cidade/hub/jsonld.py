@@ -1,0 +1,1000 @@
+"""JSON-LD @context handling: term maps, remote context resolution, hosted contexts.
+
+NGSI-LD (ETSI GS CIM 009 v1.8) stores every term expanded (docs/stored-form.md) and compacts
+responses with the requester's @context. This module turns an @context (a URL, an inline object,
+or a list of them) into a :class:`TermMap`, the O(1) term <-> IRI lookup the hot paths use, and
+manages the @contexts the broker keeps (§5.13: Hosted, Cached, ImplicitlyCreated).
+
+The built-in core @context (``core_context.jsonld`` beside this file) is the project's own copy of
+the NGSI-LD core @context term definitions, built from the definitions ETSI publishes at
+uri.etsi.org/ngsi-ld/ (reformatted and sorted). It is the v1.9 term set, a superset of v1.8, less
+``ngsildproof`` (v1.9 data-integrity proofs, whose scoped @context needs an external W3C document
+a built-in copy cannot carry). Every core @context URL of any version resolves to it, never to the
+network.
+
+Precedence (NGSI-LD: the core @context is implicitly included; JSON-LD 1.1 protected terms):
+
+* The core @context is implicitly the *last* element of every user @context, so core term
+  definitions always win: a user term that redefines a core term (``location``, ``value``...) is
+  silently superseded, as if the core @context had been appended to the user's array.
+* When the user's own array lists the core @context explicitly *before* a redefinition of one of
+  its (protected) terms, plain JSON-LD 1.1 processing of that array fails with "protected term
+  redefinition"; that is reported as 400 BadRequestData.
+* Deviation: the user's ``@vocab`` is kept (appending the core @context would replace it with the
+  NGSI-LD default vocabulary); the default vocabulary applies only when the user sets none.
+
+Compaction follows JSON-LD 1.1 IRI compaction (§6.1.5 of the API spec) with these deviations:
+term selection does not look at the value being compacted (among terms for the same IRI the one
+without an ``@container`` wins, then the shortest, then the lexicographically least); a
+vocab-relative result is only used when it expands back to the same IRI (no ':' in it); a term
+mapped to null expands to itself (instead of being dropped), so it round-trips unchanged.
+Property- and type-scoped contexts are validated but not applied (NGSI-LD entities do not use
+them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, cast
+from urllib.parse import unquote
+
+import httpx
+import orjson
+from pyld import iri_resolver
+from pyld.context_resolver import ContextResolver as _PyldContextResolver
+from pyld.jsonld import JsonLdError, JsonLdProcessor
+
+from cidade.hub.errors import (
+    BadRequestData,
+    LdContextNotAvailable,
+    OperationNotSupported,
+    ResourceNotFound,
+)
+
+CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
+DEFAULT_VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
+JSONLD_CONTEXT_REL = "http://www.w3.org/ns/json-ld#context"
+# Hosted contexts are served under {base_url}{HOSTED_CONTEXTS_PATH}{localId}.
+HOSTED_CONTEXTS_PATH = "/ngsi-ld/v1/jsonldContexts/"
+LOCAL_ID_PREFIX = "urn:ngsi-ld:jsonldContext:"
+
+KIND_HOSTED = "Hosted"
+KIND_CACHED = "Cached"
+KIND_IMPLICIT = "ImplicitlyCreated"
+KINDS = (KIND_HOSTED, KIND_CACHED, KIND_IMPLICIT)
+
+_CORE_URL = re.compile(
+    r"^https?://uri\.etsi\.org/ngsi-ld/v1/ngsi-ld-core-context(?:-v\d+\.\d+(?:\.\d+)?)?\.jsonld$"
+)
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
+# Extra memoized lookups per TermMap beyond its own terms: bounded, so a client sending endless
+# distinct attribute names cannot grow memory without limit.
+_MEMO_LIMIT = 10_000
+# Distinct remote documents one @context may pull in (nested included).
+_MAX_DOCUMENTS = 64
+
+
+def is_core_context_url(url: object) -> bool:
+    """Whether ``url`` names the NGSI-LD core @context (any version, http or https)."""
+    return isinstance(url, str) and _CORE_URL.match(url) is not None
+
+
+def _now_iso(ts: float | None = None) -> str:
+    moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+# ---------------------------------------------------------------------------------------------
+# Link header (RFC 8288; JSON-LD 1.1 API §9.4.1; NGSI-LD §6.3.5)
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, buf, quoted, bracketed, escaped = [], [], False, False, False
+    for ch in text:
+        if escaped:
+            buf.append(ch)
+            escaped = False
+            continue
+        if ch == "\\" and quoted:
+            escaped = True
+        elif ch == '"' and not bracketed:
+            quoted = not quoted
+        elif ch == "<" and not quoted:
+            bracketed = True
+        elif ch == ">" and not quoted:
+            bracketed = False
+        elif ch == sep and not quoted and not bracketed:
+            parts.append("".join(buf))
+            buf = []
+            continue
+        buf.append(ch)
+    if quoted or bracketed:
+        raise BadRequestData("malformed Link header: unbalanced quotes or angle brackets")
+    parts.append("".join(buf))
+    return parts
+
+
+def parse_link_header(value: str | None) -> str | None:
+    """The @context URL of a JSON-LD context Link header, or None when there is none.
+
+    Several comma-separated links may appear; only those whose ``rel`` is
+    ``http://www.w3.org/ns/json-ld#context`` count. More than one of them, a malformed link, or a
+    URL that is not absolute is 400 BadRequestData (the request is well-formed HTTP whose
+    @context information cannot be used).
+    """
+    if value is None or not value.strip():
+        return None
+    found: list[str] = []
+    for link in _split_outside_quotes(value, ","):
+        link = link.strip()
+        if not link:
+            continue
+        if not link.startswith("<") or ">" not in link:
+            raise BadRequestData(f"malformed Link header: {link!r} is not '<URL>; params'")
+        end = link.index(">")
+        url = link[1:end].strip()
+        params: dict[str, str] = {}
+        for part in _split_outside_quotes(link[end + 1 :], ";"):
+            part = part.strip()
+            if not part:
+                continue
+            name, eq, val = part.partition("=")
+            if not eq:
+                continue  # a parameter without value (RFC 8288 allows it); not ours
+            val = val.strip()
+            if len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+                val = val[1:-1].replace('\\"', '"')
+            params[name.strip().lower()] = val
+        # Relation types compare case-insensitively (RFC 8288 §2.1.1).
+        if JSONLD_CONTEXT_REL not in params.get("rel", "").lower().split():
+            continue
+        if not url or not _SCHEME.match(url):
+            raise BadRequestData(f"the JSON-LD context Link header URL {url!r} is not absolute")
+        found.append(url)
+    if len(found) > 1:
+        raise BadRequestData("more than one JSON-LD context Link header (JSON-LD 1.1 §9.4.1)")
+    return found[0] if found else None
+
+
+# ---------------------------------------------------------------------------------------------
+# TermMap
+
+
+class TermMap:
+    """Term <-> IRI lookups for one @context, built once and cached by the resolver.
+
+    ``expand``/``compact`` are a dict lookup on the hot path; misses (compact IRIs,
+    vocab-relative names, IRIs without a term) are computed once and memoized.
+    """
+
+    __slots__ = ("_cmp", "_defs", "_exp", "_memo_max", "_prefixes", "context", "sources", "vocab")
+
+    def __init__(
+        self,
+        context: Any,
+        definitions: dict[str, dict[str, Any]],
+        vocab: str,
+        sources: Iterable[_Doc] = (),
+    ) -> None:
+        self.context = context  # the @context as the client gave it (None: core only)
+        self.vocab = vocab
+        self.sources: tuple[_Doc, ...] = tuple(sources)  # stored documents this map depends on
+        self._defs = definitions
+        exp: dict[str, str] = {}
+        prefixes: dict[str, str] = {}
+        for term, d in definitions.items():
+            iri = d.get("@id")
+            # A term mapped to null must not fall back to @vocab; it stays itself (see module doc).
+            exp[term] = term if iri is None else iri
+            if iri is not None and d.get("_prefix") and not iri.startswith("@"):
+                prefixes[term] = iri
+        self._exp = exp
+        self._prefixes = prefixes
+        # Inverse: the best term per IRI. JSON-LD's inverse context orders terms shortest first,
+        # then lexicographically; terms with a container are only picked when nothing else fits.
+        cmp: dict[str, str] = {}
+        ranked = sorted(
+            (
+                (_container_rank(d), len(t), t, d["@id"])
+                for t, d in definitions.items()
+                if d.get("@id") is not None and not d.get("reverse")
+            ),
+        )
+        for _, _, term, iri in ranked:
+            cmp.setdefault(iri, term)
+        self._cmp = cmp
+        self._memo_max = len(exp) + len(cmp) + _MEMO_LIMIT
+
+    # -- expansion ------------------------------------------------------------------------------
+
+    def expand(self, term: str) -> str:
+        """A term, compact IRI or absolute IRI -> its absolute IRI (JSON-LD vocab-relative IRI
+        expansion). Keyword aliases give the keyword (``type`` -> ``@type``)."""
+        iri = self._exp.get(term)
+        if iri is None:
+            iri = self._expand_miss(term)
+        return iri
+
+    def _expand_miss(self, term: str) -> str:
+        if term.startswith("@"):
+            iri = term  # a keyword (or keyword-like form JSON-LD ignores): never vocab-expanded
+        else:
+            colon = term.find(":")
+            if colon > 0:
+                prefix, suffix = term[:colon], term[colon + 1 :]
+                base = (
+                    None if prefix == "_" or suffix.startswith("//") else self._prefixes.get(prefix)
+                )
+                # A defined prefix makes it a compact IRI; otherwise it is an absolute IRI.
+                iri = term if base is None else base + suffix
+            else:
+                iri = self.vocab + term
+        if len(self._exp) < self._memo_max:
+            self._exp[term] = iri
+        return iri
+
+    def expand_vocab_value(self, value: Any) -> Any:
+        """Expand a value of a ``@type: @vocab`` member (VocabProperty ``vocab``, objectType):
+        a string or a list of strings; other values are returned as they are."""
+        if isinstance(value, str):
+            return self.expand(value)
+        if isinstance(value, list):
+            return [self.expand(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    # -- compaction -----------------------------------------------------------------------------
+
+    def compact(self, iri: str) -> str:
+        """An absolute IRI -> the term this @context maps to it, else a vocab-relative name,
+        else a compact IRI ``prefix:suffix``, else the IRI itself (JSON-LD 1.1 order)."""
+        term = self._cmp.get(iri)
+        if term is None:
+            term = self._compact_miss(iri)
+        return term
+
+    def _compact_miss(self, iri: str) -> str:
+        out = iri
+        vocab = self.vocab
+        if vocab and iri.startswith(vocab) and len(iri) > len(vocab):
+            suffix = iri[len(vocab) :]
+            # JSON-LD: only when the suffix is not itself a term; and it must expand back to iri.
+            if suffix not in self._defs and ":" not in suffix and not suffix.startswith("@"):
+                out = suffix
+        if out is iri:
+            best = None
+            for prefix, base in self._prefixes.items():
+                if len(iri) > len(base) and iri.startswith(base):
+                    suffix = iri[len(base) :]
+                    if suffix.startswith("//"):
+                        continue
+                    candidate = prefix + ":" + suffix
+                    defined = self._defs.get(candidate)
+                    if defined is not None and defined.get("@id") != iri:
+                        continue  # the compact IRI would read back as a different term
+                    if best is None or (len(candidate), candidate) < (len(best), best):
+                        best = candidate
+            if best is not None:
+                out = best
+        if len(self._cmp) < self._memo_max:
+            self._cmp[iri] = out
+        return out
+
+    def compact_vocab_value(self, value: Any) -> Any:
+        """Compact a ``@type: @vocab`` value (string or list of strings)."""
+        if isinstance(value, str):
+            return self.compact(value)
+        if isinstance(value, list):
+            return [self.compact(v) if isinstance(v, str) else v for v in value]
+        return value
+
+    # -- introspection --------------------------------------------------------------------------
+
+    def definition(self, term: str) -> dict[str, Any] | None:
+        """The JSON-LD term definition of ``term`` (``@id``, ``@type``, ``@container``,
+        ``protected``...), or None when the term is not defined."""
+        d = self._defs.get(term)
+        return dict(d) if d is not None else None
+
+    def __contains__(self, term: object) -> bool:
+        return term in self._defs
+
+    def __repr__(self) -> str:
+        return f"TermMap({len(self._defs)} terms, vocab={self.vocab!r})"
+
+
+def _container_rank(d: dict[str, Any]) -> int:
+    container = d.get("@container")
+    if not container or container == ["@set"]:
+        return 0
+    return 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Stored @contexts (§5.13)
+
+
+@dataclass
+class ContextInfo:
+    """Metadata of a stored @context (§5.13.3 ``details=true``)."""
+
+    url: str
+    local_id: str
+    kind: str
+    created_at: str
+    last_usage: str | None = None
+    number_of_hits: int = 0
+    extra_info: dict[str, Any] | None = field(default=None)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "URL": self.url,
+            "localId": self.local_id,
+            "kind": self.kind,
+            "createdAt": self.created_at,
+        }
+        if self.last_usage is not None:
+            out["lastUsage"] = self.last_usage
+        out["numberOfHits"] = self.number_of_hits
+        if self.extra_info:
+            out["extraInfo"] = self.extra_info
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ContextInfo:
+        return cls(
+            url=data["URL"],
+            local_id=data["localId"],
+            kind=data["kind"],
+            created_at=data["createdAt"],
+            last_usage=data.get("lastUsage"),
+            number_of_hits=int(data.get("numberOfHits", 0)),
+            extra_info=data.get("extraInfo"),
+        )
+
+
+class _Doc:
+    """A stored @context: the value of its @context member and its bookkeeping."""
+
+    __slots__ = ("context", "created_at", "extra", "hits", "kind", "last_used", "local_id", "url")
+
+    def __init__(
+        self,
+        url: str,
+        local_id: str,
+        kind: str,
+        context: Any,
+        created_at: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.local_id = local_id
+        self.kind = kind
+        self.context = context
+        self.created_at = created_at or _now_iso()
+        self.extra = extra
+        self.hits = 0
+        self.last_used: float | None = None
+
+    def info(self) -> ContextInfo:
+        return ContextInfo(
+            url=self.url,
+            local_id=self.local_id,
+            kind=self.kind,
+            created_at=self.created_at,
+            last_usage=None if self.last_used is None else _now_iso(self.last_used),
+            number_of_hits=self.hits,
+            extra_info=self.extra,
+        )
+
+
+class _Op:
+    """What one resolution has loaded: documents by URL (served to pyld) and their records."""
+
+    __slots__ = ("docs", "sources")
+
+    def __init__(self) -> None:
+        self.docs: dict[str, Any] = {}
+        self.sources: list[_Doc] = []
+
+
+OnAdd = Callable[[ContextInfo, dict[str, Any]], Awaitable[None] | None]
+OnDelete = Callable[[str], Awaitable[None] | None]
+
+
+def _canonical(context: Any) -> str:
+    """The cache key of an @context: equal contexts give equal keys."""
+    if isinstance(context, list) and len(context) == 1:
+        context = context[0]  # ["url"] and "url" mean the same
+    if isinstance(context, str):
+        return "s" + context
+    try:
+        return "j" + orjson.dumps(context, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError as exc:
+        raise BadRequestData(f"the @context is not JSON: {exc}") from None
+
+
+def _jsonld_message(exc: JsonLdError) -> str:
+    code = getattr(exc, "code", None)
+    text = exc.args[0] if exc.args else str(exc)
+    return f"{text} ({code})" if code else str(text)
+
+
+class ContextResolver:
+    """Resolves @contexts into TermMaps and keeps the broker's stored @contexts.
+
+    One per application (the app creates it and hands it around); all state lives here.
+    Remote documents are fetched with httpx (timeout, size cap, bounded redirects), validated
+    as JSON-LD, and kept in an LRU of ``max_cached`` entries keyed by URL; TermMaps are kept in
+    another LRU of the same size keyed by the canonical form of the @context. Concurrent
+    resolutions of the same URL share one fetch.
+    """
+
+    def __init__(
+        self,
+        *,
+        fetch_timeout: float = 5.0,
+        max_cached: int = 256,
+        max_context_bytes: int = 1_000_000,
+        allow_fetch: bool = True,
+        max_redirects: int = 5,
+        max_depth: int = 8,
+        on_add: OnAdd | None = None,
+        on_delete: OnDelete | None = None,
+        base_urls: Iterable[str] = (),
+    ) -> None:
+        self.fetch_timeout = fetch_timeout
+        self.max_cached = max(1, max_cached)
+        self.max_context_bytes = max_context_bytes
+        self.allow_fetch = allow_fetch
+        self.max_redirects = max_redirects
+        self.max_depth = max_depth
+        self._on_add = on_add
+        self._on_delete = on_delete
+        # Base URLs of this broker: a hosted-context URL under one of them that we do not know is
+        # answered 503 at once instead of being fetched from ourselves.
+        self._bases: set[str] = {b.rstrip("/") for b in base_urls}
+        self._client: httpx.AsyncClient | None = None
+        self._processor = JsonLdProcessor()
+        self._docs: OrderedDict[str, _Doc] = OrderedDict()  # Cached, by URL (LRU)
+        self._cached_ids: dict[str, str] = {}  # localId -> URL of Cached documents
+        self._local: dict[str, _Doc] = {}  # Hosted and ImplicitlyCreated, by localId
+        self._implicit: dict[str, str] = {}  # canonical @context -> localId
+        self._maps: OrderedDict[str, TermMap] = OrderedDict()
+        self._fetching: dict[str, asyncio.Task[Any]] = {}
+        self._building: dict[str, asyncio.Task[TermMap]] = {}
+
+        raw = resources.files("cidade.hub").joinpath("core_context.jsonld").read_bytes()
+        self._core_document: dict[str, Any] = orjson.loads(raw)
+        self._core = _Doc(
+            CORE_CONTEXT_URL,
+            LOCAL_ID_PREFIX + "core",
+            KIND_CACHED,
+            self._core_document["@context"],
+            extra={"builtin": True, "version": "1.8"},
+        )
+        core_active = self._process(CORE_CONTEXT_URL, _Op())
+        self._core_defs = {t: dict(m) for t, m in core_active["mappings"].items()}
+        self._core_map = TermMap(None, dict(self._core_defs), DEFAULT_VOCAB)
+
+    async def aclose(self) -> None:
+        """Close the HTTP client (the app calls this at shutdown)."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- resolution -----------------------------------------------------------------------------
+
+    @property
+    def core(self) -> TermMap:
+        """The TermMap of the core @context alone."""
+        return self._core_map
+
+    async def term_map(self, context: str | dict[str, Any] | list[Any] | None) -> TermMap:
+        """The TermMap for an @context (None: the core @context only). The core @context always
+        applies, last (see the module docstring). 503 LdContextNotAvailable when a remote
+        @context cannot be fetched or is not valid JSON-LD; 400 BadRequestData when the
+        @context itself is malformed."""
+        if context is None:
+            return self._core_map
+        if is_core_context_url(context):
+            self._core.hits += 1
+            self._core.last_used = time.time()
+            return self._core_map
+        key = _canonical(context)
+        tm = self._maps.get(key)
+        if tm is not None:
+            self._maps.move_to_end(key)
+            self._touch(tm)
+            return tm
+        task = self._building.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._build(context, key))
+            self._building[key] = task
+            task.add_done_callback(lambda t, k=key: self._task_done(self._building, k, t))
+        tm = await asyncio.shield(task)
+        self._touch(tm)
+        return tm
+
+    async def request_context(
+        self, content_type: str, link_header: str | None, body_context: object | None
+    ) -> TermMap:
+        """The TermMap of a request (§6.3.5).
+
+        ``application/ld+json``: the @context is the body's ``@context`` member (required); a
+        JSON-LD context Link header as well is 400. Any other media type (``application/json``,
+        merge-patch, or "" for requests without body): the @context comes from the Link header,
+        and a ``@context`` member in a body is 400. No @context at all means the core @context.
+        """
+        kind = content_type.split(";", 1)[0].strip().lower()
+        link = parse_link_header(link_header)
+        if kind == "application/ld+json":
+            if link is not None:
+                raise BadRequestData(
+                    "a JSON-LD context Link header is not allowed with Content-Type "
+                    "application/ld+json: put the @context in the body"
+                )
+            if body_context is None:
+                raise BadRequestData(
+                    "Content-Type application/ld+json requires an @context member in the body"
+                )
+            return await self.term_map(cast(Any, body_context))
+        if body_context is not None and kind:
+            raise BadRequestData(
+                f"an @context member in the body requires Content-Type application/ld+json "
+                f"(got {kind}); with application/json give the @context in a Link header"
+            )
+        return await self.term_map(link)
+
+    async def _build(self, context: Any, key: str) -> TermMap:
+        items = context if isinstance(context, list) else [context]
+        for item in items:
+            if not isinstance(item, (str, dict)):
+                raise BadRequestData(
+                    "an @context must be a URL, an object or an array of them, "
+                    f"not {type(item).__name__}"
+                )
+        op = _Op()
+        for item in items:
+            await self._load(item, None, (), op)
+        try:
+            active = self._process(items, op)
+        except JsonLdError as exc:
+            raise BadRequestData(f"invalid @context: {_jsonld_message(exc)}") from None
+        defs = {t: dict(m) for t, m in active["mappings"].items()}
+        defs.update(self._core_defs)  # the core @context comes last and wins
+        vocab = active.get("@vocab") or DEFAULT_VOCAB
+        tm = TermMap(context, defs, vocab, op.sources)
+        # A document deleted or reloaded while this map was being built: use it, do not keep it.
+        if all(self._is_current(doc) for doc in op.sources):
+            self._maps[key] = tm
+            while len(self._maps) > self.max_cached:
+                self._maps.popitem(last=False)
+        return tm
+
+    def _is_current(self, doc: _Doc) -> bool:
+        if doc.kind == KIND_CACHED:
+            stored = self._docs.get(doc.url)
+            return stored is None or stored is doc  # evicted is fine; replaced is not
+        return self._local.get(doc.local_id) is doc
+
+    def _touch(self, tm: TermMap) -> None:
+        if not tm.sources:
+            return
+        now = time.time()
+        for doc in tm.sources:
+            doc.hits += 1
+            doc.last_used = now
+            if doc.kind == KIND_CACHED and doc.url in self._docs:
+                self._docs.move_to_end(doc.url)
+
+    async def _load(self, item: Any, base: str | None, chain: tuple[str, ...], op: _Op) -> None:
+        """Make every remote document ``item`` refers to (nested ones too) available in ``op``,
+        fetching and validating what is not stored yet."""
+        if isinstance(item, str):
+            url = self._absolute(item, base)
+            if is_core_context_url(url):
+                return
+            if url in chain:
+                raise LdContextNotAvailable(
+                    f"@context {chain[0]} includes itself (cycle through {url})"
+                )
+            if url in op.docs:
+                return
+            if len(chain) >= self.max_depth:
+                raise LdContextNotAvailable(
+                    f"@context {chain[0]} nests remote contexts deeper than {self.max_depth}"
+                )
+            if len(op.docs) >= _MAX_DOCUMENTS:
+                raise LdContextNotAvailable(
+                    f"@context refers to more than {_MAX_DOCUMENTS} remote documents"
+                )
+            doc = self._local_doc(url) or self._cached_doc(url)
+            if doc is not None:
+                op.docs[url] = doc.context
+                await self._load(doc.context, url, (*chain, url), op)
+            else:
+                ctx = await self._fetch_shared(url)
+                op.docs[url] = ctx
+                await self._load(ctx, url, (*chain, url), op)
+                try:
+                    self._process(url, op)
+                except JsonLdError as exc:
+                    raise LdContextNotAvailable(
+                        f"{url} is not a valid JSON-LD @context: {_jsonld_message(exc)}"
+                    ) from None
+                doc = self._store_cached(url, ctx)
+            op.sources.append(doc)
+        elif isinstance(item, list):
+            for element in item:
+                await self._load(element, base, chain, op)
+        elif isinstance(item, dict):
+            imported = item.get("@import")
+            if isinstance(imported, str):
+                await self._load(imported, base, chain, op)
+            # Scoped contexts are validated by pyld when the term is defined: load them too.
+            for value in item.values():
+                if isinstance(value, dict) and "@context" in value:
+                    await self._load(value["@context"], base, chain, op)
+
+    def _absolute(self, ref: str, base: str | None) -> str:
+        if _SCHEME.match(ref):
+            return ref
+        if base is None:
+            raise BadRequestData(f"the @context URL {ref!r} is not an absolute URL")
+        return iri_resolver.resolve(ref, base)
+
+    def _process(self, local_ctx: Any, op: _Op) -> Any:
+        """Run the JSON-LD 1.1 context processing algorithm (pyld), loading documents only from
+        ``op`` and the built-in core: pyld never touches the network."""
+
+        def loader(url: str, options: Any = None) -> dict[str, Any]:
+            if is_core_context_url(url):
+                document = self._core_document
+            elif url in op.docs:
+                document = {"@context": op.docs[url]}
+            else:
+                raise LookupError(f"{url} was not loaded")
+            return {
+                "contentType": "application/ld+json",
+                "contextUrl": None,
+                "documentUrl": url,
+                "document": document,
+            }
+
+        options = {
+            "documentLoader": loader,
+            # A private resolver cache per run: pyld's default one is module-global and keyed by
+            # URL, which would outlive reloads and deletions of stored contexts.
+            "contextResolver": _PyldContextResolver({}, loader, max_context_urls=_MAX_DOCUMENTS),
+            "processingMode": "json-ld-1.1",
+        }
+        initial = self._processor._get_initial_context(options)
+        return self._processor.process_context(initial, local_ctx, options)
+
+    # -- fetching -------------------------------------------------------------------------------
+
+    async def _fetch_shared(self, url: str) -> Any:
+        task = self._fetching.get(url)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._download(url))
+            self._fetching[url] = task
+            task.add_done_callback(lambda t, u=url: self._task_done(self._fetching, u, t))
+        return await asyncio.shield(task)
+
+    @staticmethod
+    def _task_done(registry: dict[str, Any], key: str, task: asyncio.Task[Any]) -> None:
+        if registry.get(key) is task:
+            del registry[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters got it; no "never retrieved" warning
+
+    async def _download(self, url: str) -> Any:
+        """GET a remote @context document; its @context member. 503 on any failure."""
+        if not self.allow_fetch:
+            raise LdContextNotAvailable(f"remote @context {url} not available (fetching disabled)")
+        if not url.lower().startswith(("http://", "https://")):
+            raise LdContextNotAvailable(f"@context {url} cannot be retrieved (not an http(s) URL)")
+        raw = await self._http_get(url)
+        try:
+            document = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise LdContextNotAvailable(f"@context {url} did not return JSON") from None
+        if not isinstance(document, dict) or "@context" not in document:
+            raise LdContextNotAvailable(
+                f"@context {url} is not a JSON-LD context document (no @context member)"
+            )
+        return document["@context"]
+
+    async def _http_get(self, url: str) -> bytes:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.fetch_timeout),
+                follow_redirects=True,
+                max_redirects=self.max_redirects,
+                headers={"Accept": "application/ld+json, application/json;q=0.9, */*;q=0.1"},
+            )
+        limit = self.max_context_bytes
+        try:
+            # httpx timeouts bound each phase; this bounds the whole download (slow trickles).
+            async with asyncio.timeout(self.fetch_timeout):
+                async with self._client.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        raise LdContextNotAvailable(
+                            f"@context {url} answered HTTP {response.status_code}"
+                        )
+                    declared = response.headers.get("content-length", "")
+                    if declared.isdigit() and int(declared) > limit:
+                        raise LdContextNotAvailable(f"@context {url} is larger than {limit} bytes")
+                    body = bytearray()
+                    async for chunk in response.aiter_bytes():
+                        body += chunk
+                        if len(body) > limit:
+                            raise LdContextNotAvailable(
+                                f"@context {url} is larger than {limit} bytes"
+                            )
+                    return bytes(body)
+        except TimeoutError:
+            raise LdContextNotAvailable(
+                f"@context {url} not retrieved within {self.fetch_timeout} s"
+            ) from None
+        except httpx.TooManyRedirects:
+            raise LdContextNotAvailable(
+                f"@context {url}: more than {self.max_redirects} redirects"
+            ) from None
+        except (httpx.HTTPError, OSError) as exc:
+            reason = type(exc).__name__
+            raise LdContextNotAvailable(f"@context {url} cannot be retrieved: {reason}") from None
+
+    # -- stored documents -----------------------------------------------------------------------
+
+    def _local_doc(self, url: str) -> _Doc | None:
+        """A Hosted/ImplicitlyCreated @context named by one of our URLs, resolved locally."""
+        at = url.find(HOSTED_CONTEXTS_PATH)
+        if at < 0:
+            return None
+        doc = self._local.get(unquote(url[at + len(HOSTED_CONTEXTS_PATH) :]))
+        if doc is not None:
+            return doc
+        if url[:at].rstrip("/") in self._bases:
+            # Ours, but gone: never ask ourselves over HTTP.
+            raise LdContextNotAvailable(f"@context {url} is not (or no longer) hosted here")
+        return None
+
+    def _cached_doc(self, url: str) -> _Doc | None:
+        doc = self._docs.get(url)
+        if doc is not None:
+            self._docs.move_to_end(url)
+        return doc
+
+    def _store_cached(self, url: str, ctx: Any) -> _Doc:
+        doc = self._docs.get(url)
+        if doc is not None:  # a concurrent resolution stored it first
+            return doc
+        doc = _Doc(url, LOCAL_ID_PREFIX + str(uuid.uuid4()), KIND_CACHED, ctx)
+        self._docs[url] = doc
+        self._cached_ids[doc.local_id] = url
+        while len(self._docs) > self.max_cached:
+            _, old = self._docs.popitem(last=False)
+            self._cached_ids.pop(old.local_id, None)
+        return doc
+
+    def _find(self, local_id: str) -> _Doc | None:
+        if local_id == self._core.local_id or is_core_context_url(local_id):
+            return self._core
+        doc = self._local.get(local_id)
+        if doc is not None:
+            return doc
+        url = self._cached_ids.get(local_id, local_id)  # Cached ones also by their original URL
+        return self._docs.get(url)
+
+    def _forget_maps(self, doc: _Doc) -> None:
+        """Drop TermMaps built from ``doc`` (deleted or reloaded)."""
+        stale = [k for k, tm in self._maps.items() if any(s is doc for s in tm.sources)]
+        for k in stale:
+            del self._maps[k]
+
+    @staticmethod
+    def _check_local_id(local_id: str) -> None:
+        if not isinstance(local_id, str) or not _URI.match(local_id):
+            raise BadRequestData(f"the @context identifier {local_id!r} is not a URI")
+
+    async def _persist_add(self, info: ContextInfo, body: dict[str, Any]) -> None:
+        if self._on_add is not None:
+            result = self._on_add(info, body)
+            if inspect.isawaitable(result):
+                await result
+
+    async def _persist_delete(self, local_id: str) -> None:
+        if self._on_delete is not None:
+            result = self._on_delete(local_id)
+            if inspect.isawaitable(result):
+                await result
+
+    # -- @context management (§5.13) ------------------------------------------------------------
+
+    async def add_hosted(self, context_body: object, base_url: str) -> ContextInfo:
+        """POST /jsonldContexts (§5.13.2): store a user @context, served from this broker.
+
+        ``context_body`` is the request body, ``{"@context": ...}``; ``base_url`` is the broker's
+        external base (``scheme://host[:port][/prefix]``, without ``/ngsi-ld/v1``). 400 when
+        the body is not such an object or its @context is not valid JSON-LD; 503 when a remote
+        @context it refers to cannot be retrieved.
+        """
+        if not isinstance(context_body, dict) or "@context" not in context_body:
+            raise BadRequestData("the body must be a JSON object with an @context member")
+        value = context_body["@context"]
+        await self._validate(value)
+        return await self._add_local(value, base_url, KIND_HOSTED)
+
+    async def register_implicit(self, context: Any, base_url: str) -> ContextInfo:
+        """Store an inline/compound @context as ImplicitlyCreated (§5.13.1) so it can be referred
+        to by URL (e.g. a subscription's jsonldContext, a Link header); the same @context gives
+        the same entry."""
+        key = _canonical(context)
+        known = self._implicit.get(key)
+        if known is not None and known in self._local:
+            return self._local[known].info()
+        await self._validate(context)
+        info = await self._add_local(context, base_url, KIND_IMPLICIT)
+        self._implicit[key] = info.local_id
+        return info
+
+    async def _validate(self, value: Any) -> None:
+        if isinstance(value, str):
+            if not value:
+                raise BadRequestData("the @context must not be empty")
+        elif not isinstance(value, (dict, list)):
+            raise BadRequestData("the @context must be a URL, an object or an array")
+        await self.term_map(value)  # 400 / 503 as for requests
+
+    async def _add_local(self, value: Any, base_url: str, kind: str) -> ContextInfo:
+        base = base_url.rstrip("/")
+        local_id = LOCAL_ID_PREFIX + str(uuid.uuid4())
+        doc = _Doc(base + HOSTED_CONTEXTS_PATH + local_id, local_id, kind, value)
+        self._bases.add(base)
+        self._local[local_id] = doc
+        info = doc.info()
+        try:
+            await self._persist_add(info, {"@context": value})
+        except BaseException:
+            del self._local[local_id]
+            raise
+        return info
+
+    def load_hosted(
+        self, items: Iterable[tuple[ContextInfo | dict[str, Any], dict[str, Any]]]
+    ) -> int:
+        """Restore persisted Hosted/ImplicitlyCreated @contexts at start: ``(info, body)`` pairs
+        as given to ``on_add`` (info may be a ContextInfo or its ``to_json()`` form). Returns
+        how many were loaded."""
+        count = 0
+        for info, body in items:
+            if isinstance(info, dict):
+                info = ContextInfo.from_json(info)
+            if info.kind not in (KIND_HOSTED, KIND_IMPLICIT):
+                continue
+            value = body.get("@context") if isinstance(body, dict) else None
+            if value is None:
+                continue  # not a stored @context body
+            doc = _Doc(info.url, info.local_id, info.kind, value, created_at=info.created_at)
+            self._local[info.local_id] = doc
+            at = info.url.find(HOSTED_CONTEXTS_PATH)
+            if at > 0:
+                self._bases.add(info.url[:at].rstrip("/"))
+            if info.kind == KIND_IMPLICIT:
+                self._implicit[_canonical(value)] = info.local_id
+            count += 1
+        return count
+
+    def list(self, details: bool = False, kind: str | None = None) -> list[Any]:
+        """GET /jsonldContexts (§5.13.3): the URLs of the stored @contexts, or with ``details``
+        their metadata objects; optionally only those of one ``kind``."""
+        if kind is not None and kind not in KINDS:
+            raise BadRequestData(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
+        docs = [self._core, *self._docs.values(), *self._local.values()]
+        docs.sort(key=lambda d: (d is not self._core, d.created_at))
+        if kind is not None:
+            docs = [d for d in docs if d.kind == kind]
+        if details:
+            return [d.info().to_json() for d in docs]
+        return [d.url for d in docs]
+
+    def get(self, local_id: str, details: bool = False) -> dict[str, Any]:
+        """GET /jsonldContexts/{contextId} (§5.13.4): ``{"@context": ...}`` of a Hosted or
+        ImplicitlyCreated @context, or with ``details`` the metadata of any stored one.
+        404 ResourceNotFound when unknown; 422 OperationNotSupported for the content of a Cached
+        one (the spec serves only Hosted/ImplicitlyCreated content); 400 for a non-URI id."""
+        self._check_local_id(local_id)
+        doc = self._find(local_id)
+        if doc is None:
+            raise ResourceNotFound(f"no stored @context {local_id}")
+        if details:
+            return doc.info().to_json()
+        if doc.kind == KIND_CACHED:
+            raise OperationNotSupported(
+                f"@context {local_id} is Cached: only its metadata is served (details=true)"
+            )
+        return {"@context": orjson.loads(orjson.dumps(doc.context))}
+
+    async def delete(self, local_id: str, reload: bool = False) -> None:
+        """DELETE /jsonldContexts/{contextId} (§5.13.5).
+
+        Without ``reload``: remove the entry (any kind; a Cached one may also be named by its
+        original URL) - the core @context cannot be deleted (400 BadRequestData). With
+        ``reload``: re-download a Cached @context and replace the stored copy (400 for other
+        kinds; LdContextNotAvailable with HTTP 504 when the download fails, the old copy staying
+        in place). Reloading the core is a no-op: the built-in copy is authoritative.
+        404 when unknown; 400 for a non-URI id.
+        """
+        self._check_local_id(local_id)
+        doc = self._find(local_id)
+        if doc is None:
+            raise ResourceNotFound(f"no stored @context {local_id}")
+        if doc is self._core:
+            if reload:
+                return
+            raise BadRequestData("the NGSI-LD core @context cannot be deleted")
+        if reload:
+            if doc.kind != KIND_CACHED:
+                raise BadRequestData(
+                    f"only Cached @contexts can be reloaded; {local_id} is {doc.kind}"
+                )
+            await self._reload(doc)
+            return
+        if doc.kind == KIND_CACHED:
+            self._docs.pop(doc.url, None)
+            self._cached_ids.pop(doc.local_id, None)
+        else:
+            await self._persist_delete(doc.local_id)
+            del self._local[doc.local_id]
+            self._implicit = {k: v for k, v in self._implicit.items() if v != doc.local_id}
+        self._forget_maps(doc)
+
+    async def _reload(self, doc: _Doc) -> None:
+        url = doc.url
+        try:
+            ctx = await self._download(url)
+            op = _Op()
+            op.docs[url] = ctx
+            await self._load(ctx, url, (url,), op)
+            try:
+                self._process(url, op)
+            except JsonLdError as exc:
+                raise LdContextNotAvailable(
+                    f"{url} is not a valid JSON-LD @context: {_jsonld_message(exc)}"
+                ) from None
+        except LdContextNotAvailable as exc:
+            exc.status = 504  # §6.30.3.2 (OpenAPI v1.8.1): re-download failure is 504
+            raise
+        fresh = _Doc(url, doc.local_id, KIND_CACHED, ctx, created_at=_now_iso())
+        fresh.hits, fresh.last_used = doc.hits, doc.last_used
+        self._docs[url] = fresh
+        self._cached_ids[fresh.local_id] = url
+        self._forget_maps(doc)
+
+
+__all__ = [
+    "CORE_CONTEXT_URL",
+    "DEFAULT_VOCAB",
+    "HOSTED_CONTEXTS_PATH",
+    "JSONLD_CONTEXT_REL",
+    "KINDS",
+    "KIND_CACHED",
+    "KIND_HOSTED",
+    "KIND_IMPLICIT",
+    "ContextInfo",
+    "ContextResolver",
+    "TermMap",
+    "is_core_context_url",
+    "parse_link_header",
+]

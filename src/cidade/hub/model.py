@@ -1,0 +1,412 @@
+"""Entities in and out: client representations <-> the stored form (docs/stored-form.md).
+
+``normalize_*`` turns what a client sent (normalized or concise, ETSI GS CIM 009 §4.5) into the
+stored form, checking every NGSI-LD rule on the way, so nothing invalid reaches the store.
+``render_entity`` turns a stored entity into what a client asked for (normalized, concise or
+keyValues; sysAttrs; attrs/pick/omit projection; lang), compacting terms with its @context.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from cidade.hub import timefmt
+from cidade.hub.errors import BadRequestData
+from cidade.hub.query.geo import validate_geojson_geometry
+
+NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
+NULL = "urn:ngsi-ld:null"  # the merge-patch "delete this" value (§4.5.19? 1.8 §4.20)
+
+KINDS = {
+    "Property": "value",
+    "GeoProperty": "value",
+    "Relationship": "object",
+    "LanguageProperty": "languageMap",
+    "VocabProperty": "vocab",
+    "ListProperty": "valueList",
+    "ListRelationship": "objectList",
+    "JsonProperty": "json",
+}
+VALUE_MEMBERS = frozenset(KINDS.values())
+# Members of an attribute that are metadata, not sub-attributes.
+META = frozenset({"observedAt", "unitCode", "datasetId", "objectType", "createdAt", "modifiedAt"})
+SYSTEM = frozenset({"createdAt", "modifiedAt", "deletedAt"})
+ENTITY_MEMBERS = frozenset({"id", "type", "scope", "@context", "createdAt", "modifiedAt"})
+GEO_TYPES = frozenset(
+    {"Point", "MultiPoint", "LineString", "MultiLineString", "Polygon", "MultiPolygon"}
+)
+# Attribute names: NGSI-LD §4.6.2 forbids these characters in names (they break q and URLs).
+_BAD_NAME = re.compile(r"[\s<>\"'=;()\[\]{}\\|^`]")
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]*$")
+
+
+class Terms(Protocol):
+    def expand(self, term: str) -> str: ...
+    def compact(self, iri: str) -> str: ...
+    def expand_vocab_value(self, value: Any) -> Any: ...
+    def compact_vocab_value(self, value: Any) -> Any: ...
+
+
+def is_uri(value: object) -> bool:
+    return isinstance(value, str) and _URI.match(value) is not None
+
+
+def check_entity_id(value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequestData("the entity id must be a non-empty string")
+    if not is_uri(value):
+        raise BadRequestData(f"the entity id {value!r} is not a URI")
+    return value
+
+
+def check_name(name: object, what: str = "attribute name") -> str:
+    if not isinstance(name, str) or not name or _BAD_NAME.search(name):
+        raise BadRequestData(f"invalid {what} {name!r}")
+    return name
+
+
+def expand_types(value: object, terms: Terms) -> list[str]:
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not names:
+        raise BadRequestData("the entity type must be a string or a non-empty list of strings")
+    out = []
+    for name in names:
+        out.append(terms.expand(check_name(name, "entity type")))
+    return sorted(set(out))
+
+
+# -- client -> stored ---------------------------------------------------------------------------
+
+
+def normalize_entity(body: object, terms: Terms, now: str) -> dict[str, Any]:
+    """A complete entity (create, replace, upsert) in the stored form."""
+    if not isinstance(body, dict):
+        raise BadRequestData("an entity must be a JSON object")
+    entity: dict[str, Any] = {
+        "id": check_entity_id(body.get("id")),
+        "type": expand_types(body.get("type"), terms),
+    }
+    if "scope" in body:
+        entity["scope"] = normalize_scope(body["scope"])
+    entity["createdAt"] = now
+    entity["modifiedAt"] = now
+    entity["attrs"] = normalize_attrs(body, terms, now)
+    return entity
+
+
+def normalize_scope(value: object) -> list[str]:
+    scopes = [value] if isinstance(value, str) else value
+    if not isinstance(scopes, list) or not all(
+        isinstance(s, str) and re.fullmatch(r"(/[^/#+\s]+)+", s) for s in scopes
+    ):
+        raise BadRequestData(f"invalid scope {value!r}: expected '/A/B' or a list of them")
+    return scopes
+
+
+def normalize_attrs(body: dict[str, Any], terms: Terms, now: str) -> dict[str, list[dict]]:
+    """Every attribute of a body (entity members such as id and type are skipped)."""
+    attrs: dict[str, list[dict]] = {}
+    for name, raw in body.items():
+        if name in ENTITY_MEMBERS:
+            continue
+        iri = terms.expand(check_name(name))
+        attrs[iri] = normalize_attribute(name, raw, terms, now)
+    return attrs
+
+
+def _looks_like_instance(value: object) -> bool:
+    return isinstance(value, dict) and ("type" in value or not VALUE_MEMBERS.isdisjoint(value))
+
+
+def normalize_attribute(name: str, raw: object, terms: Terms, now: str) -> list[dict]:
+    """One attribute: a list of instances (several when several datasetIds are given)."""
+    if isinstance(raw, list) and raw and all(_looks_like_instance(v) for v in raw):
+        instances = [normalize_instance(name, v, terms, now) for v in raw]
+    else:
+        instances = [normalize_instance(name, raw, terms, now)]
+    seen: set[str | None] = set()
+    for inst in instances:
+        ds = inst.get("datasetId")
+        if ds in seen:
+            raise BadRequestData(
+                f"attribute {name!r} has two instances with datasetId {ds!r}"
+                if ds
+                else f"attribute {name!r} has two default instances (without datasetId)"
+            )
+        seen.add(ds)
+    return instances
+
+
+def _infer_kind(raw: dict[str, Any]) -> str:
+    for kind, member in (
+        ("Relationship", "object"),
+        ("LanguageProperty", "languageMap"),
+        ("VocabProperty", "vocab"),
+        ("ListProperty", "valueList"),
+        ("ListRelationship", "objectList"),
+        ("JsonProperty", "json"),
+    ):
+        if member in raw:
+            return kind
+    value = raw.get("value")
+    if isinstance(value, dict) and value.get("type") in GEO_TYPES and "coordinates" in value:
+        return "GeoProperty"
+    return "Property"
+
+
+def normalize_instance(
+    name: str, raw: object, terms: Terms, now: str, *, sub: bool = False
+) -> dict[str, Any]:
+    what = f"sub-attribute {name!r}" if sub else f"attribute {name!r}"
+    if raw is None:
+        raise BadRequestData(f"{what} has a null value")
+    if not isinstance(raw, dict):
+        # Concise form: a bare value is a Property's value.
+        return {"type": "Property", "value": raw, "createdAt": now, "modifiedAt": now}
+    if "type" not in raw and not (VALUE_MEMBERS & raw.keys()):
+        if raw.get("type") in GEO_TYPES or (
+            "coordinates" in raw and isinstance(raw.get("type"), str)
+        ):
+            raw = {"type": "GeoProperty", "value": raw}
+        else:
+            # Concise: a JSON object that is not an attribute is the value of a Property.
+            return {"type": "Property", "value": raw, "createdAt": now, "modifiedAt": now}
+    kind = raw.get("type")
+    if kind is None:
+        kind = _infer_kind(raw)
+    elif kind in GEO_TYPES and "coordinates" in raw:
+        raw = {"type": "GeoProperty", "value": raw}
+        kind = "GeoProperty"
+    if kind not in KINDS:
+        raise BadRequestData(f"{what} has unknown type {kind!r}")
+    member = KINDS[kind]
+    if member not in raw:
+        raise BadRequestData(f"{what} of type {kind} needs a {member!r} member")
+    inst: dict[str, Any] = {"type": kind}
+    inst[member] = _check_value(kind, raw[member], what, terms)
+    for key, val in raw.items():
+        if key in ("type", member) or key in SYSTEM:
+            continue
+        if key in VALUE_MEMBERS:
+            raise BadRequestData(f"{what} of type {kind} cannot have a {key!r} member")
+        if key == "observedAt":
+            inst["observedAt"] = timefmt.normalize(val, f"observedAt of {what}")
+        elif key == "unitCode":
+            if not isinstance(val, str) or not val:
+                raise BadRequestData(f"unitCode of {what} must be a non-empty string")
+            inst["unitCode"] = val
+        elif key == "datasetId":
+            if sub:
+                raise BadRequestData(f"{what} cannot have a datasetId")
+            if not is_uri(val):
+                raise BadRequestData(f"datasetId of {what} must be a URI, got {val!r}")
+            inst["datasetId"] = val
+        elif key == "objectType":
+            if kind not in ("Relationship", "ListRelationship"):
+                raise BadRequestData(f"objectType is only for relationships ({what})")
+            inst["objectType"] = terms.expand_vocab_value(val)
+        elif key in ("@context", "id", "scope", "instanceId", "lang"):
+            if key == "lang" and kind == "Property":
+                continue  # the lang member of a LanguageProperty rendered with `lang=`
+            raise BadRequestData(f"{what} cannot have a {key!r} member")
+        else:
+            sub_iri = terms.expand(check_name(key, "sub-attribute name"))
+            inst[sub_iri] = normalize_instance(key, val, terms, now, sub=True)
+    inst["createdAt"] = now
+    inst["modifiedAt"] = now
+    return inst
+
+
+def _check_value(kind: str, value: Any, what: str, terms: Terms) -> Any:
+    if kind == "Property":
+        if value is None:
+            raise BadRequestData(f"{what} has a null value")
+        return value
+    if kind == "GeoProperty":
+        validate_geojson_geometry(value)
+        return value
+    if kind == "Relationship":
+        objects = value if isinstance(value, list) else [value]
+        if not objects or not all(is_uri(o) for o in objects):
+            raise BadRequestData(f"the object of relationship {what} must be a URI (or URIs)")
+        return value
+    if kind == "LanguageProperty":
+        if not isinstance(value, dict) or not value:
+            raise BadRequestData(f"languageMap of {what} must be a non-empty object")
+        for lang, text in value.items():
+            texts = text if isinstance(text, list) else [text]
+            if not isinstance(lang, str) or not all(isinstance(t, str) for t in texts):
+                raise BadRequestData(f"languageMap of {what} must map languages to strings")
+        return value
+    if kind == "VocabProperty":
+        items = value if isinstance(value, list) else [value]
+        if not items or not all(isinstance(v, str) and v for v in items):
+            raise BadRequestData(f"vocab of {what} must be a string (or strings)")
+        return terms.expand_vocab_value(value)
+    if kind == "ListProperty":
+        if not isinstance(value, list):
+            raise BadRequestData(f"valueList of {what} must be an array")
+        return value
+    if kind == "ListRelationship":
+        if not isinstance(value, list):
+            raise BadRequestData(f"objectList of {what} must be an array")
+        for item in value:
+            obj = item.get("object") if isinstance(item, dict) else item
+            if not is_uri(obj):
+                raise BadRequestData(f"objectList of {what} must hold URIs")
+        return value
+    return value  # JsonProperty: any JSON, kept as it is
+
+
+# -- stored -> client ---------------------------------------------------------------------------
+
+
+class View:
+    """How a client asked to see entities (one per request)."""
+
+    __slots__ = ("attrs", "form", "lang", "omit", "pick", "sys_attrs", "terms")
+
+    def __init__(
+        self,
+        terms: Terms,
+        *,
+        form: str = "normalized",
+        sys_attrs: bool = False,
+        attrs: Iterable[str] | None = None,
+        pick: Iterable[str] | None = None,
+        omit: Iterable[str] | None = None,
+        lang: str | None = None,
+    ) -> None:
+        self.terms = terms
+        self.form = form
+        self.sys_attrs = sys_attrs
+        self.attrs = frozenset(attrs) if attrs else None
+        self.pick = frozenset(pick) if pick else None
+        self.omit = frozenset(omit) if omit else frozenset()
+        self.lang = _parse_lang(lang) if lang else None
+
+    def wants(self, member: str) -> bool:
+        """Whether a top-level member (an expanded attribute IRI, or id/type/scope) is shown."""
+        if member in self.omit:
+            return False
+        if self.pick is not None and member not in self.pick:
+            return False
+        if self.attrs is not None and member not in (
+            "id",
+            "type",
+            "scope",
+            "createdAt",
+            "modifiedAt",
+        ):
+            return member in self.attrs
+        return True
+
+
+def _parse_lang(header: str) -> list[str]:
+    langs = []
+    for part in header.split(","):
+        tag = part.split(";")[0].strip()
+        if tag:
+            langs.append(tag)
+    return langs
+
+
+def render_entity(entity: dict[str, Any], view: View) -> dict[str, Any]:
+    terms = view.terms
+    out: dict[str, Any] = {}
+    if view.wants("id"):
+        out["id"] = entity["id"]
+    if view.wants("type"):
+        types = [terms.compact(t) for t in entity["type"]]
+        out["type"] = types[0] if len(types) == 1 else types
+    if "scope" in entity and view.wants("scope"):
+        scope = entity["scope"]
+        out["scope"] = scope[0] if len(scope) == 1 else scope
+    if view.sys_attrs and view.form != "keyValues":
+        out["createdAt"] = entity["createdAt"]
+        out["modifiedAt"] = entity["modifiedAt"]
+    for iri, instances in entity["attrs"].items():
+        if not view.wants(iri):
+            continue
+        name = terms.compact(iri)
+        if view.form == "keyValues":
+            out[name] = _key_value(_default_instance(instances), view)
+        else:
+            rendered = [_render_instance(i, view) for i in instances]
+            out[name] = rendered[0] if len(rendered) == 1 else rendered
+    return out
+
+
+def _default_instance(instances: list[dict]) -> dict:
+    for inst in instances:
+        if "datasetId" not in inst:
+            return inst
+    return instances[0]
+
+
+def _pick_language(language_map: dict[str, Any], langs: list[str]) -> tuple[str, Any] | None:
+    for lang in langs:
+        if lang == "*":
+            return None
+        if lang in language_map:
+            return lang, language_map[lang]
+    if "@none" in language_map:
+        return "@none", language_map["@none"]
+    first = next(iter(language_map))
+    return first, language_map[first]
+
+
+def _key_value(inst: dict[str, Any], view: View) -> Any:
+    kind = inst["type"]
+    value = inst[KINDS[kind]]
+    if kind == "LanguageProperty":
+        if view.lang:
+            chosen = _pick_language(value, view.lang)
+            if chosen is not None:
+                return chosen[1]
+        return {"languageMap": value}
+    if kind == "VocabProperty":
+        return view.terms.compact_vocab_value(value)
+    if kind == "JsonProperty":
+        return {"json": value}
+    return value
+
+
+def _render_instance(inst: dict[str, Any], view: View) -> Any:
+    terms = view.terms
+    kind = inst["type"]
+    member = KINDS[kind]
+    value = inst[member]
+    if kind == "VocabProperty":
+        value = terms.compact_vocab_value(value)
+    out: dict[str, Any] = {}
+    if kind == "LanguageProperty" and view.lang:
+        chosen = _pick_language(value, view.lang)
+        if chosen is not None:
+            kind, member = "Property", "value"
+            value = chosen[1]
+            out["lang"] = chosen[0]
+    concise = view.form == "concise"
+    if not concise:
+        out = {"type": kind, member: value, **out}
+    else:
+        out = {member: value, **out}
+    for key, val in inst.items():
+        if key in ("type", member, KINDS[inst["type"]]):
+            continue
+        if key in META:
+            if key in SYSTEM and not view.sys_attrs:
+                continue
+            out[key] = terms.compact_vocab_value(val) if key == "objectType" else val
+        elif ":" in key:
+            out[terms.compact(key)] = _render_instance(val, view)
+    if concise and len(out) == 1 and member in ("value",):
+        # A concise Property or GeoProperty with nothing but its value is the value itself.
+        if kind == "Property" and not (isinstance(value, dict) and _looks_like_instance(value)):
+            if not (isinstance(value, dict) and value.get("type") in GEO_TYPES):
+                return value
+        if kind == "GeoProperty":
+            return value
+    return out

@@ -1,0 +1,24 @@
+"""Timestamps as the hub stores them: UTC, microseconds, a trailing "Z"; they sort as strings."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from cidade.hub.errors import BadRequestData
+
+
+def now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalize(value: object, what: str = "DateTime") -> str:
+    """An ISO 8601 date-time from a client, in the stored format; 400 when it is not one."""
+    if not isinstance(value, str):
+        raise BadRequestData(f"{what} must be an ISO 8601 date-time string, got {value!r}")
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadRequestData(f"{what} {value!r} is not an ISO 8601 date-time") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)  # NGSI-LD date-times without offset are UTC
+    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

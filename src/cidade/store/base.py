@@ -1,0 +1,97 @@
+"""The storage interface every backend implements.
+
+The hub never writes SQL: it hands the store *write operations* (an entity id and a pure function
+from the stored entity, or None, to the new stored entity, or None to delete it) and *queries*
+(an ``EntityQuery`` whose filters are parsed trees). A backend runs each write operation atomically
+(read, apply, write), each in its own savepoint, so a batch commits what succeeded and reports the
+rest, and a failed operation leaves nothing half-written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from cidade.hub.query.geo import GeoQuery
+from cidade.hub.query.q import QNode
+
+Entity = dict[str, Any]
+
+# A type expression (NGSI-LD §4.17): an expanded type IRI, or ("and"|"or", [expr, ...]).
+TypeExpr = str | tuple[str, list["TypeExpr"]]
+
+
+@dataclass(slots=True)
+class WriteOp:
+    """One atomic change of one entity: ``apply(current) -> new`` (None = absent / delete)."""
+
+    entity_id: str
+    apply: Callable[[Entity | None], Entity | None]
+
+
+@dataclass(slots=True)
+class EntityQuery:
+    ids: Sequence[str] = ()
+    id_pattern: str | None = None
+    types: TypeExpr | None = None
+    attrs: Sequence[str] = ()  # entity must have at least one of these (expanded) attributes
+    q: QNode | None = None
+    geo: GeoQuery | None = None
+    limit: int = 20
+    offset: int = 0
+    count: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class QueryResult:
+    entities: list[Entity]
+    count: int | None
+
+
+class Store(Protocol):
+    """What the hub needs from storage. Every method is tenant-scoped; "" is the default tenant."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def tenant_exists(self, tenant: str) -> bool: ...
+
+    async def get_entity(self, tenant: str, entity_id: str) -> Entity | None: ...
+
+    async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+        """Run each op atomically; the result list holds, per op, the new entity (or None when it
+        was deleted) or the exception that op raised (its changes rolled back)."""
+        ...
+
+    async def query(self, tenant: str, query: EntityQuery) -> QueryResult: ...
+
+    async def entity_types(self, tenant: str) -> list[dict[str, Any]]:
+        """[{type, attrs: [(attr, kinds, count)], count}] for discovery."""
+        ...
+
+    async def attributes(self, tenant: str) -> list[dict[str, Any]]:
+        """[{attr, kinds: [..], types: [..], count}] for discovery."""
+        ...
+
+    async def hosted_contexts(self) -> list[dict[str, Any]]: ...
+
+    async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None: ...
+
+    async def delete_hosted_context(self, local_id: str) -> None: ...
+
+
+def open_store(url: str) -> Store:
+    """The backend for a store URL (not yet opened)."""
+    if url.startswith("sqlite://"):
+        from cidade.store.sqlite import SqliteStore
+
+        path = url.removeprefix("sqlite://")
+        # sqlite:///rel.db -> "rel.db"; sqlite:////abs/x.db -> "/abs/x.db"; sqlite:///:memory:
+        path = path[1:] if path.startswith("/") else path
+        return SqliteStore(path or "cidade.db")
+    if url.startswith(("postgresql://", "postgres://")):
+        raise SystemExit("the PostgreSQL store is not available yet; use sqlite:///path.db")
+    raise SystemExit(f"unknown store URL {url!r}: use sqlite:///path.db")

@@ -1,0 +1,167 @@
+"""One SQLite database: a single writer thread with group commit, and reader connections.
+
+Datasette's pattern: writes go through a queue to one thread that owns the only write connection,
+so there is never lock contention between writers. That thread takes every write waiting in the
+queue and runs them in ONE transaction, each in its own SAVEPOINT (a failed write rolls back only
+itself), then commits once: with ``synchronous=FULL`` every acknowledged write is on disk, and the
+fsync is shared by everyone who was waiting (group commit).
+
+Reads use WAL snapshots on other connections and never wait for the writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_STOP = object()
+MAX_GROUP = 256  # writes committed together at most
+
+
+def _connect(path: str, setup: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # FULL: a commit is acknowledged only once it is durable (WAL fsynced), also on power loss.
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=30000")
+    conn.execute("PRAGMA cache_size=-65536")
+    conn.execute("PRAGMA temp_store=MEMORY")
+    setup(conn)
+    return conn
+
+
+class Database:
+    def __init__(self, path: str, setup: Callable[[sqlite3.Connection], None]) -> None:
+        if path == ":memory:":
+            # A shared in-memory database, so the writer and the readers see the same data.
+            path = f"file:cidade-mem-{id(self)}?mode=memory&cache=shared"
+        elif not path.startswith("file:"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._setup = setup
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._local = threading.local()
+        self._readers = ThreadPoolExecutor(max_workers=3, thread_name_prefix="sqlite-read")
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._inline: sqlite3.Connection | None = None
+
+    def _new_connection(self) -> sqlite3.Connection:
+        uri = self.path.startswith("file:")
+        if uri:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, uri=True, timeout=30
+            )
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._setup(conn)
+        else:
+            conn = _connect(self.path, self._setup)
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def start(self, init: Callable[[sqlite3.Connection], None]) -> None:
+        conn = self._new_connection()
+        init(conn)
+        self._writer = threading.Thread(
+            target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True
+        )
+        self._writer.start()
+        self._inline = self._new_connection()
+
+    def stop(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join()
+            self._writer = None
+        self._readers.shutdown(wait=True)
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def _write_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group = [first]
+            stop = False
+            while len(group) < MAX_GROUP:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                group.append(item)
+            self._run_group(conn, group)
+            if stop:
+                return
+
+    @staticmethod
+    def _run_group(conn: sqlite3.Connection, group: list[tuple[Callable, Future]]) -> None:
+        results: list[tuple[Future, bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, fut in group:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = fn(conn)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO op")
+                    conn.execute("RELEASE op")
+                    results.append((fut, False, exc))
+                else:
+                    conn.execute("RELEASE op")
+                    results.append((fut, True, value))
+            conn.execute("COMMIT")
+        except BaseException as exc:  # the commit itself failed: nobody's write is acknowledged
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _, fut in group:
+                if not fut.done():
+                    fut.set_exception(exc)
+            return
+        for fut, ok, value in results:
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` in the writer thread inside a transaction; return once committed."""
+        fut: Future[T] = Future()
+        self._queue.put((fn, fut))
+        return await asyncio.wrap_future(fut)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = self._new_connection()
+        return conn
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(conn)`` on a reader thread (for queries that may take a while)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+
+    def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run a short read (an indexed point lookup) right here, on the event loop's thread:
+        cheaper than a thread hop for reads that take microseconds."""
+        assert self._inline is not None
+        return fn(self._inline)

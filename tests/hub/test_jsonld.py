@@ -1,0 +1,769 @@
+"""@context handling: term maps, remote resolution over real HTTP, Link headers, §6.3.5 rules,
+and @context management (§5.13). Remote contexts come from a real HTTP server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypeVar
+
+import pytest
+
+from cidade.hub.errors import (
+    BadRequestData,
+    LdContextNotAvailable,
+    OperationNotSupported,
+    ResourceNotFound,
+)
+from cidade.hub.jsonld import (
+    CORE_CONTEXT_URL,
+    DEFAULT_VOCAB,
+    HOSTED_CONTEXTS_PATH,
+    ContextInfo,
+    ContextResolver,
+    is_core_context_url,
+    parse_link_header,
+)
+
+NGSI = "https://uri.etsi.org/ngsi-ld/"
+REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
+BROKER = "http://broker.invalid"  # never resolved: hosted contexts must be served locally
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+class ContextServer:
+    """A tiny real HTTP server: path -> (status, body, headers, delay); counts requests."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, tuple[int, bytes, dict[str, str], float]] = {}
+        self.hits: Counter[str] = Counter()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                server.hits[self.path] += 1
+                status, body, headers, delay = server.routes.get(
+                    self.path, (404, b"not found", {}, 0.0)
+                )
+                if delay:
+                    time.sleep(delay)
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}{path}"
+
+    def serve(
+        self,
+        path: str,
+        document: Any,
+        *,
+        status: int = 200,
+        delay: float = 0.0,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        hdrs = {"Content-Type": "application/ld+json", **(headers or {})}
+        self.routes[path] = (status, body, hdrs, delay)
+        return self.url(path)
+
+    def redirect(self, path: str, target: str) -> str:
+        self.routes[path] = (302, b"", {"Location": target}, 0.0)
+        return self.url(path)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ContextServer]:
+    srv = ContextServer()
+    yield srv
+    srv.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Core @context
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        CORE_CONTEXT_URL,
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+        "http://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.3.jsonld",
+        "http://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.6.jsonld",
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.9.jsonld",
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.1.jsonld",
+    ],
+)
+def test_core_context_urls_resolve_without_network(url: str) -> None:
+    assert is_core_context_url(url)
+
+    async def go() -> None:
+        resolver = ContextResolver(allow_fetch=False)  # any network use would be a 503
+        tm = await resolver.term_map(url)
+        assert tm.expand("location") == NGSI + "location"
+        tm2 = await resolver.term_map([url, {"speed": "http://example.org/speed"}])
+        assert tm2.expand("speed") == "http://example.org/speed"
+        assert tm2.expand("observedAt") == NGSI + "observedAt"
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-non-existing.jsonld",
+        "https://example.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+        "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.json",
+        None,
+    ],
+)
+def test_not_core_context_urls(url: Any) -> None:
+    assert not is_core_context_url(url)
+
+
+def test_core_term_definitions() -> None:
+    resolver = ContextResolver(allow_fetch=False)
+    tm = run(resolver.term_map(None))
+    assert tm is resolver.core
+    assert tm.vocab == DEFAULT_VOCAB
+    expected = {
+        "id": "@id",
+        "type": "@type",
+        "value": NGSI + "hasValue",
+        "object": NGSI + "hasObject",
+        "vocab": NGSI + "hasVocab",
+        "languageMap": NGSI + "hasLanguageMap",
+        "Property": NGSI + "Property",
+        "GeoProperty": NGSI + "GeoProperty",
+        "VocabProperty": NGSI + "VocabProperty",
+        "Point": "https://purl.org/geojson/vocab#Point",
+        "description": "http://purl.org/dc/terms/description",
+        "createdAt": NGSI + "createdAt",
+        "unitCode": NGSI + "unitCode",
+    }
+    for term, iri in expected.items():
+        assert tm.expand(term) == iri, term
+        assert tm.compact(iri) == term, iri
+    assert tm.definition("vocab")["@type"] == "@vocab"
+    assert tm.definition("datasetId")["@type"] == "@id"
+    assert tm.definition("location")["protected"] is True
+    assert tm.definition("ngsildproof") is None  # v1.9 only, not in the built-in v1.8 copy
+    assert tm.definition("nothing") is None
+    # Unknown names: the NGSI-LD default vocabulary, both ways.
+    assert tm.expand("temperature") == DEFAULT_VOCAB + "temperature"
+    assert tm.compact(DEFAULT_VOCAB + "temperature") == "temperature"
+    assert tm.compact(NGSI + "somethingNew") == "ngsi-ld:somethingNew"
+    assert tm.expand("ngsi-ld:somethingNew") == NGSI + "somethingNew"
+    assert tm.compact("@type") == "type"
+
+
+# ---------------------------------------------------------------------------------------------
+# User @context: terms, prefixes, @vocab
+
+
+USER = {
+    "ex": "http://example.org/ns#",
+    "schema": "https://schema.org/",
+    "Streetlight": "ex:Streetlight",
+    "powerState": "ex:powerState",
+    "brand": {"@id": "schema:brand"},
+    "category": {"@id": "ex:category", "@type": "@vocab"},
+    "on": "ex:on",
+    "refStreet": {"@id": "ex:refStreet", "@type": "@id"},
+}
+
+
+def test_user_terms_prefixes_and_default_vocab() -> None:
+    tm = run(ContextResolver(allow_fetch=False).term_map(USER))
+    assert tm.expand("Streetlight") == "http://example.org/ns#Streetlight"
+    assert tm.expand("powerState") == "http://example.org/ns#powerState"
+    assert tm.expand("brand") == "https://schema.org/brand"
+    assert tm.expand("ex:lampType") == "http://example.org/ns#lampType"  # compact IRI
+    assert tm.expand("urn:ngsi-ld:thing") == "urn:ngsi-ld:thing"  # absolute IRI unchanged
+    assert tm.expand("http://other.org/x") == "http://other.org/x"
+    assert tm.expand("luminosity") == DEFAULT_VOCAB + "luminosity"  # no user @vocab
+    assert tm.expand("type") == "@type"
+    assert tm.vocab == DEFAULT_VOCAB
+
+    assert tm.compact("http://example.org/ns#powerState") == "powerState"
+    assert tm.compact("http://example.org/ns#lampType") == "ex:lampType"
+    assert tm.compact("https://schema.org/name") == "schema:name"
+    assert tm.compact(DEFAULT_VOCAB + "luminosity") == "luminosity"
+    assert tm.compact("http://other.org/x") == "http://other.org/x"
+    assert tm.compact(NGSI + "location") == "location"  # core terms still apply
+
+    assert tm.expand_vocab_value("on") == "http://example.org/ns#on"
+    assert tm.expand_vocab_value(["on", "ex:off", "blinking"]) == [
+        "http://example.org/ns#on",
+        "http://example.org/ns#off",
+        DEFAULT_VOCAB + "blinking",
+    ]
+    assert tm.expand_vocab_value(5) == 5
+    assert tm.compact_vocab_value(["http://example.org/ns#on", DEFAULT_VOCAB + "blinking"]) == [
+        "on",
+        "blinking",
+    ]
+    assert tm.compact_vocab_value({"x": 1}) == {"x": 1}
+
+
+def test_user_vocab_and_compaction_order() -> None:
+    context = {
+        "@vocab": "http://vocab.example/",
+        "v": "http://vocab.example/",
+        "p": "http://p.example/",
+        "pp": "http://p.example/deeper/",
+        "short": "http://p.example/thing",
+        "longerName": "http://p.example/thing",
+        "listy": {"@id": "http://p.example/listy", "@container": "@list"},
+        "l": {"@id": "http://p.example/listy", "@container": "@list"},
+        "plainListy": "http://p.example/listy",
+        "gone": None,
+    }
+    tm = run(ContextResolver(allow_fetch=False).term_map(context))
+    assert tm.vocab == "http://vocab.example/"
+    assert tm.expand("anything") == "http://vocab.example/anything"
+    # A term first, then vocab-relative, then the shortest compact IRI, then the IRI itself.
+    assert tm.compact("http://p.example/thing") == "short"  # shortest term wins
+    assert tm.compact("http://p.example/listy") == "plainListy"  # a term without container
+    assert tm.compact("http://vocab.example/anything") == "anything"
+    assert tm.compact("http://vocab.example/a:b") == "v:a:b"  # "a:b" would not read back
+    assert tm.compact("http://p.example/deeper/x") == "pp:x"
+    assert tm.compact("http://p.example/x") == "p:x"
+    # A term mapped to null is not vocab-expanded: it stays itself and round-trips.
+    assert tm.expand("gone") == "gone"
+    assert tm.compact("gone") == "gone"
+    for term in ("anything", "p:x", "pp:x", "short", "v:a:b"):
+        assert tm.expand(tm.compact(tm.expand(term))) == tm.expand(term)
+
+
+def test_core_terms_cannot_be_redefined() -> None:
+    """NGSI-LD: the core @context comes implicitly last and its terms are protected. A user
+    redefinition is superseded by the core; after an explicit core @context, JSON-LD 1.1 makes
+    the redefinition of a protected term an error (400)."""
+    resolver = ContextResolver(allow_fetch=False)
+    mine = {"location": "http://example.org/myLocation", "value": "http://example.org/v"}
+    tm = run(resolver.term_map(mine))
+    assert tm.expand("location") == NGSI + "location"
+    assert tm.expand("value") == NGSI + "hasValue"
+    assert tm.compact(NGSI + "location") == "location"
+    # Explicit core last: the same, silently.
+    tm2 = run(resolver.term_map([mine, CORE_CONTEXT_URL]))
+    assert tm2.expand("location") == NGSI + "location"
+    # Explicit core first, then a redefinition: protected term redefinition.
+    with pytest.raises(BadRequestData, match="protected"):
+        run(resolver.term_map([CORE_CONTEXT_URL, mine]))
+    # Redefining with the identical definition is allowed by JSON-LD 1.1.
+    tm3 = run(resolver.term_map([CORE_CONTEXT_URL, {"location": "ngsi-ld:location"}]))
+    assert tm3.expand("location") == NGSI + "location"
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {"bad": 5},
+        {"@vocab": 7},
+        {"x": {"@id": "http://x/", "@container": "@nonsense"}},
+        42,
+        [42],
+        "relative/context.jsonld",
+        {"s": {"@context": 5, "@id": "http://s/"}},
+    ],
+)
+def test_invalid_inline_context_is_400(context: Any) -> None:
+    with pytest.raises(BadRequestData):
+        run(ContextResolver(allow_fetch=False).term_map(context))
+
+
+def test_lookup_speed() -> None:
+    """The hot path: under a microsecond per lookup after warm-up."""
+    tm = run(ContextResolver(allow_fetch=False).term_map(USER))
+    names = ["powerState", "brand", "location", "luminosity", "ex:lampType"]
+    iris = [tm.expand(n) for n in names]
+    for iri in iris:
+        tm.compact(iri)
+    rounds = 40_000
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for n in names:
+                tm.expand(n)
+            for i in iris:
+                tm.compact(i)
+        best = min(best, (time.perf_counter() - start) / (rounds * 2 * len(names)))
+    assert best < 1e-6, f"{best * 1e9:.0f} ns per lookup"
+
+
+# ---------------------------------------------------------------------------------------------
+# Remote @contexts over real HTTP
+
+
+def test_remote_and_nested_contexts(server: ContextServer) -> None:
+    server.serve("/nested/base.jsonld", {"@context": {"b": "http://b.example/"}})
+    # Relative and absolute nested references, resolved against the document URL.
+    url = server.serve(
+        "/nested/top.jsonld",
+        {
+            "@context": [
+                "base.jsonld",
+                {"speed": "b:speed", "Vehicle": "http://vehicles.example/Vehicle"},
+            ]
+        },
+    )
+
+    async def go() -> None:
+        resolver = ContextResolver(fetch_timeout=2)
+        tm = await resolver.term_map(url)
+        assert tm.expand("speed") == "http://b.example/speed"
+        assert tm.expand("b:rpm") == "http://b.example/rpm"
+        assert tm.compact("http://vehicles.example/Vehicle") == "Vehicle"
+        assert tm.expand("location") == NGSI + "location"
+        assert tm.context == url
+        await resolver.aclose()
+
+    run(go())
+    assert server.hits["/nested/base.jsonld"] == 1
+    assert server.hits["/nested/top.jsonld"] == 1
+
+
+def test_remote_fetched_once_for_many_resolutions(server: ContextServer) -> None:
+    url = server.serve("/once/ctx.jsonld", {"@context": {"a": "http://a.example/a"}}, delay=0.2)
+
+    async def go() -> None:
+        resolver = ContextResolver(fetch_timeout=3)
+        # Concurrent: same context, and different contexts sharing the URL (one fetch shared).
+        maps = await asyncio.gather(
+            *[resolver.term_map(url) for _ in range(10)],
+            *[resolver.term_map([url, {f"t{i}": f"http://t/{i}"}]) for i in range(5)],
+            resolver.term_map([url]),
+        )
+        assert all(m.expand("a") == "http://a.example/a" for m in maps)
+        for _ in range(50):
+            await resolver.term_map(url)
+        info = next(i for i in resolver.list(details=True) if i["URL"] == url)
+        assert info["kind"] == "Cached"
+        assert info["numberOfHits"] >= 66
+        assert "lastUsage" in info
+        await resolver.aclose()
+
+    run(go())
+    assert server.hits["/once/ctx.jsonld"] == 1
+
+
+def test_connection_refused_is_503_quickly() -> None:
+    url = f"http://127.0.0.1:{free_port()}/ctx.jsonld"
+
+    async def go() -> None:
+        resolver = ContextResolver(fetch_timeout=5)
+        start = time.perf_counter()
+        with pytest.raises(LdContextNotAvailable) as err:
+            await resolver.term_map(url)
+        assert time.perf_counter() - start < 2
+        assert err.value.status == 503
+        assert url in err.value.detail
+        await resolver.aclose()
+
+    run(go())
+
+
+def test_unresponsive_server_times_out() -> None:
+    # Accepts connections (listen backlog) and never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    url = f"http://127.0.0.1:{silent.getsockname()[1]}/ctx.jsonld"
+
+    async def go() -> None:
+        resolver = ContextResolver(fetch_timeout=0.5)
+        start = time.perf_counter()
+        with pytest.raises(LdContextNotAvailable) as err:
+            await resolver.term_map(url)
+        elapsed = time.perf_counter() - start
+        assert 0.4 <= elapsed < 2.5, elapsed
+        assert url in err.value.detail
+        await resolver.aclose()
+
+    try:
+        run(go())
+    finally:
+        silent.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status"),
+    [
+        ("/bad/html.jsonld", b"<html>not json</html>", 200),
+        ("/bad/array.jsonld", b"[1, 2]", 200),
+        ("/bad/nocontext.jsonld", b'{"name": "x"}', 200),
+        ("/bad/invalid-jsonld.jsonld", b'{"@context": {"x": 5}}', 200),
+        ("/bad/gone.jsonld", b'{"@context": {}}', 404),
+        ("/bad/error.jsonld", b"oops", 500),
+    ],
+)
+def test_unusable_remote_context_is_503(
+    server: ContextServer, path: str, body: bytes, status: int
+) -> None:
+    url = server.serve(path, body, status=status)
+
+    async def go() -> None:
+        resolver = ContextResolver(fetch_timeout=2)
+        with pytest.raises(LdContextNotAvailable) as err:
+            await resolver.term_map([url, {"x": "http://x/"}])
+        assert url in err.value.detail
+        assert resolver.list(kind="Cached") == [CORE_CONTEXT_URL]  # nothing cached
+        await resolver.aclose()
+
+    run(go())
+
+
+def test_oversized_remote_context_is_503(server: ContextServer) -> None:
+    big = {"@context": {f"term{i}": f"http://example.org/{i}" for i in range(2000)}}
+    url = server.serve("/big/ctx.jsonld", big)
+
+    async def go() -> None:
+        small = ContextResolver(max_context_bytes=10_000)
+        with pytest.raises(LdContextNotAvailable, match="larger than"):
+            await small.term_map(url)
+        await small.aclose()
+        roomy = ContextResolver()
+        assert (await roomy.term_map(url)).expand("term1999") == "http://example.org/1999"
+        await roomy.aclose()
+
+    run(go())
+
+
+def test_cyclic_remote_contexts_are_503(server: ContextServer) -> None:
+    a = server.url("/cycle/a.jsonld")
+    b = server.url("/cycle/b.jsonld")
+    server.serve("/cycle/a.jsonld", {"@context": [b, {"x": "http://x/"}]})
+    server.serve("/cycle/b.jsonld", {"@context": [a]})
+
+    async def go() -> None:
+        resolver = ContextResolver(fetch_timeout=2)
+        with pytest.raises(LdContextNotAvailable, match="itself"):
+            await resolver.term_map(a)
+        await resolver.aclose()
+
+    run(go())
+
+
+def test_redirects_followed_and_bounded(server: ContextServer) -> None:
+    target = server.serve("/redir/target.jsonld", {"@context": {"r": "http://r.example/r"}})
+    first = server.redirect("/redir/one", target)
+    server.redirect("/redir/loop1", server.url("/redir/loop2"))
+    loop = server.redirect("/redir/loop2", server.url("/redir/loop1"))
+
+    async def go() -> None:
+        resolver = ContextResolver(fetch_timeout=2, max_redirects=3)
+        assert (await resolver.term_map(first)).expand("r") == "http://r.example/r"
+        with pytest.raises(LdContextNotAvailable, match="redirects"):
+            await resolver.term_map(loop)
+        await resolver.aclose()
+
+    run(go())
+
+
+def test_fetching_disabled_is_503(server: ContextServer) -> None:
+    url = server.serve("/disabled/ctx.jsonld", {"@context": {}})
+    with pytest.raises(LdContextNotAvailable):
+        run(ContextResolver(allow_fetch=False).term_map(url))
+    assert server.hits["/disabled/ctx.jsonld"] == 0
+
+
+def test_lru_bound(server: ContextServer) -> None:
+    urls = [
+        server.serve(f"/lru/{i}.jsonld", {"@context": {f"t{i}": f"http://t/{i}"}}) for i in range(3)
+    ]
+
+    async def go() -> None:
+        resolver = ContextResolver(max_cached=2, fetch_timeout=2)
+        for url in urls:
+            await resolver.term_map(url)
+        cached = resolver.list(kind="Cached")
+        assert cached[0] == CORE_CONTEXT_URL
+        assert sorted(cached[1:]) == sorted(urls[1:])  # the oldest was evicted
+        await resolver.term_map(urls[2])  # still cached
+        await resolver.term_map(urls[0])  # evicted: fetched again
+        await resolver.aclose()
+
+    run(go())
+    assert server.hits["/lru/0.jsonld"] == 2
+    assert server.hits["/lru/1.jsonld"] == 1
+    assert server.hits["/lru/2.jsonld"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Link header and §6.3.5
+
+
+def test_parse_link_header_valid() -> None:
+    url = "https://example.org/ctx.jsonld"
+    assert parse_link_header(f"<{url}>; {REL}") == url
+    assert parse_link_header(f'<{url}>; rel="{"http://www.w3.org/ns/json-ld#context"}"') == url
+    assert parse_link_header(f"<{url}>;rel=http://www.w3.org/ns/json-ld#context") == url
+    other = '<https://example.org/next>; rel="next"; title="a, b; c"'
+    assert parse_link_header(f"{other}, <{url}>; {REL}") == url
+    assert parse_link_header(other) is None
+    assert parse_link_header(f'<{url}>; REL="HTTP://WWW.W3.ORG/NS/JSON-LD#CONTEXT"') == url
+    assert parse_link_header("") is None
+    assert parse_link_header(None) is None
+    assert (
+        parse_link_header(f'<{url}>; rel="alternate {"http://www.w3.org/ns/json-ld#context"}"')
+        == url
+    )
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"https://example.org/ctx.jsonld; {REL}",  # no angle brackets
+        f"<https://example.org/ctx.jsonld; {REL}",  # unbalanced
+        f'<https://example.org/ctx.jsonld>; rel="{"http://www.w3.org/ns/json-ld#context"}',
+        f"<ctx.jsonld>; {REL}",  # relative
+        f"<>; {REL}",
+        f"<https://a.example/1>; {REL}, <https://a.example/2>; {REL}",  # two contexts
+    ],
+)
+def test_parse_link_header_invalid(header: str) -> None:
+    with pytest.raises(BadRequestData):
+        parse_link_header(header)
+
+
+def test_request_context_rules(server: ContextServer) -> None:
+    url = server.serve("/req/ctx.jsonld", {"@context": {"speed": "http://s.example/speed"}})
+    link = f"<{url}>; {REL}"
+
+    async def go() -> None:
+        r = ContextResolver(fetch_timeout=2)
+        # application/json: the Link header, or the core @context.
+        tm = await r.request_context("application/json", link, None)
+        assert tm.expand("speed") == "http://s.example/speed"
+        tm = await r.request_context("application/json; charset=utf-8", None, None)
+        assert tm is r.core
+        with pytest.raises(BadRequestData, match="ld\\+json"):
+            await r.request_context("application/json", None, {"speed": "http://x/"})
+        with pytest.raises(BadRequestData):
+            await r.request_context("application/json", "<ctx>; " + REL, None)
+        # application/ld+json: the body @context, required; no JSON-LD Link header.
+        tm = await r.request_context("application/ld+json", None, url)
+        assert tm.expand("speed") == "http://s.example/speed"
+        tm = await r.request_context("Application/LD+JSON", '<https://x/n>; rel="next"', url)
+        assert tm.expand("speed") == "http://s.example/speed"
+        with pytest.raises(BadRequestData, match="Link header"):
+            await r.request_context("application/ld+json", link, url)
+        with pytest.raises(BadRequestData, match="requires an @context"):
+            await r.request_context("application/ld+json", None, None)
+        # Requests without body (GET): the Link header only.
+        tm = await r.request_context("", link, None)
+        assert tm.expand("speed") == "http://s.example/speed"
+        assert await r.request_context("", None, None) is r.core
+        await r.aclose()
+
+    run(go())
+
+
+# ---------------------------------------------------------------------------------------------
+# @context management (§5.13)
+
+
+def test_hosted_contexts_lifecycle(server: ContextServer) -> None:
+    added: list[tuple[ContextInfo, dict[str, Any]]] = []
+    deleted: list[str] = []
+
+    async def on_delete(local_id: str) -> None:  # async hooks are awaited
+        deleted.append(local_id)
+
+    async def go() -> None:
+        r = ContextResolver(
+            allow_fetch=False, on_add=lambda i, b: added.append((i, b)), on_delete=on_delete
+        )
+        body = {"@context": {"ex": "http://example.org/", "lamp": "ex:lamp"}}
+        info = await r.add_hosted(body, BROKER + "/")
+        assert info.kind == "Hosted"
+        assert info.local_id.startswith("urn:")
+        assert info.url == BROKER + HOSTED_CONTEXTS_PATH + info.local_id
+        assert added == [(info, body)]
+
+        # Used as an @context: resolved locally (fetching is disabled here).
+        tm = await r.term_map(info.url)
+        assert tm.expand("lamp") == "http://example.org/lamp"
+        tm = await r.request_context("", f"<{info.url}>; {REL}", None)
+        assert tm.compact("http://example.org/lamp") == "lamp"
+
+        assert r.get(info.local_id) == body
+        details = r.get(info.local_id, details=True)
+        assert details["kind"] == "Hosted" and details["numberOfHits"] == 2
+        assert info.url in r.list()
+        assert r.list()[0] == CORE_CONTEXT_URL
+        [hosted] = r.list(details=True, kind="Hosted")
+        assert set(hosted) >= {"URL", "localId", "kind", "createdAt", "numberOfHits"}
+        assert hosted["URL"] == info.url and hosted["localId"] == info.local_id
+
+        with pytest.raises(BadRequestData, match="reloaded"):
+            await r.delete(info.local_id, reload=True)
+        await r.delete(info.local_id)
+        assert deleted == [info.local_id]
+        assert info.url not in r.list()
+        with pytest.raises(ResourceNotFound):
+            r.get(info.local_id)
+        with pytest.raises(ResourceNotFound):
+            await r.delete(info.local_id)
+        # Our URL, but gone: 503 without any HTTP request to ourselves.
+        with pytest.raises(LdContextNotAvailable):
+            await r.term_map(info.url)
+
+    run(go())
+
+
+def test_hosted_context_bad_input() -> None:
+    async def go() -> None:
+        r = ContextResolver(allow_fetch=False)
+        for bad in ({"ex": "http://example.org/"}, [], "x", {"@context": 5}, {"@context": ""}):
+            with pytest.raises(BadRequestData):
+                await r.add_hosted(bad, BROKER)
+        with pytest.raises(BadRequestData):
+            await r.add_hosted({"@context": {"x": 5}}, BROKER)
+        with pytest.raises(LdContextNotAvailable):
+            await r.add_hosted({"@context": "http://127.0.0.1:9/nothing.jsonld"}, BROKER)
+        assert r.list(kind="Hosted") == []
+
+    run(go())
+
+
+def test_hosted_contexts_persist_and_load() -> None:
+    stored: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+
+    async def go() -> str:
+        first = ContextResolver(
+            allow_fetch=False,
+            on_add=lambda i, b: stored.__setitem__(i.local_id, (i.to_json(), b)),
+            on_delete=stored.pop,
+        )
+        info = await first.add_hosted({"@context": {"p": "http://p.example/p"}}, BROKER)
+        implicit = await first.register_implicit([{"qq": "http://q.example/q"}], BROKER)
+        again = await first.register_implicit([{"qq": "http://q.example/q"}], BROKER)
+        assert again.local_id == implicit.local_id and implicit.kind == "ImplicitlyCreated"
+        assert len(stored) == 2
+
+        second = ContextResolver(allow_fetch=False)  # a restart
+        assert second.load_hosted(stored.values()) == 2
+        assert (await second.term_map(info.url)).expand("p") == "http://p.example/p"
+        assert (await second.term_map(implicit.url)).expand("qq") == "http://q.example/q"
+        assert second.get(implicit.local_id) == {"@context": [{"qq": "http://q.example/q"}]}
+        assert second.list(kind="ImplicitlyCreated") == [implicit.url]
+        # The same inline @context maps to the restored entry.
+        same = await second.register_implicit([{"qq": "http://q.example/q"}], BROKER)
+        assert same.local_id == implicit.local_id
+        await second.delete(implicit.local_id)
+        assert second.list(kind="ImplicitlyCreated") == []
+        return info.local_id
+
+    local_id = run(go())
+    assert local_id in stored  # the restarted resolver was given no hooks: nothing removed
+
+
+def test_failed_persistence_rolls_back() -> None:
+    def broken(info: ContextInfo, body: dict[str, Any]) -> None:
+        raise RuntimeError("disk full")
+
+    async def go() -> None:
+        r = ContextResolver(allow_fetch=False, on_add=broken)
+        with pytest.raises(RuntimeError):
+            await r.add_hosted({"@context": {"p": "http://p/"}}, BROKER)
+        assert r.list(kind="Hosted") == []
+
+    run(go())
+
+
+def test_cached_contexts_get_delete_reload(server: ContextServer) -> None:
+    url = server.serve("/cached/ctx.jsonld", {"@context": {"c": "http://c.example/v1"}})
+
+    async def go() -> None:
+        r = ContextResolver(fetch_timeout=2)
+        assert (await r.term_map(url)).expand("c") == "http://c.example/v1"
+        [info] = [i for i in r.list(details=True, kind="Cached") if i["URL"] == url]
+        local_id = info["localId"]
+        # Content of Cached ones is not served (§5.13.4); metadata is, by id or URL.
+        with pytest.raises(OperationNotSupported):
+            r.get(local_id)
+        assert r.get(url, details=True)["localId"] == local_id
+
+        # Reload: downloaded again and replaced; term maps follow.
+        server.serve("/cached/ctx.jsonld", {"@context": {"c": "http://c.example/v2"}})
+        await r.delete(local_id, reload=True)
+        assert (await r.term_map(url)).expand("c") == "http://c.example/v2"
+        assert server.hits["/cached/ctx.jsonld"] == 2
+
+        # A failed reload is 504 and keeps the stored copy.
+        server.serve("/cached/ctx.jsonld", b"broken", status=500)
+        with pytest.raises(LdContextNotAvailable) as err:
+            await r.delete(url, reload=True)
+        assert err.value.status == 504
+        assert (await r.term_map(url)).expand("c") == "http://c.example/v2"
+
+        # Delete: gone from the list; the next use fetches again.
+        server.serve("/cached/ctx.jsonld", {"@context": {"c": "http://c.example/v3"}})
+        await r.delete(local_id)
+        assert url not in r.list()
+        assert (await r.term_map(url)).expand("c") == "http://c.example/v3"
+        await r.aclose()
+
+    run(go())
+
+
+def test_core_context_entry() -> None:
+    async def go() -> None:
+        r = ContextResolver(allow_fetch=False)
+        [core] = r.list(details=True)
+        assert core["URL"] == CORE_CONTEXT_URL and core["kind"] == "Cached"
+        with pytest.raises(BadRequestData, match="core"):
+            await r.delete(core["localId"])
+        with pytest.raises(BadRequestData, match="core"):
+            await r.delete(CORE_CONTEXT_URL)
+        await r.delete(CORE_CONTEXT_URL, reload=True)  # built-in copy: nothing to do
+        assert r.list() == [CORE_CONTEXT_URL]
+        assert r.get(core["localId"], details=True)["URL"] == CORE_CONTEXT_URL
+        with pytest.raises(ResourceNotFound):
+            r.get("urn:ngsi-ld:jsonldContext:unknown")
+        with pytest.raises(BadRequestData, match="not a URI"):
+            r.get("1234567890")
+        with pytest.raises(BadRequestData, match="not a URI"):
+            await r.delete("no spaces allowed")
+        with pytest.raises(BadRequestData, match="kind"):
+            r.list(kind="Remote")
+
+    run(go())

@@ -1,0 +1,171 @@
+"""§6.4.3.2 Query Entities over HTTP: ids, patterns, type expressions, q, geo, pages, counts."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import pytest
+
+from tests.conftest import NGSI, problem_type
+from tests.hub.helpers import entity, point
+
+
+@pytest.fixture
+def city(client):
+    body = [
+        entity(
+            "urn:ngsi-ld:Sensor:1",
+            "Sensor",
+            temp=10,
+            name="aliados",
+            location=point(-8.6109, 41.1496),
+        ),
+        entity(
+            "urn:ngsi-ld:Sensor:2",
+            "Sensor",
+            temp=25,
+            name="boavista",
+            location=point(-8.6291, 41.1579),
+        ),
+        entity(
+            "urn:ngsi-ld:Sensor:3",
+            "Sensor",
+            temp=30,
+            name="campanha",
+            location=point(-8.5855, 41.1487),
+        ),
+        entity("urn:ngsi-ld:Car:1", "Car", speed=50, location=point(-8.6110, 41.1497)),
+        {
+            "id": "urn:ngsi-ld:Hybrid:1",
+            "type": ["Sensor", "Car"],
+            "temp": {"type": "Property", "value": 5},
+        },
+    ]
+    r = client.post(f"{NGSI}/entityOperations/create", json=body)
+    assert r.status_code == 201
+    return client
+
+
+def q(client, query: str, **params):
+    extra = urllib.parse.urlencode(params)
+    return client.get(f"{NGSI}/entities?{query}" + (f"&{extra}" if extra else ""))
+
+
+def found(r):
+    assert r.status_code == 200, r.text
+    return sorted(e["id"] for e in r.json())
+
+
+def test_query_needs_a_filter(city):
+    r = q(city, "")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+    assert len(found(q(city, "local=true"))) == 5
+
+
+def test_type_expressions(city):
+    assert found(q(city, "type=Car")) == ["urn:ngsi-ld:Car:1", "urn:ngsi-ld:Hybrid:1"]
+    assert found(q(city, "type=Sensor;Car")) == ["urn:ngsi-ld:Hybrid:1"]
+    assert len(found(q(city, "type=Sensor,Car"))) == 5
+    assert len(found(q(city, "type=(Sensor|Car)"))) == 5
+    assert found(q(city, "type=(Sensor;Car)|Nothing")) == ["urn:ngsi-ld:Hybrid:1"]
+    assert q(city, "type=(Sensor").status_code == 400
+
+
+def test_ids_and_pattern(city):
+    assert found(q(city, "id=urn:ngsi-ld:Sensor:1,urn:ngsi-ld:Car:1")) == [
+        "urn:ngsi-ld:Car:1",
+        "urn:ngsi-ld:Sensor:1",
+    ]
+    assert found(q(city, "idPattern=.*Sensor:[12]$")) == [
+        "urn:ngsi-ld:Sensor:1",
+        "urn:ngsi-ld:Sensor:2",
+    ]
+    assert q(city, "idPattern=[").status_code == 400
+
+
+def test_q_language(city):
+    assert found(q(city, "type=Sensor", q="temp>20")) == [
+        "urn:ngsi-ld:Sensor:2",
+        "urn:ngsi-ld:Sensor:3",
+    ]
+    assert found(q(city, "type=Sensor", q="temp==5..10")) == [
+        "urn:ngsi-ld:Hybrid:1",
+        "urn:ngsi-ld:Sensor:1",
+    ]
+    assert found(q(city, "type=Sensor", q='name=="aliados"|temp==30')) == [
+        "urn:ngsi-ld:Sensor:1",
+        "urn:ngsi-ld:Sensor:3",
+    ]
+    assert found(q(city, "type=Sensor", q="!name")) == ["urn:ngsi-ld:Hybrid:1"]
+    assert found(q(city, "type=Sensor", q='name~="^camp"')) == ["urn:ngsi-ld:Sensor:3"]
+    r = q(city, "type=Sensor", q="temp>>2")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+
+
+def test_attrs_filters_entities(city):
+    assert found(q(city, "attrs=speed")) == ["urn:ngsi-ld:Car:1"]
+    body = q(city, "attrs=speed").json()[0]
+    assert set(body) == {"id", "type", "speed"}
+
+
+def test_geo_near_within(city):
+    near = q(
+        city,
+        "type=Sensor,Car",
+        georel="near;maxDistance==100",
+        geometry="Point",
+        coordinates="[-8.6109,41.1496]",
+    )
+    assert found(near) == ["urn:ngsi-ld:Car:1", "urn:ngsi-ld:Sensor:1"]
+    box = [[[-8.64, 41.14], [-8.60, 41.14], [-8.60, 41.17], [-8.64, 41.17], [-8.64, 41.14]]]
+    within = q(
+        city,
+        "type=Sensor",
+        georel="within",
+        geometry="Polygon",
+        coordinates=str(box).replace(" ", ""),
+    )
+    assert found(within) == ["urn:ngsi-ld:Sensor:1", "urn:ngsi-ld:Sensor:2"]
+    bad = q(city, "type=Sensor", georel="within", geometry="Polygon", coordinates="[[1,2]")
+    assert bad.status_code == 400
+
+
+def test_pagination_and_count(city):
+    r = q(city, "type=Sensor,Car", limit=2, offset=0, count="true")
+    assert r.headers["ngsild-results-count"] == "5"
+    first = [e["id"] for e in r.json()]
+    second = [e["id"] for e in q(city, "type=Sensor,Car", limit=2, offset=2).json()]
+    third = [e["id"] for e in q(city, "type=Sensor,Car", limit=2, offset=4).json()]
+    assert len(first) == 2 and len(second) == 2 and len(third) == 1
+    assert len(set(first + second + third)) == 5
+    r = q(city, "type=Sensor", limit=0, count="true")
+    assert r.json() == [] and r.headers["ngsild-results-count"] == "4"
+    assert q(city, "type=Sensor", limit=5000).status_code == 403
+    assert problem_type(q(city, "type=Sensor", limit=5000)) == "TooManyResults"
+    assert q(city, "type=Sensor", limit=-1).status_code == 400
+    assert q(city, "type=Sensor", limit="x").status_code == 400
+
+
+def test_geojson_feature_collection(city):
+    r = city.get(f"{NGSI}/entities?type=Car", headers={"Accept": "application/geo+json"})
+    assert r.headers["content-type"] == "application/geo+json"
+    fc = r.json()
+    assert fc["type"] == "FeatureCollection"
+    assert {f["id"] for f in fc["features"]} == {"urn:ngsi-ld:Car:1", "urn:ngsi-ld:Hybrid:1"}
+
+
+def test_query_key_values(city):
+    r = city.get(f"{NGSI}/entities?id=urn:ngsi-ld:Car:1&options=keyValues")
+    assert r.json() == [
+        {
+            "id": "urn:ngsi-ld:Car:1",
+            "type": "Car",
+            "speed": 50,
+            "location": {"type": "Point", "coordinates": [-8.611, 41.1497]},
+        }
+    ]
+
+
+def test_q_is_url_decoded(city):
+    text = urllib.parse.quote('name=="boavista"')
+    assert found(city.get(f"{NGSI}/entities?type=Sensor&q={text}")) == ["urn:ngsi-ld:Sensor:2"]

@@ -1,0 +1,132 @@
+"""The real thing: `cidade serve` under granian on loopback, and writes that survive kill -9."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.server
+
+NGSI = "/ngsi-ld/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(db: Path, port: int) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIDADE_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cidade.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            f"sqlite:///{db}",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read().decode()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    stop(proc, signal.SIGKILL)
+    raise AssertionError("server did not become ready in 30 s")
+
+
+def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def test_serve_health_and_ngsi_ld(tmp_path):
+    port = free_port()
+    proc = start(tmp_path / "c.db", port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        health = httpx.get(f"{base}/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        r = httpx.post(
+            f"{base}{NGSI}/entities",
+            json={"id": "urn:ngsi-ld:T:1", "type": "T", "a": {"type": "Property", "value": 1}},
+        )
+        assert r.status_code == 201
+        assert r.headers["location"] == f"{NGSI}/entities/urn:ngsi-ld:T:1"
+        assert httpx.get(f"{base}{NGSI}/entities/urn:ngsi-ld:T:1").json()["a"]["value"] == 1
+    finally:
+        stop(proc)
+
+
+def test_acknowledged_writes_survive_kill_9_under_load(tmp_path):
+    """Writers keep creating entities while the server is killed with SIGKILL: every write that
+    was answered 201 is there after a restart."""
+    import threading
+
+    db = tmp_path / "c.db"
+    port = free_port()
+    proc = start(db, port)
+    base = f"http://127.0.0.1:{port}{NGSI}"
+    acknowledged: list[str] = []
+    lock = threading.Lock()
+
+    def writer(w: int) -> None:
+        with httpx.Client(timeout=5) as http:
+            for n in range(100_000):
+                eid = f"urn:ngsi-ld:T:{w}-{n}"
+                body = {"id": eid, "type": "T", "v": {"type": "Property", "value": n}}
+                try:
+                    r = http.post(f"{base}/entities", json=body)
+                except httpx.HTTPError:
+                    return  # the server is gone
+                if r.status_code == 201:
+                    with lock:
+                        acknowledged.append(eid)
+
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2.0)
+    finally:
+        stop(proc, signal.SIGKILL)
+        for t in threads:
+            t.join()
+    assert len(acknowledged) > 50, "the load did not get going"
+    proc = start(db, port)
+    try:
+        with httpx.Client(timeout=10) as http:
+            r = http.get(f"{base}/entities?type=T&limit=0&count=true")
+            assert int(r.headers["ngsild-results-count"]) >= len(acknowledged)
+            for eid in acknowledged:
+                assert http.get(f"{base}/entities/{eid}").status_code == 200, eid
+    finally:
+        stop(proc)
