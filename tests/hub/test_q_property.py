@@ -321,6 +321,109 @@ def test_sql_selects_what_evaluate_accepts(tree: QNode, entities: list[dict[str,
     assert by_sql == by_eval, render_q(node)
 
 
+# A small universe where types collide on purpose: 1 / 1.0 / "1" / true, typed literals in and
+# out of arrays, arrays in languageMaps, null, objects.
+CONFUSING: list[Any] = [
+    0,
+    1,
+    1.0,
+    -1,
+    "1",
+    "x",
+    "",
+    True,
+    False,
+    None,
+    DATETIMES[0],
+    DATETIMES[2],
+    DATES[0],
+    TIMES[0],
+    URIS[0],
+    {"@value": 1},
+    {"@type": "DateTime", "@value": DATETIMES[0]},
+    {"@value": "x", "@type": "T"},
+    {"k": 1, "en": "x"},
+]
+confusing = st.sampled_from(CONFUSING)
+confusing_targets = st.one_of(confusing, st.lists(confusing, max_size=3))
+Q_VALUES: list[Any] = [
+    0,
+    1,
+    1.0,
+    -1,
+    "1",
+    "x",
+    "",
+    True,
+    False,
+    URIS[0],
+    DATETIMES[0],
+    Temporal("DateTime", "2020-01-01T00:00:00.000000Z"),
+    Temporal("Date", "2020-01-01"),
+    Temporal("Time", "00:00:00.000000Z"),
+]
+q_values = st.sampled_from(Q_VALUES)
+
+
+@st.composite
+def small_instance(draw: st.DrawFn) -> dict[str, Any]:
+    kind = draw(st.sampled_from(["Property", "LanguageProperty", "Relationship", "JsonProperty"]))
+    inst: dict[str, Any] = {"type": kind}
+    if kind == "Property":
+        inst["value"] = draw(confusing_targets)
+    elif kind == "LanguageProperty":
+        words = st.sampled_from(["x", "1", "", "y"])
+        inst["languageMap"] = draw(
+            st.dictionaries(st.sampled_from(LANGS), st.one_of(words, st.lists(words, max_size=2)))
+        )
+    elif kind == "Relationship":
+        inst["object"] = draw(st.one_of(uris, st.lists(uris, max_size=2)))
+    else:
+        inst["json"] = draw(confusing_targets)
+    if draw(st.booleans()):
+        inst["observedAt"] = temporal("DateTime", draw(st.sampled_from(DATETIMES)))
+    return inst
+
+
+small_entities = st.lists(
+    st.lists(small_instance(), max_size=2).map(
+        lambda insts: {"id": "urn:e:1", "type": [D + "T"], "attrs": {D + "a": insts}}
+    ),
+    min_size=1,
+    max_size=6,
+)
+
+
+@st.composite
+def small_terms(draw: st.DrawFn) -> QNode:
+    keys = draw(st.sampled_from([(), (), (), ("k",), ("en",), ("*",), ("@value",)]))
+    meta = "observedAt" if not keys and draw(st.integers(0, 5)) == 5 else None
+    path = Path(D + "a", (), meta, keys, ("a", "observedAt") if meta else ("a",))
+    shape = draw(st.integers(0, 4))
+    if shape == 0:
+        op = draw(st.sampled_from(["==", "!=", ">", ">=", "<", "<="]))
+        value = draw(q_values)
+        if op not in ("==", "!=") and (isinstance(value, bool) or value == URIS[0]):
+            op = "=="
+        return Compare(path, op, value)
+    if shape == 1:
+        values = tuple(draw(st.lists(q_values, min_size=2, max_size=3)))
+        return InList(path, values, draw(st.booleans()))
+    if shape == 2:
+        low, high = draw(same_class_pair())
+        return Range(path, low, high, draw(st.booleans()))
+    if shape == 3:
+        return Pattern(path, draw(regexes), draw(st.booleans()))
+    return draw(st.sampled_from([Exists(path), NotExists(path)]))
+
+
+@settings(max_examples=500, deadline=None)
+@given(term=small_terms(), entities=small_entities)
+def test_single_terms_agree_on_colliding_types(term: QNode, entities: list[dict[str, Any]]) -> None:
+    by_sql, by_eval = selected(parse_q(render_q(term), expand), entities)
+    assert by_sql == by_eval, render_q(term)
+
+
 @settings(max_examples=300, deadline=None)
 @given(tree=trees)
 def test_render_parse_round_trip(tree: QNode) -> None:

@@ -172,7 +172,7 @@ class _Builder:
             head = f"WHEN json_type({inst}, {_lit(m)}) IS NOT NULL THEN "
             if member in ("object", "objectList") and not rel_ok:
                 whens.append(head + "0")
-            elif member == "languageMap" and (not path.keys or path.keys == ("*",)):
+            elif member == "languageMap" and not path.keys:
                 whens.append(head + self.language(term, inst, m))
             else:
                 whens.append(head + self.target(term, inst, m + keys, unwrap=member != "json"))
@@ -185,7 +185,7 @@ class _Builder:
             at = _lit(xpath + '."@value"')
             ev = _lit('$."@value"')
             elem_v = (
-                f"CASE WHEN 1 THEN {e}.value"
+                f"CASE WHEN {e}.type != 'object' THEN {e}.value"
                 f" WHEN json_type({e}.value, {ev}) IS NOT NULL"
                 f" THEN json_extract({e}.value, {ev}) ELSE {e}.value END"
             )

@@ -19,17 +19,20 @@ CREATE TABLE IF NOT EXISTS entity_types (
     PRIMARY KEY (tenant, type, rid)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS entity_types_rid ON entity_types (rid);
-CREATE TABLE IF NOT EXISTS entity_attrs (
+-- Discovery counters (/types, /attributes), kept up to date by every write: instances of each
+-- attribute per entity type, and per type "" (every entity once, whatever its types).
+CREATE TABLE IF NOT EXISTS attr_stats (
     tenant TEXT NOT NULL,
+    type TEXT NOT NULL,
     attr TEXT NOT NULL,
-    rid INTEGER NOT NULL,
     kind TEXT NOT NULL,
-    PRIMARY KEY (tenant, attr, rid, kind)
+    instances INTEGER NOT NULL,
+    PRIMARY KEY (tenant, type, attr, kind)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS entity_attrs_rid ON entity_attrs (rid);
 -- One row per GeoProperty instance; its bounding box in the R*Tree prefilters geo-queries.
 CREATE TABLE IF NOT EXISTS geo_rows (
     gid INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
     rid INTEGER NOT NULL,
     attr TEXT NOT NULL,
     geometry TEXT NOT NULL  -- the GeoJSON value, so the exact check needs no entity document

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
+from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -10,7 +12,9 @@ from typing import Any
 
 import orjson
 
+from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import geometry_bbox
+from cidade.hub.query.q import evaluate
 from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
 from cidade.store.base import Entity, EntityQuery, QueryResult, TypeExpr, WriteOp
 from cidade.store.sqlite.database import Database
@@ -40,13 +44,13 @@ def _init(conn: sqlite3.Connection) -> None:
     )
 
 
-def _type_sql(expr: TypeExpr, params: list[Any]) -> str:
+def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
     if isinstance(expr, str):
         params.append(expr)
-        return "EXISTS (SELECT 1 FROM entity_types t WHERE t.rid = e.rid AND t.type = ?)"
+        return f"EXISTS (SELECT 1 FROM entity_types t WHERE t.rid = {rid} AND t.type = ?)"
     op, parts = expr
     joiner = " AND " if op == "and" else " OR "
-    return "(" + joiner.join(_type_sql(p, params) for p in parts) + ")"
+    return "(" + joiner.join(_type_sql(p, params, rid) for p in parts) + ")"
 
 
 class SqliteStore:
@@ -84,179 +88,59 @@ class SqliteStore:
         return orjson.loads(row[0]) if row else None
 
     async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
-        def run(conn: sqlite3.Connection) -> list[Any]:
-            conn.execute(
-                "INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?, ?)",
-                (tenant, datetime.now(UTC).isoformat()),
-            )
-            ids = list({op.entity_id for op in ops})
-            current: dict[str, tuple[int, Entity]] = {}
-            for start in range(0, len(ids), 500):
-                chunk = ids[start : start + 500]
-                marks = ",".join("?" * len(chunk))
-                for rid, eid, doc in conn.execute(
-                    f"SELECT rid, id, doc FROM entities WHERE tenant = ? AND id IN ({marks})",
-                    (tenant, *chunk),
-                ):
-                    current[eid] = (rid, orjson.loads(doc))
-            results: list[Any] = []
-            for op in ops:
-                before = current.get(op.entity_id)
-                conn.execute("SAVEPOINT entity")
-                try:
-                    after = op.apply(before[1] if before else None)
-                    rid = self._put(
-                        conn, tenant, op.entity_id, before[0] if before else None, after
-                    )
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO entity")
-                    conn.execute("RELEASE entity")
-                    results.append(exc)
-                    continue
-                conn.execute("RELEASE entity")
-                if after is None:
-                    current.pop(op.entity_id, None)
-                else:
-                    current[op.entity_id] = (rid, after)  # type: ignore[assignment]
-                results.append(after)
-            return results
-
-        return await self.db.write(run)
-
-    @staticmethod
-    def _put(
-        conn: sqlite3.Connection, tenant: str, entity_id: str, rid: int | None, doc: Entity | None
-    ) -> int | None:
-        if rid is not None:
-            conn.execute("DELETE FROM entity_types WHERE rid = ?", (rid,))
-            conn.execute("DELETE FROM entity_attrs WHERE rid = ?", (rid,))
-            for (gid,) in conn.execute("SELECT gid FROM geo_rows WHERE rid = ?", (rid,)).fetchall():
-                conn.execute("DELETE FROM geo_index WHERE gid = ?", (gid,))
-            conn.execute("DELETE FROM geo_rows WHERE rid = ?", (rid,))
-            if doc is None:
-                conn.execute("DELETE FROM entities WHERE rid = ?", (rid,))
-                return None
-            conn.execute("UPDATE entities SET doc = ? WHERE rid = ?", (orjson.dumps(doc), rid))
-        elif doc is None:
-            return None
-        else:
-            rid = conn.execute(
-                "INSERT INTO entities(tenant, id, doc) VALUES (?, ?, ?)",
-                (tenant, entity_id, orjson.dumps(doc)),
-            ).lastrowid
-        conn.executemany(
-            "INSERT INTO entity_types(tenant, type, rid) VALUES (?, ?, ?)",
-            [(tenant, t, rid) for t in doc["type"]],
-        )
-        attr_rows = set()
-        for attr, instances in doc.get("attrs", {}).items():
-            for inst in instances:
-                attr_rows.add((tenant, attr, rid, inst["type"]))
-                if inst["type"] == "GeoProperty":
-                    try:
-                        box = geometry_bbox(inst["value"])
-                    except Exception:
-                        continue  # validated on the way in; a value we cannot box is not indexed
-                    gid = conn.execute(
-                        "INSERT INTO geo_rows(rid, attr, geometry) VALUES (?, ?, ?)",
-                        (rid, attr, orjson.dumps(inst["value"])),
-                    ).lastrowid
-                    conn.execute(
-                        "INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)",
-                        (gid, box[0], box[2], box[1], box[3]),
-                    )
-        conn.executemany("INSERT INTO entity_attrs VALUES (?, ?, ?, ?)", attr_rows)
-        return rid
+        return await self.db.write(lambda conn: _write_batch(conn, tenant, ops))
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
-        where = ["e.tenant = ?"]
-        params: list[Any] = [tenant]
+        geo = query.geo
+        if isinstance(query.types, str) and geo is None:
+            # One type: walk that type's index in rid order, visiting only its entities.
+            source = "entity_types t CROSS JOIN entities e ON e.rid = t.rid"
+            where = ["t.tenant = ? AND t.type = ? AND e.tenant = t.tenant"]
+            params: list[Any] = [tenant, query.types]
+            order = "t.rid"
+        else:
+            # `+e.tenant`: keep the (tenant, id) index from driving the scan, which would sort
+            # every match before LIMIT; a scan in rowid order streams and stops at the page.
+            source = "entities e"
+            where = ["+e.tenant = ?"]
+            params = [tenant]
+            order = "e.rid"
+            if query.types is not None:
+                where.append(_type_sql(query.types, params))
         if query.ids:
             where.append(f"e.id IN ({','.join('?' * len(query.ids))})")
             params.extend(query.ids)
         if query.id_pattern is not None:
             where.append("regexp(?, e.id)")
             params.append(query.id_pattern)
-        if query.types is not None:
-            where.append(_type_sql(query.types, params))
         if query.attrs:
-            marks = ",".join("?" * len(query.attrs))
             where.append(
-                "EXISTS (SELECT 1 FROM entity_attrs a WHERE a.tenant = e.tenant AND a.rid = e.rid"
-                f" AND a.attr IN ({marks}))"
+                "(" + " OR ".join("json_type(e.doc, ?) IS NOT NULL" for _ in query.attrs) + ")"
             )
-            params.extend(query.attrs)
+            params.extend(_attr_path(a) for a in query.attrs)
+        if geo is not None:
+            return await self.db.read(lambda conn: _geo_query(conn, tenant, query))
         if query.q is not None:
             sql, qparams = to_sqlite(query.q, "e.doc")
             where.append(sql)
             params.extend(qparams)
-        geo = query.geo
         clause = " AND ".join(where)
-        if geo is not None:
-            return await self.db.read(lambda conn: self._geo_query(conn, clause, params, query))
 
         def run(conn: sqlite3.Connection) -> QueryResult:
             count = None
             if query.count:
                 count = conn.execute(
-                    f"SELECT count(*) FROM entities e WHERE {clause}", params
+                    f"SELECT count(*) FROM {source} WHERE {clause}", params
                 ).fetchone()[0]
             if query.limit == 0:
                 return QueryResult([], count)
             rows = conn.execute(
-                f"SELECT e.doc FROM entities e WHERE {clause} ORDER BY e.rid LIMIT ? OFFSET ?",
+                f"SELECT e.doc FROM {source} WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
                 [*params, query.limit, query.offset],
             ).fetchall()
             return QueryResult([orjson.loads(r[0]) for r in rows], count)
 
         return await self.db.read(run)
-
-    @staticmethod
-    def _geo_query(
-        conn: sqlite3.Connection, clause: str, params: list[Any], query: EntityQuery
-    ) -> QueryResult:
-        """The R*Tree gives candidates (boxes that meet the query's box); each candidate's
-        geometry, kept beside the index, is then checked exactly. Only the page's documents are
-        read and parsed."""
-        geo = query.geo
-        assert geo is not None
-        box = geo.bbox()
-        if box is not None:
-            # Drive the join from the R*Tree so only the candidates' rows are visited.
-            sql = (
-                "SELECT g.rid, g.geometry FROM geo_index i JOIN geo_rows g ON g.gid = i.gid"
-                " JOIN entities e ON e.rid = g.rid WHERE i.max_lon >= ? AND i.min_lon <= ?"
-                f" AND i.max_lat >= ? AND i.min_lat <= ? AND g.attr = ? AND {clause}"
-            )
-            args: list[Any] = [box[0], box[2], box[1], box[3], geo.geoproperty, *params]
-        else:
-            sql = (
-                "SELECT g.rid, g.geometry FROM geo_rows g JOIN entities e ON e.rid = g.rid"
-                f" WHERE g.attr = ? AND {clause}"
-            )
-            args = [geo.geoproperty, *params]
-        sql += " ORDER BY g.rid"
-        wanted = None if query.count else query.offset + query.limit
-        matched: list[int] = []
-        last = None
-        for rid, geometry in conn.execute(sql, args):
-            if rid == last:
-                continue  # another instance of an entity that already matched
-            if geo.matches(orjson.loads(geometry)):
-                matched.append(rid)
-                last = rid
-                if wanted is not None and len(matched) >= wanted:
-                    break
-        page = matched[query.offset : query.offset + query.limit]
-        docs: dict[int, Entity] = {}
-        for start in range(0, len(page), 500):
-            chunk = page[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            for rid, doc in conn.execute(
-                f"SELECT rid, doc FROM entities WHERE rid IN ({marks})", chunk
-            ):
-                docs[rid] = orjson.loads(doc)
-        return QueryResult([docs[r] for r in page], len(matched) if query.count else None)
 
     # -- discovery ------------------------------------------------------------------------------
 
@@ -270,11 +154,11 @@ class SqliteStore:
             )
             attrs: dict[str, dict[str, set[str]]] = {t: {} for t in counts}
             for typ, attr, kind in conn.execute(
-                "SELECT DISTINCT t.type, a.attr, a.kind FROM entity_types t"
-                " JOIN entity_attrs a ON a.rid = t.rid WHERE t.tenant = ?",
+                "SELECT type, attr, kind FROM attr_stats WHERE tenant = ? AND type != ''",
                 (tenant,),
             ):
-                attrs[typ].setdefault(attr, set()).add(kind)
+                if typ in attrs:
+                    attrs[typ].setdefault(attr, set()).add(kind)
             return [{"type": t, "count": counts[t], "attrs": attrs[t]} for t in sorted(counts)]
 
         return await self.db.read(run)
@@ -282,22 +166,17 @@ class SqliteStore:
     async def attributes(self, tenant: str) -> list[dict[str, Any]]:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             info: dict[str, dict[str, Any]] = {}
-            for attr, kind, n in conn.execute(
-                "SELECT attr, kind, count(DISTINCT rid) FROM entity_attrs WHERE tenant = ?"
-                " GROUP BY attr, kind",
-                (tenant,),
+            for typ, attr, kind, n in conn.execute(
+                "SELECT type, attr, kind, instances FROM attr_stats WHERE tenant = ?", (tenant,)
             ):
                 item = info.setdefault(
                     attr, {"attr": attr, "kinds": set(), "types": set(), "count": 0}
                 )
-                item["kinds"].add(kind)
-                item["count"] += n
-            for attr, typ in conn.execute(
-                "SELECT DISTINCT a.attr, t.type FROM entity_attrs a"
-                " JOIN entity_types t ON t.rid = a.rid WHERE a.tenant = ?",
-                (tenant,),
-            ):
-                info[attr]["types"].add(typ)
+                if typ == "":
+                    item["kinds"].add(kind)
+                    item["count"] += n
+                else:
+                    item["types"].add(typ)
             return [info[a] for a in sorted(info)]
 
         return await self.db.read(run)
@@ -324,3 +203,165 @@ class SqliteStore:
         await self.db.write(
             lambda c: c.execute("DELETE FROM hosted_contexts WHERE local_id = ?", (local_id,))
         )
+
+
+def _write_batch(conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+    """Apply every op in memory first (an op that raises changes nothing), then write all the
+    survivors' rows with a handful of executemany calls: per-row statements would cost more than
+    everything else in a batch upsert."""
+    conn.execute(
+        "INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?, ?)",
+        (tenant, datetime.now(UTC).isoformat()),
+    )
+    ids = list(dict.fromkeys(op.entity_id for op in ops))
+    current: dict[str, tuple[int | None, Entity | None]] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for rid, eid, doc in conn.execute(
+            f"SELECT rid, id, doc FROM entities WHERE tenant = ? AND id IN ({marks})",
+            (tenant, *chunk),
+        ):
+            current[eid] = (rid, orjson.loads(doc))
+    original = {eid: doc for eid, (_, doc) in current.items()}
+    results: list[Any] = []
+    changed: set[str] = set()
+    for op in ops:
+        rid, before = current.get(op.entity_id, (None, None))
+        try:
+            after = op.apply(before)
+        except Exception as exc:
+            results.append(exc)
+            continue
+        current[op.entity_id] = (rid, after)
+        changed.add(op.entity_id)
+        results.append(after)
+    # Rewrite the entities whose state changed: drop their derived rows, write the new ones.
+    old_rids = [current[eid][0] for eid in changed if current[eid][0] is not None]
+    for start in range(0, len(old_rids), 500):
+        chunk = old_rids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        conn.execute(f"DELETE FROM entity_types WHERE rid IN ({marks})", chunk)
+        conn.execute(
+            f"DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_rows WHERE rid IN ({marks}))",
+            chunk,
+        )
+        conn.execute(f"DELETE FROM geo_rows WHERE rid IN ({marks})", chunk)
+    # One writer holds the write lock, so ids taken from max() cannot collide.
+    next_rid = (conn.execute("SELECT max(rid) FROM entities").fetchone()[0] or 0) + 1
+    next_gid = (conn.execute("SELECT max(gid) FROM geo_rows").fetchone()[0] or 0) + 1
+    inserts: list[tuple] = []
+    updates: list[tuple] = []
+    deletes: list[tuple] = []
+    type_rows: list[tuple] = []
+    stats: Counter[tuple[str, str, str]] = Counter()
+    geo_rows: list[tuple] = []
+    geo_boxes: list[tuple] = []
+    for eid in ids:
+        if eid not in changed:
+            continue
+        if eid in original:
+            _count(stats, original[eid], -1)
+        rid, doc = current[eid]
+        if doc is None:
+            if rid is not None:
+                deletes.append((rid,))
+            continue
+        if rid is None:
+            rid = next_rid
+            next_rid += 1
+            inserts.append((rid, tenant, eid, orjson.dumps(doc)))
+        else:
+            updates.append((orjson.dumps(doc), rid))
+        type_rows.extend((tenant, t, rid) for t in doc["type"])
+        _count(stats, doc, 1)
+        for attr, instances in doc["attrs"].items():
+            for inst in instances:
+                if inst["type"] == "GeoProperty":
+                    try:
+                        box = geometry_bbox(inst["value"])
+                    except Exception:
+                        continue  # validated on the way in; a value we cannot box is not indexed
+                    geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(inst["value"])))
+                    geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
+                    next_gid += 1
+    conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
+    conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
+    conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
+    conn.executemany("INSERT INTO entity_types(tenant, type, rid) VALUES (?, ?, ?)", type_rows)
+    conn.executemany(
+        "INSERT INTO attr_stats VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
+        " SET instances = instances + excluded.instances",
+        [(tenant, *key, n) for key, n in stats.items() if n],
+    )
+    conn.execute("DELETE FROM attr_stats WHERE tenant = ? AND instances <= 0", (tenant,))
+    conn.executemany(
+        "INSERT INTO geo_rows(gid, tenant, rid, attr, geometry) VALUES (?, ?, ?, ?, ?)", geo_rows
+    )
+    conn.executemany("INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)", geo_boxes)
+    return results
+
+
+def _count(stats: Counter[tuple[str, str, str]], doc: Entity, sign: int) -> None:
+    for attr, instances in doc["attrs"].items():
+        for inst in instances:
+            kind = inst["type"]
+            stats[("", attr, kind)] += sign
+            for t in doc["type"]:
+                stats[(t, attr, kind)] += sign
+
+
+def _attr_path(iri: str) -> str:
+    if '"' in iri or "\\" in iri:
+        raise BadRequestData(f"attribute {iri!r} cannot be queried")
+    return f'$.attrs."{iri}"'
+
+
+def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> QueryResult:
+    """The R*Tree gives candidates (boxes that meet the query's box) and the entity type is
+    checked on its index; each candidate's geometry, kept beside the index, is then checked
+    exactly, and only then is the entity read and the other filters (ids, idPattern, attrs, q)
+    evaluated in memory, with the same semantics as their SQL forms (property-tested).
+
+    Candidates come in R*Tree order, not sorted, so the scan stops as soon as the page is full
+    (unless a count was asked for): the order is stable while the data does not change."""
+    geo = query.geo
+    assert geo is not None
+    params: list[Any] = []
+    box = geo.bbox()
+    if box is not None:
+        sql = (
+            "SELECT g.rid, g.geometry FROM geo_index i JOIN geo_rows g ON g.gid = i.gid"
+            " WHERE i.max_lon >= ? AND i.min_lon <= ? AND i.max_lat >= ? AND i.min_lat <= ?"
+            " AND g.tenant = ? AND g.attr = ?"
+        )
+        params.extend([box[0], box[2], box[1], box[3], tenant, geo.geoproperty])
+    else:
+        sql = "SELECT g.rid, g.geometry FROM geo_rows g WHERE g.tenant = ? AND g.attr = ?"
+        params.extend([tenant, geo.geoproperty])
+    if query.types is not None:
+        sql += " AND " + _type_sql(query.types, params, "g.rid")
+    ids = set(query.ids)
+    pattern = re.compile(query.id_pattern) if query.id_pattern is not None else None
+    wanted = None if query.count else query.offset + query.limit
+    matched: list[Entity] = []
+    seen: set[int] = set()
+    for rid, geometry in conn.execute(sql, params):
+        if rid in seen or not geo.matches(geometry):
+            continue  # another instance of an entity already taken, or no match
+        seen.add(rid)
+        (doc,) = conn.execute("SELECT doc FROM entities WHERE rid = ?", (rid,)).fetchone()
+        entity = orjson.loads(doc)
+        if ids and entity["id"] not in ids:
+            continue
+        if pattern is not None and not pattern.search(entity["id"]):
+            continue
+        if query.attrs and not any(a in entity["attrs"] for a in query.attrs):
+            continue
+        if query.q is not None and not evaluate(query.q, entity):
+            continue
+        matched.append(entity)
+        if wanted is not None and len(matched) >= wanted:
+            break
+    page = matched[query.offset : query.offset + query.limit]
+    return QueryResult(page, len(matched) if query.count else None)
