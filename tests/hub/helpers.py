@@ -8,7 +8,9 @@ from typing import Any
 def entity(eid: str, etype: str = "Building", **attrs: Any) -> dict[str, Any]:
     body: dict[str, Any] = {"id": eid, "type": etype}
     for name, value in attrs.items():
-        wrapped = isinstance(value, dict) or (isinstance(value, list) and value and isinstance(value[0], dict))
+        wrapped = isinstance(value, dict) or (
+            isinstance(value, list) and value and isinstance(value[0], dict)
+        )
         body[name] = value if wrapped else {"type": "Property", "value": value}
     return body
 

@@ -31,7 +31,9 @@ CAR = {
     "attrs": {
         D + "speed": [
             prop(80, observedAt="2026-01-01T10:00:00.000000Z", unitCode="KMH"),
-            prop(95.5, datasetId="urn:ngsi-ld:Dataset:gps", observedAt="2026-01-01T11:00:00.000000Z"),
+            prop(
+                95.5, datasetId="urn:ngsi-ld:Dataset:gps", observedAt="2026-01-01T11:00:00.000000Z"
+            ),
         ],
         D + "brandName": [prop("Mercedes")],
         D + "zero": [prop("0")],
@@ -163,7 +165,7 @@ def test_existence(conn: sqlite3.Connection, q: str, expected: bool) -> None:
     ("speed!=0..100", False),
     ("speed!=81..90", True),
     ("speed.datasetId==urn:ngsi-ld:Dataset:gps", True),
-    ("speed.unitCode==\"KMH\"", True),
+    ('speed.unitCode=="KMH"', True),
     ("speed.observedAt>2026-01-01T10:30:00Z", True),
     ("speed.observedAt>2026-01-01T11:00:00Z", False),
     ("speed.observedAt>=2026-01-01T12:00:00+01:00", True),  # = 11:00Z

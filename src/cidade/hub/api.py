@@ -9,6 +9,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -70,6 +71,8 @@ class HubApi:
         return _strip_context(body), ctx
 
     def _view(self, request: Request, ctx: Ctx) -> View:
+        if not request.scope.get("query_string"):
+            return View(ctx.terms)
         opts = options_param(request)
         pick = list_param(request, "pick")
         omit = list_param(request, "omit")
@@ -413,20 +416,24 @@ class HubApi:
         return _no_content()
 
     def routes(self) -> list[Route]:
-        e = "/entities/{entity_id:path}"
+        e = "/entities/{entity_id:entity_id}"
         table = {
-            "/entities": {"POST": self.create_entity, "GET": self.query_entities},
-            f"{e}/attrs/{{attr_id}}": {
-                "PATCH": self.patch_attr,
-                "PUT": self.replace_attr,
-                "DELETE": self.delete_attr,
-            },
-            f"{e}/attrs": {"POST": self.append_attrs, "PATCH": self.update_attrs},
+            # Retrieve Entity is the hottest route: first, so it is matched first.
             e: {
                 "GET": self.retrieve_entity,
                 "DELETE": self.delete_entity,
                 "PUT": self.replace_entity,
                 "PATCH": self.merge_entity,
+            },
+            "/entities": {"POST": self.create_entity, "GET": self.query_entities},
+            "/entities/{entity_id:path}/attrs/{attr_id}": {
+                "PATCH": self.patch_attr,
+                "PUT": self.replace_attr,
+                "DELETE": self.delete_attr,
+            },
+            "/entities/{entity_id:path}/attrs": {
+                "POST": self.append_attrs,
+                "PATCH": self.update_attrs,
             },
             "/entityOperations/create": {"POST": self.batch_create},
             "/entityOperations/upsert": {"POST": self.batch_upsert},
@@ -445,6 +452,22 @@ class HubApi:
             },
         }
         return [method_route(PREFIX + path, handlers) for path, handlers in table.items()]
+
+
+class EntityIdConvertor(Convertor[str]):
+    """An entity id in a path: anything, even with '/', but not ending in /attrs[/name], so
+    the entity route can come first and leave those paths to the attribute routes."""
+
+    regex = r"(?:(?!/attrs(?:/[^/]*)?$).)+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("entity_id", EntityIdConvertor())
 
 
 def method_route(path: str, handlers: dict[str, Any]) -> Route:

@@ -74,18 +74,19 @@ class BatchService:
     async def upsert(self, tenant: str, body: object, terms: Terms, *, update: bool) -> BatchResult:
         result = BatchResult()
         prepared = []
+        now = timefmt.now()
         for item in _require_list(body, "upsert"):
             try:
-                prepared.append(self._upsert_op(item, terms, update=update, result=result))
+                prepared.append(self._upsert_op(item, terms, now, update=update, result=result))
             except NgsiError as exc:
                 result.fail(_entity_id(item), exc)
         await self._run(tenant, result, prepared)
         return result
 
     def _upsert_op(
-        self, item: object, terms: Terms, *, update: bool, result: BatchResult
+        self, item: object, terms: Terms, now: str, *, update: bool, result: BatchResult
     ) -> tuple[WriteOp, Any]:
-        new = normalize_entity(item, terms, timefmt.now())  # one validation, used either way
+        new = normalize_entity(item, terms, now)  # one validation, used either way
         created: list[bool] = []
 
         def apply(current: Entity | None) -> Entity | None:

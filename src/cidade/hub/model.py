@@ -8,6 +8,7 @@ keyValues; sysAttrs; attrs/pick/omit projection; lang), compacting terms with it
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from typing import Any, Protocol
@@ -62,9 +63,15 @@ def check_entity_id(value: object) -> str:
 
 
 def check_name(name: object, what: str = "attribute name") -> str:
-    if not isinstance(name, str) or not name or _BAD_NAME.search(name):
-        raise BadRequestData(f"invalid {what} {name!r}")
-    return name
+    if name.__class__ is str and _valid_name(name):  # type: ignore[arg-type]
+        return name  # type: ignore[return-value]
+    raise BadRequestData(f"invalid {what} {name!r}")
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_name(name: str) -> bool:
+    # Names repeat across entities: the cache turns the regex into a dict lookup.
+    return bool(name) and _BAD_NAME.search(name) is None
 
 
 def expand_types(value: object, terms: Terms) -> list[str]:
@@ -327,12 +334,20 @@ def render_entity(entity: dict[str, Any], view: View) -> dict[str, Any]:
     if view.sys_attrs and view.form != "keyValues":
         out["createdAt"] = entity["createdAt"]
         out["modifiedAt"] = entity["modifiedAt"]
+    everything = view.pick is None and view.attrs is None and not view.omit
+    # The common case (normalized, no sysAttrs, no lang) has a lean renderer of its own.
+    plain = view.form == "normalized" and not view.sys_attrs and not view.lang
     for iri, instances in entity["attrs"].items():
-        if not view.wants(iri):
+        if not everything and not view.wants(iri):
             continue
         name = terms.compact(iri)
         if view.form == "keyValues":
             out[name] = _key_value(_default_instance(instances), view)
+        elif plain:
+            if len(instances) == 1:
+                out[name] = _render_plain(instances[0], terms)
+            else:
+                out[name] = [_render_plain(i, terms) for i in instances]
         else:
             rendered = [_render_instance(i, view) for i in instances]
             out[name] = rendered[0] if len(rendered) == 1 else rendered
@@ -372,6 +387,25 @@ def _key_value(inst: dict[str, Any], view: View) -> Any:
     if kind == "JsonProperty":
         return {"json": value}
     return value
+
+
+_HIDDEN = frozenset({"createdAt", "modifiedAt"})
+_VOCAB_MEMBERS = frozenset({"vocab", "objectType"})
+
+
+def _render_plain(inst: dict[str, Any], terms: Terms) -> dict[str, Any]:
+    """Normalized, without system attributes: what most reads ask for."""
+    out: dict[str, Any] = {}
+    for key, val in inst.items():
+        if key in _HIDDEN:
+            continue
+        if ":" in key:  # a sub-attribute (members that are not have no ':' in their name)
+            out[terms.compact(key)] = _render_plain(val, terms)
+        elif key in _VOCAB_MEMBERS:
+            out[key] = terms.compact_vocab_value(val)
+        else:
+            out[key] = val
+    return out
 
 
 def _render_instance(inst: dict[str, Any], view: View) -> Any:

@@ -8,7 +8,8 @@ from cidade.hub.errors import BadRequestData
 
 
 def now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is several times faster than strftime, and this runs for every write.
+    return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def normalize(value: object, what: str = "DateTime") -> str:
@@ -21,4 +22,4 @@ def normalize(value: object, what: str = "DateTime") -> str:
         raise BadRequestData(f"{what} {value!r} is not an ISO 8601 date-time") from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # NGSI-LD date-times without offset are UTC
-    return parsed.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

@@ -172,7 +172,7 @@ class _Builder:
             head = f"WHEN json_type({inst}, {_lit(m)}) IS NOT NULL THEN "
             if member in ("object", "objectList") and not rel_ok:
                 whens.append(head + "0")
-            elif member == "languageMap" and not path.keys:
+            elif member == "languageMap" and (not path.keys or path.keys == ("*",)):
                 whens.append(head + self.language(term, inst, m))
             else:
                 whens.append(head + self.target(term, inst, m + keys, unwrap=member != "json"))
