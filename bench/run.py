@@ -103,32 +103,53 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 def raw_sqlite_rate(entities: list[dict], path: Path) -> float:
-    """The floor: the same rows (entity doc + derived index rows + R*Tree box) inserted
-    straight into SQLite with executemany, same pragmas, one transaction per batch."""
+    """The floor: the very rows Cidade writes for these entities (documents in the stored form,
+    type rows, geometries, R*Tree boxes, discovery counters), prepared beforehand and inserted
+    straight into SQLite with executemany, same schema and pragmas, one transaction per batch."""
+    import asyncio
+    from importlib import resources
+
+    from cidade.hub import timefmt
+    from cidade.hub.jsonld import ContextResolver
+    from cidade.hub.model import normalize_entity
+    from cidade.hub.query.geo import geometry_bbox
+
+    terms = asyncio.run(ContextResolver().term_map(None))
+    now = timefmt.now()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(
-        "CREATE TABLE entities(rid INTEGER PRIMARY KEY, tenant TEXT, id TEXT, doc TEXT, UNIQUE(tenant,id));"
-        "CREATE TABLE entity_types(tenant TEXT, type TEXT, rid INTEGER, PRIMARY KEY(tenant,type,rid)) WITHOUT ROWID;"
-        "CREATE TABLE entity_attrs(tenant TEXT, attr TEXT, rid INTEGER, kind TEXT, PRIMARY KEY(tenant,attr,rid,kind)) WITHOUT ROWID;"
-        "CREATE VIRTUAL TABLE geo_index USING rtree(gid, a, b, c, d);"
-    )
-    docs = [(i, "", e["id"], orjson.dumps(e)) for i, e in enumerate(entities, 1)]
+    conn.executescript(resources.files("cidade.store.sqlite").joinpath("schema.sql").read_text())
+    batches = []
+    for s in range(0, len(entities), BATCH):
+        docs, types, geos, boxes, stats = [], [], [], [], {}
+        for rid, e in enumerate(entities[s : s + BATCH], s + 1):
+            doc = normalize_entity(e, terms, now)
+            docs.append((rid, "", doc["id"], orjson.dumps(doc)))
+            types.extend(("", t, rid) for t in doc["type"])
+            for attr, instances in doc["attrs"].items():
+                for inst in instances:
+                    key = ("", doc["type"][0], attr, inst["type"])
+                    stats[key] = stats.get(key, 0) + 1
+                    if inst["type"] == "GeoProperty":
+                        box = geometry_bbox(inst["value"])
+                        geos.append((rid, "", rid, attr, orjson.dumps(inst["value"])))
+                        boxes.append((rid, box[0], box[2], box[1], box[3]))
+        batches.append((docs, types, geos, boxes, [(*k, n) for k, n in stats.items()]))
     start = time.perf_counter()
-    for s in range(0, len(docs), BATCH):
-        chunk = docs[s : s + BATCH]
+    for docs, types, geos, boxes, stats in batches:
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany("INSERT INTO entities VALUES (?,?,?,?)", chunk)
-        conn.executemany("INSERT INTO entity_types VALUES ('', 'T', ?)", [(d[0],) for d in chunk])
+        conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?,?,?,?)", docs)
+        conn.executemany("INSERT INTO entity_types(tenant, type, rid) VALUES (?,?,?)", types)
         conn.executemany(
-            "INSERT INTO entity_attrs VALUES ('', ?, ?, 'Property')",
-            [(a, d[0]) for d in chunk for a in ("no2", "pm10", "status", "location")],
+            "INSERT INTO attr_stats VALUES (?,?,?,?,?) ON CONFLICT DO UPDATE"
+            " SET instances = instances + excluded.instances",
+            stats,
         )
         conn.executemany(
-            "INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)",
-            [(d[0], 0.0, 1.0, 0.0, 1.0) for d in chunk],
+            "INSERT INTO geo_rows(gid, tenant, rid, attr, geometry) VALUES (?,?,?,?,?)", geos
         )
+        conn.executemany("INSERT INTO geo_index VALUES (?,?,?,?,?)", boxes)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()

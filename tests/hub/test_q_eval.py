@@ -410,3 +410,62 @@ def test_temporal_normalization() -> None:
     assert temporal("Time", "23:59:60") is None
     assert temporal("Time", 5) is None
     assert temporal("Decade", "2020") is None
+
+
+def test_compiled_tests_are_per_term_not_per_equal_term() -> None:
+    # Compare(p, "==", 1) == Compare(p, "==", True) as dataclasses; their tests must differ.
+    entity = {"id": "urn:x", "type": [D + "T"], "attrs": {D + "f": [prop(True)]}}
+    one, true = parse_q("f==1", expand), parse_q("f==true", expand)
+    assert one == true  # dataclass equality: True == 1
+    assert not evaluate(one, entity)
+    assert evaluate(true, entity)
+    assert not evaluate(one, entity)
+
+
+def test_largest_queries_run_in_sqlite(conn: sqlite3.Connection) -> None:
+    from cidade.hub.query.q import MAX_DEPTH, MAX_LENGTH, MAX_TERMS
+
+    queries = [
+        ";".join(["speed==1..100"] * MAX_TERMS),
+        "|".join(['brandName~="^x"'] * MAX_TERMS),
+        "(" * MAX_DEPTH + "speed>1" + ")" * MAX_DEPTH,
+        ("speed==" + ",".join(["1"] * (MAX_LENGTH // 2)))[: MAX_LENGTH - 1] + "0",
+        'brandName=="' + "x" * (MAX_LENGTH - 13) + '"',
+    ]
+    for q in queries:
+        node = parse_q(q, expand)
+        sql, params = to_sqlite(node)
+        sql = sql.replace("e.doc", "doc")
+        (count,) = conn.execute(f"SELECT count(*) FROM entities WHERE {sql}", params).fetchone()
+        assert bool(count) is evaluate(node, CAR), q[:40]
+
+
+def test_non_ascii_names_and_keys(conn: sqlite3.Connection) -> None:
+    # SQLite matches path labels against the raw JSON text: documents are written unescaped.
+    entity = {
+        "id": "urn:x",
+        "type": [D + "T"],
+        "attrs": {D + "temperatura_média": [prop({"órgão": "ção"})]},
+    }
+    db = sqlite3.connect(":memory:")
+    install_sqlite_functions(db)
+    db.execute("CREATE TABLE entities(doc TEXT)")
+    db.execute("INSERT INTO entities VALUES (?)", (json.dumps(entity, ensure_ascii=False),))
+    for q in [
+        "temperatura_média",
+        'temperatura_média[órgão]=="ção"',
+        "temperatura_média[órgão]~=ç",
+    ]:
+        node = parse_q(q, expand)
+        assert evaluate(node, entity)
+        sql, params = to_sqlite(node, "doc")
+        assert db.execute(f"SELECT count(*) FROM entities WHERE {sql}", params).fetchone() == (1,)
+
+
+def test_sqlite_functions_never_raise(conn: sqlite3.Connection) -> None:
+    rows = conn.execute(
+        "SELECT regexp('^a', 'abc'), regexp('^b', 'abc'), regexp('(', 'abc'), regexp(1, 'a'),"
+        " regexp('a', NULL), 'abc' REGEXP 'b', ngsi_temporal('DateTime', '2020-01-01T01:00:00+01:00'),"
+        " ngsi_temporal('Date', 5), ngsi_temporal(NULL, 'x'), ngsi_temporal('Time', 'noon')"
+    ).fetchone()
+    assert rows == (1, 0, 0, 0, 0, 1, "2020-01-01T00:00:00.000000Z", None, None, None)

@@ -169,3 +169,12 @@ def test_query_key_values(city):
 def test_q_is_url_decoded(city):
     text = urllib.parse.quote('name=="boavista"')
     assert found(city.get(f"{NGSI}/entities?type=Sensor&q={text}")) == ["urn:ngsi-ld:Sensor:2"]
+
+
+def test_unsupported_parameters_are_501(city):
+    for param in ("scopeQ=/Porto", "csf=x", "join=flat", "expandValues=a"):
+        r = city.get(f"{NGSI}/entities?type=Sensor&{param}")
+        assert r.status_code == 501, param
+        assert problem_type(r) == "NotImplemented"
+    r = city.get(f"{NGSI}/entities/urn:ngsi-ld:Sensor:1?join=flat")
+    assert r.status_code == 501

@@ -31,6 +31,7 @@ from cidade.hub.http import (
     options_param,
     page_params,
     read_json,
+    reject_unsupported,
     representation,
     tenant_of,
 )
@@ -73,6 +74,7 @@ class HubApi:
     def _view(self, request: Request, ctx: Ctx) -> View:
         if not request.scope.get("query_string"):
             return View(ctx.terms)
+        reject_unsupported(request)
         opts = options_param(request)
         pick = list_param(request, "pick")
         omit = list_param(request, "omit")

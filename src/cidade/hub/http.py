@@ -13,6 +13,7 @@ from cidade.hub.errors import (
     BadRequestData,
     InvalidRequest,
     NgsiError,
+    NotImplementedFeature,
     PayloadTooLarge,
     TooManyResults,
 )
@@ -245,3 +246,28 @@ def representation(request: Request) -> str:
     if len(forms) > 1:
         raise BadRequestData(f"options {', '.join(sorted(forms))} cannot be combined")
     return next(iter(forms), "normalized")
+
+
+# Query parameters of later NGSI-LD versions or optional features this broker does not offer yet:
+# refusing them (501) is better than silently answering as if they were not there.
+UNSUPPORTED_PARAMS = (
+    "scopeQ",
+    "csf",
+    "join",
+    "joinLevel",
+    "entityMap",
+    "containedBy",
+    "datasetId",
+    "expandValues",
+    "orderBy",
+    "collation",
+    "doNotCompact",
+)
+
+
+def reject_unsupported(request: Request, allowed: tuple[str, ...] = ()) -> None:
+    if not request.scope.get("query_string"):
+        return
+    for name in UNSUPPORTED_PARAMS:
+        if name not in allowed and name in request.query_params:
+            raise NotImplementedFeature(f"the query parameter {name} is not supported")

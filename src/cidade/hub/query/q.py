@@ -12,7 +12,7 @@ Syntax (§4.9 grammar, plus the extensions marked *)::
     and     = primary *(";" primary)
     primary = "(" or ")" / term           ; parentheses nest to any depth up to MAX_DEPTH
     term    = path                        ; existence
-            / "!" path                    ; * non-existence (as Stellio and Orion-LD accept)
+            / "!" path                    ; * non-existence (as Stellio accepts)
             / path op value
     path    = name *("." name) [bracket]  ; attribute, sub-attributes, then a trailing JSON path
     bracket = 1*("[" key *("." key) "]")  ; [a.b] as in §4.9; [a][b] is accepted* and means [a.b]
@@ -37,7 +37,7 @@ Syntax (§4.9 grammar, plus the extensions marked *)::
 * No whitespace is allowed outside quoted strings; URL-decoding is the caller's job.
 * Linked-entity paths (``sensor{humidity}``, EXAMPLE 13/14) are not supported: 400.
 * Every malformed ``q`` raises ``BadRequestData`` (400) whose detail names the 0-based position;
-  ``parse_q`` raises nothing else for any input string. Limits: MAX_LENGTH characters, MAX_DEPTH
+  ``parse_q`` raises nothing else for any input string (exceptions of ``expand`` itself pass). Limits: MAX_LENGTH characters, MAX_DEPTH
   nested parentheses, MAX_TERMS terms, MAX_PATTERN characters per regular expression.
 
 Semantics (§4.9, "target element" / "target value"):
@@ -95,7 +95,7 @@ from cidade.hub.errors import BadRequestData
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 32
-MAX_TERMS = 512
+MAX_TERMS = 128
 MAX_PATTERN = 1_000
 
 # Members of an instance that a path's last name can address (stored-form.md "optional members").
@@ -530,9 +530,10 @@ class _Parser:
             raise self.fail("expected a value" + (f", found {c!r}" if c else ""))
         start = self.pos
         text, n = self.text, self.n
+        numeric = c == "-" or "0" <= c <= "9"  # a number, date, time or date-time
         i = start
         while i < n and text[i] not in _UNQUOTED_END:
-            if text[i] == "." and text.startswith("..", i) and (c == "-" or c.isdigit()):
+            if numeric and text.startswith("..", i):
                 break  # a range: "1..5", "2020-01-01..2020-12-31"
             i += 1
         token = text[start:i]
@@ -541,7 +542,7 @@ class _Parser:
         if any(ch.isspace() for ch in token):
             raise self.fail("whitespace is not allowed outside quoted strings", start)
         self.pos = i
-        if c == "-" or "0" <= c <= "9":
+        if numeric:
             return self.classify_number_or_temporal(token, start)
         if token == "true":
             return True
@@ -820,6 +821,34 @@ def _equals(value: Scalar) -> Callable[[Any], bool]:
     return lambda c: isinstance(c, str) and c == value
 
 
+def _in_list(values: tuple[Scalar, ...]) -> Callable[[Any], bool]:
+    # Sets, so that a long list costs one lookup per candidate. The type checks come first:
+    # True == 1 and hash(True) == hash(1), so `True in {1}` would hold.
+    numbers = frozenset(v for v in values if is_number(v))
+    strings = frozenset(v for v in values if isinstance(v, str))
+    booleans = frozenset(v for v in values if isinstance(v, bool))
+    temporals = [
+        (k, frozenset(v.text for v in values if isinstance(v, Temporal) and v.kind == k))
+        for k in ("DateTime", "Date", "Time")
+    ]
+    temporals = [(k, texts) for k, texts in temporals if texts]
+
+    def test(c: Any) -> bool:
+        if isinstance(c, bool):
+            return c in booleans
+        if isinstance(c, int | float):
+            return c in numbers
+        if isinstance(c, str):
+            if c in strings:
+                return True
+            for kind, texts in temporals:
+                if _temporal(kind, c) in texts:
+                    return True
+        return False
+
+    return test
+
+
 _ORDER = {">": gt, ">=": ge, "<": lt, "<=": le}
 
 
@@ -870,8 +899,7 @@ def term_test(term: Term) -> tuple[bool, Callable[[Any], bool]]:
             return True, _equals(term.value)
         return False, _ordered(term.op, term.value)
     if isinstance(term, InList):
-        tests = [_equals(v) for v in term.values]
-        return term.negated, lambda c: any(t(c) for t in tests)
+        return term.negated, _in_list(term.values)
     if isinstance(term, Range):
         return term.negated, _in_range(term.low, term.high)
     rx = compile_regex(term.regex)
@@ -892,8 +920,26 @@ def _exists(path: Path, entity: dict) -> bool:
     return any(bare or resolve(node, path) is not None for node in _instances(entity, path))
 
 
-def _match_term(term: Term, entity: dict) -> bool:
+# Compiled predicates per term object, so that evaluating a tree again (a subscription, the next
+# entity) builds nothing. Keyed by identity, not equality: Compare(p, "==", 1) equals
+# Compare(p, "==", True) as dataclasses (True == 1), but they are different tests.
+_TESTS: dict[int, tuple[Term, bool, Callable[[Any], bool]]] = {}
+_TESTS_MAX = 4096
+
+
+def _compiled_test(term: Term) -> tuple[bool, Callable[[Any], bool]]:
+    hit = _TESTS.get(id(term))
+    if hit is not None and hit[0] is term:
+        return hit[1], hit[2]
     negative, test = term_test(term)
+    if len(_TESTS) >= _TESTS_MAX:
+        _TESTS.clear()
+    _TESTS[id(term)] = (term, negative, test)  # holding the term keeps its id from being reused
+    return negative, test
+
+
+def _match_term(term: Term, entity: dict) -> bool:
+    negative, test = _compiled_test(term)
     rel_ok = relationship_allowed(term)
     path = term.path
     for node in _instances(entity, path):

@@ -6,13 +6,14 @@ tests/hub/test_q_property.py hold the two to that); every rule of the module doc
 written twice, once in Python there and once in SQL here, with the same structure:
 
 * one ``EXISTS`` over the instances of the attribute (``json_each(doc, '$."attrs"."<iri>"')``);
-* inside it, a ``CASE`` picks the value member in the same order as ``q.VALUE_MEMBERS``;
+* inside it, a sub-select picks the instance's value member (its JSON path and class) in the
+  order of ``q.VALUE_MEMBERS``, so the predicate is written once per term;
 * the candidates (array elements, typed literals unwrapped, or languageMap strings) come from a
   sub-select producing ``(v, t)`` = (SQL value, ``json_type``), so type discipline is a test on
   ``t`` (``5`` never equals ``"5"``; JSON ``true`` is the integer 1 in SQL, but its ``t`` is
   ``'true'``);
-* positive operators are ``EXISTS (candidate satisfying P)``; ``!=`` and ``!~=`` are
-  "target exists AND NOT EXISTS (candidate satisfying P)".
+* positive operators are "EXISTS (a candidate that matches)"; ``!=`` and ``!~=`` are "the target
+  exists AND NOT EXISTS (a candidate that is equal / that is not a string the pattern misses)".
 
 Regular expressions and temporal normalization run in Python: ``install_sqlite_functions``
 registers ``regexp(pattern, value)`` and ``ngsi_temporal(kind, value)`` on a connection; the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Callable
 from typing import Any
 
 from cidade.hub.query.q import (
@@ -131,7 +133,7 @@ class _Builder:
         right = self.balanced(items[mid:], joiner)
         return f"({left}{joiner}{right})"
 
-    def instances(self, path: Path, inner: Any) -> str:
+    def instances(self, path: Path, inner: Callable[[str], str]) -> str:
         attrs = _lit('$."attrs"' + _label(path.attr))
         i = self.alias("i")
         doc = self.doc
@@ -164,43 +166,62 @@ class _Builder:
         base = "$" + "".join(_label(s) for s in path.subs)
         keys = "".join(_label(k) for k in path.keys)
         if path.meta is not None:
-            return self.target(term, inst, base + _label(path.meta) + keys, unwrap=True)
-        rel_ok = relationship_allowed(term)
+            return self.target(term, inst, _lit(base + _label(path.meta) + keys), "1")
+        # Pick the value member once (q.VALUE_MEMBERS order) as its JSON path `p` and its class
+        # `k` (v: value-like, r: relationship, l: languageMap, j: json), then write the
+        # predicate once over that path: a CASE per member would repeat it seven times.
+        m = self.alias("m")
+        member_path = {member: _lit(base + _label(member)) for member, _ in VALUE_MEMBERS}
+        pick = " ".join(
+            f"WHEN json_type({inst}, {lit}) IS NOT NULL THEN {lit}" for lit in member_path.values()
+        )
+        classes = " ".join(
+            f"WHEN {member_path[member]} THEN '{cls}'"
+            for member, cls in (
+                ("object", "r"),
+                ("objectList", "r"),
+                ("languageMap", "l"),
+                ("json", "j"),
+            )
+        )
+        xpath = f"{m}.p || {_lit(keys)}" if keys else f"{m}.p"
         whens = []
-        for member, _kind in VALUE_MEMBERS:
-            m = base + _label(member)
-            head = f"WHEN json_type({inst}, {_lit(m)}) IS NOT NULL THEN "
-            if member in ("object", "objectList") and not rel_ok:
-                whens.append(head + "0")
-            elif member == "languageMap" and (not path.keys or path.keys == ("*",)):
-                whens.append(head + self.language(term, inst, m))
-            else:
-                whens.append(head + self.target(term, inst, m + keys, unwrap=member != "json"))
-        return "CASE " + " ".join(whens) + " ELSE 0 END"
+        if not relationship_allowed(term):
+            whens.append(f"WHEN {m}.k = 'r' THEN 0")
+        if not path.keys or path.keys == ("*",):
+            whens.append(f"WHEN {m}.k = 'l' THEN {self.language(term, inst, m + '.p')}")
+        general = self.target(term, inst, xpath, f"{m}.k != 'j'")
+        test = f"CASE {' '.join(whens)} ELSE {general} END" if whens else general
+        return (
+            f"EXISTS (SELECT 1 FROM (SELECT p, CASE p {classes} ELSE 'v' END AS k"
+            f" FROM (SELECT CASE {pick} END AS p)) AS {m} WHERE {m}.p IS NOT NULL AND {test})"
+        )
 
-    def target(self, term: Term, inst: str, xpath: str, *, unwrap: bool) -> str:
-        x = _lit(xpath)
+    def target(self, term: Term, inst: str, x: str, unwrap: str) -> str:
+        """Candidates of the JSON value at path expression ``x`` of ``inst``; typed literals are
+        unwrapped where the SQL condition ``unwrap`` holds."""
         e = self.alias("e")
-        if unwrap:
-            at = _lit(xpath + '."@value"')
-            ev = _lit('$."@value"')
-            elem_v = (
-                f"CASE WHEN {e}.type != 'object' THEN {e}.value"
-                f" WHEN json_type({e}.value, {ev}) IS NOT NULL"
-                f" THEN json_extract({e}.value, {ev}) ELSE {e}.value END"
-            )
-            elem_t = (
-                f"CASE WHEN {e}.type != 'object' THEN {e}.type"
-                f" ELSE coalesce(json_type({e}.value, {ev}), 'object') END"
-            )
-            one_v = (
-                f"CASE WHEN json_type({inst}, {at}) IS NOT NULL"
-                f" THEN json_extract({inst}, {at}) ELSE json_extract({inst}, {x}) END"
-            )
-            one_t = f"coalesce(json_type({inst}, {at}), json_type({inst}, {x}))"
-        else:
-            elem_v, elem_t = f"{e}.value", f"{e}.type"
-            one_v, one_t = f"json_extract({inst}, {x})", f"json_type({inst}, {x})"
+        ev = _lit('$."@value"')
+        at = f"{x} || {_lit(_label('@value'))}"
+        keep_e = (
+            f"{e}.type != 'object'"
+            if unwrap == "1"
+            else f"({e}.type != 'object' OR NOT ({unwrap}))"
+        )
+        elem_v = (
+            f"CASE WHEN {keep_e} THEN {e}.value"
+            f" WHEN json_type({e}.value, {ev}) IS NOT NULL"
+            f" THEN json_extract({e}.value, {ev}) ELSE {e}.value END"
+        )
+        elem_t = f"CASE WHEN {keep_e} THEN {e}.type ELSE coalesce(json_type({e}.value, {ev}), 'object') END"
+        one_v = (
+            f"CASE WHEN ({unwrap}) AND json_type({inst}, {at}) IS NOT NULL"
+            f" THEN json_extract({inst}, {at}) ELSE json_extract({inst}, {x}) END"
+        )
+        one_t = (
+            f"CASE WHEN ({unwrap}) THEN coalesce(json_type({inst}, {at}), json_type({inst}, {x}))"
+            f" ELSE json_type({inst}, {x}) END"
+        )
         cands = (
             f"SELECT {elem_v} AS v, {elem_t} AS t FROM json_each({inst}, {x}) AS {e}"
             f" WHERE json_type({inst}, {x}) = 'array'"
@@ -209,8 +230,9 @@ class _Builder:
         )
         return self.quantify(term, cands, f"json_type({inst}, {x}) IS NOT NULL")
 
-    def language(self, term: Term, inst: str, lpath: str) -> str:
-        lm = _lit(lpath)
+    def language(self, term: Term, inst: str, lm: str) -> str:
+        """Candidates of a whole languageMap at path expression ``lm``: every string, arrays
+        flattened."""
         a, b, e = self.alias("l"), self.alias("l"), self.alias("e")
         cands = (
             f"SELECT {e}.value AS v, {e}.type AS t FROM json_each({inst}, {lm}) AS {a},"
@@ -235,8 +257,7 @@ class _Builder:
                 return term.op == "!=", self.equals(term.value, v, t)
             return False, self.ordered(term.op, term.value, v, t)
         if isinstance(term, InList):
-            parts = [self.equals(value, v, t) for value in term.values]
-            return term.negated, "(" + " OR ".join(parts) + ")"
+            return term.negated, self.in_list(term.values, v, t)
         if isinstance(term, Range):
             return term.negated, self.in_range(term.low, term.high, v, t)
         if term.negated:
@@ -252,6 +273,36 @@ class _Builder:
             kind = _lit(value.kind)
             return f"({t} = 'text' AND ngsi_temporal({kind}, {v}) = {self.bind(value.text)})"
         return f"({t} = 'text' AND {v} = {self.bind(value)})"
+
+    def in_list(self, values: tuple[Scalar, ...], v: str, t: str) -> str:
+        # Grouped by type into IN (...) lists: an OR per value would nest one level per value and
+        # a long list would pass SQLite's expression depth limit (1000).
+        numbers: list[Any] = []
+        strings: list[str] = []
+        booleans: set[str] = set()
+        temporals: dict[str, list[str]] = {}
+        for value in values:
+            if isinstance(value, bool):
+                booleans.add("true" if value else "false")
+            elif isinstance(value, int | float):
+                numbers.append(_param(value))
+            elif isinstance(value, Temporal):
+                temporals.setdefault(value.kind, []).append(value.text)
+            else:
+                strings.append(value)
+        parts = []
+        if numbers:
+            marks = ", ".join(self.bind(n) for n in numbers)
+            parts.append(f"({t} IN ('integer', 'real') AND {v} IN ({marks}))")
+        if strings:
+            marks = ", ".join(self.bind(x) for x in strings)
+            parts.append(f"({t} = 'text' AND {v} IN ({marks}))")
+        if booleans:
+            parts.append(f"{t} IN ({', '.join(_lit(b) for b in sorted(booleans))})")
+        for kind, texts in temporals.items():
+            marks = ", ".join(self.bind(x) for x in texts)
+            parts.append(f"({t} = 'text' AND ngsi_temporal({_lit(kind)}, {v}) IN ({marks}))")
+        return "(" + " OR ".join(parts) + ")"
 
     def ordered(self, op: str, value: Scalar, v: str, t: str) -> str:
         if isinstance(value, bool):
