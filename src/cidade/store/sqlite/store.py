@@ -317,14 +317,8 @@ def _attr_path(iri: str) -> str:
     return f'$.attrs."{iri}"'
 
 
-def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> QueryResult:
-    """The R*Tree gives candidates (boxes that meet the query's box) and the entity type is
-    checked on its index; each candidate's geometry, kept beside the index, is then checked
-    exactly, and only then is the entity read and the other filters (ids, idPattern, attrs, q)
-    evaluated in memory, with the same semantics as their SQL forms (property-tested).
-
-    Candidates come in R*Tree order, not sorted, so the scan stops as soon as the page is full
-    (unless a count was asked for): the order is stable while the data does not change."""
+def geo_candidates_sql(tenant: str, query: EntityQuery) -> tuple[str, list[Any]]:
+    """(rid, geometry) of the entities whose geoproperty's box meets the query's box."""
     geo = query.geo
     assert geo is not None
     params: list[Any] = []
@@ -336,11 +330,25 @@ def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Que
             " AND g.tenant = ? AND g.attr = ?"
         )
         params.extend([box[0], box[2], box[1], box[3], tenant, geo.geoproperty])
-    else:
+    else:  # disjoint, minDistance: every entity with the geoproperty is a candidate
         sql = "SELECT g.rid, g.geometry FROM geo_rows g WHERE g.tenant = ? AND g.attr = ?"
         params.extend([tenant, geo.geoproperty])
     if query.types is not None:
         sql += " AND " + _type_sql(query.types, params, "g.rid")
+    return sql, params
+
+
+def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> QueryResult:
+    """The R*Tree gives candidates (boxes that meet the query's box) and the entity type is
+    checked on its index; each candidate's geometry, kept beside the index, is then checked
+    exactly, and only then is the entity read and the other filters (ids, idPattern, attrs, q)
+    evaluated in memory, with the same semantics as their SQL forms (property-tested).
+
+    Candidates come in R*Tree order, not sorted, so the scan stops as soon as the page is full
+    (unless a count was asked for): the order is stable while the data does not change."""
+    geo = query.geo
+    assert geo is not None
+    sql, params = geo_candidates_sql(tenant, query)
     ids = set(query.ids)
     pattern = re.compile(query.id_pattern) if query.id_pattern is not None else None
     wanted = None if query.count else query.offset + query.limit

@@ -1,0 +1,117 @@
+"""The embedded store: durability settings, the geo index, atomic batches, schema version."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+
+import pytest
+
+from cidade.hub.errors import ResourceNotFound
+from cidade.hub.query.geo import parse_geoquery
+from cidade.store.base import EntityQuery, WriteOp
+from cidade.store.sqlite import SqliteStore
+from cidade.store.sqlite.store import SCHEMA_VERSION, geo_candidates_sql
+
+D = "https://uri.etsi.org/ngsi-ld/default-context/"
+LOC = "https://uri.etsi.org/ngsi-ld/location"
+
+
+def expand(term: str) -> str:
+    return LOC if term == "location" else D + term
+
+
+def doc(n: int, lon: float, lat: float) -> dict:
+    return {
+        "id": f"urn:ngsi-ld:P:{n}",
+        "type": [D + "P"],
+        "createdAt": "2026-01-01T00:00:00.000000Z",
+        "modifiedAt": "2026-01-01T00:00:00.000000Z",
+        "attrs": {
+            LOC: [{"type": "GeoProperty", "value": {"type": "Point", "coordinates": [lon, lat]}}]
+        },
+    }
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(str(tmp_path / "s.db"))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(s.open())
+    yield s, loop, tmp_path / "s.db"
+    loop.run_until_complete(s.close())
+    loop.close()
+
+
+def test_wal_and_full_sync(store):
+    _, _, path = store
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_geo_query_uses_the_rtree_and_visits_only_candidates(store):
+    s, loop, path = store
+    # 2,500 points on a grid over Porto; the query circle holds a handful of them.
+    docs = [
+        doc(i * 50 + j, -8.70 + i * 0.003, 41.10 + j * 0.002) for i in range(50) for j in range(50)
+    ]
+    loop.run_until_complete(s.write("", [WriteOp(d["id"], lambda _c, d=d: d) for d in docs]))
+    geo = parse_geoquery("near;maxDistance==300", "Point", "[-8.64,41.15]", None, expand)
+    query = EntityQuery(types=D + "P", geo=geo, limit=1000, count=True)
+    sql, params = geo_candidates_sql("", query)
+    conn = sqlite3.connect(path)
+    plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "VIRTUAL TABLE INDEX" in plan and "SCAN g" not in plan, plan
+    candidates = conn.execute(sql, params).fetchall()
+    assert 0 < len(candidates) < 60, len(candidates)  # a box around the circle, not 2,500
+    result = loop.run_until_complete(s.query("", query))
+    assert 0 < result.count <= len(candidates)
+    for e in result.entities:
+        assert geo.entity_matches(e)
+    outside = [d for d in docs if d["id"] not in {e["id"] for e in result.entities}]
+    assert not [d for d in outside if geo.entity_matches(d)]
+
+
+def test_a_failing_op_changes_nothing_and_others_commit(store):
+    s, loop, _ = store
+
+    def refuse(current):
+        raise ResourceNotFound("no")
+
+    results = loop.run_until_complete(
+        s.write(
+            "",
+            [
+                WriteOp("urn:a:1", lambda _c: doc(1, 0, 0) | {"id": "urn:a:1"}),
+                WriteOp("urn:a:2", refuse),
+            ],
+        )
+    )
+    assert isinstance(results[1], ResourceNotFound)
+    assert loop.run_until_complete(s.get_entity("", "urn:a:1")) is not None
+    assert loop.run_until_complete(s.get_entity("", "urn:a:2")) is None
+
+
+def test_discovery_counters_follow_updates_and_deletes(store):
+    s, loop, _ = store
+    loop.run_until_complete(
+        s.write("", [WriteOp("urn:a:1", lambda _c: doc(1, 0, 0) | {"id": "urn:a:1"})])
+    )
+    assert [a["count"] for a in loop.run_until_complete(s.attributes(""))] == [1]
+    loop.run_until_complete(s.write("", [WriteOp("urn:a:1", lambda _c: None)]))
+    assert loop.run_until_complete(s.attributes("")) == []
+    assert loop.run_until_complete(s.entity_types("")) == []
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "new.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(SystemExit, match="newer"):
+        run(SqliteStore(str(path)).open())
