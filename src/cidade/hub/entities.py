@@ -385,7 +385,8 @@ def _complete(patch: dict[str, Any], inst: dict[str, Any]) -> dict[str, Any]:
     fragment validates, then merge."""
     from cidade.hub.model import KINDS
 
-    member = KINDS.get(patch["type"])
+    kind = patch["type"]
+    member = KINDS.get(kind) if isinstance(kind, str) else None
     if member and member not in patch and member in inst and patch["type"] == inst["type"]:
         return {**patch, member: inst[member]}
     return patch

@@ -172,18 +172,16 @@ def normalize_instance(
     if not isinstance(raw, dict):
         # Concise form: a bare value is a Property's value.
         return {"type": "Property", "value": raw, "createdAt": now, "modifiedAt": now}
-    if "type" not in raw and not (VALUE_MEMBERS & raw.keys()):
-        if raw.get("type") in GEO_TYPES or (
-            "coordinates" in raw and isinstance(raw.get("type"), str)
-        ):
-            raw = {"type": "GeoProperty", "value": raw}
-        else:
+    kind = raw.get("type")
+    if kind is not None and not isinstance(kind, str):
+        raise BadRequestData(f"{what} has an invalid type {kind!r}")
+    if kind is None:
+        if not (VALUE_MEMBERS & raw.keys()):
             # Concise: a JSON object that is not an attribute is the value of a Property.
             return {"type": "Property", "value": raw, "createdAt": now, "modifiedAt": now}
-    kind = raw.get("type")
-    if kind is None:
         kind = _infer_kind(raw)
     elif kind in GEO_TYPES and "coordinates" in raw:
+        # Concise: a bare GeoJSON geometry is the value of a GeoProperty.
         raw = {"type": "GeoProperty", "value": raw}
         kind = "GeoProperty"
     if kind not in KINDS:
