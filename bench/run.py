@@ -119,13 +119,15 @@ def raw_sqlite_rate(entities: list[dict], path: Path) -> float:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
-    conn.executescript(resources.files("cidade.store.sqlite").joinpath("schema.sql").read_text())
+    conn.executescript(
+        resources.files("cidade.store.sqlite").joinpath("migrations/0001_hub.sql").read_text()
+    )
     batches = []
     for s in range(0, len(entities), BATCH):
         docs, types, geos, boxes, stats = [], [], [], [], {}
         for rid, e in enumerate(entities[s : s + BATCH], s + 1):
             doc = normalize_entity(e, terms, now)
-            docs.append((rid, "", doc["id"], orjson.dumps(doc)))
+            docs.append((rid, "", doc["id"], orjson.dumps(doc).decode()))
             types.extend(("", t, rid) for t in doc["type"])
             for attr, instances in doc["attrs"].items():
                 for inst in instances:
@@ -133,7 +135,7 @@ def raw_sqlite_rate(entities: list[dict], path: Path) -> float:
                     stats[key] = stats.get(key, 0) + 1
                     if inst["type"] == "GeoProperty":
                         box = geometry_bbox(inst["value"])
-                        geos.append((rid, "", rid, attr, orjson.dumps(inst["value"])))
+                        geos.append((rid, "", rid, attr, orjson.dumps(inst["value"]).decode()))
                         boxes.append((rid, box[0], box[2], box[1], box[3]))
         batches.append((docs, types, geos, boxes, [(*k, n) for k, n in stats.items()]))
     start = time.perf_counter()

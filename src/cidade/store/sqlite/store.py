@@ -19,25 +19,37 @@ from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
 from cidade.store.base import Entity, EntityQuery, QueryResult, TypeExpr, WriteOp
 from cidade.store.sqlite.database import Database
 
-SCHEMA_VERSION = 1
-
 
 def _setup(conn: sqlite3.Connection) -> None:
     install_sqlite_functions(conn)
 
 
+def migrations() -> list[tuple[int, str]]:
+    """The versioned migrations shipped with this Cidade: (version, SQL), in order."""
+    folder = resources.files("cidade.store.sqlite").joinpath("migrations")
+    found = [
+        (int(item.name[:4]), item.read_text())
+        for item in folder.iterdir()
+        if item.name.endswith(".sql") and item.name[:4].isdigit()
+    ]
+    return sorted(found)
+
+
+SCHEMA_VERSION = max(v for v, _ in migrations())
+
+
 def _init(conn: sqlite3.Connection) -> None:
+    """Apply, in order, every migration newer than the database's ``user_version``; each one in
+    its own transaction with the version bump, so a crash mid-way leaves a consistent schema."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise SystemExit(
             f"this database has schema version {version}, newer than this Cidade "
             f"({SCHEMA_VERSION}): upgrade Cidade"
         )
-    if version < SCHEMA_VERSION:
-        script = resources.files("cidade.store.sqlite").joinpath("schema.sql").read_text()
-        conn.executescript(
-            f"BEGIN IMMEDIATE;\n{script}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
-        )
+    for number, sql in migrations():
+        if number > version:
+            conn.executescript(f"BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;")
     conn.execute(
         "INSERT OR IGNORE INTO tenants(name, created_at) VALUES ('', ?)",
         (datetime.now(UTC).isoformat(),),
@@ -270,9 +282,9 @@ def _write_batch(conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp]) 
         if rid is None:
             rid = next_rid
             next_rid += 1
-            inserts.append((rid, tenant, eid, orjson.dumps(doc)))
+            inserts.append((rid, tenant, eid, orjson.dumps(doc).decode()))
         else:
-            updates.append((orjson.dumps(doc), rid))
+            updates.append((orjson.dumps(doc).decode(), rid))
         type_rows.extend((tenant, t, rid) for t in doc["type"])
         _count(stats, doc, 1)
         for attr, instances in doc["attrs"].items():
@@ -282,7 +294,9 @@ def _write_batch(conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp]) 
                         box = geometry_bbox(inst["value"])
                     except Exception:
                         continue  # validated on the way in; a value we cannot box is not indexed
-                    geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(inst["value"])))
+                    geo_rows.append(
+                        (next_gid, tenant, rid, attr, orjson.dumps(inst["value"]).decode())
+                    )
                     geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
                     next_gid += 1
     conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)

@@ -1,4 +1,4 @@
--- Cidade embedded store, schema version 1.
+-- Cidade embedded store: the context hub.
 CREATE TABLE IF NOT EXISTS tenants (
     name TEXT PRIMARY KEY,
     created_at TEXT NOT NULL
