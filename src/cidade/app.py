@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -16,7 +17,7 @@ from cidade import __version__
 from cidade.config import Settings
 from cidade.hub.api import HubApi
 from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
-from cidade.hub.http import MethodNotAllowed, problem_response
+from cidade.hub.http import LiteralPlus, MethodNotAllowed, problem_response
 from cidade.hub.jsonld import ContextInfo, ContextResolver
 from cidade.store import Store, open_store
 
@@ -80,6 +81,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
+        middleware=[Middleware(LiteralPlus)],
         exception_handlers={
             NgsiError: ngsi_error,
             HTTPException: http_error,

@@ -178,3 +178,18 @@ def test_unsupported_parameters_are_501(city):
         assert problem_type(r) == "NotImplemented"
     r = city.get(f"{NGSI}/entities/urn:ngsi-ld:Sensor:1?join=flat")
     assert r.status_code == 501
+
+
+def test_plus_in_query_is_a_plus(client):
+    body = entity(
+        "urn:ngsi-ld:S:1",
+        "S",
+        t={"type": "Property", "value": 1, "observedAt": "2026-01-01T10:00:00Z"},
+    )
+    client.post(f"{NGSI}/entities", json=body)
+    # 09:30+01:00 is 08:30Z, before the observation; a '+' read as a space would be a 400.
+    r = client.get(f"{NGSI}/entities?type=S&q=t.observedAt>2026-01-01T09:30:00+01:00")
+    assert r.status_code == 200, r.text
+    assert [e["id"] for e in r.json()] == ["urn:ngsi-ld:S:1"]
+    r = client.get(f"{NGSI}/entities?type=S&q=t.observedAt>2026-01-01T11:30:00+01:00")
+    assert r.json() == []

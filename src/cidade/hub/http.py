@@ -271,3 +271,17 @@ def reject_unsupported(request: Request, allowed: tuple[str, ...] = ()) -> None:
     for name in UNSUPPORTED_PARAMS:
         if name not in allowed and name in request.query_params:
             raise NotImplementedFeature(f"the query parameter {name} is not supported")
+
+
+class LiteralPlus:
+    """ASGI middleware: a '+' in a query string is a plus sign (RFC 3986), not a space (the HTML
+    forms convention Starlette follows). NGSI-LD values like ``2026-01-01T10:00:00+01:00`` in
+    ``q`` depend on it; a space is sent as %20."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and b"+" in scope.get("query_string", b""):
+            scope = {**scope, "query_string": scope["query_string"].replace(b"+", b"%2B")}
+        await self.app(scope, receive, send)
