@@ -69,7 +69,7 @@ class Ctx:
 
 def tenant_of(request: Request) -> str:
     tenant = request.headers.get(TENANT_HEADER, "")
-    if len(tenant) > 256 or any(c.isspace() or c in "/\\" for c in tenant):
+    if tenant and (len(tenant) > 256 or any(c.isspace() or c in "/\\" for c in tenant)):
         raise BadRequestData(f"invalid {TENANT_HEADER} header {tenant!r}")
     return tenant
 
@@ -192,7 +192,23 @@ def json_response(
                 body = {**body, "@context": context}
         elif isinstance(context, str):
             out_headers["Link"] = f"<{context}>; {LINK_REL}"
-    return Response(orjson.dumps(body), status_code=status, media_type=kind, headers=out_headers)
+    return JsonBytes(orjson.dumps(body), status, kind, out_headers)
+
+
+class JsonBytes(Response):
+    """A Response built straight from bytes: Starlette's generic init_headers (charset
+    sniffing, header normalisation) costs more than the rest of a small read."""
+
+    def __init__(self, content: bytes, status: int, kind: str, headers: dict[str, str]) -> None:
+        self.status_code = status
+        self.body = content
+        self.background = None
+        raw = [
+            (b"content-length", str(len(content)).encode()),
+            (b"content-type", kind.encode()),
+        ]
+        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+        self.raw_headers = raw
 
 
 def page_params(request: Request, *, default: int, maximum: int) -> tuple[int, int, bool]:
