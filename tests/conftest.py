@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import os
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,9 +20,58 @@ CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
 
 
+PG_URL = os.environ.get("CIDADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@functools.cache
+def postgres_unavailable() -> str | None:
+    """Why PostgreSQL cannot be used for tests, or None when it can (asked once per process)."""
+    import asyncpg
+
+    async def probe() -> None:
+        conn = await asyncpg.connect(PG_URL, timeout=5)
+        try:
+            await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public")
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:  # any failure to reach it is a reason to skip, printed
+        return f"PostgreSQL with PostGIS not usable at {PG_URL}: {exc}"
+    return None
+
+
+def drop_schema(schema: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Every API test runs on both stores; PostgreSQL ones skip, saying why, when it is absent."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/cidade.db"
+        return
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    yield f"{PG_URL}?schema={schema}"
+    drop_schema(schema)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return Settings(store=f"sqlite:///{tmp_path}/cidade.db", max_page_size=1000)
+def settings(store_url: str) -> Settings:
+    return Settings(store=store_url, max_page_size=1000)
 
 
 @pytest.fixture

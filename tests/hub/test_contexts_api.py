@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -32,7 +33,8 @@ def link(url: str) -> dict[str, str]:
 
 
 def test_link_header_context_expands_and_compacts(client, server):
-    url = server.serve("/aqo.jsonld", TERMS)
+    path = f"/aqo-{uuid.uuid4().hex}.jsonld"  # one per run: the server outlives each app
+    url = server.serve(path, TERMS)
     body = {
         "id": "urn:ngsi-ld:AQO:1",
         "type": "AirQualityObserved",
@@ -54,7 +56,7 @@ def test_link_header_context_expands_and_compacts(client, server):
     r = client.get(f"{NGSI}/entities?type=AirQualityObserved")  # default-context type: no match
     assert r.json() == []
     # The remote context was fetched once and is listed as Cached.
-    assert server.hits["/aqo.jsonld"] == 1
+    assert server.hits[path] == 1
     listed = client.get(f"{NGSI}/jsonldContexts?details=true").json()
     assert any(c["URL"] == url and c["kind"] == "Cached" for c in listed)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,9 @@ from hypothesis import strategies as st
 from cidade.hub.query.geo import parse_geoquery
 from cidade.hub.query.q import QNode, evaluate, parse_q
 from cidade.store.base import EntityQuery, WriteOp
+from cidade.store.postgres import PostgresStore
 from cidade.store.sqlite import SqliteStore
+from tests.conftest import PG_URL, drop_schema, postgres_unavailable
 from tests.hub.test_q_property import entity, expand, render_q, trees
 
 WORLD = "[[[-180,-90],[180,-90],[180,90],[-180,90],[-180,-90]]]"
@@ -24,14 +27,24 @@ LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 _tenants = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def store(tmp_path_factory) -> Iterator[tuple[SqliteStore, asyncio.AbstractEventLoop]]:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def store(request, tmp_path_factory) -> Iterator[tuple[Any, asyncio.AbstractEventLoop]]:
+    schema = None
+    if request.param == "sqlite":
+        backend: Any = SqliteStore(str(tmp_path_factory.mktemp("prop") / "p.db"))
+    else:
+        reason = postgres_unavailable()
+        if reason:
+            pytest.skip(reason)
+        schema = f"p_{uuid.uuid4().hex[:12]}"
+        backend = PostgresStore(f"{PG_URL}?schema={schema}")
     loop = asyncio.new_event_loop()
-    st_ = SqliteStore(str(tmp_path_factory.mktemp("prop") / "p.db"))
-    loop.run_until_complete(st_.open())
-    yield st_, loop
-    loop.run_until_complete(st_.close())
+    loop.run_until_complete(backend.open())
+    yield backend, loop
+    loop.run_until_complete(backend.close())
     loop.close()
+    if schema:
+        drop_schema(schema)
 
 
 def _prepare(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -48,7 +61,7 @@ def _prepare(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 @settings(
-    max_examples=120,
+    max_examples=80,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )

@@ -93,5 +93,9 @@ def open_store(url: str) -> Store:
         path = path[1:] if path.startswith("/") else path
         return SqliteStore(path or "cidade.db")
     if url.startswith(("postgresql://", "postgres://")):
-        raise SystemExit("the PostgreSQL store is not available yet; use sqlite:///path.db")
-    raise SystemExit(f"unknown store URL {url!r}: use sqlite:///path.db")
+        from cidade.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise SystemExit(
+        f"unknown store URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
+    )

@@ -1,0 +1,359 @@
+"""PostgresStore: the Store interface on PostgreSQL 15 + PostGIS 3 (asyncpg).
+
+Writes: one transaction per ``write`` call; the entities it touches are locked first (a
+transaction-level advisory lock per tenant+id, taken in a fixed order so two workers never
+deadlock, and covering ids that do not exist yet), then every op is applied in memory exactly as
+on SQLite, and the rows are written with a few array statements.
+Geo-queries: PostGIS on the GiST indexes — geodesic distances on the WGS84 spheroid through
+``geography``, topological relations on lon/lat ``geometry`` (as shapely does on SQLite).
+"""
+
+from __future__ import annotations
+
+import urllib.parse
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+
+from cidade.hub.query.geo import GeoQuery
+from cidade.hub.query.postgres_q import to_postgres
+from cidade.store.base import Entity, EntityQuery, QueryResult, TypeExpr, WriteOp
+from cidade.store.postgres.migrations import migrate
+
+TOPOLOGY = {
+    "within": "ST_Within",
+    "contains": "ST_Contains",
+    "intersects": "ST_Intersects",
+    "equals": "ST_Equals",
+    "disjoint": "ST_Disjoint",
+    "overlaps": "ST_Overlaps",
+}
+
+
+def parse_url(url: str) -> tuple[str, dict[str, str]]:
+    """The DSN for asyncpg, and server settings: Cidade's own ``?schema=NAME`` puts every table
+    in that schema (one database, several isolated deployments or test runs)."""
+    parts = urllib.parse.urlsplit(url)
+    query = urllib.parse.parse_qsl(parts.query)
+    schema = next((v for k, v in query if k == "schema"), None)
+    rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "schema"])
+    dsn = urllib.parse.urlunsplit(parts._replace(query=rest))
+    settings = {"search_path": f'"{schema}", public'} if schema else {}
+    return dsn, settings
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+        format="text",
+    )
+
+
+class PostgresStore:
+    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        self.url = url
+        self.dsn, self.server_settings = parse_url(url)
+        self.min_size = min_size
+        self.max_size = max_size
+        self.pool: asyncpg.Pool | None = None
+
+    async def open(self) -> None:
+        schema = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query)).get("schema")
+        conn = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
+        try:
+            if schema:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            await migrate(conn)
+        finally:
+            await conn.close()
+        self.pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            server_settings=self.server_settings,
+            init=_init_connection,
+        )
+
+    async def close(self) -> None:
+        if self.pool is not None:
+            await self.pool.close()
+            self.pool = None
+
+    @property
+    def _pool(self) -> asyncpg.Pool:
+        assert self.pool is not None, "the store is not open"
+        return self.pool
+
+    # -- tenants --------------------------------------------------------------------------------
+
+    async def tenant_exists(self, tenant: str) -> bool:
+        if tenant == "":
+            return True
+        return await self._pool.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM tenants WHERE name = $1)", tenant
+        )
+
+    # -- entities -------------------------------------------------------------------------------
+
+    async def get_entity(self, tenant: str, entity_id: str) -> Entity | None:
+        return await self._pool.fetchval(
+            "SELECT doc FROM entities WHERE tenant = $1 AND id = $2", tenant, entity_id
+        )
+
+    async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            return await _write_batch(conn, tenant, ops)
+
+    async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
+        where = ["e.tenant = $1"]
+        params: list[Any] = [tenant]
+
+        def bind(value: Any, cast: str = "") -> str:
+            params.append(value)
+            return f"${len(params)}{cast}"
+
+        if query.types is not None:
+            where.append(_type_sql(query.types, bind))
+        if query.ids:
+            where.append(f"e.id = ANY({bind(list(query.ids), '::text[]')})")
+        if query.id_pattern is not None:
+            where.append(f"e.id ~ {bind(query.id_pattern, '::text')}")
+        if query.attrs:
+            where.append(f"(e.doc -> 'attrs') ?| {bind(list(query.attrs), '::text[]')}")
+        if query.q is not None:
+            sql, qparams = to_postgres(query.q, "e.doc", len(params) + 1)
+            where.append(sql)
+            params.extend(qparams)
+        if query.geo is not None:
+            where.append(_geo_sql(query.geo, bind))
+        clause = " AND ".join(where)
+        async with self._pool.acquire() as conn:
+            count = None
+            if query.count:
+                count = await conn.fetchval(
+                    f"SELECT count(*) FROM entities e WHERE {clause}", *params
+                )
+            if query.limit == 0:
+                return QueryResult([], count)
+            rows = await conn.fetch(
+                f"SELECT e.doc FROM entities e WHERE {clause} ORDER BY e.rid"
+                f" LIMIT {int(query.limit)} OFFSET {int(query.offset)}",
+                *params,
+            )
+        return QueryResult([r["doc"] for r in rows], count)
+
+    # -- discovery ------------------------------------------------------------------------------
+
+    async def entity_types(self, tenant: str) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT type, attr, kind, instances FROM attr_stats WHERE tenant = $1 AND type != ''",
+            tenant,
+        )
+        found: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            item = found.setdefault(r["type"], {"type": r["type"], "count": 0, "attrs": {}})
+            if r["attr"] == "":
+                item["count"] = r["instances"]
+            else:
+                item["attrs"].setdefault(r["attr"], set()).add(r["kind"])
+        return [found[t] for t in sorted(found) if found[t]["count"] > 0]
+
+    async def attributes(self, tenant: str) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT type, attr, kind, instances FROM attr_stats WHERE tenant = $1 AND attr != ''",
+            tenant,
+        )
+        info: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            item = info.setdefault(
+                r["attr"], {"attr": r["attr"], "kinds": set(), "types": set(), "count": 0}
+            )
+            if r["type"] == "":
+                item["kinds"].add(r["kind"])
+                item["count"] += r["instances"]
+            else:
+                item["types"].add(r["type"])
+        return [info[a] for a in sorted(info)]
+
+    # -- hosted @contexts -----------------------------------------------------------------------
+
+    async def hosted_contexts(self) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch("SELECT local_id, info, body FROM hosted_contexts")
+        return [{"local_id": r["local_id"], "info": r["info"], "body": r["body"]} for r in rows]
+
+    async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
+        await self._pool.execute(
+            "INSERT INTO hosted_contexts VALUES ($1, $2, $3) ON CONFLICT (local_id)"
+            " DO UPDATE SET info = excluded.info, body = excluded.body",
+            local_id,
+            orjson.loads(orjson.dumps(info, default=str)),
+            body,
+        )
+
+    async def delete_hosted_context(self, local_id: str) -> None:
+        await self._pool.execute("DELETE FROM hosted_contexts WHERE local_id = $1", local_id)
+
+
+def _type_sql(expr: TypeExpr, bind: Any) -> str:
+    if isinstance(expr, str):
+        return f"e.types @> ARRAY[{bind(expr, '::text')}]"
+    op, parts = expr
+    joiner = " AND " if op == "and" else " OR "
+    return "(" + joiner.join(_type_sql(p, bind) for p in parts) + ")"
+
+
+def _geo_sql(geo: GeoQuery, bind: Any) -> str:
+    shape = bind(
+        orjson.dumps({"type": geo.geometry, "coordinates": geo.as_geoq()["coordinates"]}).decode(),
+        "::text",
+    )
+    query_geom = f"ST_SetSRID(ST_GeomFromGeoJSON({shape}), 4326)"
+    if geo.georel == "near":
+        if geo.max_distance is not None:
+            pred = f"ST_DWithin(g.geom::geography, {query_geom}::geography, {bind(geo.max_distance, '::float8')})"
+        else:
+            pred = f"NOT ST_DWithin(g.geom::geography, {query_geom}::geography, {bind(geo.min_distance, '::float8')})"
+    else:
+        pred = f"{TOPOLOGY[geo.georel]}(g.geom, {query_geom})"
+    return (
+        f"EXISTS (SELECT 1 FROM geo_rows g WHERE g.rid = e.rid"
+        f" AND g.attr = {bind(geo.geoproperty, '::text')} AND {pred})"
+    )
+
+
+async def _write_batch(conn: asyncpg.Connection, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+    await conn.execute("INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
+    ids = list(dict.fromkeys(op.entity_id for op in ops))
+    # Lock every entity this call touches, existing or not, in one fixed order.
+    await conn.execute(
+        "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT"
+        " hashtextextended($1 || chr(31) || i, 0) AS h FROM unnest($2::text[]) AS i ORDER BY h) s",
+        tenant,
+        ids,
+    )
+    current: dict[str, tuple[int | None, Entity | None]] = {
+        r["id"]: (r["rid"], r["doc"])
+        for r in await conn.fetch(
+            "SELECT rid, id, doc FROM entities WHERE tenant = $1 AND id = ANY($2::text[])",
+            tenant,
+            ids,
+        )
+    }
+    original = {eid: doc for eid, (_, doc) in current.items()}
+    results: list[Any] = []
+    changed: set[str] = set()
+    for op in ops:
+        rid, before = current.get(op.entity_id, (None, None))
+        try:
+            after = op.apply(before)
+        except Exception as exc:
+            results.append(exc)
+            continue
+        current[op.entity_id] = (rid, after)
+        changed.add(op.entity_id)
+        results.append(after)
+    stats: Counter[tuple[str, str, str]] = Counter()
+    deletes: list[int] = []
+    updates: list[tuple[int, list[str], Entity]] = []
+    inserts: list[tuple[str, list[str], Entity]] = []
+    for eid in ids:
+        if eid not in changed:
+            continue
+        if eid in original:
+            _count(stats, original[eid], -1)
+        rid, doc = current[eid]
+        if doc is None:
+            if rid is not None:
+                deletes.append(rid)
+            continue
+        _count(stats, doc, 1)
+        if rid is None:
+            inserts.append((eid, doc["type"], doc))
+        else:
+            updates.append((rid, doc["type"], doc))
+    if deletes:
+        await conn.execute("DELETE FROM entities WHERE rid = ANY($1::bigint[])", deletes)
+    written: list[tuple[int, Entity]] = []
+    if updates:
+        await conn.execute(
+            "UPDATE entities e SET doc = u.doc::jsonb, types = u.types::text[]"
+            " FROM unnest($1::bigint[], $2::text[], $3::text[]) AS u(rid, doc, types)"
+            " WHERE e.rid = u.rid",
+            [u[0] for u in updates],
+            [orjson.dumps(u[2]).decode() for u in updates],
+            [_pg_array(u[1]) for u in updates],
+        )
+        await conn.execute(
+            "DELETE FROM geo_rows WHERE rid = ANY($1::bigint[])", [u[0] for u in updates]
+        )
+        written.extend((u[0], u[2]) for u in updates)
+    if inserts:
+        rows = await conn.fetch(
+            "INSERT INTO entities(tenant, id, types, doc)"
+            " SELECT $1, u.id, u.types::text[], u.doc::jsonb"
+            " FROM unnest($2::text[], $3::text[], $4::text[]) AS u(id, doc, types)"
+            " RETURNING rid, id",
+            tenant,
+            [i[0] for i in inserts],
+            [orjson.dumps(i[2]).decode() for i in inserts],
+            [_pg_array(i[1]) for i in inserts],
+        )
+        rids = {r["id"]: r["rid"] for r in rows}
+        written.extend((rids[i[0]], i[2]) for i in inserts)
+    geo_rids, geo_attrs, geo_values = [], [], []
+    for rid, doc in written:
+        for attr, instances in doc["attrs"].items():
+            for inst in instances:
+                if inst["type"] == "GeoProperty":
+                    geo_rids.append(rid)
+                    geo_attrs.append(attr)
+                    geo_values.append(orjson.dumps(inst["value"]).decode())
+    if geo_rids:
+        await conn.execute(
+            "INSERT INTO geo_rows(tenant, rid, attr, geom)"
+            " SELECT $1, u.rid, u.attr, ST_SetSRID(ST_GeomFromGeoJSON(u.g), 4326)"
+            " FROM unnest($2::bigint[], $3::text[], $4::text[]) AS u(rid, attr, g)",
+            tenant,
+            geo_rids,
+            geo_attrs,
+            geo_values,
+        )
+    deltas = [(key, n) for key, n in stats.items() if n]
+    if deltas:
+        await conn.execute(
+            "INSERT INTO attr_stats SELECT $1, u.t, u.a, u.k, u.n"
+            " FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[]) AS u(t, a, k, n)"
+            " ON CONFLICT (tenant, type, attr, kind)"
+            " DO UPDATE SET instances = attr_stats.instances + excluded.instances",
+            tenant,
+            [k[0] for k, _ in deltas],
+            [k[1] for k, _ in deltas],
+            [k[2] for k, _ in deltas],
+            [n for _, n in deltas],
+        )
+        await conn.execute("DELETE FROM attr_stats WHERE tenant = $1 AND instances <= 0", tenant)
+    return results
+
+
+def _count(stats: Counter[tuple[str, str, str]], doc: Entity, sign: int) -> None:
+    for t in doc["type"]:
+        stats[(t, "", "")] += sign
+    for attr, instances in doc["attrs"].items():
+        for inst in instances:
+            kind = inst["type"]
+            stats[("", attr, kind)] += sign
+            for t in doc["type"]:
+                stats[(t, attr, kind)] += sign
+
+
+def _pg_array(items: list[str]) -> str:
+    """A text[] literal: unnest() cannot take a 2-D array of ragged type lists."""
+    return (
+        "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
+    )
