@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,6 +45,9 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         resolver.load_hosted([(c["info"], c["body"]) for c in await store.hosted_contexts()])
+        # Everything built so far lives as long as the process: keep the collector from walking it
+        # again and again (gen-2 passes over long-lived objects show up as latency spikes).
+        gc.freeze()
         ready["ok"] = True
         try:
             yield

@@ -181,6 +181,24 @@ def test_fixed_entities_and_any_q_text(pg: Postgres) -> None:
         assert pg.select(node) == {i for i, e in enumerate(FIXED) if evaluate(node, e)}, text
 
 
+Q_ALPHABET = [*'abkms.[]()!=<>~;|,"-019eE:TZ*\\ é@', "..", "==", "!=", "~=", "true", "urn:"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.lists(st.sampled_from(Q_ALPHABET), max_size=25).map("".join))
+def test_any_q_text_runs_and_agrees(pg: Postgres, text: str) -> None:
+    """Whatever q parses, the fragment is valid SQL that agrees (or a regex is a clean 400)."""
+    try:
+        node = parse_q(text, expand)
+        sql, params = to_postgres(node, "e.doc", 2)
+    except BadRequestData as exc:
+        assert exc.status == 400 and exc.detail
+        return
+    pg.load(docs_of(FIXED))
+    rows = pg.fetch(f"SELECT id FROM {pg.table} AS e WHERE e.id >= $1 AND ({sql})", 0, *params)
+    assert {r["id"] for r in rows} == {i for i, e in enumerate(FIXED) if evaluate(node, e)}, text
+
+
 # -- 3: each operator, the answer written out -----------------------------------------------------
 
 
@@ -523,6 +541,10 @@ def test_any_python_regex_translates_or_is_a_400(pg: Postgres, pattern: str) -> 
         r"(?:(a)|b)*\1",
         r"a{256}",
         r"a{1,300}",
+        r"(?:a{255}){255}",
+        r"(?:ab|cd){1000}",
+        "\\b" * 500,
+        "\\w" * 200,
     ],
 )
 def test_untranslatable_regex_is_a_400(pattern: str) -> None:
@@ -550,6 +572,9 @@ def test_regex_edges(pg: Postgres) -> None:
         (r"[\x00-\x01]", ["\x01", "a"]),
         (r"\ud800|a", ["a", "b"]),
         ("a{255}", ["a" * 255, "a" * 254]),
+        (r"(?:a{250}){7}", ["a" * 1750, "a" * 1749]),
+        (r"(?:\b\w){150}", ["ab " * 75]),
+        ("\\w" * 90, ["é" * 90, "é" * 89]),
         (r"[\W\d]+$", ["a1", "a-", "ab"]),
     ]
     for pattern, texts in cases:
