@@ -26,7 +26,7 @@ log = logging.getLogger("cidade")
 
 
 def build_app(settings: Settings, store: Store | None = None) -> Starlette:
-    store = store if store is not None else open_store(settings.store)
+    store = store if store is not None else open_store(settings.store, history=settings.history)
 
     async def on_add(info: ContextInfo, body: dict) -> None:
         await store.save_hosted_context(info.local_id, info.to_json(), body)

@@ -28,6 +28,7 @@ class Settings:
     )
     context_cache_size: int = 256  # CIDADE_CONTEXT_CACHE_SIZE: remote @contexts kept in memory
     public_url: str = ""  # CIDADE_PUBLIC_URL: base URL clients reach us at (hosted @context URLs)
+    history: bool = True  # CIDADE_HISTORY: keep every change of every attribute (temporal API)
 
     @property
     def base_url(self) -> str:
@@ -48,7 +49,19 @@ _ENV = {
     "context_fetch_timeout": ("CIDADE_CONTEXT_FETCH_TIMEOUT", float),
     "context_cache_size": ("CIDADE_CONTEXT_CACHE_SIZE", int),
     "public_url": ("CIDADE_PUBLIC_URL", str),
+    "history": ("CIDADE_HISTORY", "bool"),
 }
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in _TRUE:
+        return True
+    if value.lower() in _FALSE:
+        return False
+    raise ValueError(value)
 
 
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
@@ -57,13 +70,19 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
     values: dict[str, object] = {}
     for field, (var, cast) in _ENV.items():
         if var in env and env[var] != "":
+            convert = _bool if cast == "bool" else cast
             try:
-                values[field] = cast(env[var])
+                values[field] = convert(env[var])  # type: ignore[operator]
             except ValueError as exc:
-                raise SystemExit(f"{var}={env[var]!r} is not a valid {cast.__name__}") from exc
+                kind = "boolean (true/false)" if cast == "bool" else cast.__name__  # type: ignore[union-attr]
+                raise SystemExit(f"{var}={env[var]!r} is not a valid {kind}") from exc
     return Settings(**values).with_overrides(**overrides)  # type: ignore[arg-type]
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:
     """The environment that makes ``load_settings`` give back ``settings`` (for worker processes)."""
-    return {var: str(getattr(settings, field)) for field, (var, _) in _ENV.items()}
+    return {var: _env_value(getattr(settings, field)) for field, (var, _) in _ENV.items()}
+
+
+def _env_value(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

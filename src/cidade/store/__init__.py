@@ -1,5 +1,5 @@
 """Storage behind one interface: an embedded SQLite store and (next) a PostgreSQL one."""
 
-from cidade.store.base import EntityQuery, Store, WriteOp, open_store
+from cidade.store.base import EntityQuery, HistoryQuery, Store, WriteOp, open_store
 
-__all__ = ["EntityQuery", "Store", "WriteOp", "open_store"]
+__all__ = ["EntityQuery", "HistoryQuery", "Store", "WriteOp", "open_store"]

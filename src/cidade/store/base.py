@@ -44,6 +44,27 @@ class EntityQuery:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+TIME_COLUMNS = {
+    "observedAt": "time",  # NGSI-LD: the default time index; modifiedAt when nothing was observed
+    "modifiedAt": "modified_at",
+    "createdAt": "created_at",
+}
+
+
+@dataclass(slots=True)
+class HistoryQuery:
+    """Which attribute instances of which entities, in what time window (temporal API)."""
+
+    entity_ids: Sequence[str]
+    attrs: Sequence[str] = ()  # expanded attribute IRIs; empty = all
+    time_property: str = "observedAt"
+    after: str | None = None  # lower bound (stored timestamp format)
+    after_inclusive: bool = True
+    before: str | None = None  # upper bound
+    before_inclusive: bool = False
+    last_n: int | None = None  # only the last N instances of each attribute
+
+
 @dataclass(slots=True)
 class QueryResult:
     entities: list[Entity]
@@ -76,6 +97,13 @@ class Store(Protocol):
         """[{attr, kinds: [..], types: [..], count}] for discovery."""
         ...
 
+    async def history(
+        self, tenant: str, query: HistoryQuery
+    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        """{entity id: {attribute IRI: [instance, ...]}} oldest first; every instance carries
+        its ``instanceId`` and ``_t`` (its time on the requested time property)."""
+        ...
+
     async def hosted_contexts(self) -> list[dict[str, Any]]: ...
 
     async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None: ...
@@ -83,19 +111,19 @@ class Store(Protocol):
     async def delete_hosted_context(self, local_id: str) -> None: ...
 
 
-def open_store(url: str) -> Store:
-    """The backend for a store URL (not yet opened)."""
+def open_store(url: str, *, history: bool = True) -> Store:
+    """The backend for a store URL (not yet opened); ``history`` keeps every attribute change."""
     if url.startswith("sqlite://"):
         from cidade.store.sqlite import SqliteStore
 
         path = url.removeprefix("sqlite://")
         # sqlite:///rel.db -> "rel.db"; sqlite:////abs/x.db -> "/abs/x.db"; sqlite:///:memory:
         path = path[1:] if path.startswith("/") else path
-        return SqliteStore(path or "cidade.db")
+        return SqliteStore(path or "cidade.db", history=history)
     if url.startswith(("postgresql://", "postgres://")):
         from cidade.store.postgres import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, history=history)
     raise SystemExit(
         f"unknown store URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 import urllib.parse
 from collections import Counter
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -20,8 +21,19 @@ import orjson
 
 from cidade.hub.query.geo import GeoQuery
 from cidade.hub.query.postgres_q import to_postgres
-from cidade.store.base import Entity, EntityQuery, QueryResult, TypeExpr, WriteOp
+from cidade.store.base import (
+    TIME_COLUMNS,
+    Entity,
+    EntityQuery,
+    HistoryQuery,
+    QueryResult,
+    TypeExpr,
+    WriteOp,
+)
+from cidade.store.history import changed_instances
 from cidade.store.postgres.migrations import migrate
+
+PARTITION_LOCK = 0x43494442  # serialises creation of history partitions across workers
 
 TOPOLOGY = {
     "within": "ST_Within",
@@ -56,12 +68,18 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class PostgresStore:
-    def __init__(self, url: str, *, min_size: int = 2, max_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, min_size: int = 2, max_size: int = 10, history: bool = True
+    ) -> None:
         self.url = url
         self.dsn, self.server_settings = parse_url(url)
         self.min_size = min_size
         self.max_size = max_size
         self.pool: asyncpg.Pool | None = None
+        self.keep_history = history  # keep every change of every attribute (the temporal API)
+        # Months whose history partition this process has seen exist. Partitions are only ever
+        # dropped by retention; a write that finds one gone clears this and retries.
+        self._partitions: set[str] = set()
 
     async def open(self) -> None:
         schema = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query)).get("schema")
@@ -107,8 +125,33 @@ class PostgresStore:
         )
 
     async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
-        async with self._pool.acquire() as conn, conn.transaction():
-            return await _write_batch(conn, tenant, ops)
+        for attempt in (1, 2):
+            try:
+                async with self._pool.acquire() as conn, conn.transaction():
+                    return await _write_batch(conn, tenant, ops, self)
+            except asyncpg.CheckViolationError as exc:
+                # "no partition of relation attr_history found for row": a month this process
+                # believed existed was dropped (retention) by another; forget and retry once.
+                if attempt == 2 or "partition" not in str(exc):
+                    raise
+                self._partitions.clear()
+        raise AssertionError("unreachable")
+
+    async def ensure_partitions(self, conn: asyncpg.Connection, months: set[str]) -> None:
+        """Create the monthly history partitions these months need (YYYY-MM), once."""
+        missing = sorted(months - self._partitions)
+        if not missing:
+            return
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+        for month in missing:
+            start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+            end = (start + timedelta(days=32)).replace(day=1)
+            name = f"attr_history_{start:%Y_%m}"
+            await conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF attr_history'
+                f" FOR VALUES FROM ('{start.isoformat()}') TO ('{end.isoformat()}')"
+            )
+        self._partitions.update(missing)
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
         where = ["e.tenant = $1"]
@@ -181,6 +224,41 @@ class PostgresStore:
                 item["types"].add(r["type"])
         return [info[a] for a in sorted(info)]
 
+    # -- history --------------------------------------------------------------------------------
+
+    async def history(
+        self, tenant: str, query: HistoryQuery
+    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        if not query.entity_ids:
+            return {}
+        column = TIME_COLUMNS[query.time_property]
+        params: list[Any] = [tenant, list(query.entity_ids)]
+        where = ["tenant = $1", "entity_id = ANY($2::text[])"]
+        if query.attrs:
+            params.append(list(query.attrs))
+            where.append(f"attr = ANY(${len(params)}::text[])")
+        if query.after is not None:
+            params.append(_ts(query.after))
+            where.append(f"{column} {'>=' if query.after_inclusive else '>'} ${len(params)}")
+        if query.before is not None:
+            params.append(_ts(query.before))
+            where.append(f"{column} {'<=' if query.before_inclusive else '<'} ${len(params)}")
+        sql = (
+            f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
+            f" row_number() OVER (PARTITION BY entity_id, attr ORDER BY {column} DESC,"
+            f" instance_id DESC) AS back FROM attr_history WHERE {' AND '.join(where)}"
+        )
+        if query.last_n is not None:
+            sql = f"SELECT * FROM ({sql}) h WHERE back <= {int(query.last_n)}"
+        sql += " ORDER BY entity_id, attr, t, back DESC"
+        out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for r in await self._pool.fetch(sql, *params):
+            item = r["instance"]
+            item["instanceId"] = r["instance_id"]
+            item["_t"] = _fmt(r["t"])
+            out.setdefault(r["entity_id"], {}).setdefault(r["attr"], []).append(item)
+        return out
+
     # -- hosted @contexts -----------------------------------------------------------------------
 
     async def hosted_contexts(self) -> list[dict[str, Any]]:
@@ -227,7 +305,9 @@ def _geo_sql(geo: GeoQuery, bind: Any) -> str:
     )
 
 
-async def _write_batch(conn: asyncpg.Connection, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+async def _write_batch(
+    conn: asyncpg.Connection, tenant: str, ops: Sequence[WriteOp], store: PostgresStore
+) -> list[Any]:
     await conn.execute("INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
     ids = list(dict.fromkeys(op.entity_id for op in ops))
     # Lock every entity this call touches, existing or not, in one fixed order.
@@ -259,6 +339,8 @@ async def _write_batch(conn: asyncpg.Connection, tenant: str, ops: Sequence[Writ
         changed.add(op.entity_id)
         results.append(after)
     stats: Counter[tuple[str, str, str]] = Counter()
+    history_rows: list[tuple] = []
+    forgotten: list[str] = []
     deletes: list[int] = []
     updates: list[tuple[int, list[str], Entity]] = []
     inserts: list[tuple[str, list[str], Entity]] = []
@@ -268,6 +350,13 @@ async def _write_batch(conn: asyncpg.Connection, tenant: str, ops: Sequence[Writ
         if eid in original:
             _count(stats, original[eid], -1)
         rid, doc = current[eid]
+        if store.keep_history:
+            if doc is None:
+                forgotten.append(eid)  # deleting an entity deletes its history
+            else:
+                history_rows.extend(
+                    (eid, *row) for row in changed_instances(original.get(eid), doc)
+                )
         if doc is None:
             if rid is not None:
                 deletes.append(rid)
@@ -338,7 +427,42 @@ async def _write_batch(conn: asyncpg.Connection, tenant: str, ops: Sequence[Writ
             [n for _, n in deltas],
         )
         await conn.execute("DELETE FROM attr_stats WHERE tenant = $1 AND instances <= 0", tenant)
+    if forgotten:
+        await conn.execute(
+            "DELETE FROM attr_history WHERE tenant = $1 AND entity_id = ANY($2::text[])",
+            tenant,
+            forgotten,
+        )
+    if history_rows:
+        await store.ensure_partitions(conn, {r[4][:7] for r in history_rows})
+        await conn.execute(
+            "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
+            " observed_at, modified_at, created_at, instance)"
+            " SELECT $1, u.e, u.a, u.d, u.i, u.t, u.o, u.m, u.c, u.inst::jsonb FROM unnest("
+            "$2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
+            " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[])"
+            " AS u(e, a, d, i, t, o, m, c, inst)",
+            tenant,
+            [r[0] for r in history_rows],
+            [r[1] for r in history_rows],
+            [r[2] for r in history_rows],
+            [r[3] for r in history_rows],
+            [_ts(r[4]) for r in history_rows],
+            [_ts(r[5]) for r in history_rows],
+            [_ts(r[6]) for r in history_rows],
+            [_ts(r[7]) for r in history_rows],
+            [orjson.dumps(r[8]).decode() for r in history_rows],
+        )
     return results
+
+
+def _ts(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _fmt(value: datetime) -> str:
+    """Back to the stored timestamp format (UTC, microseconds, Z)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def _count(stats: Counter[tuple[str, str, str]], doc: Entity, sign: int) -> None:

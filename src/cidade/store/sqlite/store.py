@@ -16,7 +16,16 @@ from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import geometry_bbox
 from cidade.hub.query.q import evaluate
 from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
-from cidade.store.base import Entity, EntityQuery, QueryResult, TypeExpr, WriteOp
+from cidade.store.base import (
+    TIME_COLUMNS,
+    Entity,
+    EntityQuery,
+    HistoryQuery,
+    QueryResult,
+    TypeExpr,
+    WriteOp,
+)
+from cidade.store.history import changed_instances
 from cidade.store.sqlite.database import Database
 
 
@@ -66,8 +75,9 @@ def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
 
 
 class SqliteStore:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, history: bool = True) -> None:
         self.db = Database(path, _setup)
+        self.keep_history = history  # keep every change of every attribute (the temporal API)
 
     async def open(self) -> None:
         self.db.start(_init)
@@ -100,7 +110,7 @@ class SqliteStore:
         return orjson.loads(row[0]) if row else None
 
     async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
-        return await self.db.write(lambda conn: _write_batch(conn, tenant, ops))
+        return await self.db.write(lambda conn: _write_batch(conn, tenant, ops, self.keep_history))
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
         geo = query.geo
@@ -193,6 +203,49 @@ class SqliteStore:
 
         return await self.db.read(run)
 
+    # -- history --------------------------------------------------------------------------------
+
+    async def history(
+        self, tenant: str, query: HistoryQuery
+    ) -> dict[str, dict[str, list[dict[str, Any]]]]:
+        column = TIME_COLUMNS[query.time_property]
+        where = ["tenant = ?"]
+        params: list[Any] = [tenant]
+        where.append(f"entity_id IN ({','.join('?' * len(query.entity_ids))})")
+        params.extend(query.entity_ids)
+        if query.attrs:
+            where.append(f"attr IN ({','.join('?' * len(query.attrs))})")
+            params.extend(query.attrs)
+        if query.time_property != "observedAt":
+            where.append(f"{column} IS NOT NULL")
+        if query.after is not None:
+            where.append(f"{column} {'>=' if query.after_inclusive else '>'} ?")
+            params.append(query.after)
+        if query.before is not None:
+            where.append(f"{column} {'<=' if query.before_inclusive else '<'} ?")
+            params.append(query.before)
+        sql = (
+            f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
+            f" row_number() OVER (PARTITION BY entity_id, attr ORDER BY {column} DESC, hid DESC)"
+            f" AS back FROM attr_history WHERE {' AND '.join(where)}"
+        )
+        if query.last_n is not None:
+            sql = f"SELECT * FROM ({sql}) WHERE back <= {int(query.last_n)}"
+        sql += " ORDER BY entity_id, attr, t, back DESC"
+
+        def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[dict[str, Any]]]]:
+            out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+            for eid, attr, iid, t, inst, _ in conn.execute(sql, params):
+                item = orjson.loads(inst)
+                item["instanceId"] = iid
+                item["_t"] = t
+                out.setdefault(eid, {}).setdefault(attr, []).append(item)
+            return out
+
+        if not query.entity_ids:
+            return {}
+        return await self.db.read(run)
+
     # -- hosted @contexts -----------------------------------------------------------------------
 
     async def hosted_contexts(self) -> list[dict[str, Any]]:
@@ -217,7 +270,9 @@ class SqliteStore:
         )
 
 
-def _write_batch(conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+def _write_batch(
+    conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp], history: bool = True
+) -> list[Any]:
     """Apply every op in memory first (an op that raises changes nothing), then write all the
     survivors' rows with a handful of executemany calls: per-row statements would cost more than
     everything else in a batch upsert."""
@@ -267,6 +322,8 @@ def _write_batch(conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp]) 
     deletes: list[tuple] = []
     type_rows: list[tuple] = []
     stats: Counter[tuple[str, str, str]] = Counter()
+    history_rows: list[tuple] = []
+    forgotten: list[tuple[str, str]] = []
     geo_rows: list[tuple] = []
     geo_boxes: list[tuple] = []
     for eid in ids:
@@ -275,6 +332,14 @@ def _write_batch(conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp]) 
         if eid in original:
             _count(stats, original[eid], -1)
         rid, doc = current[eid]
+        if history:
+            if doc is None:
+                forgotten.append((tenant, eid))  # deleting an entity deletes its history
+            else:
+                history_rows.extend(
+                    (tenant, eid, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
+                    for a, d, i, t, o, m, c, inst in changed_instances(original.get(eid), doc)
+                )
         if doc is None:
             if rid is not None:
                 deletes.append((rid,))
@@ -313,6 +378,12 @@ def _write_batch(conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp]) 
         "INSERT INTO geo_rows(gid, tenant, rid, attr, geometry) VALUES (?, ?, ?, ?, ?)", geo_rows
     )
     conn.executemany("INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)", geo_boxes)
+    conn.executemany("DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", forgotten)
+    conn.executemany(
+        "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
+        " observed_at, modified_at, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        history_rows,
+    )
     return results
 
 

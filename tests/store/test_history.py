@@ -1,0 +1,127 @@
+"""History: every change of every attribute instance is kept, in the same transaction as the
+change, on both stores; deleting an entity deletes its history."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from cidade.store.base import HistoryQuery, WriteOp
+from cidade.store.postgres import PostgresStore
+from cidade.store.sqlite import SqliteStore
+from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+
+D = "https://uri.etsi.org/ngsi-ld/default-context/"
+T = D + "temperature"
+H = D + "humidity"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request, tmp_path) -> Iterator[tuple[object, asyncio.AbstractEventLoop]]:
+    schema = None
+    if request.param == "sqlite":
+        backend: object = SqliteStore(str(tmp_path / "h.db"))
+    else:
+        reason = postgres_unavailable()
+        if reason:
+            pytest.skip(reason)
+        schema = f"h_{uuid.uuid4().hex[:12]}"
+        backend = PostgresStore(f"{PG_URL}?schema={schema}")
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(backend.open())
+    yield backend, loop
+    loop.run_until_complete(backend.close())
+    loop.close()
+    if schema:
+        drop_schema(schema)
+
+
+def reading(value: float, at: str, **extra) -> dict:
+    return {
+        "type": "Property",
+        "value": value,
+        "observedAt": at,
+        "createdAt": at,
+        "modifiedAt": at,
+        **extra,
+    }
+
+
+def entity(eid: str, attrs: dict, at: str) -> dict:
+    return {"id": eid, "type": [D + "Sensor"], "createdAt": at, "modifiedAt": at, "attrs": attrs}
+
+
+def put(store, loop, eid: str, doc: dict | None) -> None:
+    (result,) = loop.run_until_complete(store.write("", [WriteOp(eid, lambda _c: doc)]))
+    assert not isinstance(result, Exception), result
+
+
+def test_every_change_is_kept_in_time_order(store):
+    s, loop = store
+    times = [f"2026-03-0{d}T10:00:00.000000Z" for d in range(1, 6)]
+    for n, at in enumerate(times):
+        put(
+            s,
+            loop,
+            "urn:s:1",
+            entity("urn:s:1", {T: [reading(20 + n, at)], H: [reading(50, times[0])]}, at),
+        )
+    hist = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:1"])))
+    temps = hist["urn:s:1"][T]
+    assert [i["value"] for i in temps] == [20, 21, 22, 23, 24]
+    assert [i["_t"] for i in temps] == times
+    assert len({i["instanceId"] for i in temps}) == 5
+    assert all(i["instanceId"].startswith("urn:ngsi-ld:") for i in temps)
+    # humidity never changed after the first write: one instance only
+    assert [i["value"] for i in hist["urn:s:1"][H]] == [50]
+
+
+def test_time_window_last_n_and_attrs(store):
+    s, loop = store
+    times = [f"2026-0{m}-15T00:00:00.000000Z" for m in range(1, 7)]  # six months: six partitions
+    for n, at in enumerate(times):
+        put(s, loop, "urn:s:2", entity("urn:s:2", {T: [reading(n, at)]}, at))
+    q = HistoryQuery(entity_ids=["urn:s:2"], after=times[1], before=times[4], after_inclusive=True)
+    got = loop.run_until_complete(s.history("", q))["urn:s:2"][T]
+    assert [i["value"] for i in got] == [1, 2, 3]  # [after, before)
+    q = HistoryQuery(entity_ids=["urn:s:2"], last_n=2)
+    assert [i["value"] for i in loop.run_until_complete(s.history("", q))["urn:s:2"][T]] == [4, 5]
+    q = HistoryQuery(entity_ids=["urn:s:2"], attrs=[H])
+    assert loop.run_until_complete(s.history("", q)) == {}
+
+
+def test_dataset_ids_are_separate_instances(store):
+    s, loop = store
+    at = "2026-05-01T00:00:00.000000Z"
+    attrs = {T: [reading(1, at), reading(2, at, datasetId="urn:ds:roof")]}
+    put(s, loop, "urn:s:3", entity("urn:s:3", attrs, at))
+    got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:3"])))["urn:s:3"][T]
+    assert sorted((i.get("datasetId", ""), i["value"]) for i in got) == [
+        ("", 1),
+        ("urn:ds:roof", 2),
+    ]
+
+
+def test_deleting_an_entity_deletes_its_history(store):
+    s, loop = store
+    at = "2026-05-01T00:00:00.000000Z"
+    put(s, loop, "urn:s:4", entity("urn:s:4", {T: [reading(1, at)]}, at))
+    put(s, loop, "urn:s:4", None)
+    assert loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:4"]))) == {}
+
+
+def test_a_refused_change_leaves_no_history(store):
+    s, loop = store
+    at = "2026-05-01T00:00:00.000000Z"
+    put(s, loop, "urn:s:5", entity("urn:s:5", {T: [reading(1, at)]}, at))
+
+    def refuse(current):
+        raise ValueError("no")
+
+    (result,) = loop.run_until_complete(s.write("", [WriteOp("urn:s:5", refuse)]))
+    assert isinstance(result, ValueError)
+    got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:5"])))
+    assert len(got["urn:s:5"][T]) == 1

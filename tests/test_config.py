@@ -1,0 +1,24 @@
+"""Settings are read once, from CIDADE_* variables, then flags; bad values are refused clearly."""
+
+from __future__ import annotations
+
+import pytest
+
+from cidade.config import Settings, load_settings, settings_to_env
+
+
+def test_environment_then_overrides():
+    s = load_settings({"CIDADE_PORT": "9000", "CIDADE_HISTORY": "false"}, host="0.0.0.0")
+    assert s.port == 9000 and s.history is False and s.host == "0.0.0.0"
+    assert load_settings({}) == Settings()
+
+
+def test_round_trip_through_environment():
+    s = Settings(port=8123, history=False, store="sqlite:////tmp/x.db")
+    assert load_settings(settings_to_env(s)) == s
+
+
+@pytest.mark.parametrize("var,value", [("CIDADE_PORT", "eighty"), ("CIDADE_HISTORY", "maybe")])
+def test_bad_values_are_refused(var, value):
+    with pytest.raises(SystemExit, match=var):
+        load_settings({var: value})
