@@ -2,7 +2,8 @@
 
     make bench            # or: .venv/bin/python bench/run.py [--entities N]
 
-1. Batch upsert of N entities through HTTP (entities/s) vs raw SQLite inserts of the same rows.
+1. Batch upsert of N entities through HTTP (entities/s) vs raw SQLite inserts of the same rows
+   (history off, as the floor has none), then the same upsert with history kept (the ratio).
 2. GET one entity (requests/s, wrk) vs a bare handler on the same server.
 3. q + geo query over N entities returning 100 (p50/p95 ms).
 """
@@ -61,8 +62,13 @@ def make_entity(i: int, rng: random.Random) -> dict:
     }
 
 
-def start_server(db: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, "CIDADE_STORE": f"sqlite:///{db}", "CIDADE_MAX_BODY_BYTES": str(64 << 20)}
+def start_server(db: Path, port: int, *, history: bool = False) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "CIDADE_STORE": f"sqlite:///{db}",
+        "CIDADE_MAX_BODY_BYTES": str(64 << 20),
+        "CIDADE_HISTORY": "true" if history else "false",
+    }
     env["PYTHONPATH"] = f"{HERE}:{env.get('PYTHONPATH', '')}"
     proc = subprocess.Popen(
         [
@@ -247,6 +253,16 @@ def main() -> None:
             results["query_q_geo_p50_ms"] = round(p50, 2)
             results["query_q_geo_p95_ms"] = round(p95, 2)
             results["query_median_result_size"] = size
+        finally:
+            stop_server(proc)
+        # The same upsert with history kept (every attribute change recorded for the temporal
+        # API), next to the run without it above.
+        port = free_port()
+        proc = start_server(Path(tmp) / "hub-history.db", port, history=True)
+        try:
+            with_history = http_upsert_rate(f"http://127.0.0.1:{port}", entities)
+            results["upsert_with_history_entities_per_s"] = round(with_history)
+            results["history_ratio_to_no_history"] = round(with_history / upsert, 3)
         finally:
             stop_server(proc)
     print(json.dumps(results, indent=2))

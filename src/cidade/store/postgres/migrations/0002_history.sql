@@ -14,5 +14,6 @@ CREATE TABLE attr_history (
     instance JSONB NOT NULL
 ) PARTITION BY RANGE (time);
 CREATE INDEX attr_history_time ON attr_history (tenant, entity_id, attr, time);
-CREATE INDEX attr_history_modified ON attr_history (tenant, entity_id, attr, modified_at);
-CREATE INDEX attr_history_instance ON attr_history (tenant, instance_id);
+-- One index only: every history read names the entity (and usually the attribute), so the
+-- (tenant, entity_id, attr, time) prefix serves lookups by modifiedAt or instanceId as well, and
+-- each extra index would cost every write.

@@ -13,5 +13,6 @@ CREATE TABLE IF NOT EXISTS attr_history (
     instance TEXT NOT NULL       -- the instance in the stored form, as JSON
 );
 CREATE INDEX IF NOT EXISTS attr_history_time ON attr_history (tenant, entity_id, attr, time);
-CREATE INDEX IF NOT EXISTS attr_history_modified ON attr_history (tenant, entity_id, attr, modified_at);
-CREATE UNIQUE INDEX IF NOT EXISTS attr_history_instance ON attr_history (tenant, instance_id);
+-- One index only: every history read names the entity (and usually the attribute), so the
+-- (tenant, entity_id, attr, time) prefix serves lookups by modifiedAt or instanceId as well, and
+-- each extra index would cost every write.
