@@ -21,11 +21,11 @@ from __future__ import annotations
 import math
 import re
 from bisect import bisect_left
-from itertools import repeat
-from operator import mul, sub
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from itertools import repeat
+from operator import mul, sub
 from typing import Any
 
 import orjson
@@ -33,7 +33,7 @@ from dateutil.relativedelta import relativedelta
 
 from cidade.hub import timefmt
 from cidade.hub.errors import BadRequestData
-from cidade.hub.model import KINDS, NULL, Terms
+from cidade.hub.model import KINDS, NULL, VALUE_MEMBERS, Terms
 
 TIMERELS = ("before", "after", "between")
 TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
@@ -76,6 +76,8 @@ _DURATION = re.compile(
 )
 _WEEKS = re.compile(rf"P{_NUM}W")
 _AVG_MONTH = timedelta(days=365.2425 / 12)
+_EPOCH = datetime(1970, 1, 1)
+_END_OF_TIME = "9999-12-31T23:59:59.999999Z"
 
 
 @dataclass(frozen=True)
@@ -118,15 +120,23 @@ def parse_aggr_period(text: str) -> AggrPeriod | None:
     def num(group: str | None) -> float:
         return float(group.replace(",", ".")) if group else 0.0
 
-    if weeks:
-        months, fixed = 0, timedelta(weeks=num(weeks.group(1)))
-    else:
-        years, mons, days, hours, minutes, seconds = match.groups()
-        months = int(years or 0) * 12 + int(mons or 0)
-        fixed = timedelta(
-            days=num(days), hours=num(hours), minutes=num(minutes), seconds=num(seconds)
-        )
+    try:
+        if weeks:
+            months, fixed = 0, timedelta(weeks=num(weeks.group(1)))
+        else:
+            years, mons, days, hours, minutes, seconds = match.groups()
+            months = int(years or 0) * 12 + int(mons or 0)
+            fixed = timedelta(
+                days=num(days), hours=num(hours), minutes=num(minutes), seconds=num(seconds)
+            )
+        # A period must fit in the calendar (datetime ends at year 9999).
+        _EPOCH + relativedelta(months=months) + fixed
+    except (OverflowError, ValueError):
+        raise BadRequestData(f"aggrPeriodDuration {text!r} is too long") from None
     if not months and not fixed:
+        if any(c in "123456789" for c in text):
+            # Not a zero duration, but below the microsecond resolution of stored times.
+            raise BadRequestData(f"aggrPeriodDuration {text!r} is shorter than a microsecond")
         return None
     return AggrPeriod(text, months, fixed)
 
@@ -277,7 +287,8 @@ def _representation(params: Mapping[str, str]) -> tuple[str, bool]:
                 f"unknown format {fmt!r} for a temporal request "
                 "(normalized, temporalValues, aggregatedValues)"
             )
-        # 1.8 §6.3.12?: format, when present, overrides the representation keywords of options.
+        # format, when present, overrides the representation keywords of options (as in
+        # representation() for /entities).
         return _REPRESENTATIONS[fmt], "sysAttrs" in options
     chosen = {_REPRESENTATIONS[o] for o in options if o in _REPRESENTATIONS}
     if len(chosen) > 1:
@@ -313,7 +324,7 @@ def render_temporal(
         "type": compacted[0] if len(compacted) == 1 else compacted,
     }
     wanted = frozenset(attrs) if attrs is not None else None
-    # Aggregation cuts lastN periods, not instances (see _render_aggregated).
+    # lastN in the aggregated representation keeps the last N periods (_aggregate_series).
     cut = None if query.aggregated else query.last_n
     series: dict[str, list[tuple[str | None, list[str], list[dict]]]] = {}
     for iri, instances in history.items():
@@ -434,7 +445,7 @@ def _instance(
             out[key] = terms.compact_vocab_value(val)
         elif ":" in key and isinstance(val, dict):
             out[terms.compact(key)] = _instance(val, terms, sys_attrs, None)
-        elif key in KINDS.values():
+        elif key in VALUE_MEMBERS:
             out[key] = val  # e.g. a deletion instance whose null sits in "value"
     return out
 
@@ -505,6 +516,12 @@ class _Grid:
         self.period = query.aggr_period
         self.origin = _parse(self.start) if self.start and self.period else None
 
+    def _start(self, k: int) -> str:
+        try:
+            return _format(self.period.nth(self.origin, k))  # type: ignore[union-attr,arg-type]
+        except (OverflowError, ValueError):
+            return _END_OF_TIME  # a period that would end past year 9999 ends there
+
     def buckets(self, times: list[str]) -> list[tuple[str, str, int, int]]:
         """(start, end, first index, end index) of each period that holds instances."""
         if self.period is None or self.origin is None:
@@ -515,15 +532,14 @@ class _Grid:
         k, end = None, ""
         while i < n:
             t = times[i]
-            following = _format(period.nth(origin, k + 2)) if k is not None else ""
+            following = self._start(k + 2) if k is not None else ""
             if t < following:
                 # Regular readings fill consecutive periods: the next period is the one after
                 # this, found without parsing the time.
                 k, start, end = k + 1, end, following  # type: ignore[operator]
             else:
                 k = period.index(origin, _parse(t))
-                start = _format(period.nth(origin, k))
-                end = _format(period.nth(origin, k + 1))
+                start, end = self._start(k), self._start(k + 1)
             j = bisect_left(times, end, i + 1)
             out.append((start, end if upper is None or end < upper else upper, i, j))
             i = j

@@ -245,7 +245,7 @@ class PostgresStore:
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ${len(params)}")
         sql = (
             f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
-            f" row_number() OVER (PARTITION BY entity_id, attr ORDER BY {column} DESC,"
+            f" row_number() OVER (PARTITION BY entity_id, attr, dataset_id ORDER BY {column} DESC,"
             f" instance_id DESC) AS back FROM attr_history WHERE {' AND '.join(where)}"
         )
         if query.last_n is not None:
