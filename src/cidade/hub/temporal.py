@@ -460,11 +460,19 @@ def _simplified_series(
     out: dict[str, Any] = {"type": kind}
     if dataset is not None:
         out["datasetId"] = dataset
-    pairs = []
-    for t, inst in zip(times, instances, strict=True):
-        pairs.append([_simple_value(inst, terms), t])
-    out[SIMPLIFIED_MEMBERS.get(kind, "values")] = pairs
+    values: list[Any] | None = None
+    if kind in _BARE_KINDS and len(set(map(dict.get, instances, repeat("type")))) == 1:
+        # One kind whose value goes in as it is: no per-instance call.
+        values = list(map(dict.get, instances, repeat(KINDS[kind])))
+        if None in values:
+            values = None
+    if values is None:
+        values = [_simple_value(inst, terms) for inst in instances]
+    out[SIMPLIFIED_MEMBERS.get(kind, "values")] = list(map(list, zip(values, times, strict=True)))
     return out
+
+
+_BARE_KINDS = frozenset({"Property", "GeoProperty", "Relationship", "ListProperty"})
 
 
 def _simple_value(inst: dict[str, Any], terms: Terms) -> Any:
