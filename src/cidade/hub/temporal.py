@@ -14,6 +14,18 @@ The history of an attribute is a list of instances in the stored instance shape
 time on the requested time property, in the stored timestamp format (timefmt). Because every
 stored timestamp has that one fixed-width UTC format, times are compared as strings throughout;
 they are parsed only at period boundaries.
+
+Readings of the specification this module makes (v1.9.1 text):
+
+* §4.11: before is t < timeAt, after is t >= timeAt, between is timeAt <= t < endTimeAt.
+* lastN counts per attribute and datasetId (each datasetId is a series of its own); in the
+  aggregated representation it keeps the last N periods, not the last N instances.
+* Aggregation periods start at timeAt (after, between; §C.5.14), else at the entity's first
+  instance; period k starts at origin + k x duration (calendar months via relativedelta). Only
+  periods holding instances are listed (§C.5.14); the last one is cut at the end of the range.
+  Without aggrPeriodDuration, or with a zero one, one period spans the whole range (§6.18.3.2).
+* A method that does not apply (Tables 4.5.19.1-1 to -3: avg of strings, sum of a
+  Relationship, ...) gives null for that period. stddev is the sample standard deviation.
 """
 
 from __future__ import annotations
