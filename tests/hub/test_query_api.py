@@ -193,3 +193,8 @@ def test_plus_in_query_is_a_plus(client):
     assert [e["id"] for e in r.json()] == ["urn:ngsi-ld:S:1"]
     r = client.get(f"{NGSI}/entities?type=S&q=t.observedAt>2026-01-01T11:30:00+01:00")
     assert r.json() == []
+
+
+def test_invalid_id_pattern_is_400_on_every_store(city):
+    r = city.get(f"{NGSI}/entities?idPattern=(?P<x>a)(?P=x")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
