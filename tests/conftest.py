@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -53,6 +55,34 @@ def drop_schema(schema: str) -> None:
             await conn.close()
 
     asyncio.run(drop())
+
+
+@contextlib.contextmanager
+def running_store(kind: str, folder: Path) -> Iterator[tuple[Any, asyncio.AbstractEventLoop]]:
+    """An opened store of either kind with the event loop that drives it (store-level tests);
+    a PostgreSQL one lives in a schema of its own, dropped afterwards."""
+    schema = None
+    if kind == "sqlite":
+        from cidade.store.sqlite import SqliteStore
+
+        backend: Any = SqliteStore(str(folder / "store.db"))
+    else:
+        from cidade.store.postgres import PostgresStore
+
+        reason = postgres_unavailable()
+        if reason:
+            pytest.skip(reason)
+        schema = f"s_{uuid.uuid4().hex[:12]}"
+        backend = PostgresStore(f"{PG_URL}?schema={schema}")
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(backend.open())
+    try:
+        yield backend, loop
+    finally:
+        loop.run_until_complete(backend.close())
+        loop.close()
+        if schema:
+            drop_schema(schema)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,9 +16,7 @@ from hypothesis import strategies as st
 from cidade.hub.query.geo import parse_geoquery
 from cidade.hub.query.q import QNode, evaluate, parse_q
 from cidade.store.base import EntityQuery, WriteOp
-from cidade.store.postgres import PostgresStore
-from cidade.store.sqlite import SqliteStore
-from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+from tests.conftest import running_store
 from tests.hub.test_q_property import entity, expand, render_q, trees
 
 WORLD = "[[[-180,-90],[180,-90],[180,90],[-180,90],[-180,-90]]]"
@@ -29,22 +26,8 @@ _tenants = itertools.count()
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def store(request, tmp_path_factory) -> Iterator[tuple[Any, asyncio.AbstractEventLoop]]:
-    schema = None
-    if request.param == "sqlite":
-        backend: Any = SqliteStore(str(tmp_path_factory.mktemp("prop") / "p.db"))
-    else:
-        reason = postgres_unavailable()
-        if reason:
-            pytest.skip(reason)
-        schema = f"p_{uuid.uuid4().hex[:12]}"
-        backend = PostgresStore(f"{PG_URL}?schema={schema}")
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(backend.open())
-    yield backend, loop
-    loop.run_until_complete(backend.close())
-    loop.close()
-    if schema:
-        drop_schema(schema)
+    with running_store(request.param, tmp_path_factory.mktemp("prop")) as opened:
+        yield opened
 
 
 def _prepare(entities: list[dict[str, Any]]) -> list[dict[str, Any]]:

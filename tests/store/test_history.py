@@ -4,15 +4,12 @@ change, on both stores; deleting an entity deletes its history."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from cidade.store.base import HistoryQuery, WriteOp
-from cidade.store.postgres import PostgresStore
-from cidade.store.sqlite import SqliteStore
-from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+from tests.conftest import running_store
 
 D = "https://uri.etsi.org/ngsi-ld/default-context/"
 T = D + "temperature"
@@ -21,22 +18,8 @@ H = D + "humidity"
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def store(request, tmp_path) -> Iterator[tuple[object, asyncio.AbstractEventLoop]]:
-    schema = None
-    if request.param == "sqlite":
-        backend: object = SqliteStore(str(tmp_path / "h.db"))
-    else:
-        reason = postgres_unavailable()
-        if reason:
-            pytest.skip(reason)
-        schema = f"h_{uuid.uuid4().hex[:12]}"
-        backend = PostgresStore(f"{PG_URL}?schema={schema}")
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(backend.open())
-    yield backend, loop
-    loop.run_until_complete(backend.close())
-    loop.close()
-    if schema:
-        drop_schema(schema)
+    with running_store(request.param, tmp_path) as opened:
+        yield opened
 
 
 def reading(value: float, at: str, **extra) -> dict:

@@ -11,7 +11,6 @@ Geo-queries: PostGIS on the GiST indexes — geodesic distances on the WGS84 sph
 from __future__ import annotations
 
 import urllib.parse
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +30,7 @@ from cidade.store.base import (
     TypeExpr,
     WriteOp,
 )
+from cidade.store.changes import apply_ops
 from cidade.store.history import changed_instances
 from cidade.store.postgres.migrations import migrate
 
@@ -328,51 +328,33 @@ async def _write_batch(
         tenant,
         ids,
     )
-    current: dict[str, tuple[int | None, Entity | None]] = {
-        r["id"]: (r["rid"], r["doc"])
-        for r in await conn.fetch(
-            "SELECT rid, id, doc FROM entities WHERE tenant = $1 AND id = ANY($2::text[])",
-            tenant,
-            ids,
-        )
-    }
-    original = {eid: doc for eid, (_, doc) in current.items()}
-    results: list[Any] = []
-    changed: set[str] = set()
-    for op in ops:
-        rid, before = current.get(op.entity_id, (None, None))
-        try:
-            after = op.apply(before)
-        except Exception as exc:
-            results.append(exc)
-            continue
-        current[op.entity_id] = (rid, after)
-        changed.add(op.entity_id)
-        results.append(after)
-    stats: Counter[tuple[str, str, str]] = Counter()
+    rids: dict[str, int] = {}
+    stored: dict[str, Entity] = {}
+    for r in await conn.fetch(
+        "SELECT rid, id, doc FROM entities WHERE tenant = $1 AND id = ANY($2::text[])",
+        tenant,
+        ids,
+    ):
+        rids[r["id"]] = r["rid"]
+        stored[r["id"]] = r["doc"]
+    applied = apply_ops(ops, stored)
     history_rows: list[tuple] = []
     forgotten: list[str] = []
     deletes: list[int] = []
     updates: list[tuple[int, list[str], Entity]] = []
     inserts: list[tuple[str, list[str], Entity]] = []
-    for eid in ids:
-        if eid not in changed:
-            continue
-        if eid in original:
-            _count(stats, original[eid], -1)
-        rid, doc = current[eid]
+    for eid in applied.changed:
+        rid = rids.get(eid)
+        doc = applied.after[eid]
         if store.keep_history:
             if doc is None:
                 forgotten.append(eid)  # deleting an entity deletes its history
             else:
-                history_rows.extend(
-                    (eid, *row) for row in changed_instances(original.get(eid), doc)
-                )
+                history_rows.extend((eid, *row) for row in changed_instances(stored.get(eid), doc))
         if doc is None:
             if rid is not None:
                 deletes.append(rid)
             continue
-        _count(stats, doc, 1)
         if rid is None:
             inserts.append((eid, doc["type"], doc))
         else:
@@ -424,7 +406,7 @@ async def _write_batch(
             geo_attrs,
             geo_values,
         )
-    deltas = [(key, n) for key, n in stats.items() if n]
+    deltas = [(key, n) for key, n in applied.stats().items() if n]
     if deltas:
         await conn.execute(
             "INSERT INTO attr_stats SELECT $1, u.t, u.a, u.k, u.n"
@@ -464,7 +446,7 @@ async def _write_batch(
             [_ts(r[7]) for r in history_rows],
             [orjson.dumps(r[8]).decode() for r in history_rows],
         )
-    return results
+    return applied.results
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -474,17 +456,6 @@ def _ts(value: str | None) -> datetime | None:
 def _fmt(value: datetime) -> str:
     """Back to the stored timestamp format (UTC, microseconds, Z)."""
     return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
-
-
-def _count(stats: Counter[tuple[str, str, str]], doc: Entity, sign: int) -> None:
-    for t in doc["type"]:
-        stats[(t, "", "")] += sign
-    for attr, instances in doc["attrs"].items():
-        for inst in instances:
-            kind = inst["type"]
-            stats[("", attr, kind)] += sign
-            for t in doc["type"]:
-                stats[(t, attr, kind)] += sign
 
 
 def _pg_array(items: list[str]) -> str:

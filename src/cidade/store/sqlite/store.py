@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -25,6 +24,7 @@ from cidade.store.base import (
     TypeExpr,
     WriteOp,
 )
+from cidade.store.changes import apply_ops
 from cidade.store.history import changed_instances
 from cidade.store.sqlite.database import Database
 
@@ -176,7 +176,7 @@ class SqliteStore:
             )
             attrs: dict[str, dict[str, set[str]]] = {t: {} for t in counts}
             for typ, attr, kind in conn.execute(
-                "SELECT type, attr, kind FROM attr_stats WHERE tenant = ? AND type != ''",
+                "SELECT type, attr, kind FROM attr_stats WHERE tenant = ? AND type != '' AND attr != ''",
                 (tenant,),
             ):
                 if typ in attrs:
@@ -189,7 +189,8 @@ class SqliteStore:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             info: dict[str, dict[str, Any]] = {}
             for typ, attr, kind, n in conn.execute(
-                "SELECT type, attr, kind, instances FROM attr_stats WHERE tenant = ?", (tenant,)
+                "SELECT type, attr, kind, instances FROM attr_stats WHERE tenant = ? AND attr != ''",
+                (tenant,),
             ):
                 item = info.setdefault(
                     attr, {"attr": attr, "kinds": set(), "types": set(), "count": 0}
@@ -281,7 +282,8 @@ def _write_batch(
         (tenant, datetime.now(UTC).isoformat()),
     )
     ids = list(dict.fromkeys(op.entity_id for op in ops))
-    current: dict[str, tuple[int | None, Entity | None]] = {}
+    rids: dict[str, int] = {}
+    stored: dict[str, Entity] = {}
     for start in range(0, len(ids), 500):
         chunk = ids[start : start + 500]
         marks = ",".join("?" * len(chunk))
@@ -289,22 +291,11 @@ def _write_batch(
             f"SELECT rid, id, doc FROM entities WHERE tenant = ? AND id IN ({marks})",
             (tenant, *chunk),
         ):
-            current[eid] = (rid, orjson.loads(doc))
-    original = {eid: doc for eid, (_, doc) in current.items()}
-    results: list[Any] = []
-    changed: set[str] = set()
-    for op in ops:
-        rid, before = current.get(op.entity_id, (None, None))
-        try:
-            after = op.apply(before)
-        except Exception as exc:
-            results.append(exc)
-            continue
-        current[op.entity_id] = (rid, after)
-        changed.add(op.entity_id)
-        results.append(after)
+            rids[eid] = rid
+            stored[eid] = orjson.loads(doc)
+    applied = apply_ops(ops, stored)
     # Rewrite the entities whose state changed: drop their derived rows, write the new ones.
-    old_rids = [current[eid][0] for eid in changed if current[eid][0] is not None]
+    old_rids = [rids[eid] for eid in applied.changed if eid in rids]
     for start in range(0, len(old_rids), 500):
         chunk = old_rids[start : start + 500]
         marks = ",".join("?" * len(chunk))
@@ -321,24 +312,20 @@ def _write_batch(
     updates: list[tuple] = []
     deletes: list[tuple] = []
     type_rows: list[tuple] = []
-    stats: Counter[tuple[str, str, str]] = Counter()
     history_rows: list[tuple] = []
     forgotten: list[tuple[str, str]] = []
     geo_rows: list[tuple] = []
     geo_boxes: list[tuple] = []
-    for eid in ids:
-        if eid not in changed:
-            continue
-        if eid in original:
-            _count(stats, original[eid], -1)
-        rid, doc = current[eid]
+    for eid in applied.changed:
+        rid: int | None = rids.get(eid)
+        doc = applied.after[eid]
         if history:
             if doc is None:
                 forgotten.append((tenant, eid))  # deleting an entity deletes its history
             else:
                 history_rows.extend(
                     (tenant, eid, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
-                    for a, d, i, t, o, m, c, inst in changed_instances(original.get(eid), doc)
+                    for a, d, i, t, o, m, c, inst in changed_instances(stored.get(eid), doc)
                 )
         if doc is None:
             if rid is not None:
@@ -351,7 +338,6 @@ def _write_batch(
         else:
             updates.append((orjson.dumps(doc).decode(), rid))
         type_rows.extend((tenant, t, rid) for t in doc["type"])
-        _count(stats, doc, 1)
         for attr, instances in doc["attrs"].items():
             for inst in instances:
                 if inst["type"] == "GeoProperty":
@@ -371,7 +357,7 @@ def _write_batch(
     conn.executemany(
         "INSERT INTO attr_stats VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
         " SET instances = instances + excluded.instances",
-        [(tenant, *key, n) for key, n in stats.items() if n],
+        [(tenant, *key, n) for key, n in applied.stats().items() if n],
     )
     conn.execute("DELETE FROM attr_stats WHERE tenant = ? AND instances <= 0", (tenant,))
     conn.executemany(
@@ -384,16 +370,7 @@ def _write_batch(
         " observed_at, modified_at, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         history_rows,
     )
-    return results
-
-
-def _count(stats: Counter[tuple[str, str, str]], doc: Entity, sign: int) -> None:
-    for attr, instances in doc["attrs"].items():
-        for inst in instances:
-            kind = inst["type"]
-            stats[("", attr, kind)] += sign
-            for t in doc["type"]:
-                stats[(t, attr, kind)] += sign
+    return applied.results
 
 
 def _attr_path(iri: str) -> str:
