@@ -107,3 +107,77 @@ def test_errors(station):
 def test_deleted_entity_has_no_history(station):
     assert station.delete(f"{NGSI}/entities/{E}").status_code == 204
     assert station.get(f"{TEMPORAL}/{E}").status_code == 404
+
+
+def test_create_temporal_representation_then_add_modify_delete(client):
+    body = {
+        "id": "urn:ngsi-ld:Counter:1",
+        "type": "TrafficFlowObserved",
+        "intensity": [
+            {"type": "Property", "value": 5, "observedAt": "2026-04-01T08:00:00Z"},
+            {"type": "Property", "value": 9, "observedAt": "2026-04-01T09:00:00Z"},
+            {"type": "Property", "value": 7, "observedAt": "2026-04-01T08:30:00Z"},
+        ],
+    }
+    r = client.post(TEMPORAL, json=body)
+    assert r.status_code == 201, r.text
+    assert r.headers["location"] == f"{TEMPORAL}/urn:ngsi-ld:Counter:1"
+    # The current state is the latest observation; the history has all three, in time order.
+    current = client.get(f"{NGSI}/entities/urn:ngsi-ld:Counter:1").json()
+    assert current["intensity"]["value"] == 9
+    history = client.get(f"{TEMPORAL}/urn:ngsi-ld:Counter:1").json()["intensity"]
+    assert [i["value"] for i in history] == [5, 7, 9]
+    # The same POST again appends (204).
+    more = {
+        "id": "urn:ngsi-ld:Counter:1",
+        "type": "TrafficFlowObserved",
+        "intensity": [{"type": "Property", "value": 11, "observedAt": "2026-04-01T10:00:00Z"}],
+    }
+    assert client.post(TEMPORAL, json=more).status_code == 204
+    r = client.post(
+        f"{TEMPORAL}/urn:ngsi-ld:Counter:1/attrs",
+        json={
+            "intensity": [{"type": "Property", "value": 3, "observedAt": "2026-04-01T07:00:00Z"}]
+        },
+    )
+    assert r.status_code == 204
+    history = client.get(f"{TEMPORAL}/urn:ngsi-ld:Counter:1").json()["intensity"]
+    assert [i["value"] for i in history] == [3, 5, 7, 9, 11]
+    # Modify one instance by its instanceId, then delete another.
+    first = history[0]["instanceId"]
+    r = client.patch(
+        f"{TEMPORAL}/urn:ngsi-ld:Counter:1/attrs/intensity/{first}",
+        json={"type": "Property", "value": 4, "observedAt": "2026-04-01T07:00:00Z"},
+    )
+    assert r.status_code == 204, r.text
+    second = history[1]["instanceId"]
+    assert (
+        client.delete(f"{TEMPORAL}/urn:ngsi-ld:Counter:1/attrs/intensity/{second}").status_code
+        == 204
+    )
+    history = client.get(f"{TEMPORAL}/urn:ngsi-ld:Counter:1").json()["intensity"]
+    assert [i["value"] for i in history] == [4, 7, 9, 11]
+    assert history[0]["instanceId"] == first
+    missing = client.delete(f"{TEMPORAL}/urn:ngsi-ld:Counter:1/attrs/intensity/{second}")
+    assert missing.status_code == 404 and problem_type(missing) == "ResourceNotFound"
+    # Delete the attribute's history, then the whole temporal representation.
+    assert client.delete(f"{TEMPORAL}/urn:ngsi-ld:Counter:1/attrs/intensity").status_code == 204
+    assert "intensity" not in client.get(f"{TEMPORAL}/urn:ngsi-ld:Counter:1").json()
+    assert client.delete(f"{TEMPORAL}/urn:ngsi-ld:Counter:1/attrs/intensity").status_code == 404
+    assert client.delete(f"{TEMPORAL}/urn:ngsi-ld:Counter:1").status_code == 204
+    assert client.get(f"{NGSI}/entities/urn:ngsi-ld:Counter:1").status_code == 404
+    assert client.delete(f"{TEMPORAL}/urn:ngsi-ld:Counter:1").status_code == 404
+
+
+def test_temporal_writes_reject_bad_input(client):
+    assert client.post(TEMPORAL, json=[1]).status_code == 400
+    assert client.post(TEMPORAL, json={"id": "nope", "type": "T"}).status_code == 400
+    bad = {
+        "id": "urn:x:1",
+        "type": "T",
+        "a": [{"type": "Property", "value": 1, "observedAt": "soon"}],
+    }
+    assert client.post(TEMPORAL, json=bad).status_code == 400
+    assert client.get(f"{NGSI}/entities/urn:x:1").status_code == 404
+    r = client.post(f"{TEMPORAL}/urn:x:none/attrs", json={"a": [{"type": "Property", "value": 1}]})
+    assert r.status_code == 404

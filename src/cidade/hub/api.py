@@ -457,10 +457,10 @@ class HubApi:
 
 
 class EntityIdConvertor(Convertor[str]):
-    """An entity id in a path: anything, even with '/', but not ending in /attrs[/name], so
+    """An entity id in a path: anything, even with "/", but no "/attrs" segment, so
     the entity route can come first and leave those paths to the attribute routes."""
 
-    regex = r"(?:(?!/attrs(?:/[^/]*)?$).)+"
+    regex = r"(?:(?!/attrs(?:/|$)).)+"
 
     def convert(self, value: str) -> str:
         return value

@@ -8,19 +8,22 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cidade.hub import timefmt
 from cidade.hub.api import PREFIX, HubApi, method_route
-from cidade.hub.errors import ResourceNotFound
+from cidade.hub.errors import BadRequestData, ResourceNotFound
 from cidade.hub.http import (
     accepted,
     context_for_read,
     json_response,
     list_param,
     page_params,
+    tenant_of,
 )
-from cidade.hub.model import check_entity_id
+from cidade.hub.model import check_entity_id, check_name, normalize_instance
 from cidade.hub.querying import build_query, projection
 from cidade.hub.temporal import TemporalQuery, parse_temporal_query, render_temporal
 from cidade.store.base import HistoryQuery
+from cidade.store.history import history_row
 
 
 class TemporalApi:
@@ -118,11 +121,138 @@ class TemporalApi:
             headers["NGSILD-Results-Count"] = str(found.count)
         return json_response(body, kind=kind, ctx=ctx, headers=headers)
 
+    # -- writes (§6.18.3.1, §6.19.3.2, §6.20, §6.21, §6.22) -------------------------------------
+
+    def _instances(self, body: Any, terms: Any, now: str) -> list[tuple[str, dict[str, Any]]]:
+        """(attribute IRI, stored instance) for every instance of a temporal fragment."""
+        if not isinstance(body, dict):
+            raise BadRequestData("a temporal representation must be a JSON object")
+        out = []
+        for name, raw in body.items():
+            if name in ("id", "type", "scope", "@context", "createdAt", "modifiedAt"):
+                continue
+            iri = terms.expand(check_name(name))
+            for inst in raw if isinstance(raw, list) else [raw]:
+                out.append((iri, normalize_instance(name, inst, terms, now)))
+        return out
+
+    async def _add(self, tenant: str, entity_id: str, pairs: list, now: str) -> None:
+        rows = [history_row(attr, inst, now) for attr, inst in pairs]
+        await self.store.add_history(tenant, entity_id, rows)
+
+    async def create_or_update(self, request: Request) -> Response:
+        """§6.18.3.1 Create or Update Temporal Representation of an Entity (§5.6.11)."""
+        tenant = tenant_of(request)
+        body, ctx = await self.hub._body(request)
+        if not isinstance(body, dict):
+            raise BadRequestData("a temporal representation must be a JSON object")
+        entity_id = check_entity_id(body.get("id"))
+        now = timefmt.now()
+        pairs = self._instances(body, ctx.terms, now)
+        if await self.store.get_entity(tenant, entity_id) is not None:
+            await self._add(tenant, entity_id, pairs, now)
+            return Response(status_code=204)
+        # A new entity: its current state is the latest instance of each attribute (per
+        # datasetId); creating it records those in the history, the older ones are added after.
+        latest: dict[tuple[str, str | None], dict[str, Any]] = {}
+        for attr, inst in pairs:
+            key = (attr, inst.get("datasetId"))
+            if key not in latest or _time(inst) >= _time(latest[key]):
+                latest[key] = inst
+        current: dict[str, Any] = {"id": entity_id, "type": body.get("type")}
+        for (attr, _), inst in latest.items():
+            current.setdefault(ctx.terms.compact(attr), []).append(
+                {k: v for k, v in inst.items() if k not in ("createdAt", "modifiedAt")}
+            )
+        await self.hub.entities.create(tenant, current, ctx.terms)
+        kept = {id(i) for i in latest.values()}
+        await self._add(tenant, entity_id, [(a, i) for a, i in pairs if id(i) not in kept], now)
+        location = f"{PREFIX}/temporal/entities/{entity_id}"
+        return Response(status_code=201, headers={"Location": location})
+
+    async def delete_entity(self, request: Request) -> Response:
+        """§6.19.3.2 Delete Temporal Representation of an Entity (§5.6.16): the entity and its
+        history."""
+        tenant = await self.hub._read_tenant(request)
+        await self.hub.entities.delete(tenant, request.path_params["entity_id"])
+        return Response(status_code=204)
+
+    async def add_attrs(self, request: Request) -> Response:
+        """§6.20.3.1 Add Attributes to Temporal Representation of an Entity (§5.6.12)."""
+        tenant = await self.hub._read_tenant(request)
+        body, ctx = await self.hub._body(request)
+        entity_id = check_entity_id(request.path_params["entity_id"])
+        now = timefmt.now()
+        pairs = self._instances(body, ctx.terms, now)
+        if await self.store.get_entity(tenant, entity_id) is None:
+            raise ResourceNotFound(f"entity {entity_id} not found")
+        await self._add(tenant, entity_id, pairs, now)
+        return Response(status_code=204)
+
+    async def delete_attr(self, request: Request) -> Response:
+        """§6.21.3.1 Delete Attribute from Temporal Representation of an Entity (§5.6.13)."""
+        tenant = await self.hub._read_tenant(request)
+        ctx = await context_for_read(self.hub.resolver, request)
+        params = request.query_params
+        every = params.get("deleteAll", "false")
+        if every not in ("true", "false"):
+            raise BadRequestData("deleteAll must be true or false")
+        entity_id = check_entity_id(request.path_params["entity_id"])
+        name = request.path_params["attr_id"]
+        attr = ctx.terms.expand(check_name(name))
+        deleted = await self.store.delete_history(
+            tenant, entity_id, attr, params.get("datasetId"), every == "true"
+        )
+        if not deleted:
+            raise ResourceNotFound(f"no history of {name} in {entity_id}")
+        return Response(status_code=204)
+
+    async def patch_instance(self, request: Request) -> Response:
+        """§6.22.3.1 Modify Attribute Instance in Temporal Representation (§5.6.14)."""
+        tenant = await self.hub._read_tenant(request)
+        body, ctx = await self.hub._body(request)
+        p = request.path_params
+        entity_id = check_entity_id(p["entity_id"])
+        attr = ctx.terms.expand(check_name(p["attr_id"]))
+        now = timefmt.now()
+        inst = normalize_instance(p["attr_id"], body, ctx.terms, now)
+        inst["instanceId"] = p["instance_id"]
+        if not await self.store.replace_history_instance(
+            tenant, entity_id, attr, history_row(attr, inst, now)
+        ):
+            raise ResourceNotFound(f"no instance {p['instance_id']} of {p['attr_id']}")
+        return Response(status_code=204)
+
+    async def delete_instance(self, request: Request) -> Response:
+        """§6.22.3.2 Delete Attribute Instance from Temporal Representation (§5.6.15)."""
+        tenant = await self.hub._read_tenant(request)
+        ctx = await context_for_read(self.hub.resolver, request)
+        p = request.path_params
+        entity_id = check_entity_id(p["entity_id"])
+        attr = ctx.terms.expand(check_name(p["attr_id"]))
+        if not await self.store.delete_history_instance(tenant, entity_id, attr, p["instance_id"]):
+            raise ResourceNotFound(f"no instance {p['instance_id']} of {p['attr_id']}")
+        return Response(status_code=204)
+
     def routes(self) -> list[Any]:
+        one = f"{PREFIX}/temporal/entities/{{entity_id:entity_id}}"
+        attrs = f"{PREFIX}/temporal/entities/{{entity_id:path}}/attrs"
         return [
-            method_route(f"{PREFIX}/temporal/entities", {"GET": self.query}),
-            method_route(f"{PREFIX}/temporal/entities/{{entity_id:path}}", {"GET": self.retrieve}),
+            method_route(one, {"GET": self.retrieve, "DELETE": self.delete_entity}),
+            method_route(
+                f"{PREFIX}/temporal/entities", {"GET": self.query, "POST": self.create_or_update}
+            ),
+            method_route(
+                f"{attrs}/{{attr_id}}/{{instance_id}}",
+                {"PATCH": self.patch_instance, "DELETE": self.delete_instance},
+            ),
+            method_route(f"{attrs}/{{attr_id}}", {"DELETE": self.delete_attr}),
+            method_route(attrs, {"POST": self.add_attrs}),
         ]
+
+
+def _time(inst: dict[str, Any]) -> str:
+    return inst.get("observedAt") or inst.get("modifiedAt") or ""
 
 
 __all__ = ["TemporalApi"]

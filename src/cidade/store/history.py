@@ -32,15 +32,20 @@ def changed_instances(before: Entity | None, after: Entity | None) -> Iterator[H
             dataset = inst.get("datasetId")
             if old.get(dataset) == inst:
                 continue  # untouched by this change
-            modified = inst.get("modifiedAt") or after["modifiedAt"]
-            observed = inst.get("observedAt")
-            yield (
-                attr,
-                dataset or "",
-                instance_id(),
-                observed or modified,
-                observed,
-                modified,
-                inst.get("createdAt") or modified,
-                inst,
-            )
+            yield history_row(attr, inst, after["modifiedAt"])
+
+
+def history_row(attr: str, inst: dict[str, Any], now: str) -> HistoryRow:
+    """The history row of one instance; ``now`` stands in for missing system times."""
+    modified = inst.get("modifiedAt") or now
+    observed = inst.get("observedAt")
+    return (
+        attr,
+        inst.get("datasetId") or "",
+        inst.get("instanceId") or instance_id(),
+        observed or modified,
+        observed,
+        modified,
+        inst.get("createdAt") or modified,
+        {k: v for k, v in inst.items() if k != "instanceId"},
+    )

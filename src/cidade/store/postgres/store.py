@@ -31,7 +31,7 @@ from cidade.store.base import (
     WriteOp,
 )
 from cidade.store.changes import apply_ops
-from cidade.store.history import changed_instances
+from cidade.store.history import HistoryRow, changed_instances
 from cidade.store.postgres.migrations import migrate
 
 PARTITION_LOCK = 0x43494442  # serialises creation of history partitions across workers
@@ -270,6 +270,55 @@ class PostgresStore:
             out.setdefault(r["entity_id"], {}).setdefault(r["attr"], []).append(item)
         return out
 
+    async def add_history(self, tenant: str, entity_id: str, rows: list[HistoryRow]) -> None:
+        """Append instances to an entity's history (the temporal API's own writes)."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _insert_history(conn, self, tenant, [(entity_id, *r) for r in rows])
+
+    async def delete_history(
+        self, tenant: str, entity_id: str, attr: str, dataset_id: str | None, every: bool
+    ) -> int:
+        """Forget an attribute's history: one datasetId's ("" = the default) or all of it."""
+        sql = "DELETE FROM attr_history WHERE tenant = $1 AND entity_id = $2 AND attr = $3"
+        params: list[Any] = [tenant, entity_id, attr]
+        if not every:
+            sql += " AND dataset_id = $4"
+            params.append(dataset_id or "")
+        status = await self._pool.execute(sql, *params)
+        return int(status.split()[-1])
+
+    async def replace_history_instance(
+        self, tenant: str, entity_id: str, attr: str, row: HistoryRow
+    ) -> bool:
+        """Replace one instance (found by its instanceId); False when there is none. Delete and
+        insert, since its new time may belong to another month's partition."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM attr_history WHERE tenant = $1 AND entity_id = $2 AND attr = $3"
+                " AND instance_id = $4",
+                tenant,
+                entity_id,
+                attr,
+                row[2],
+            )
+            if status.split()[-1] == "0":
+                return False
+            await _insert_history(conn, self, tenant, [(entity_id, *row)])
+            return True
+
+    async def delete_history_instance(
+        self, tenant: str, entity_id: str, attr: str, instance_id: str
+    ) -> bool:
+        status = await self._pool.execute(
+            "DELETE FROM attr_history WHERE tenant = $1 AND entity_id = $2 AND attr = $3"
+            " AND instance_id = $4",
+            tenant,
+            entity_id,
+            attr,
+            instance_id,
+        )
+        return status.split()[-1] != "0"
+
     # -- hosted @contexts -----------------------------------------------------------------------
 
     async def hosted_contexts(self) -> list[dict[str, Any]]:
@@ -427,26 +476,33 @@ async def _write_batch(
             forgotten,
         )
     if history_rows:
-        await store.ensure_partitions(conn, {r[4][:7] for r in history_rows})
-        await conn.execute(
-            "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-            " observed_at, modified_at, created_at, instance)"
-            " SELECT $1, u.e, u.a, u.d, u.i, u.t, u.o, u.m, u.c, u.inst::jsonb FROM unnest("
-            "$2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
-            " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[])"
-            " AS u(e, a, d, i, t, o, m, c, inst)",
-            tenant,
-            [r[0] for r in history_rows],
-            [r[1] for r in history_rows],
-            [r[2] for r in history_rows],
-            [r[3] for r in history_rows],
-            [_ts(r[4]) for r in history_rows],
-            [_ts(r[5]) for r in history_rows],
-            [_ts(r[6]) for r in history_rows],
-            [_ts(r[7]) for r in history_rows],
-            [orjson.dumps(r[8]).decode() for r in history_rows],
-        )
+        await _insert_history(conn, store, tenant, history_rows)
     return applied.results
+
+
+async def _insert_history(
+    conn: asyncpg.Connection, store: PostgresStore, tenant: str, rows: list[tuple]
+) -> None:
+    """rows: (entity id, *HistoryRow)."""
+    await store.ensure_partitions(conn, {r[4][:7] for r in rows})
+    await conn.execute(
+        "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
+        " observed_at, modified_at, created_at, instance)"
+        " SELECT $1, u.e, u.a, u.d, u.i, u.t, u.o, u.m, u.c, u.inst::jsonb FROM unnest("
+        "$2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
+        " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[])"
+        " AS u(e, a, d, i, t, o, m, c, inst)",
+        tenant,
+        [r[0] for r in rows],
+        [r[1] for r in rows],
+        [r[2] for r in rows],
+        [r[3] for r in rows],
+        [_ts(r[4]) for r in rows],
+        [_ts(r[5]) for r in rows],
+        [_ts(r[6]) for r in rows],
+        [_ts(r[7]) for r in rows],
+        [orjson.dumps(r[8]).decode() for r in rows],
+    )
 
 
 def _ts(value: str | None) -> datetime | None:

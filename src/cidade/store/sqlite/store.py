@@ -25,7 +25,7 @@ from cidade.store.base import (
     WriteOp,
 )
 from cidade.store.changes import apply_ops
-from cidade.store.history import changed_instances
+from cidade.store.history import HistoryRow, changed_instances
 from cidade.store.sqlite.database import Database
 
 
@@ -246,6 +246,64 @@ class SqliteStore:
         if not query.entity_ids:
             return {}
         return await self.db.read(run)
+
+    async def add_history(self, tenant: str, entity_id: str, rows: list[HistoryRow]) -> None:
+        """Append instances to an entity's history (the temporal API's own writes)."""
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
+                " observed_at, modified_at, created_at, instance)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (tenant, entity_id, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
+                    for a, d, i, t, o, m, c, inst in rows
+                ],
+            )
+
+        await self.db.write(run)
+
+    async def delete_history(
+        self, tenant: str, entity_id: str, attr: str, dataset_id: str | None, every: bool
+    ) -> int:
+        """Forget an attribute's history: one datasetId's ("" = the default) or all of it."""
+        sql = "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ? AND attr = ?"
+        params: list[Any] = [tenant, entity_id, attr]
+        if not every:
+            sql += " AND dataset_id = ?"
+            params.append(dataset_id or "")
+        return await self.db.write(lambda c: c.execute(sql, params).rowcount)
+
+    async def replace_history_instance(
+        self, tenant: str, entity_id: str, attr: str, row: HistoryRow
+    ) -> bool:
+        """Replace one instance (found by its instanceId) in place; False when there is none."""
+        a, d, i, t, o, m, c, inst = row
+        return await self.db.write(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE attr_history SET dataset_id = ?, time = ?, observed_at = ?,"
+                    " modified_at = ?, created_at = ?, instance = ?"
+                    " WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id = ?",
+                    (d, t, o, m, c, orjson.dumps(inst).decode(), tenant, entity_id, a, i),
+                ).rowcount
+                > 0
+            )
+        )
+
+    async def delete_history_instance(
+        self, tenant: str, entity_id: str, attr: str, instance_id: str
+    ) -> bool:
+        return await self.db.write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ? AND attr = ?"
+                    " AND instance_id = ?",
+                    (tenant, entity_id, attr, instance_id),
+                ).rowcount
+                > 0
+            )
+        )
 
     # -- hosted @contexts -----------------------------------------------------------------------
 
