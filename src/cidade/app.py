@@ -20,6 +20,7 @@ from cidade.hub.api import HubApi
 from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
 from cidade.hub.http import LiteralPlus, MethodNotAllowed, problem_response
 from cidade.hub.jsonld import ContextInfo, ContextResolver
+from cidade.hub.subscriptions_api import SubscriptionApi
 from cidade.hub.temporal_api import TemporalApi
 from cidade.store import Store, open_store
 
@@ -82,8 +83,12 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem_response(InternalError("unexpected error; see the server log"))
 
-    temporal = TemporalApi(hub)
-    routes = [Route("/health", health, methods=["GET"]), *hub.routes(), *temporal.routes()]
+    routes = [
+        Route("/health", health, methods=["GET"]),
+        *hub.routes(),
+        *TemporalApi(hub).routes(),
+        *SubscriptionApi(hub).routes(),
+    ]
     app = Starlette(
         routes=routes,
         lifespan=lifespan,

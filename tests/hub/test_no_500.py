@@ -29,6 +29,11 @@ WRITES = [
     ("POST", "/entityOperations/merge"),
     ("POST", "/entityOperations/query"),
     ("POST", "/jsonldContexts"),
+    ("POST", "/subscriptions"),
+    ("PATCH", "/subscriptions/urn:ngsi-ld:Subscription:x"),
+    ("POST", "/temporal/entities"),
+    ("POST", f"/temporal/entities/{E}/attrs"),
+    ("PATCH", f"/temporal/entities/{E}/attrs/a/urn:x:1"),
 ]
 READS = [
     f"/entities/{E}",
@@ -38,6 +43,10 @@ READS = [
     "/attributes",
     "/attributes/a",
     "/jsonldContexts",
+    "/subscriptions",
+    "/subscriptions/urn:ngsi-ld:Subscription:x",
+    "/temporal/entities",
+    f"/temporal/entities/{E}",
 ]
 PARAMS = [
     "type",
@@ -62,6 +71,13 @@ PARAMS = [
     "datasetId",
     "deleteAll",
     "geometryProperty",
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "lastN",
+    "aggrMethods",
+    "aggrPeriodDuration",
+    "timeproperty",
 ]
 
 json_values = st.recursive(

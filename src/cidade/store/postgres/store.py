@@ -319,6 +319,57 @@ class PostgresStore:
         )
         return status.split()[-1] != "0"
 
+    # -- subscriptions --------------------------------------------------------------------------
+
+    async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        """Store a new subscription; False when one with its id exists in the tenant."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING", tenant
+            )
+            status = await conn.execute(
+                "INSERT INTO subscriptions(tenant, id, doc) VALUES ($1, $2, $3::text::jsonb)"
+                " ON CONFLICT DO NOTHING",
+                tenant,
+                sub["id"],
+                orjson.dumps(sub).decode(),
+            )
+        return status.split()[-1] == "1"
+
+    async def get_subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None:
+        return await self._pool.fetchval(
+            "SELECT doc FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id
+        )
+
+    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        status = await self._pool.execute(
+            "UPDATE subscriptions SET doc = $3::text::jsonb WHERE tenant = $1 AND id = $2",
+            tenant,
+            sub["id"],
+            orjson.dumps(sub).decode(),
+        )
+        return status.split()[-1] == "1"
+
+    async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
+        status = await self._pool.execute(
+            "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id
+        )
+        return status.split()[-1] == "1"
+
+    async def list_subscriptions(
+        self, tenant: str, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        async with self._pool.acquire() as conn:
+            total = await conn.fetchval(
+                "SELECT count(*) FROM subscriptions WHERE tenant = $1", tenant
+            )
+            rows = await conn.fetch(
+                "SELECT doc FROM subscriptions WHERE tenant = $1 ORDER BY seq"
+                f" LIMIT {int(limit)} OFFSET {int(offset)}",
+                tenant,
+            )
+        return [r["doc"] for r in rows], total
+
     # -- hosted @contexts -----------------------------------------------------------------------
 
     async def hosted_contexts(self) -> list[dict[str, Any]]:

@@ -305,6 +305,69 @@ class SqliteStore:
             )
         )
 
+    # -- subscriptions --------------------------------------------------------------------------
+
+    async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        """Store a new subscription; False when one with its id exists in the tenant."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            conn.execute(
+                "INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?, ?)",
+                (tenant, datetime.now(UTC).isoformat()),
+            )
+            seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM subscriptions").fetchone()[0]
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO subscriptions(tenant, id, doc, seq) VALUES (?, ?, ?, ?)",
+                (tenant, sub["id"], orjson.dumps(sub).decode(), seq),
+            )
+            return cur.rowcount == 1
+
+        return await self.db.write(run)
+
+    async def get_subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None:
+        row = self.db.read_now(
+            lambda c: c.execute(
+                "SELECT doc FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, sub_id)
+            ).fetchone()
+        )
+        return orjson.loads(row[0]) if row else None
+
+    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+        return await self.db.write(
+            lambda c: (
+                c.execute(
+                    "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
+                    (orjson.dumps(sub).decode(), tenant, sub["id"]),
+                ).rowcount
+                == 1
+            )
+        )
+
+    async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
+        return await self.db.write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, sub_id)
+                ).rowcount
+                == 1
+            )
+        )
+
+    async def list_subscriptions(
+        self, tenant: str, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        def run(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
+            total = conn.execute(
+                "SELECT count(*) FROM subscriptions WHERE tenant = ?", (tenant,)
+            ).fetchone()[0]
+            rows = conn.execute(
+                "SELECT doc FROM subscriptions WHERE tenant = ? ORDER BY seq LIMIT ? OFFSET ?",
+                (tenant, limit, offset),
+            ).fetchall()
+            return [orjson.loads(r[0]) for r in rows], total
+
+        return await self.db.read(run)
+
     # -- hosted @contexts -----------------------------------------------------------------------
 
     async def hosted_contexts(self) -> list[dict[str, Any]]:

@@ -1,0 +1,721 @@
+"""The NGSI-LD Subscription data type (ETSI GS CIM 009 v1.8 §5.2.12), its NotificationParams
+(§5.2.14), Endpoint (§5.2.15) and NotificationStatus: client body <-> stored form.
+
+Stored form: the client's members under their spec names, with every term (entity types,
+attribute names, ``geoQ.geoproperty``) expanded to an IRI so a subscription does not depend on
+the @context it was created with, defaults filled in, and ``createdAt``/``modifiedAt``. ``q`` is
+kept as the client's text (its names are expanded again when it is parsed, see
+``subscription_q``), because q syntax cannot hold full IRIs. ``status`` is never stored: it is
+derived from ``isActive`` and ``expiresAt`` at read time (``subscription_status``).
+
+An entity type in an EntitySelector may be a type expression (§4.17, ``A,B``, ``A;B``, ``(A|B)``):
+it is stored as the same expression over expanded IRIs.
+
+Everything here is pure (no I/O): the API layer and the notifier build on it.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+from cidade.hub import timefmt
+from cidade.hub.errors import BadRequestData
+from cidade.hub.model import NULL, Terms, check_name, is_uri
+from cidade.hub.query.geo import GeoQuery, parse_geoquery
+from cidade.hub.query.q import QNode, parse_q
+from cidade.hub.query.types import TypeExpr, parse_type_expression, type_matches
+
+SUBSCRIPTION_TYPE = "Subscription"
+
+TRIGGERS = (
+    "entityCreated",
+    "entityUpdated",
+    "entityDeleted",
+    "attributeCreated",
+    "attributeUpdated",
+    "attributeDeleted",
+)
+# §5.2.12: without notificationTrigger, only attribute creation and update notify; deletions
+# (of entities or attributes) and entity creation only when asked for.
+DEFAULT_TRIGGERS = ("attributeCreated", "attributeUpdated")
+FORMATS = ("normalized", "keyValues", "concise")
+ACCEPTS = ("application/json", "application/ld+json", "application/geo+json")
+ENDPOINT_SCHEMES = ("http", "https", "mqtt", "mqtts")
+MQTT_SCHEMES = ("mqtt", "mqtts")
+MQTT_QOS = ("0", "1", "2")
+MQTT_VERSIONS = ("mqtt3.1.1", "mqtt5.0")
+# NotificationStatus members (§5.2.14), kept by the notifier, not in the stored subscription.
+STATUS_MEMBERS = (
+    "timesSent",
+    "timesFailed",
+    "lastNotification",
+    "lastSuccess",
+    "lastFailure",
+    "status",
+)
+
+# Members the system writes: a client may send them back (GET then PUT/PATCH) and they are
+# ignored, as §5.2.12 says for system-generated members.
+_READ_ONLY = frozenset({"status", "createdAt", "modifiedAt"})
+# Spec members this hub does not implement: refused rather than silently ignored, so a client
+# never believes a filter is applied when it is not.
+_UNSUPPORTED = {
+    "scopeQ": "scopeQ in subscriptions is not supported",
+    "csf": "csf (context source filter) in subscriptions is not supported",
+    "temporalQ": "temporalQ in subscriptions is not supported",
+}
+_UNSUPPORTED_NOTIFICATION = {
+    "join": "notification.join is not supported",
+    "joinLevel": "notification.joinLevel is not supported",
+}
+_TOP = frozenset(
+    {
+        "id",
+        "type",
+        "subscriptionName",
+        "description",
+        "entities",
+        "watchedAttributes",
+        "notificationTrigger",
+        "timeInterval",
+        "q",
+        "geoQ",
+        "isActive",
+        "notification",
+        "expiresAt",
+        "throttling",
+        "lang",
+        "jsonldContext",
+        "@context",
+    }
+)
+_NOTIFICATION = frozenset(
+    {"attributes", "sysAttrs", "format", "endpoint", "showChanges", *STATUS_MEMBERS}
+)
+_ENDPOINT = frozenset({"uri", "accept", "timeout", "cooldown", "receiverInfo", "notifierInfo"})
+_SELECTOR = frozenset({"id", "idPattern", "type"})
+_GEOQ = frozenset({"geometry", "coordinates", "georel", "geoproperty"})
+# Characters that would change the meaning of a stored type expression if an IRI held them.
+_TYPE_SYNTAX = re.compile(r"[(),;|\s]")
+
+
+# -- client -> stored ---------------------------------------------------------------------------
+
+
+def normalize_subscription(
+    body: dict[str, Any],
+    terms: Terms,
+    now: str,
+    *,
+    subscription_id: str | None = None,
+) -> dict[str, Any]:
+    """A Create Subscription body (§5.8.1) in the stored form; 400 (BadRequestData) naming the
+    offending member for anything invalid. ``subscription_id`` is the id to use when the body
+    has none (else a ``urn:ngsi-ld:Subscription:<uuid4>`` is made)."""
+    return _normalize(body, terms, now, subscription_id=subscription_id, check_expiry=True)
+
+
+def _normalize(
+    body: object,
+    terms: Terms,
+    now: str,
+    *,
+    subscription_id: str | None,
+    check_expiry: bool,
+    created_at: str | None = None,
+) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequestData("a subscription must be a JSON object")
+    for key in body:
+        if key in _UNSUPPORTED:
+            raise BadRequestData(_UNSUPPORTED[key])
+        if key not in _TOP and key not in _READ_ONLY:
+            raise BadRequestData(f"unknown subscription member {key!r}")
+
+    sid = body.get("id", subscription_id)
+    if sid is None:
+        sid = f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
+    elif not is_uri(sid):
+        raise BadRequestData(f"the subscription id must be a URI, got {_short(sid)}")
+    if body.get("type") != SUBSCRIPTION_TYPE:
+        raise BadRequestData(
+            f"the subscription type must be 'Subscription', got {_short(body.get('type'))}"
+        )
+
+    out: dict[str, Any] = {"id": sid, "type": SUBSCRIPTION_TYPE}
+    for key in ("subscriptionName", "description"):
+        if key in body:
+            out[key] = _string(body[key], key)
+
+    if "entities" in body:
+        out["entities"] = _entities(body["entities"], terms)
+    if "watchedAttributes" in body:
+        out["watchedAttributes"] = _names(body["watchedAttributes"], terms, "watchedAttributes")
+    if "entities" not in out and "watchedAttributes" not in out:
+        # §5.2.12: entities and watchedAttributes cannot both be absent.
+        raise BadRequestData("a subscription needs entities or watchedAttributes (or both)")
+
+    out["notificationTrigger"] = _triggers(body.get("notificationTrigger"))
+
+    if "timeInterval" in body:
+        out["timeInterval"] = _positive(body["timeInterval"], "timeInterval")
+        # §5.2.12: periodic subscriptions do not watch changes, so neither watchedAttributes
+        # nor throttling (a bound on change-driven notifications) makes sense with them.
+        if "watchedAttributes" in out:
+            raise BadRequestData("timeInterval and watchedAttributes cannot both be present")
+        if "throttling" in body:
+            raise BadRequestData("timeInterval and throttling cannot both be present")
+    if "throttling" in body:
+        out["throttling"] = _positive(body["throttling"], "throttling")
+
+    if "q" in body:
+        q = body["q"]
+        if not isinstance(q, str):
+            raise BadRequestData(f"q must be a string, got {_short(q)}")
+        parse_q(q, terms.expand)  # validation only: 400 with the position on a bad q
+        out["q"] = q
+    if "geoQ" in body:
+        out["geoQ"] = _geoq(body["geoQ"], terms)
+
+    if "expiresAt" in body:
+        expires = timefmt.normalize(body["expiresAt"], "expiresAt")
+        if check_expiry and expires <= timefmt.normalize(now, "now"):
+            raise BadRequestData(f"expiresAt {body['expiresAt']!r} is not in the future")
+        out["expiresAt"] = expires
+    is_active = body.get("isActive", True)
+    if not isinstance(is_active, bool):
+        raise BadRequestData(f"isActive must be true or false, got {_short(is_active)}")
+    out["isActive"] = is_active
+    if "lang" in body:
+        out["lang"] = _string(body["lang"], "lang", empty=False)
+    if "jsonldContext" in body:
+        ctx = body["jsonldContext"]
+        if not is_uri(ctx):
+            raise BadRequestData(f"jsonldContext must be a URI, got {_short(ctx)}")
+        out["jsonldContext"] = ctx
+
+    if "notification" not in body:
+        raise BadRequestData("a subscription needs a notification member")
+    out["notification"] = _notification(body["notification"], terms)
+
+    out["createdAt"] = created_at or now
+    out["modifiedAt"] = now
+    return out
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _string(value: object, what: str, *, empty: bool = True) -> str:
+    if not isinstance(value, str) or (not empty and not value):
+        raise BadRequestData(f"{what} must be a {'' if empty else 'non-empty '}string")
+    return value
+
+
+def _positive(value: object, what: str) -> int | float:
+    # bool is an int in Python, but true is not a number of seconds.
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise BadRequestData(f"{what} must be a positive number, got {_short(value)}")
+    return value
+
+
+def _non_negative(value: object, what: str) -> int | float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise BadRequestData(f"{what} must be a non-negative number, got {_short(value)}")
+    return value
+
+
+def _names(value: object, terms: Terms, what: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise BadRequestData(f"{what} must be a non-empty array of attribute names")
+    out: list[str] = []
+    for name in value:
+        iri = terms.expand(check_name(name, f"attribute name in {what}"))
+        if iri not in out:
+            out.append(iri)
+    return out
+
+
+def _entities(value: object, terms: Terms) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise BadRequestData("entities must be a non-empty array of EntitySelectors")
+    out = []
+    for i, sel in enumerate(value):
+        what = f"entities[{i}]"
+        if not isinstance(sel, dict):
+            raise BadRequestData(f"{what} must be an object")
+        for key in sel:
+            if key not in _SELECTOR:
+                raise BadRequestData(f"unknown member {key!r} in {what}")
+        if "type" not in sel:
+            raise BadRequestData(f"{what} needs a type")
+        stored: dict[str, str] = {}
+        if "id" in sel:
+            if not is_uri(sel["id"]):
+                raise BadRequestData(f"{what}.id must be a URI, got {_short(sel['id'])}")
+            stored["id"] = sel["id"]
+        if "idPattern" in sel:
+            pattern = sel["idPattern"]
+            if not isinstance(pattern, str) or not pattern:
+                raise BadRequestData(f"{what}.idPattern must be a non-empty string")
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise BadRequestData(
+                    f"{what}.idPattern {pattern!r} is not a valid regular expression: {exc}"
+                ) from None
+            stored["idPattern"] = pattern
+        stored["type"] = _type_expression(sel["type"], terms, f"{what}.type")
+        out.append(stored)
+    return out
+
+
+def _type_expression(value: object, terms: Terms, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequestData(f"{what} must be an entity type (or a type expression)")
+
+    def expand(name: str) -> str:
+        iri = terms.expand(check_name(name, "entity type"))
+        if _TYPE_SYNTAX.search(iri):
+            # The stored expression is parsed again: its IRIs must stay single tokens.
+            raise BadRequestData(f"{what}: entity type {name!r} expands to an unusable IRI")
+        return iri
+
+    return render_type_expression(parse_type_expression(value, expand), lambda iri: iri)
+
+
+def render_type_expression(expr: TypeExpr, name: Callable[[str], str]) -> str:
+    """A parsed type expression back as text, each name written with ``name`` (compact or not).
+    ``;`` binds tighter than ``,`` and ``|``, so only an or inside an and needs parentheses."""
+    if isinstance(expr, str):
+        return name(expr)
+    op, parts = expr
+    if op == "and":
+        texts = [
+            f"({render_type_expression(p, name)})"
+            if not isinstance(p, str) and p[0] == "or"
+            else render_type_expression(p, name)
+            for p in parts
+        ]
+        return ";".join(texts)
+    return "|".join(render_type_expression(p, name) for p in parts)
+
+
+def _triggers(value: object) -> list[str]:
+    if value is None:
+        return list(DEFAULT_TRIGGERS)
+    if not isinstance(value, list) or not value:
+        raise BadRequestData("notificationTrigger must be a non-empty array")
+    out: list[str] = []
+    for trigger in value:
+        if trigger not in TRIGGERS:
+            raise BadRequestData(
+                f"unknown notificationTrigger {_short(trigger)}; expected any of "
+                + ", ".join(TRIGGERS)
+            )
+        if trigger not in out:
+            out.append(trigger)
+    return out
+
+
+def _geoq(value: object, terms: Terms) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequestData("geoQ must be an object")
+    for key in value:
+        if key not in _GEOQ:
+            raise BadRequestData(f"unknown member {key!r} in geoQ")
+    geo = parse_geoquery(
+        value.get("georel"),
+        value.get("geometry"),
+        value.get("coordinates"),
+        value.get("geoproperty"),
+        terms.expand,
+    )
+    if geo is None:
+        raise BadRequestData("geoQ needs georel, geometry and coordinates")
+    return geo.as_geoq()
+
+
+def _notification(value: object, terms: Terms) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequestData("notification must be an object")
+    for key in value:
+        if key in _UNSUPPORTED_NOTIFICATION:
+            raise BadRequestData(_UNSUPPORTED_NOTIFICATION[key])
+        if key not in _NOTIFICATION:
+            raise BadRequestData(f"unknown member {key!r} in notification")
+    out: dict[str, Any] = {}
+    if "attributes" in value:
+        out["attributes"] = _names(value["attributes"], terms, "notification.attributes")
+    fmt = value.get("format", "normalized")
+    if fmt not in FORMATS:
+        raise BadRequestData(
+            f"notification.format {_short(fmt)} is not one of " + ", ".join(FORMATS)
+        )
+    out["format"] = fmt
+    for key in ("sysAttrs", "showChanges"):
+        flag = value.get(key, False)
+        if not isinstance(flag, bool):
+            raise BadRequestData(f"notification.{key} must be true or false")
+        out[key] = flag
+    if "endpoint" not in value:
+        raise BadRequestData("notification needs an endpoint")
+    out["endpoint"] = _endpoint(value["endpoint"])
+    return out
+
+
+def _endpoint(value: object) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise BadRequestData("notification.endpoint must be an object")
+    for key in value:
+        if key not in _ENDPOINT:
+            raise BadRequestData(f"unknown member {key!r} in notification.endpoint")
+    if "uri" not in value:
+        raise BadRequestData("notification.endpoint needs a uri")
+    uri = value["uri"]
+    scheme = check_endpoint_uri(uri)
+    out: dict[str, Any] = {"uri": uri}
+    accept = value.get("accept", "application/json")
+    if accept not in ACCEPTS:
+        raise BadRequestData(
+            f"notification.endpoint.accept {_short(accept)} is not one of " + ", ".join(ACCEPTS)
+        )
+    out["accept"] = accept
+    for key in ("timeout", "cooldown"):
+        if key in value:
+            out[key] = _non_negative(value[key], f"notification.endpoint.{key}")
+    if "receiverInfo" in value:
+        out["receiverInfo"] = _key_values(value["receiverInfo"], "receiverInfo")
+    if "notifierInfo" in value:
+        info = _key_values(value["notifierInfo"], "notifierInfo")
+        _check_notifier_info(info, scheme)
+        out["notifierInfo"] = info
+    return out
+
+
+def check_endpoint_uri(uri: object) -> str:
+    """The scheme of a valid notification endpoint URI (http, https, mqtt, mqtts with a host;
+    an MQTT URI also names its topic in the path); 400 otherwise."""
+    if not isinstance(uri, str) or not is_uri(uri):
+        raise BadRequestData(f"notification.endpoint.uri must be a URI, got {_short(uri)}")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 -- raises ValueError on a port out of range or not a number
+    except ValueError:
+        raise BadRequestData(f"notification.endpoint.uri {uri!r} is not a valid URI") from None
+    scheme = parts.scheme.lower()
+    if scheme not in ENDPOINT_SCHEMES:
+        raise BadRequestData(
+            f"notification.endpoint.uri {uri!r}: the scheme must be one of "
+            + ", ".join(ENDPOINT_SCHEMES)
+        )
+    if not parts.hostname:
+        raise BadRequestData(f"notification.endpoint.uri {uri!r} has no host")
+    if scheme in MQTT_SCHEMES and parts.path.strip("/") == "":
+        # mqtt[s]://[user[:pass]@]host[:port]/topic[/subtopic]*: the topic is mandatory.
+        raise BadRequestData(f"notification.endpoint.uri {uri!r} has no MQTT topic")
+    return scheme
+
+
+def _key_values(value: object, what: str) -> list[dict[str, str]]:
+    where = f"notification.endpoint.{what}"
+    if not isinstance(value, list) or not value:
+        raise BadRequestData(f"{where} must be a non-empty array of {{key, value}} objects")
+    out = []
+    for item in value:
+        if (
+            not isinstance(item, dict)
+            or set(item) != {"key", "value"}
+            or not isinstance(item["key"], str)
+            or not item["key"]
+            or not isinstance(item["value"], str)
+        ):
+            raise BadRequestData(
+                f'{where} items must be {{"key": string, "value": string}}, got {_short(item)}'
+            )
+        out.append({"key": item["key"], "value": item["value"]})
+    return out
+
+
+def _check_notifier_info(info: list[dict[str, str]], scheme: str) -> None:
+    for item in info:
+        key, value = item["key"], item["value"]
+        if key == "MQTT-QoS" and value not in MQTT_QOS:
+            raise BadRequestData(f"notifierInfo MQTT-QoS must be 0, 1 or 2, got {value!r}")
+        if key == "MQTT-Version" and value not in MQTT_VERSIONS:
+            raise BadRequestData(
+                f"notifierInfo MQTT-Version must be one of {', '.join(MQTT_VERSIONS)}, "
+                f"got {value!r}"
+            )
+        if key.startswith("MQTT-") and scheme not in MQTT_SCHEMES:
+            raise BadRequestData(f"notifierInfo {key} is only for mqtt/mqtts endpoints")
+
+
+# -- update (§5.8.2) ----------------------------------------------------------------------------
+
+
+def merge_subscription(
+    stored: dict[str, Any], patch: dict[str, Any], terms: Terms, now: str
+) -> dict[str, Any]:
+    """Update Subscription (§5.8.2): the members of ``patch`` replace the stored ones; inside
+    ``notification`` each given member replaces its own (so a new ``endpoint`` replaces the
+    whole endpoint, a new ``format`` keeps the rest). A null (or ``urn:ngsi-ld:null``) value
+    removes a member. The result is validated as a create is; ``id`` and ``type`` cannot change;
+    ``createdAt`` stays, ``modifiedAt`` becomes ``now``."""
+    if not isinstance(patch, dict):
+        raise BadRequestData("a subscription update must be a JSON object")
+    if not patch:
+        raise BadRequestData("a subscription update cannot be empty")
+    if "id" in patch and patch["id"] != stored["id"]:
+        raise BadRequestData("the id of a subscription cannot be changed")
+    if "type" in patch and patch["type"] != stored["type"]:
+        raise BadRequestData("the type of a subscription cannot be changed")
+    # Work in client form with the requester's terms: compacting then expanding with the same
+    # terms gives back the stored IRIs, and the merged body is then checked like a new one.
+    body = _client_form(stored, terms)
+    for key, value in patch.items():
+        if key == "notification" and isinstance(value, dict):
+            merged = dict(body.get("notification", {}))
+            for sub_key, sub_value in value.items():
+                if _is_null(sub_value):
+                    merged.pop(sub_key, None)
+                else:
+                    merged[sub_key] = sub_value
+            body["notification"] = merged
+        elif _is_null(value):
+            body.pop(key, None)
+        else:
+            body[key] = value
+    return _normalize(
+        body,
+        terms,
+        now,
+        subscription_id=stored["id"],
+        # An expiresAt that passed while stored must not block unrelated updates; a new one
+        # must be in the future, as at creation.
+        check_expiry="expiresAt" in patch,
+        created_at=stored.get("createdAt", now),
+    )
+
+
+def _is_null(value: object) -> bool:
+    return value is None or value == NULL
+
+
+# -- stored -> client ---------------------------------------------------------------------------
+
+
+def subscription_status(stored: dict[str, Any], now: str) -> str:
+    """§5.2.12 status: "expired" once expiresAt has passed, "paused" when not isActive, else
+    "active". Expiry wins: a paused subscription that expired cannot be resumed as it is."""
+    expires = stored.get("expiresAt")
+    if expires is not None and expires <= timefmt.normalize(now, "now"):
+        return "expired"
+    if not stored.get("isActive", True):
+        return "paused"
+    return "active"
+
+
+def is_active(stored: dict[str, Any], now: str) -> bool:
+    """Whether the subscription may notify at ``now``."""
+    return subscription_status(stored, now) == "active"
+
+
+def _client_form(stored: dict[str, Any], terms: Terms) -> dict[str, Any]:
+    """The stored members with names compacted; no status, no system members."""
+    out: dict[str, Any] = {}
+    for key, value in stored.items():
+        if key in _READ_ONLY:
+            continue
+        if key == "entities":
+            out[key] = [
+                {
+                    **{k: v for k, v in sel.items() if k != "type"},
+                    "type": compact_type_expression(sel["type"], terms),
+                }
+                for sel in value
+            ]
+        elif key == "watchedAttributes":
+            out[key] = [terms.compact(iri) for iri in value]
+        elif key == "geoQ":
+            out[key] = {**value, "geoproperty": terms.compact(value["geoproperty"])}
+        elif key == "notification":
+            notification = dict(value)
+            if "attributes" in notification:
+                notification["attributes"] = [terms.compact(i) for i in notification["attributes"]]
+            notification["endpoint"] = _copy_endpoint(notification["endpoint"])
+            out[key] = notification
+        elif isinstance(value, list):
+            out[key] = list(value)
+        else:
+            out[key] = value
+    return out
+
+
+def _copy_endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
+    # Deep enough that a caller editing the rendered view cannot change the stored one.
+    copy = dict(endpoint)
+    for key in ("receiverInfo", "notifierInfo"):
+        if key in copy:
+            copy[key] = [dict(item) for item in copy[key]]
+    return copy
+
+
+def compact_type_expression(stored_type: str, terms: Terms) -> str:
+    return render_type_expression(_stored_type_expr(stored_type), terms.compact)
+
+
+def render_subscription(
+    stored: dict[str, Any],
+    terms: Terms,
+    *,
+    status_info: dict[str, Any] | None = None,
+    sys_attrs: bool = False,
+    now: str,
+) -> dict[str, Any]:
+    """A stored subscription as a client sees it (§5.8.3): names compacted with ``terms``,
+    ``status`` derived at ``now``, the NotificationStatus members from ``status_info`` (what the
+    notifier recorded) inside ``notification``, and createdAt/modifiedAt with ``sys_attrs``."""
+    body = _client_form(stored, terms)
+    body.pop("@context", None)
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        out[key] = value
+        if key == "isActive":
+            out["status"] = subscription_status(stored, now)
+    if "status" not in out:
+        out["status"] = subscription_status(stored, now)
+    if status_info:
+        notification = out["notification"]
+        for key in STATUS_MEMBERS:
+            if key in status_info and status_info[key] is not None:
+                notification[key] = status_info[key]
+        if "status" not in notification and (
+            "lastSuccess" in notification or "lastFailure" in notification
+        ):
+            # The outcome of the latest attempt, when the notifier did not say it explicitly.
+            failed = notification.get("lastFailure", "") > notification.get("lastSuccess", "")
+            notification["status"] = "failed" if failed else "ok"
+    if sys_attrs:
+        out["createdAt"] = stored["createdAt"]
+        out["modifiedAt"] = stored["modifiedAt"]
+    return out
+
+
+# -- matching helpers for the notifier ----------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4096)
+def _stored_type_expr(stored_type: str) -> TypeExpr:
+    # Stored expressions hold IRIs already: parse them without expanding anything.
+    return parse_type_expression(stored_type, lambda name: name)
+
+
+def subscription_matches_entity_type(stored: dict[str, Any], types: list[str]) -> bool:
+    """Whether an entity with these (expanded) types may concern the subscription: true when it
+    has no entities (watchedAttributes only) or any selector's type expression matches."""
+    selectors = stored.get("entities")
+    if not selectors:
+        return True
+    return any(type_matches(_stored_type_expr(sel["type"]), types) for sel in selectors)
+
+
+@functools.lru_cache(maxsize=4096)
+def _pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def subscription_matches_entity(stored: dict[str, Any], entity_id: str, types: list[str]) -> bool:
+    """Whether an entity (id, expanded types) is selected by the subscription's ``entities``:
+    any selector whose type expression matches and whose id / idPattern (if given) match.
+    idPattern is searched, not anchored, as the stores' idPattern queries are."""
+    selectors = stored.get("entities")
+    if not selectors:
+        return True
+    for sel in selectors:
+        if not type_matches(_stored_type_expr(sel["type"]), types):
+            continue
+        if "id" in sel and sel["id"] != entity_id:
+            continue
+        if "idPattern" in sel and not _pattern(sel["idPattern"]).search(entity_id):
+            continue
+        return True
+    return False
+
+
+def watches(stored: dict[str, Any], changed: Iterable[str]) -> bool:
+    """Whether a change to these (expanded) attributes concerns the subscription: any attribute
+    without watchedAttributes, else one of the watched ones."""
+    watched = stored.get("watchedAttributes")
+    if not watched:
+        return True
+    return not set(watched).isdisjoint(changed)
+
+
+def triggers_on(stored: dict[str, Any], trigger: str) -> bool:
+    """Whether ``trigger`` (one of TRIGGERS) is one the subscription notifies on."""
+    return trigger in stored.get("notificationTrigger", DEFAULT_TRIGGERS)
+
+
+def subscription_q(stored: dict[str, Any], expand: Callable[[str], str]) -> QNode | None:
+    """The parsed ``q`` of a subscription, its names expanded with the subscription's own
+    @context (``expand``); None without q."""
+    text = stored.get("q")
+    return None if text is None else parse_q(text, expand)
+
+
+def subscription_geoq(stored: dict[str, Any]) -> GeoQuery | None:
+    """The parsed ``geoQ`` of a subscription (its geoproperty is stored expanded)."""
+    geo = stored.get("geoQ")
+    if geo is None:
+        return None
+    return parse_geoquery(
+        geo["georel"], geo["geometry"], geo["coordinates"], geo["geoproperty"], lambda n: n
+    )
+
+
+def notification_attributes(stored: dict[str, Any]) -> list[str] | None:
+    """The expanded attributes a notification carries; None for all of them."""
+    return stored["notification"].get("attributes")
+
+
+__all__ = [
+    "ACCEPTS",
+    "DEFAULT_TRIGGERS",
+    "FORMATS",
+    "STATUS_MEMBERS",
+    "TRIGGERS",
+    "check_endpoint_uri",
+    "compact_type_expression",
+    "is_active",
+    "merge_subscription",
+    "normalize_subscription",
+    "notification_attributes",
+    "render_subscription",
+    "render_type_expression",
+    "subscription_geoq",
+    "subscription_matches_entity",
+    "subscription_matches_entity_type",
+    "subscription_q",
+    "subscription_status",
+    "triggers_on",
+    "watches",
+]
