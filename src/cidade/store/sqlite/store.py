@@ -227,7 +227,7 @@ class SqliteStore:
             params.append(query.before)
         sql = (
             f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
-            f" row_number() OVER (PARTITION BY entity_id, attr, dataset_id ORDER BY {column} DESC, hid DESC)"
+            f" row_number() OVER (PARTITION BY entity_id, attr, dataset_id ORDER BY {column} DESC, instance_id DESC)"
             f" AS back FROM attr_history WHERE {' AND '.join(where)}"
         )
         if query.last_n is not None:
