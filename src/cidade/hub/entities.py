@@ -13,12 +13,12 @@ from typing import Any
 from cidade.hub import timefmt
 from cidade.hub.errors import AlreadyExists, BadRequestData, NgsiError, ResourceNotFound
 from cidade.hub.model import (
+    KINDS,
     NULL,
     Terms,
     check_entity_id,
     check_name,
     expand_types,
-    normalize_attribute,
     normalize_attrs,
     normalize_entity,
     normalize_instance,
@@ -383,17 +383,11 @@ class EntityService:
 def _complete(patch: dict[str, Any], inst: dict[str, Any]) -> dict[str, Any]:
     """A partial update may omit the value member: take it from the current instance so the
     fragment validates, then merge."""
-    from cidade.hub.model import KINDS
-
     kind = patch["type"]
     member = KINDS.get(kind) if isinstance(kind, str) else None
     if member and member not in patch and member in inst and patch["type"] == inst["type"]:
         return {**patch, member: inst[member]}
     return patch
-
-
-def single_attribute(name: str, raw: object, terms: Terms) -> list[dict]:
-    return normalize_attribute(name, raw, terms, timefmt.now())
 
 
 __all__ = ["EntityService", "NgsiError", "UpdateResult"]

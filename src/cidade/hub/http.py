@@ -25,6 +25,8 @@ GEO_JSON = "application/geo+json"
 MERGE_PATCH = "application/merge-patch+json"
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 TENANT_HEADER = "ngsild-tenant"
+# A merge-patch body takes its @context as a JSON body does (from the Link header).
+MERGE_PATCH_AS_JSON = {MERGE_PATCH: JSON}
 
 
 class NotAcceptable(NgsiError):
@@ -129,9 +131,6 @@ async def context_for_body(
     terms = await resolver.request_context(ctx_kind, link_header, body_context)
     link = parse_link_header(link_header) if link_header and ctx_kind == JSON else None
     return Ctx(terms, link, body_context if ctx_kind == JSON_LD else None)
-
-
-MERGE_PATCH_AS_JSON = {MERGE_PATCH: JSON}
 
 
 async def context_for_read(resolver: ContextResolver, request: Request) -> Ctx:
