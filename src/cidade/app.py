@@ -28,7 +28,12 @@ log = logging.getLogger("cidade")
 
 
 def build_app(settings: Settings, store: Store | None = None) -> Starlette:
-    store = store if store is not None else open_store(settings.store, history=settings.history)
+    if store is None:
+        store = open_store(
+            settings.store,
+            history=settings.history,
+            history_after_delete=settings.history_after_delete,
+        )
 
     async def on_add(info: ContextInfo, body: dict) -> None:
         await store.save_hosted_context(info.local_id, info.to_json(), body)

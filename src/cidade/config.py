@@ -29,6 +29,8 @@ class Settings:
     context_cache_size: int = 256  # CIDADE_CONTEXT_CACHE_SIZE: remote @contexts kept in memory
     public_url: str = ""  # CIDADE_PUBLIC_URL: base URL clients reach us at (hosted @context URLs)
     history: bool = True  # CIDADE_HISTORY: keep every change of every attribute (temporal API)
+    # CIDADE_HISTORY_AFTER_DELETE: keep an entity's history when the entity is deleted
+    history_after_delete: bool = False
 
     @property
     def base_url(self) -> str:
@@ -50,6 +52,7 @@ _ENV = {
     "context_cache_size": ("CIDADE_CONTEXT_CACHE_SIZE", int),
     "public_url": ("CIDADE_PUBLIC_URL", str),
     "history": ("CIDADE_HISTORY", "bool"),
+    "history_after_delete": ("CIDADE_HISTORY_AFTER_DELETE", "bool"),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

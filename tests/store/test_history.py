@@ -108,3 +108,19 @@ def test_a_refused_change_leaves_no_history(store):
     assert isinstance(result, ValueError)
     got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:5"])))
     assert len(got["urn:s:5"][T]) == 1
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def keeping_store(request, tmp_path):
+    with running_store(request.param, tmp_path) as (backend, loop):
+        backend.history_after_delete = True
+        yield backend, loop
+
+
+def test_history_can_outlive_the_entity(keeping_store):
+    s, loop = keeping_store
+    at = "2026-05-01T00:00:00.000000Z"
+    put(s, loop, "urn:s:6", entity("urn:s:6", {T: [reading(1, at)]}, at))
+    put(s, loop, "urn:s:6", None)
+    got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:6"])))
+    assert [i["value"] for i in got["urn:s:6"][T]] == [1]

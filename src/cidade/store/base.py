@@ -137,19 +137,22 @@ class Store(Protocol):
     async def delete_hosted_context(self, local_id: str) -> None: ...
 
 
-def open_store(url: str, *, history: bool = True) -> Store:
-    """The backend for a store URL (not yet opened); ``history`` keeps every attribute change."""
+def open_store(url: str, *, history: bool = True, history_after_delete: bool = False) -> Store:
+    """The backend for a store URL (not yet opened); ``history`` keeps every attribute change,
+    ``history_after_delete`` keeps an entity's history when the entity is deleted."""
     if url.startswith("sqlite://"):
         from cidade.store.sqlite import SqliteStore
 
         path = url.removeprefix("sqlite://")
         # sqlite:///rel.db -> "rel.db"; sqlite:////abs/x.db -> "/abs/x.db"; sqlite:///:memory:
         path = path[1:] if path.startswith("/") else path
-        return SqliteStore(path or "cidade.db", history=history)
+        return SqliteStore(
+            path or "cidade.db", history=history, history_after_delete=history_after_delete
+        )
     if url.startswith(("postgresql://", "postgres://")):
         from cidade.store.postgres import PostgresStore
 
-        return PostgresStore(url, history=history)
+        return PostgresStore(url, history=history, history_after_delete=history_after_delete)
     raise SystemExit(
         f"unknown store URL {url!r}: use sqlite:///path.db or postgresql://user@host/db"
     )

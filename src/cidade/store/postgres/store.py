@@ -74,7 +74,13 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 class PostgresStore:
     def __init__(
-        self, url: str, *, min_size: int = 2, max_size: int = 10, history: bool = True
+        self,
+        url: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        history: bool = True,
+        history_after_delete: bool = False,
     ) -> None:
         self.url = url
         self.dsn, self.server_settings = parse_url(url)
@@ -82,6 +88,7 @@ class PostgresStore:
         self.max_size = max_size
         self.pool: asyncpg.Pool | None = None
         self.keep_history = history  # keep every change of every attribute (the temporal API)
+        self.history_after_delete = history_after_delete
         # Months whose history partition this process has seen exist. Partitions are only ever
         # dropped by retention; a write that finds one gone clears this and retries.
         self._partitions: set[str] = set()
@@ -448,7 +455,8 @@ async def _write_batch(
         doc = applied.after[eid]
         if store.keep_history:
             if doc is None:
-                forgotten.append(eid)  # deleting an entity deletes its history
+                if not store.history_after_delete:  # by default an entity's history goes with it
+                    forgotten.append(eid)
             else:
                 history_rows.extend((eid, *row) for row in changed_instances(stored.get(eid), doc))
         if doc is None:

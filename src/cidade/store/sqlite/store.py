@@ -75,9 +75,12 @@ def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
 
 
 class SqliteStore:
-    def __init__(self, path: str, *, history: bool = True) -> None:
+    def __init__(
+        self, path: str, *, history: bool = True, history_after_delete: bool = False
+    ) -> None:
         self.db = Database(path, _setup)
         self.keep_history = history  # keep every change of every attribute (the temporal API)
+        self.history_after_delete = history_after_delete
 
     async def open(self) -> None:
         self.db.start(_init)
@@ -110,7 +113,11 @@ class SqliteStore:
         return orjson.loads(row[0]) if row else None
 
     async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
-        return await self.db.write(lambda conn: _write_batch(conn, tenant, ops, self.keep_history))
+        return await self.db.write(
+            lambda conn: _write_batch(
+                conn, tenant, ops, self.keep_history, self.history_after_delete
+            )
+        )
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
         geo = query.geo
@@ -393,7 +400,11 @@ class SqliteStore:
 
 
 def _write_batch(
-    conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp], history: bool = True
+    conn: sqlite3.Connection,
+    tenant: str,
+    ops: Sequence[WriteOp],
+    history: bool = True,
+    history_after_delete: bool = False,
 ) -> list[Any]:
     """Apply every op in memory first (an op that raises changes nothing), then write all the
     survivors' rows with a handful of executemany calls: per-row statements would cost more than
@@ -442,7 +453,8 @@ def _write_batch(
         doc = applied.after[eid]
         if history:
             if doc is None:
-                forgotten.append((tenant, eid))  # deleting an entity deletes its history
+                if not history_after_delete:  # by default an entity's history goes with it
+                    forgotten.append((tenant, eid))
             else:
                 history_rows.extend(
                     (tenant, eid, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
