@@ -38,7 +38,7 @@ from cidade.hub.http import (
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.model import View, render_entity
 from cidade.hub.querying import build_query, projection
-from cidade.store.base import Store
+from cidade.store.base import EntityQuery, Store
 
 PREFIX = "/ngsi-ld/v1"
 
@@ -60,13 +60,13 @@ class HubApi:
 
     # -- helpers --------------------------------------------------------------------------------
 
-    async def _read_tenant(self, request: Request) -> str:
+    async def read_tenant(self, request: Request) -> str:
         tenant = tenant_of(request)
         if not await self.store.tenant_exists(tenant):
             raise ResourceNotFound(f"tenant {tenant} not found")
         return tenant
 
-    async def _body(self, request: Request, *, merge: bool = False) -> tuple[Any, Ctx]:
+    async def read_body(self, request: Request, *, merge: bool = False) -> tuple[Any, Ctx]:
         body, kind = await read_json(request, self.settings.max_body_bytes, merge=merge)
         ctx = await context_for_body(self.resolver, request, body, kind)
         return _strip_context(body), ctx
@@ -108,30 +108,13 @@ class HubApi:
             )
         return json_response(items, kind=kind, ctx=ctx, headers=headers)
 
-    def _geometry_property(self, request: Request, ctx: Ctx) -> str:
-        return ctx.terms.expand(request.query_params.get("geometryProperty", "location"))
-
-    # -- §6.4 /entities -------------------------------------------------------------------------
-
-    async def create_entity(self, request: Request) -> Response:
-        """§6.4.3.1 Create Entity (§5.6.1)."""
-        tenant = tenant_of(request)
-        body, ctx = await self._body(request)
-        entity_id = await self.entities.create(tenant, body, ctx.terms)
-        location = f"{PREFIX}/entities/{urllib.parse.quote(entity_id, safe=':')}"
-        return _no_content(201, {"Location": location})
-
-    async def query_entities(self, request: Request) -> Response:
-        """§6.4.3.2 Query Entities (§5.7.2)."""
-        tenant = await self._read_tenant(request)
-        ctx = await context_for_read(self.resolver, request)
-        kind = accepted(request)
+    def query_from_params(self, request: Request, ctx: Ctx) -> EntityQuery:
+        """GET /entities and GET /temporal/entities share their filters and paging (§6.4.3.2)."""
         params = request.query_params
         limit, offset, count = page_params(
             request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
         )
-        local = params.get("local", "false") == "true"
-        query = build_query(
+        return build_query(
             ctx.terms,
             ids=list_param(request, "id"),
             id_pattern=params.get("idPattern"),
@@ -145,8 +128,28 @@ class HubApi:
             limit=limit,
             offset=offset,
             count=count,
-            require_filter=not local,
+            require_filter=params.get("local", "false") != "true",
         )
+
+    def _geometry_property(self, request: Request, ctx: Ctx) -> str:
+        return ctx.terms.expand(request.query_params.get("geometryProperty", "location"))
+
+    # -- §6.4 /entities -------------------------------------------------------------------------
+
+    async def create_entity(self, request: Request) -> Response:
+        """§6.4.3.1 Create Entity (§5.6.1)."""
+        tenant = tenant_of(request)
+        body, ctx = await self.read_body(request)
+        entity_id = await self.entities.create(tenant, body, ctx.terms)
+        location = f"{PREFIX}/entities/{urllib.parse.quote(entity_id, safe=':')}"
+        return _no_content(201, {"Location": location})
+
+    async def query_entities(self, request: Request) -> Response:
+        """§6.4.3.2 Query Entities (§5.7.2)."""
+        tenant = await self.read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        kind = accepted(request)
+        query = self.query_from_params(request, ctx)
         view = self._view(request, ctx)
         result = await self.store.query(tenant, query)
         headers = {}
@@ -156,7 +159,7 @@ class HubApi:
 
     async def retrieve_entity(self, request: Request) -> Response:
         """§6.5.3.1 Retrieve Entity (§5.7.1)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request)
         view = self._view(request, ctx)
@@ -168,21 +171,21 @@ class HubApi:
 
     async def delete_entity(self, request: Request) -> Response:
         """§6.5.3.2 Delete Entity (§5.6.6)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         await self.entities.delete(tenant, request.path_params["entity_id"])
         return _no_content()
 
     async def replace_entity(self, request: Request) -> Response:
         """§6.5.3.3 Replace Entity (§5.6.18)."""
-        tenant = await self._read_tenant(request)
-        body, ctx = await self._body(request)
+        tenant = await self.read_tenant(request)
+        body, ctx = await self.read_body(request)
         await self.entities.replace(tenant, request.path_params["entity_id"], body, ctx.terms)
         return _no_content()
 
     async def merge_entity(self, request: Request) -> Response:
         """§6.5.3.4 Merge Entity (§5.6.17)."""
-        tenant = await self._read_tenant(request)
-        body, ctx = await self._body(request, merge=True)
+        tenant = await self.read_tenant(request)
+        body, ctx = await self.read_body(request, merge=True)
         await self.entities.merge(tenant, request.path_params["entity_id"], body, ctx.terms)
         return _no_content()
 
@@ -190,8 +193,8 @@ class HubApi:
 
     async def append_attrs(self, request: Request) -> Response:
         """§6.6.3.1 Append Entity Attributes (§5.6.3)."""
-        tenant = await self._read_tenant(request)
-        body, ctx = await self._body(request)
+        tenant = await self.read_tenant(request)
+        body, ctx = await self.read_body(request)
         mode = "append-keep" if "noOverwrite" in options_param(request) else "append"
         result = await self.entities.update_attrs(
             tenant, request.path_params["entity_id"], body, ctx.terms, mode=mode
@@ -202,8 +205,8 @@ class HubApi:
 
     async def update_attrs(self, request: Request) -> Response:
         """§6.6.3.2 Update Entity Attributes (§5.6.2)."""
-        tenant = await self._read_tenant(request)
-        body, ctx = await self._body(request)
+        tenant = await self.read_tenant(request)
+        body, ctx = await self.read_body(request)
         result = await self.entities.update_attrs(
             tenant, request.path_params["entity_id"], body, ctx.terms, mode="update"
         )
@@ -213,8 +216,8 @@ class HubApi:
 
     async def patch_attr(self, request: Request) -> Response:
         """§6.7.3.1 Partial Attribute Update (§5.6.4)."""
-        tenant = await self._read_tenant(request)
-        body, ctx = await self._body(request)
+        tenant = await self.read_tenant(request)
+        body, ctx = await self.read_body(request)
         p = request.path_params
         await self.entities.patch_attribute(
             tenant, p["entity_id"], p["attr_id"], body, ctx.terms, replace=False
@@ -223,8 +226,8 @@ class HubApi:
 
     async def replace_attr(self, request: Request) -> Response:
         """§6.7.3.3 Replace Attribute (§5.6.19)."""
-        tenant = await self._read_tenant(request)
-        body, ctx = await self._body(request)
+        tenant = await self.read_tenant(request)
+        body, ctx = await self.read_body(request)
         p = request.path_params
         await self.entities.patch_attribute(
             tenant, p["entity_id"], p["attr_id"], body, ctx.terms, replace=True
@@ -233,7 +236,7 @@ class HubApi:
 
     async def delete_attr(self, request: Request) -> Response:
         """§6.7.3.2 Delete Attribute (§5.6.5)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         params = request.query_params
         delete_all = params.get("deleteAll", "false")
@@ -264,7 +267,7 @@ class HubApi:
     async def batch_create(self, request: Request) -> Response:
         """§6.14.3.1 Batch Entity Creation (§5.6.7)."""
         tenant = tenant_of(request)
-        body, ctx = await self._body(request)
+        body, ctx = await self.read_body(request)
         result = await self.batch.create(tenant, body, ctx.terms)
         return self._batch_response(result, json_response(result.success, status=201))
 
@@ -274,7 +277,7 @@ class HubApi:
         opts = options_param(request)
         if {"replace", "update"} <= opts:
             raise BadRequestData("options replace and update cannot be combined")
-        body, ctx = await self._body(request)
+        body, ctx = await self.read_body(request)
         result = await self.batch.upsert(tenant, body, ctx.terms, update="update" in opts)
         if result.created:
             ok = json_response(result.created, status=201)
@@ -284,31 +287,31 @@ class HubApi:
 
     async def batch_update(self, request: Request) -> Response:
         """§6.16.3.1 Batch Entity Update (§5.6.9)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         no_overwrite = "noOverwrite" in options_param(request)
-        body, ctx = await self._body(request)
+        body, ctx = await self.read_body(request)
         result = await self.batch.update(tenant, body, ctx.terms, no_overwrite=no_overwrite)
         return self._batch_response(result, _no_content())
 
     async def batch_delete(self, request: Request) -> Response:
         """§6.17.3.1 Batch Entity Delete (§5.6.10)."""
-        tenant = await self._read_tenant(request)
-        body, _ = await self._body(request)
+        tenant = await self.read_tenant(request)
+        body, _ = await self.read_body(request)
         result = await self.batch.delete(tenant, body)
         return self._batch_response(result, _no_content())
 
     async def batch_merge(self, request: Request) -> Response:
         """§6.31.3.1 Batch Entity Merge (§5.6.20)."""
-        tenant = await self._read_tenant(request)
-        body, ctx = await self._body(request, merge=True)
+        tenant = await self.read_tenant(request)
+        body, ctx = await self.read_body(request, merge=True)
         result = await self.batch.merge(tenant, body, ctx.terms)
         return self._batch_response(result, _no_content())
 
     async def batch_query(self, request: Request) -> Response:
         """§6.23.3.1 Query Entities via POST (§5.7.2, body: §5.2.23 Query)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         kind = accepted(request)
-        body, ctx = await self._body(request)
+        body, ctx = await self.read_body(request)
         if not isinstance(body, dict) or body.get("type") != "Query":
             raise BadRequestData('the body must be a Query object ("type": "Query")')
         limit, offset, count = page_params(
@@ -358,7 +361,7 @@ class HubApi:
 
     async def list_types(self, request: Request) -> Response:
         """§6.25.3.1 Retrieve Available Entity Types (§5.7.5, §5.7.6)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
         body = await self.discovery.types(tenant, ctx.terms, details=self._details(request))
@@ -366,7 +369,7 @@ class HubApi:
 
     async def type_info(self, request: Request) -> Response:
         """§6.26.3.1 Retrieve Entity Type Information (§5.7.7)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
         body = await self.discovery.type_info(tenant, ctx.terms, request.path_params["type"])
@@ -374,7 +377,7 @@ class HubApi:
 
     async def list_attributes(self, request: Request) -> Response:
         """§6.27.3.1 Retrieve Available Attributes (§5.7.8, §5.7.9)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
         body = await self.discovery.attributes(tenant, ctx.terms, details=self._details(request))
@@ -382,7 +385,7 @@ class HubApi:
 
     async def attribute_info(self, request: Request) -> Response:
         """§6.28.3.1 Retrieve Attribute Information (§5.7.10)."""
-        tenant = await self._read_tenant(request)
+        tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
         body = await self.discovery.attribute_info(tenant, ctx.terms, request.path_params["attr"])

@@ -63,9 +63,10 @@ class BatchService:
     async def create(self, tenant: str, body: object, terms: Terms) -> BatchResult:
         result = BatchResult()
         prepared = []
+        now = timefmt.now()
         for item in _require_list(body, "create"):
             try:
-                prepared.append((self.entities.create_op(item, terms), result.created.append))
+                prepared.append((self.entities.create_op(item, terms, now), result.created.append))
             except NgsiError as exc:
                 result.fail(_entity_id(item), exc)
         await self._run(tenant, result, prepared)

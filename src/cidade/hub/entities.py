@@ -128,8 +128,8 @@ class EntityService:
         return entity
 
     # §5.6.1 Create Entity
-    def create_op(self, body: object, terms: Terms) -> WriteOp:
-        new = normalize_entity(body, terms, timefmt.now())
+    def create_op(self, body: object, terms: Terms, now: str | None = None) -> WriteOp:
+        new = normalize_entity(body, terms, now or timefmt.now())
 
         def apply(current: Entity | None) -> Entity:
             if current is not None:
@@ -213,14 +213,7 @@ class EntityService:
         await self._one(tenant, self.merge_op(entity_id, body, terms))
 
     async def delete(self, tenant: str, entity_id: str) -> None:
-        check_entity_id(entity_id)
-
-        def apply(current: Entity | None) -> None:
-            if current is None:
-                raise _not_found(entity_id)
-            return None
-
-        await self._one(tenant, WriteOp(entity_id, apply))
+        await self._one(tenant, self.delete_op(entity_id))
 
     def delete_op(self, entity_id: str) -> WriteOp:
         check_entity_id(entity_id)

@@ -48,7 +48,7 @@ class SubscriptionApi:
     async def create(self, request: Request) -> Response:
         """§6.10.3.1 Create Subscription (§5.8.1)."""
         tenant = tenant_of(request)
-        body, ctx = await self.hub._body(request)
+        body, ctx = await self.hub.read_body(request)
         if not isinstance(body, dict):
             raise BadRequestData("a subscription must be a JSON object")
         sub = normalize_subscription(body, ctx.terms, timefmt.now())
@@ -59,7 +59,7 @@ class SubscriptionApi:
 
     async def query(self, request: Request) -> Response:
         """§6.10.3.2 Query Subscriptions (§5.8.4)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
         settings = self.hub.settings
@@ -75,7 +75,7 @@ class SubscriptionApi:
 
     async def retrieve(self, request: Request) -> Response:
         """§6.11.3.1 Retrieve Subscription (§5.8.3)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
         sub = await self._get(tenant, self._id(request))
@@ -85,9 +85,9 @@ class SubscriptionApi:
 
     async def update(self, request: Request) -> Response:
         """§6.11.3.2 Update Subscription (§5.8.2)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         sub_id = self._id(request)
-        body, ctx = await self.hub._body(request, merge=True)
+        body, ctx = await self.hub.read_body(request, merge=True)
         if not isinstance(body, dict):
             raise BadRequestData("a subscription fragment must be a JSON object")
         current = await self._get(tenant, sub_id)
@@ -98,7 +98,7 @@ class SubscriptionApi:
 
     async def delete(self, request: Request) -> Response:
         """§6.11.3.3 Delete Subscription (§5.8.5)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         sub_id = self._id(request)
         if not await self.store.delete_subscription(tenant, sub_id):
             raise ResourceNotFound(f"subscription {sub_id} not found")

@@ -16,11 +16,10 @@ from cidade.hub.http import (
     context_for_read,
     json_response,
     list_param,
-    page_params,
     tenant_of,
 )
 from cidade.hub.model import check_entity_id, check_name, normalize_instance
-from cidade.hub.querying import build_query, projection
+from cidade.hub.querying import projection
 from cidade.hub.temporal import TemporalQuery, parse_temporal_query, render_temporal
 from cidade.store.base import HistoryQuery
 from cidade.store.history import history_row
@@ -49,7 +48,7 @@ class TemporalApi:
 
     async def retrieve(self, request: Request) -> Response:
         """§6.19.3.1 Retrieve Temporal Evolution of an Entity (§5.7.3)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
@@ -73,32 +72,11 @@ class TemporalApi:
 
     async def query(self, request: Request) -> Response:
         """§6.18.3.2 Query Temporal Evolution of Entities (§5.7.4)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
-        settings = self.hub.settings
-        limit, offset, count = page_params(
-            request, default=settings.default_page_size, maximum=settings.max_page_size
-        )
-        params = request.query_params
-        attrs = list_param(request, "attrs")
-        query = build_query(
-            ctx.terms,
-            ids=list_param(request, "id"),
-            id_pattern=params.get("idPattern"),
-            type_text=params.get("type"),
-            attrs=attrs,
-            q=params.get("q"),
-            georel=params.get("georel"),
-            geometry=params.get("geometry"),
-            coordinates=params.get("coordinates"),
-            geoproperty=params.get("geoproperty"),
-            limit=limit,
-            offset=offset,
-            count=count,
-            require_filter=params.get("local", "false") != "true",
-        )
+        query = self.hub.query_from_params(request, ctx)
         found = await self.store.query(tenant, query)
         expanded = list(query.attrs)
         history = await self.store.history(
@@ -143,7 +121,7 @@ class TemporalApi:
     async def create_or_update(self, request: Request) -> Response:
         """§6.18.3.1 Create or Update Temporal Representation of an Entity (§5.6.11)."""
         tenant = tenant_of(request)
-        body, ctx = await self.hub._body(request)
+        body, ctx = await self.hub.read_body(request)
         if not isinstance(body, dict):
             raise BadRequestData("a temporal representation must be a JSON object")
         entity_id = check_entity_id(body.get("id"))
@@ -173,14 +151,14 @@ class TemporalApi:
     async def delete_entity(self, request: Request) -> Response:
         """§6.19.3.2 Delete Temporal Representation of an Entity (§5.6.16): the entity and its
         history."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         await self.hub.entities.delete(tenant, request.path_params["entity_id"])
         return Response(status_code=204)
 
     async def add_attrs(self, request: Request) -> Response:
         """§6.20.3.1 Add Attributes to Temporal Representation of an Entity (§5.6.12)."""
-        tenant = await self.hub._read_tenant(request)
-        body, ctx = await self.hub._body(request)
+        tenant = await self.hub.read_tenant(request)
+        body, ctx = await self.hub.read_body(request)
         entity_id = check_entity_id(request.path_params["entity_id"])
         now = timefmt.now()
         pairs = self._instances(body, ctx.terms, now)
@@ -191,7 +169,7 @@ class TemporalApi:
 
     async def delete_attr(self, request: Request) -> Response:
         """§6.21.3.1 Delete Attribute from Temporal Representation of an Entity (§5.6.13)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         params = request.query_params
         every = params.get("deleteAll", "false")
@@ -209,8 +187,8 @@ class TemporalApi:
 
     async def patch_instance(self, request: Request) -> Response:
         """§6.22.3.1 Modify Attribute Instance in Temporal Representation (§5.6.14)."""
-        tenant = await self.hub._read_tenant(request)
-        body, ctx = await self.hub._body(request)
+        tenant = await self.hub.read_tenant(request)
+        body, ctx = await self.hub.read_body(request)
         p = request.path_params
         entity_id = check_entity_id(p["entity_id"])
         attr = ctx.terms.expand(check_name(p["attr_id"]))
@@ -225,7 +203,7 @@ class TemporalApi:
 
     async def delete_instance(self, request: Request) -> Response:
         """§6.22.3.2 Delete Attribute Instance from Temporal Representation (§5.6.15)."""
-        tenant = await self.hub._read_tenant(request)
+        tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         p = request.path_params
         entity_id = check_entity_id(p["entity_id"])

@@ -10,7 +10,7 @@ rest, and a failed operation leaves nothing half-written.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cidade.hub.query.geo import GeoQuery
@@ -41,7 +41,6 @@ class EntityQuery:
     limit: int = 20
     offset: int = 0
     count: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 TIME_COLUMNS = {

@@ -46,9 +46,9 @@ TOPOLOGY = {
 }
 
 
-def parse_url(url: str) -> tuple[str, dict[str, str]]:
-    """The DSN for asyncpg, and server settings: Cidade's own ``?schema=NAME`` puts every table
-    in that schema (one database, several isolated deployments or test runs)."""
+def parse_url(url: str) -> tuple[str, dict[str, str], str | None]:
+    """The DSN for asyncpg, server settings, and Cidade's own ``?schema=NAME``, which puts every
+    table in that schema (one database, several isolated deployments or test runs)."""
     parts = urllib.parse.urlsplit(url)
     query = urllib.parse.parse_qsl(parts.query)
     schema = next((v for k, v in query if k == "schema"), None)
@@ -59,7 +59,7 @@ def parse_url(url: str) -> tuple[str, dict[str, str]]:
     settings = {"jit": "off"}
     if schema:
         settings["search_path"] = f'"{schema}", public'
-    return dsn, settings
+    return dsn, settings, schema
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -83,7 +83,7 @@ class PostgresStore:
         history_after_delete: bool = False,
     ) -> None:
         self.url = url
-        self.dsn, self.server_settings = parse_url(url)
+        self.dsn, self.server_settings, self.schema = parse_url(url)
         self.min_size = min_size
         self.max_size = max_size
         self.pool: asyncpg.Pool | None = None
@@ -94,11 +94,10 @@ class PostgresStore:
         self._partitions: set[str] = set()
 
     async def open(self) -> None:
-        schema = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query)).get("schema")
         conn = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
         try:
-            if schema:
-                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+            if self.schema:
+                await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
             await migrate(conn)
         finally:
             await conn.close()

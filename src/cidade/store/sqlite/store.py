@@ -98,10 +98,6 @@ class SqliteStore:
         )
         return row is not None
 
-    async def tenants(self) -> list[str]:
-        rows = await self.db.read(lambda c: c.execute("SELECT name FROM tenants").fetchall())
-        return [r[0] for r in rows]
-
     # -- entities -------------------------------------------------------------------------------
 
     async def get_entity(self, tenant: str, entity_id: str) -> Entity | None:
@@ -224,8 +220,6 @@ class SqliteStore:
         if query.attrs:
             where.append(f"attr IN ({','.join('?' * len(query.attrs))})")
             params.extend(query.attrs)
-        if query.time_property != "observedAt":
-            where.append(f"{column} IS NOT NULL")
         if query.after is not None:
             where.append(f"{column} {'>=' if query.after_inclusive else '>'} ?")
             params.append(query.after)
