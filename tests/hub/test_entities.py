@@ -345,3 +345,33 @@ def test_unknown_route_and_method_give_problem_details(client):
     r = client.put(f"{NGSI}/entities")
     assert r.status_code == 405
     assert "GET" in r.headers["allow"] and "POST" in r.headers["allow"]
+
+
+def test_nul_refused(client):
+    """Neither store can hold NUL (PostgreSQL text and jsonb cannot), so the API refuses it
+    everywhere with a 400 and stores nothing, rather than answer 500 on one store."""
+    assert create(client, entity(E1, name="a")).status_code == 201
+    r = client.post(
+        f"{NGSI}/entities",
+        content=b'{"id": "urn:x:2", "type": "T", "name": {"type": "Property", "value": "a\\u0000"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData", r.text
+    r = client.patch(
+        f"{NGSI}/entities/{E1}/attrs",
+        content=b'{"n\\u0000": {"type": "Property", "value": 1}}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData", r.text
+    # An escaped backslash followed by "u0000" is just text, not a NUL.
+    r = client.patch(
+        f"{NGSI}/entities/{E1}/attrs",
+        content=b'{"name": {"type": "Property", "value": "\\\\u0000"}}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 204, r.text
+    for url in (f"{NGSI}/entities?type=T&q=name==%22%00%22", f"{NGSI}/entities/urn:x:%00"):
+        r = client.get(url)
+        assert r.status_code == 400 and problem_type(r) == "BadRequestData", r.text
+    assert client.get(f"{NGSI}/entities/urn:x:2").status_code == 404
+    assert client.get(f"{NGSI}/entities/{E1}").json()["name"]["value"] == "\\u0000"

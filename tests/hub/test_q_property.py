@@ -80,7 +80,9 @@ def numbers(draw: st.DrawFn) -> int | float:
 def strings(draw: st.DrawFn) -> str:
     roll = draw(st.integers(0, 7))
     if roll == 7:
-        return draw(st.text(max_size=4))
+        # The API refuses NUL in bodies and URLs (PostgreSQL cannot store it), so no stored
+        # entity or q literal ever holds one; test_nul_refused covers the refusal.
+        return draw(st.text(st.characters(exclude_characters="\x00"), max_size=4))
     if roll == 6:
         return draw(st.sampled_from(DATETIMES + DATES + TIMES + URIS + WORDS))
     return draw(st.sampled_from(STR_POOL))

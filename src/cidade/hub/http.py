@@ -103,9 +103,25 @@ async def read_json(request: Request, max_bytes: int, *, merge: bool = False) ->
     if not raw:
         raise InvalidRequest("the request has no body")
     try:
-        return orjson.loads(raw), kind
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
+    # A raw NUL byte is not valid JSON, so a NUL can only arrive escaped; the byte search keeps
+    # the common case free. PostgreSQL cannot store NUL in text or jsonb, and both stores must
+    # accept the same data.
+    if b"\\u0000" in raw and _has_nul(body):
+        raise BadRequestData("strings may not contain the NUL character (\\u0000)")
+    return body, kind
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 async def context_for_body(
@@ -297,6 +313,14 @@ class LiteralPlus:
         self.app = app
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and b"+" in scope.get("query_string", b""):
-            scope = {**scope, "query_string": scope["query_string"].replace(b"+", b"%2B")}
+        if scope["type"] == "http":
+            query = scope.get("query_string", b"")
+            # NUL can be stored by neither PostgreSQL text nor jsonb: refuse it at the door
+            # rather than let it reach a store as a 500.
+            if b"%00" in query or "\x00" in scope.get("path", ""):
+                error = BadRequestData("the URL may not contain the NUL character (%00)")
+                await problem_response(error)(scope, receive, send)
+                return
+            if b"+" in query:
+                scope = {**scope, "query_string": query.replace(b"+", b"%2B")}
         await self.app(scope, receive, send)
