@@ -20,6 +20,7 @@ from cidade.hub.api import HubApi
 from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
 from cidade.hub.http import LiteralPlus, MethodNotAllowed, problem_response
 from cidade.hub.jsonld import ContextInfo, ContextResolver
+from cidade.hub.notify import Notifier
 from cidade.hub.subscriptions_api import SubscriptionApi
 from cidade.hub.temporal_api import TemporalApi
 from cidade.store import Store, open_store
@@ -46,12 +47,14 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         base_urls=[settings.base_url],
     )
     hub = HubApi(settings, store, resolver)
+    notifier = Notifier(store, resolver, settings)
     ready = {"ok": False}
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         resolver.load_hosted([(c["info"], c["body"]) for c in await store.hosted_contexts()])
+        await notifier.start()
         # Everything built so far lives as long as the process: keep the collector from walking it
         # again and again (gen-2 passes over long-lived objects show up as latency spikes).
         gc.freeze()
@@ -60,6 +63,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             yield
         finally:
             ready["ok"] = False
+            await notifier.stop()
             await resolver.aclose()
             await store.close()
 
@@ -107,6 +111,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.settings = settings
     app.state.store = store
     app.state.hub = hub
+    app.state.notifier = notifier
     return app
 
 

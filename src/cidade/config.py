@@ -31,6 +31,17 @@ class Settings:
     history: bool = True  # CIDADE_HISTORY: keep every change of every attribute (temporal API)
     # CIDADE_HISTORY_AFTER_DELETE: keep an entity's history when the entity is deleted
     history_after_delete: bool = False
+    # CIDADE_NOTIFICATION_TIMEOUT: seconds to wait for an endpoint (its own `timeout` wins)
+    notification_timeout: float = 10.0
+    # CIDADE_NOTIFICATION_RETRY_MAX: longest wait, in seconds, between two tries of one endpoint
+    notification_retry_max: float = 60.0
+    # CIDADE_NOTIFICATION_MAX_AGE: seconds after which an undeliverable notification is given up
+    notification_max_age: float = 86400.0
+    # CIDADE_NOTIFICATION_LEASE: seconds a worker holds an endpoint's queue without renewing it
+    # (how long a dead worker's queues wait before another worker takes them)
+    notification_lease: float = 30.0
+    # CIDADE_NOTIFICATION_POLL: seconds between looks for due retries and periodic notifications
+    notification_poll: float = 1.0
 
     @property
     def base_url(self) -> str:
@@ -53,6 +64,11 @@ _ENV = {
     "public_url": ("CIDADE_PUBLIC_URL", str),
     "history": ("CIDADE_HISTORY", "bool"),
     "history_after_delete": ("CIDADE_HISTORY_AFTER_DELETE", "bool"),
+    "notification_timeout": ("CIDADE_NOTIFICATION_TIMEOUT", float),
+    "notification_retry_max": ("CIDADE_NOTIFICATION_RETRY_MAX", float),
+    "notification_max_age": ("CIDADE_NOTIFICATION_MAX_AGE", float),
+    "notification_lease": ("CIDADE_NOTIFICATION_LEASE", float),
+    "notification_poll": ("CIDADE_NOTIFICATION_POLL", float),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -36,7 +36,7 @@ from cidade.hub.http import (
     tenant_of,
 )
 from cidade.hub.jsonld import ContextResolver
-from cidade.hub.model import View, render_entity
+from cidade.hub.model import View, geojson_feature, render_entity
 from cidade.hub.querying import build_query, projection
 from cidade.store.base import EntityQuery, Store
 
@@ -100,7 +100,9 @@ class HubApi:
             return json_response(
                 {
                     "type": "FeatureCollection",
-                    "features": [_feature(e, r, geo) for e, r in zip(entities, items, strict=True)],
+                    "features": [
+                        geojson_feature(e, r, geo) for e, r in zip(entities, items, strict=True)
+                    ],
                 },
                 kind=GEO_JSON,
                 ctx=ctx,
@@ -166,7 +168,7 @@ class HubApi:
         entity = await self.entities.get(tenant, request.path_params["entity_id"])
         body = render_entity(entity, view)
         if kind == GEO_JSON:
-            body = _feature(entity, body, self._geometry_property(request, ctx))
+            body = geojson_feature(entity, body, self._geometry_property(request, ctx))
         return json_response(body, kind=kind, ctx=ctx)
 
     async def delete_entity(self, request: Request) -> Response:
@@ -492,17 +494,6 @@ def _strip_context(body: Any) -> Any:
     if isinstance(body, list):
         return [_strip_context(b) for b in body]
     return body
-
-
-def _feature(entity: dict, rendered: dict, geometry_iri: str) -> dict[str, Any]:
-    """An entity as a GeoJSON Feature (§4.5.16)."""
-    geometry = None
-    for inst in entity["attrs"].get(geometry_iri, []):
-        if inst["type"] == "GeoProperty":
-            geometry = inst["value"]
-            break
-    props = {k: v for k, v in rendered.items() if k not in ("id", "@context")}
-    return {"id": entity["id"], "type": "Feature", "geometry": geometry, "properties": props}
 
 
 def _query_entities_selector(

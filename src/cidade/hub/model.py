@@ -442,3 +442,14 @@ def _render_instance(inst: dict[str, Any], view: View) -> Any:
         if kind == "GeoProperty":
             return value
     return out
+
+
+def geojson_feature(entity: dict, rendered: dict, geometry_iri: str) -> dict[str, Any]:
+    """An entity as a GeoJSON Feature (§4.5.16)."""
+    geometry = None
+    for inst in entity["attrs"].get(geometry_iri, []):
+        if inst["type"] == "GeoProperty":
+            geometry = inst["value"]
+            break
+    props = {k: v for k, v in rendered.items() if k not in ("id", "@context")}
+    return {"id": entity["id"], "type": "Feature", "geometry": geometry, "properties": props}

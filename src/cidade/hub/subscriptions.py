@@ -32,6 +32,9 @@ from cidade.hub.query.q import QNode, parse_q
 from cidade.hub.query.types import TypeExpr, parse_type_expression, type_matches
 
 SUBSCRIPTION_TYPE = "Subscription"
+# Internal members of the stored form (never rendered; "_" keeps them apart from spec members):
+CONTEXT_MEMBER = "_context"  # the @context the subscription was created with
+Q_TERMS_MEMBER = "_qTerms"  # {name in q: IRI} as the q's own @context expanded them
 
 TRIGGERS = (
     "entityCreated",
@@ -121,6 +124,18 @@ def normalize_subscription(
     return _normalize(body, terms, now, subscription_id=subscription_id, check_expiry=True)
 
 
+def normalize_new_subscription(
+    body: dict[str, Any], terms: Terms, now: str, context: Any = None
+) -> dict[str, Any]:
+    """``normalize_subscription``, recording the @context the request used (its Link URL or its
+    body's @context) so notifications can be compacted with it when ``jsonldContext`` is absent
+    (§5.8.1)."""
+    sub = normalize_subscription(body, terms, now)
+    if context is not None:
+        sub[CONTEXT_MEMBER] = context
+    return sub
+
+
 def _normalize(
     body: object,
     terms: Terms,
@@ -178,8 +193,12 @@ def _normalize(
         q = body["q"]
         if not isinstance(q, str):
             raise BadRequestData(f"q must be a string, got {_short(q)}")
-        parse_q(q, terms.expand)  # validation only: 400 with the position on a bad q
+        # Parse once now: a 400 with the position on a bad q, and the IRI of every name it uses
+        # recorded, so the notifier can parse it later without the request's @context.
+        names: dict[str, str] = {}
+        parse_q(q, lambda name: names.setdefault(name, terms.expand(name)))
         out["q"] = q
+        out[Q_TERMS_MEMBER] = names
     if "geoQ" in body:
         out["geoQ"] = _geoq(body["geoQ"], terms)
 
@@ -504,7 +523,7 @@ def merge_subscription(
             body.pop(key, None)
         else:
             body[key] = value
-    return _normalize(
+    merged = _normalize(
         body,
         terms,
         now,
@@ -514,6 +533,12 @@ def merge_subscription(
         check_expiry="expiresAt" in patch,
         created_at=stored.get("createdAt", now),
     )
+    # The q the client did not touch keeps the names it was written with.
+    if "q" not in patch and Q_TERMS_MEMBER in stored and "q" in merged:
+        merged[Q_TERMS_MEMBER] = stored[Q_TERMS_MEMBER]
+    if CONTEXT_MEMBER in stored:
+        merged[CONTEXT_MEMBER] = stored[CONTEXT_MEMBER]
+    return merged
 
 
 def _is_null(value: object) -> bool:
@@ -543,7 +568,7 @@ def _client_form(stored: dict[str, Any], terms: Terms) -> dict[str, Any]:
     """The stored members with names compacted; no status, no system members."""
     out: dict[str, Any] = {}
     for key, value in stored.items():
-        if key in _READ_ONLY:
+        if key in _READ_ONLY or key.startswith("_"):
             continue
         if key == "entities":
             out[key] = [
@@ -629,6 +654,11 @@ def _stored_type_expr(stored_type: str) -> TypeExpr:
     return parse_type_expression(stored_type, lambda name: name)
 
 
+def selector_type(selector: dict[str, Any]) -> TypeExpr:
+    """The parsed type expression of a stored EntitySelector (IRIs, as queries take them)."""
+    return _stored_type_expr(selector["type"])
+
+
 def subscription_matches_entity_type(stored: dict[str, Any], types: list[str]) -> bool:
     """Whether an entity with these (expanded) types may concern the subscription: true when it
     has no entities (watchedAttributes only) or any selector's type expression matches."""
@@ -679,7 +709,16 @@ def subscription_q(stored: dict[str, Any], expand: Callable[[str], str]) -> QNod
     """The parsed ``q`` of a subscription, its names expanded with the subscription's own
     @context (``expand``); None without q."""
     text = stored.get("q")
-    return None if text is None else parse_q(text, expand)
+    if text is None:
+        return None
+    names = stored.get(Q_TERMS_MEMBER) or {}
+    return parse_q(text, lambda name: names.get(name) or expand(name))
+
+
+def notification_context(stored: dict[str, Any]) -> Any:
+    """The @context to compact a subscription's notifications with (§5.8.1): ``jsonldContext``,
+    else the one it was created with, else None (the core context)."""
+    return stored.get("jsonldContext") or stored.get(CONTEXT_MEMBER)
 
 
 def subscription_geoq(stored: dict[str, Any]) -> GeoQuery | None:
@@ -707,10 +746,13 @@ __all__ = [
     "compact_type_expression",
     "is_active",
     "merge_subscription",
+    "normalize_new_subscription",
     "normalize_subscription",
     "notification_attributes",
+    "notification_context",
     "render_subscription",
     "render_type_expression",
+    "selector_type",
     "subscription_geoq",
     "subscription_matches_entity",
     "subscription_matches_entity_type",

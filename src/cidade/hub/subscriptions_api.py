@@ -23,7 +23,7 @@ from cidade.hub.http import (
 from cidade.hub.model import is_uri
 from cidade.hub.subscriptions import (
     merge_subscription,
-    normalize_subscription,
+    normalize_new_subscription,
     render_subscription,
 )
 
@@ -51,7 +51,19 @@ class SubscriptionApi:
         body, ctx = await self.hub.read_body(request)
         if not isinstance(body, dict):
             raise BadRequestData("a subscription must be a JSON object")
-        sub = normalize_subscription(body, ctx.terms, timefmt.now())
+        context: Any = ctx.link
+        if ctx.body_context is not None:
+            # Notifications name their @context by URL (Link header or @context member): an
+            # inline one is hosted here, as §5.13 allows, and named by its URL.
+            body_context = ctx.body_context
+            if isinstance(body_context, str):
+                context = body_context
+            else:
+                info = await self.hub.resolver.register_implicit(
+                    body_context, self.hub.settings.base_url
+                )
+                context = info.url
+        sub = normalize_new_subscription(body, ctx.terms, timefmt.now(), context)
         if not await self.store.create_subscription(tenant, sub):
             raise AlreadyExists(f"subscription {sub['id']} already exists")
         location = f"{PREFIX}/subscriptions/{urllib.parse.quote(sub['id'], safe=':')}"
@@ -69,7 +81,13 @@ class SubscriptionApi:
         sys_attrs = "sysAttrs" in options_param(request)
         subs, total = await self.store.list_subscriptions(tenant, limit, offset)
         now = timefmt.now()
-        body = [render_subscription(s, ctx.terms, sys_attrs=sys_attrs, now=now) for s in subs]
+        status = await self.store.notification_status(tenant, [s["id"] for s in subs])
+        body = [
+            render_subscription(
+                s, ctx.terms, status_info=status.get(s["id"]), sys_attrs=sys_attrs, now=now
+            )
+            for s in subs
+        ]
         headers = {"NGSILD-Results-Count": str(total)} if count else {}
         return json_response(body, kind=kind, ctx=ctx, headers=headers)
 
@@ -80,7 +98,14 @@ class SubscriptionApi:
         kind = accepted(request, geo=False)
         sub = await self._get(tenant, self._id(request))
         sys_attrs = "sysAttrs" in options_param(request)
-        body = render_subscription(sub, ctx.terms, sys_attrs=sys_attrs, now=timefmt.now())
+        status = await self.store.notification_status(tenant, [sub["id"]])
+        body = render_subscription(
+            sub,
+            ctx.terms,
+            status_info=status.get(sub["id"]),
+            sys_attrs=sys_attrs,
+            now=timefmt.now(),
+        )
         return json_response(body, kind=kind, ctx=ctx)
 
     async def update(self, request: Request) -> Response:

@@ -64,6 +64,44 @@ class HistoryQuery:
     last_n: int | None = None  # only the last N instances of each attribute
 
 
+OutboxEntry = tuple[str, str, bytes]  # (lane = endpoint URI, subscription id, body JSON)
+
+
+@dataclass(slots=True)
+class ChangeWatch:
+    """How the hub's notifier hooks into writes. Inside every write transaction the store
+    compiles the subscriptions (once per subscription epoch, re-read in that transaction), asks
+    ``match`` which notifications the change causes, and inserts them into the outbox before
+    committing; after the commit it calls ``enqueued`` to wake the notifier."""
+
+    compile: Callable[[dict[str, Any]], Any | None]
+    # (compiled subscriptions of the tenant, changed ids, before, after, now) -> entries
+    match: Callable[[list[Any], list[str], dict, dict, str], list[OutboxEntry]]
+    enqueued: Callable[[], None]
+
+
+@dataclass(slots=True)
+class OutboxItem:
+    """One notification waiting in a lane."""
+
+    seq: int
+    tenant: str
+    subscription_id: str
+    created_at: float  # epoch seconds of the change
+    attempts: int
+    body: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What became of one outbox item: "sent", "failed" (given up: counted, not retried) or
+    "dropped" (its subscription is gone, or throttled: not counted)."""
+
+    item: OutboxItem
+    result: str
+    at: str  # when it was attempted (stored timestamp format)
+
+
 @dataclass(slots=True)
 class QueryResult:
     entities: list[Entity]
@@ -128,6 +166,48 @@ class Store(Protocol):
     async def list_subscriptions(
         self, tenant: str, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]: ...
+
+    # -- notification delivery (hub/notify); every method is one short transaction ----------
+
+    watch: ChangeWatch | None
+
+    async def claim_lanes(self, owner: str, now: float, lease: float) -> list[str]:
+        """Take every lane that has notifications waiting, is due (past its retry time) and is
+        not leased by a live owner: its lease becomes ``owner``'s until ``now + lease``."""
+        ...
+
+    async def lane_items(self, lane: str, limit: int) -> list[OutboxItem]:
+        """The oldest ``limit`` notifications of a lane, in order."""
+        ...
+
+    async def settle(
+        self, lane: str, owner: str, outcomes: list[Outcome], lease_until: float
+    ) -> bool:
+        """Record attempts that are over (remove their items, count them in their
+        subscription's status) and renew the lease; False, changing nothing, when the lane is
+        no longer ``owner``'s."""
+        ...
+
+    async def defer_lane(
+        self, lane: str, owner: str, item: OutboxItem, at: str, retry_at: float
+    ) -> None:
+        """A retryable failure of ``item``: count it, keep it at the head, and release the lane
+        until ``retry_at``."""
+        ...
+
+    async def release_lane(self, lane: str, owner: str) -> None: ...
+
+    async def notification_status(self, tenant: str, ids: list[str]) -> dict[str, dict]:
+        """{subscription id: {timesSent, timesFailed, lastNotification, lastSuccess,
+        lastFailure}} for those that have notified."""
+        ...
+
+    async def claim_periodic(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+        """(tenant, subscription) of every periodic subscription due at ``now``, each moved to
+        its next due time in the same statement, so one worker takes each turn."""
+        ...
+
+    async def enqueue(self, tenant: str, entries: list[OutboxEntry]) -> None: ...
 
     async def hosted_contexts(self) -> list[dict[str, Any]]: ...
 

@@ -10,8 +10,9 @@ Geo-queries: PostGIS on the GiST indexes — geodesic distances on the WGS84 sph
 
 from __future__ import annotations
 
+import time
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,17 +22,23 @@ import orjson
 from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import GeoQuery
 from cidade.hub.query.postgres_q import to_postgres
+from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
+    ChangeWatch,
     Entity,
     EntityQuery,
     HistoryQuery,
+    OutboxEntry,
+    OutboxItem,
+    Outcome,
     QueryResult,
     TypeExpr,
     WriteOp,
 )
 from cidade.store.changes import apply_ops
 from cidade.store.history import HistoryRow, changed_instances
+from cidade.store.outbox import status_info, status_rows
 from cidade.store.postgres.migrations import migrate
 
 PARTITION_LOCK = 0x43494442  # serialises creation of history partitions across workers
@@ -92,6 +99,12 @@ class PostgresStore:
         # Months whose history partition this process has seen exist. Partitions are only ever
         # dropped by retention; a write that finds one gone clears this and retries.
         self._partitions: set[str] = set()
+        self.watch: ChangeWatch | None = None
+        # (subscription epoch, {tenant: compiled subscriptions}), checked in every write
+        self.watching: tuple[int, dict[str, list[Any]]] = (-1, {})
+        # NOTIFY channel that wakes every worker's notifier; one per schema (deployment).
+        self.channel = f"cidade_outbox_{self.schema or 'public'}"[:63]
+        self._listener: asyncpg.Connection | None = None
 
     async def open(self) -> None:
         conn = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
@@ -109,7 +122,16 @@ class PostgresStore:
             init=_init_connection,
         )
 
+    async def listen(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` whenever any worker commits notifications (PostgreSQL LISTEN)."""
+        if self._listener is None:
+            self._listener = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
+            await self._listener.add_listener(self.channel, lambda *_: wake())
+
     async def close(self) -> None:
+        if self._listener is not None:
+            await self._listener.close()
+            self._listener = None
         if self.pool is not None:
             await self.pool.close()
             self.pool = None
@@ -139,7 +161,10 @@ class PostgresStore:
         for attempt in (1, 2):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():
-                    return await _write_batch(conn, tenant, ops, self)
+                    results, notified = await _write_batch(conn, tenant, ops, self)
+                if notified and self.watch is not None:
+                    self.watch.enqueued()
+                return results
             except asyncpg.CheckViolationError as exc:
                 # "no partition of relation attr_history found for row": a month this process
                 # believed existed was dropped (retention) by another; forget and retry once.
@@ -340,7 +365,13 @@ class PostgresStore:
                 sub["id"],
                 orjson.dumps(sub).decode(),
             )
-        return status.split()[-1] == "1"
+            if status.split()[-1] != "1":
+                return False
+            await conn.execute(
+                "DELETE FROM subscription_status WHERE tenant = $1 AND id = $2", tenant, sub["id"]
+            )
+            await _bump_epoch(conn)
+        return True
 
     async def get_subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None:
         return await self._pool.fetchval(
@@ -348,19 +379,39 @@ class PostgresStore:
         )
 
     async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
-        status = await self._pool.execute(
-            "UPDATE subscriptions SET doc = $3::text::jsonb WHERE tenant = $1 AND id = $2",
-            tenant,
-            sub["id"],
-            orjson.dumps(sub).decode(),
-        )
-        return status.split()[-1] == "1"
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE subscriptions SET doc = $3::text::jsonb WHERE tenant = $1 AND id = $2",
+                tenant,
+                sub["id"],
+                orjson.dumps(sub).decode(),
+            )
+            if status.split()[-1] != "1":
+                return False
+            # A new timeInterval (or one switched back on) starts its clock again.
+            await conn.execute(
+                "UPDATE subscription_status SET next_periodic = NULL WHERE tenant = $1 AND id = $2",
+                tenant,
+                sub["id"],
+            )
+            await _bump_epoch(conn)
+        return True
 
     async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
-        status = await self._pool.execute(
-            "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id
-        )
-        return status.split()[-1] == "1"
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id
+            )
+            if status.split()[-1] != "1":
+                return False
+            await conn.execute(
+                "DELETE FROM outbox WHERE tenant = $1 AND subscription_id = $2", tenant, sub_id
+            )
+            await conn.execute(
+                "DELETE FROM subscription_status WHERE tenant = $1 AND id = $2", tenant, sub_id
+            )
+            await _bump_epoch(conn)
+        return True
 
     async def list_subscriptions(
         self, tenant: str, limit: int, offset: int
@@ -375,6 +426,114 @@ class PostgresStore:
                 tenant,
             )
         return [r["doc"] for r in rows], total
+
+    # -- notification delivery ------------------------------------------------------------------
+
+    async def claim_lanes(self, owner: str, now: float, lease: float) -> list[str]:
+        # SKIP LOCKED: workers claiming at once split the lanes instead of queueing on them.
+        rows = await self._pool.fetch(
+            "UPDATE delivery_lanes d SET owner = $1, lease_until = $2"
+            " FROM (SELECT lane FROM delivery_lanes"
+            "  WHERE (owner IS NULL OR lease_until < $3) AND retry_at <= $3"
+            "  AND EXISTS (SELECT 1 FROM outbox o WHERE o.lane = delivery_lanes.lane)"
+            "  FOR UPDATE SKIP LOCKED) free"
+            " WHERE d.lane = free.lane RETURNING d.lane",
+            owner,
+            now + lease,
+            now,
+        )
+        return [r["lane"] for r in rows]
+
+    async def lane_items(self, lane: str, limit: int) -> list[OutboxItem]:
+        rows = await self._pool.fetch(
+            "SELECT seq, tenant, subscription_id, created_at, attempts, body FROM outbox"
+            " WHERE lane = $1 ORDER BY seq LIMIT $2",
+            lane,
+            limit,
+        )
+        return [OutboxItem(*r) for r in rows]
+
+    async def settle(
+        self, lane: str, owner: str, outcomes: list[Outcome], lease_until: float
+    ) -> bool:
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "UPDATE delivery_lanes SET lease_until = $1, failures = 0"
+                " WHERE lane = $2 AND owner = $3",
+                lease_until,
+                lane,
+                owner,
+            )
+            if status.split()[-1] != "1":
+                return False
+            await conn.execute(
+                "DELETE FROM outbox WHERE seq = ANY($1::bigint[])", [o.item.seq for o in outcomes]
+            )
+            await conn.executemany(_STATUS_UPSERT, status_rows(outcomes))
+        return True
+
+    async def defer_lane(
+        self, lane: str, owner: str, item: OutboxItem, at: str, retry_at: float
+    ) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = $1", item.seq)
+            await conn.execute(
+                "UPDATE delivery_lanes SET owner = NULL, retry_at = $1, failures = failures + 1"
+                " WHERE lane = $2 AND owner = $3",
+                retry_at,
+                lane,
+                owner,
+            )
+            await conn.executemany(_STATUS_UPSERT, status_rows([Outcome(item, "failed", at)]))
+
+    async def release_lane(self, lane: str, owner: str) -> None:
+        await self._pool.execute(
+            "UPDATE delivery_lanes SET owner = NULL WHERE lane = $1 AND owner = $2", lane, owner
+        )
+
+    async def notification_status(self, tenant: str, ids: list[str]) -> dict[str, dict]:
+        if not ids:
+            return {}
+        rows = await self._pool.fetch(
+            "SELECT id, times_sent, times_failed, last_notification, last_success, last_failure"
+            " FROM subscription_status WHERE tenant = $1 AND id = ANY($2::text[])",
+            tenant,
+            ids,
+        )
+        return {r[0]: status_info(tuple(r)[1:]) for r in rows}
+
+    async def claim_periodic(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+        taken = []
+        async with self._pool.acquire() as conn, conn.transaction():
+            due = await conn.fetch(
+                "SELECT s.tenant, s.doc, st.next_periodic FROM subscriptions s"
+                " LEFT JOIN subscription_status st ON st.tenant = s.tenant AND st.id = s.id"
+                " WHERE s.doc ? 'timeInterval' AND coalesce(st.next_periodic, 0) <= $1",
+                now,
+            )
+            for tenant, sub, previous in due:
+                # Compare-and-set on the due time: of several workers, one takes each turn.
+                got = await conn.fetchval(
+                    "INSERT INTO subscription_status AS st (tenant, id, next_periodic)"
+                    " VALUES ($1, $2, $3) ON CONFLICT (tenant, id) DO UPDATE"
+                    " SET next_periodic = excluded.next_periodic"
+                    " WHERE st.next_periodic IS NOT DISTINCT FROM $4 RETURNING 1",
+                    tenant,
+                    sub["id"],
+                    now + float(sub["timeInterval"]),
+                    previous,
+                )
+                if got:
+                    taken.append((tenant, sub))
+        return taken
+
+    async def enqueue(self, tenant: str, entries: list[OutboxEntry]) -> None:
+        if not entries:
+            return
+        async with self._pool.acquire() as conn, conn.transaction():
+            await _insert_outbox(conn, self, tenant, entries)
+        if self.watch is not None:
+            self.watch.enqueued()
 
     # -- hosted @contexts -----------------------------------------------------------------------
 
@@ -422,9 +581,61 @@ def _geo_sql(geo: GeoQuery, bind: Any) -> str:
     )
 
 
+_STATUS_UPSERT = (
+    "INSERT INTO subscription_status AS s (tenant, id, times_sent, times_failed,"
+    " last_notification, last_success, last_failure) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+    " ON CONFLICT (tenant, id) DO UPDATE"
+    " SET times_sent = s.times_sent + excluded.times_sent,"
+    " times_failed = s.times_failed + excluded.times_failed,"
+    " last_notification = coalesce(excluded.last_notification, s.last_notification),"
+    " last_success = coalesce(excluded.last_success, s.last_success),"
+    " last_failure = coalesce(excluded.last_failure, s.last_failure)"
+)
+
+
+async def _bump_epoch(conn: asyncpg.Connection) -> None:
+    await conn.execute("UPDATE subscription_epoch SET epoch = epoch + 1")
+
+
+async def _insert_outbox(
+    conn: asyncpg.Connection, store: PostgresStore, tenant: str, entries: list[OutboxEntry]
+) -> None:
+    await conn.execute(
+        "INSERT INTO outbox(lane, tenant, subscription_id, created_at, body)"
+        " SELECT u.lane, $1, u.sub, $2, u.body::jsonb"
+        " FROM unnest($3::text[], $4::text[], $5::text[]) AS u(lane, sub, body)",
+        tenant,
+        time.time(),
+        [e[0] for e in entries],
+        [e[1] for e in entries],
+        [e[2].decode() for e in entries],
+    )
+    await conn.execute(
+        "INSERT INTO delivery_lanes(lane) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+        sorted({e[0] for e in entries}),
+    )
+    # Delivered at commit, to every worker listening (this one included).
+    await conn.execute("SELECT pg_notify($1, '')", store.channel)
+
+
+async def _watching(conn: asyncpg.Connection, store: PostgresStore, tenant: str) -> list[Any]:
+    """The tenant's compiled subscriptions, recompiled when the epoch read in this transaction
+    differs from the one they were compiled at (another worker may have changed them)."""
+    assert store.watch is not None
+    epoch = await conn.fetchval("SELECT epoch FROM subscription_epoch")
+    if epoch != store.watching[0]:
+        by_tenant: dict[str, list[Any]] = {}
+        for r in await conn.fetch("SELECT tenant, doc FROM subscriptions ORDER BY seq"):
+            compiled = store.watch.compile(r["doc"])
+            if compiled is not None:
+                by_tenant.setdefault(r["tenant"], []).append(compiled)
+        store.watching = (epoch, by_tenant)
+    return store.watching[1].get(tenant, [])
+
+
 async def _write_batch(
     conn: asyncpg.Connection, tenant: str, ops: Sequence[WriteOp], store: PostgresStore
-) -> list[Any]:
+) -> tuple[list[Any], bool]:
     await conn.execute("INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
     ids = list(dict.fromkeys(op.entity_id for op in ops))
     # Lock every entity this call touches, existing or not, in one fixed order.
@@ -535,7 +746,16 @@ async def _write_batch(
         )
     if history_rows:
         await _insert_history(conn, store, tenant, history_rows)
-    return applied.results
+    entries: list[OutboxEntry] = []
+    if store.watch is not None and applied.changed:
+        watching = await _watching(conn, store, tenant)
+        if watching:
+            entries = store.watch.match(
+                watching, applied.changed, applied.before, applied.after, now_iso()
+            )
+            if entries:
+                await _insert_outbox(conn, store, tenant, entries)
+    return applied.results, bool(entries)
 
 
 async def _insert_history(

@@ -117,6 +117,10 @@ class Database:
         try:
             conn.execute("BEGIN IMMEDIATE")
             for fn, fut in group:
+                # A caller cancelled while waiting (e.g. at shutdown): skip its write, and never
+                # try to set the result of a cancelled future, which would kill this thread.
+                if not fut.set_running_or_notify_cancel():
+                    continue
                 conn.execute("SAVEPOINT op")
                 try:
                     value = fn(conn)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -15,17 +16,23 @@ from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import geometry_bbox
 from cidade.hub.query.q import evaluate
 from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
+from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
+    ChangeWatch,
     Entity,
     EntityQuery,
     HistoryQuery,
+    OutboxEntry,
+    OutboxItem,
+    Outcome,
     QueryResult,
     TypeExpr,
     WriteOp,
 )
 from cidade.store.changes import apply_ops
 from cidade.store.history import HistoryRow, changed_instances
+from cidade.store.outbox import status_info, status_rows
 from cidade.store.sqlite.database import Database
 
 
@@ -81,6 +88,9 @@ class SqliteStore:
         self.db = Database(path, _setup)
         self.keep_history = history  # keep every change of every attribute (the temporal API)
         self.history_after_delete = history_after_delete
+        self.watch: ChangeWatch | None = None
+        # (subscription epoch, {tenant: compiled subscriptions}); only the writer thread uses it
+        self.watching: tuple[int, dict[str, list[Any]]] = (-1, {})
 
     async def open(self) -> None:
         self.db.start(_init)
@@ -109,11 +119,10 @@ class SqliteStore:
         return orjson.loads(row[0]) if row else None
 
     async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
-        return await self.db.write(
-            lambda conn: _write_batch(
-                conn, tenant, ops, self.keep_history, self.history_after_delete
-            )
-        )
+        results, notified = await self.db.write(lambda conn: _write_batch(conn, tenant, ops, self))
+        if notified and self.watch is not None:
+            self.watch.enqueued()
+        return results
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult:
         geo = query.geo
@@ -321,7 +330,13 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO subscriptions(tenant, id, doc, seq) VALUES (?, ?, ?, ?)",
                 (tenant, sub["id"], orjson.dumps(sub).decode(), seq),
             )
-            return cur.rowcount == 1
+            if cur.rowcount != 1:
+                return False
+            conn.execute(
+                "DELETE FROM subscription_status WHERE tenant = ? AND id = ?", (tenant, sub["id"])
+            )
+            _bump_epoch(conn)
+            return True
 
         return await self.db.write(run)
 
@@ -334,25 +349,40 @@ class SqliteStore:
         return orjson.loads(row[0]) if row else None
 
     async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
-        return await self.db.write(
-            lambda c: (
-                c.execute(
-                    "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
-                    (orjson.dumps(sub).decode(), tenant, sub["id"]),
-                ).rowcount
-                == 1
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
+                (orjson.dumps(sub).decode(), tenant, sub["id"]),
             )
-        )
+            if cur.rowcount != 1:
+                return False
+            # A new timeInterval (or one switched back on) starts its clock again.
+            conn.execute(
+                "UPDATE subscription_status SET next_periodic = NULL WHERE tenant = ? AND id = ?",
+                (tenant, sub["id"]),
+            )
+            _bump_epoch(conn)
+            return True
+
+        return await self.db.write(run)
 
     async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
-        return await self.db.write(
-            lambda c: (
-                c.execute(
-                    "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, sub_id)
-                ).rowcount
-                == 1
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, sub_id)
             )
-        )
+            if cur.rowcount != 1:
+                return False
+            conn.execute(
+                "DELETE FROM outbox WHERE tenant = ? AND subscription_id = ?", (tenant, sub_id)
+            )
+            conn.execute(
+                "DELETE FROM subscription_status WHERE tenant = ? AND id = ?", (tenant, sub_id)
+            )
+            _bump_epoch(conn)
+            return True
+
+        return await self.db.write(run)
 
     async def list_subscriptions(
         self, tenant: str, limit: int, offset: int
@@ -368,6 +398,111 @@ class SqliteStore:
             return [orjson.loads(r[0]) for r in rows], total
 
         return await self.db.read(run)
+
+    # -- notification delivery ------------------------------------------------------------------
+
+    async def claim_lanes(self, owner: str, now: float, lease: float) -> list[str]:
+        rows = await self.db.write(
+            lambda c: c.execute(
+                "UPDATE delivery_lanes SET owner = ?, lease_until = ?"
+                " WHERE (owner IS NULL OR lease_until < ?) AND retry_at <= ?"
+                " AND EXISTS (SELECT 1 FROM outbox o WHERE o.lane = delivery_lanes.lane)"
+                " RETURNING lane",
+                (owner, now + lease, now, now),
+            ).fetchall()
+        )
+        return [r[0] for r in rows]
+
+    async def lane_items(self, lane: str, limit: int) -> list[OutboxItem]:
+        rows = self.db.read_now(
+            lambda c: c.execute(
+                "SELECT seq, tenant, subscription_id, created_at, attempts, body FROM outbox"
+                " WHERE lane = ? ORDER BY seq LIMIT ?",
+                (lane, limit),
+            ).fetchall()
+        )
+        return [OutboxItem(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
+
+    async def settle(
+        self, lane: str, owner: str, outcomes: list[Outcome], lease_until: float
+    ) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                "UPDATE delivery_lanes SET lease_until = ?, failures = 0"
+                " WHERE lane = ? AND owner = ?",
+                (lease_until, lane, owner),
+            )
+            if cur.rowcount != 1:
+                return False
+            conn.executemany("DELETE FROM outbox WHERE seq = ?", [(o.item.seq,) for o in outcomes])
+            conn.executemany(_STATUS_UPSERT, status_rows(outcomes))
+            return True
+
+        return await self.db.write(run)
+
+    async def defer_lane(
+        self, lane: str, owner: str, item: OutboxItem, at: str, retry_at: float
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = ?", (item.seq,))
+            conn.execute(
+                "UPDATE delivery_lanes SET owner = NULL, retry_at = ?, failures = failures + 1"
+                " WHERE lane = ? AND owner = ?",
+                (retry_at, lane, owner),
+            )
+            conn.executemany(_STATUS_UPSERT, status_rows([Outcome(item, "failed", at)]))
+
+        await self.db.write(run)
+
+    async def release_lane(self, lane: str, owner: str) -> None:
+        await self.db.write(
+            lambda c: c.execute(
+                "UPDATE delivery_lanes SET owner = NULL WHERE lane = ? AND owner = ?",
+                (lane, owner),
+            )
+        )
+
+    async def notification_status(self, tenant: str, ids: list[str]) -> dict[str, dict]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self.db.read_now(
+            lambda c: c.execute(
+                "SELECT id, times_sent, times_failed, last_notification, last_success,"
+                f" last_failure FROM subscription_status WHERE tenant = ? AND id IN ({marks})",
+                (tenant, *ids),
+            ).fetchall()
+        )
+        return {r[0]: status_info(r[1:]) for r in rows}
+
+    async def claim_periodic(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+        def run(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
+            due = conn.execute(
+                "SELECT s.tenant, s.doc FROM subscriptions s LEFT JOIN subscription_status st"
+                " ON st.tenant = s.tenant AND st.id = s.id"
+                " WHERE json_extract(s.doc, '$.timeInterval') IS NOT NULL"
+                " AND coalesce(st.next_periodic, 0) <= ?",
+                (now,),
+            ).fetchall()
+            taken = []
+            for tenant, doc in due:
+                sub = orjson.loads(doc)
+                conn.execute(
+                    "INSERT INTO subscription_status(tenant, id, next_periodic) VALUES (?, ?, ?)"
+                    " ON CONFLICT (tenant, id) DO UPDATE SET next_periodic = excluded.next_periodic",
+                    (tenant, sub["id"], now + float(sub["timeInterval"])),
+                )
+                taken.append((tenant, sub))
+            return taken
+
+        return await self.db.write(run)
+
+    async def enqueue(self, tenant: str, entries: list[OutboxEntry]) -> None:
+        if not entries:
+            return
+        await self.db.write(lambda c: _insert_outbox(c, tenant, entries))
+        if self.watch is not None:
+            self.watch.enqueued()
 
     # -- hosted @contexts -----------------------------------------------------------------------
 
@@ -393,16 +528,58 @@ class SqliteStore:
         )
 
 
+_STATUS_UPSERT = (
+    "INSERT INTO subscription_status(tenant, id, times_sent, times_failed, last_notification,"
+    " last_success, last_failure) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, id) DO UPDATE"
+    " SET times_sent = times_sent + excluded.times_sent,"
+    " times_failed = times_failed + excluded.times_failed,"
+    " last_notification = coalesce(excluded.last_notification, last_notification),"
+    " last_success = coalesce(excluded.last_success, last_success),"
+    " last_failure = coalesce(excluded.last_failure, last_failure)"
+)
+
+
+def _bump_epoch(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE subscription_epoch SET epoch = epoch + 1")
+
+
+def _insert_outbox(conn: sqlite3.Connection, tenant: str, entries: list[OutboxEntry]) -> None:
+    at = time.time()
+    conn.executemany(
+        "INSERT INTO outbox(lane, tenant, subscription_id, created_at, body)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [(lane, tenant, sub_id, at, body.decode()) for lane, sub_id, body in entries],
+    )
+    conn.executemany(
+        "INSERT OR IGNORE INTO delivery_lanes(lane) VALUES (?)",
+        [(lane,) for lane in {e[0] for e in entries}],
+    )
+
+
+def _watching(conn: sqlite3.Connection, store: SqliteStore, tenant: str) -> list[Any]:
+    """The tenant's compiled subscriptions, recompiled when the epoch read in this transaction
+    differs from the one they were compiled at."""
+    assert store.watch is not None
+    (epoch,) = conn.execute("SELECT epoch FROM subscription_epoch").fetchone()
+    if epoch != store.watching[0]:
+        by_tenant: dict[str, list[Any]] = {}
+        for t, doc in conn.execute("SELECT tenant, doc FROM subscriptions ORDER BY seq"):
+            compiled = store.watch.compile(orjson.loads(doc))
+            if compiled is not None:
+                by_tenant.setdefault(t, []).append(compiled)
+        store.watching = (epoch, by_tenant)
+    return store.watching[1].get(tenant, [])
+
+
 def _write_batch(
-    conn: sqlite3.Connection,
-    tenant: str,
-    ops: Sequence[WriteOp],
-    history: bool = True,
-    history_after_delete: bool = False,
-) -> list[Any]:
+    conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp], store: SqliteStore
+) -> tuple[list[Any], bool]:
     """Apply every op in memory first (an op that raises changes nothing), then write all the
     survivors' rows with a handful of executemany calls: per-row statements would cost more than
-    everything else in a batch upsert."""
+    everything else in a batch upsert. Returns the per-op results and whether notifications
+    were enqueued."""
+    history = store.keep_history
+    history_after_delete = store.history_after_delete
     conn.execute(
         "INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?, ?)",
         (tenant, datetime.now(UTC).isoformat()),
@@ -497,7 +674,16 @@ def _write_batch(
         " observed_at, modified_at, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         history_rows,
     )
-    return applied.results
+    entries: list[OutboxEntry] = []
+    if store.watch is not None and applied.changed:
+        watching = _watching(conn, store, tenant)
+        if watching:
+            entries = store.watch.match(
+                watching, applied.changed, applied.before, applied.after, now_iso()
+            )
+            if entries:
+                _insert_outbox(conn, tenant, entries)
+    return applied.results, bool(entries)
 
 
 def _attr_path(iri: str) -> str:

@@ -1,0 +1,142 @@
+"""Sending one rendered notification to its endpoint: HTTP(S) POST, or an MQTT publish.
+
+Each send answers ``SENT``, ``RETRY`` (the endpoint may take it later: no answer, a timeout, a
+5xx, 408, 429, a broker that is down) or ``FAILED`` (the receiver refused it for good: any other
+4xx; retrying would only repeat the refusal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import urllib.parse
+from typing import Any
+
+import aiomqtt
+import httpx
+
+from cidade.hub.notify.payload import Rendered
+
+SENT, RETRY, FAILED = "sent", "retry", "failed"
+
+log = logging.getLogger("cidade.notify")
+
+
+def classify(status: int) -> str:
+    if 200 <= status < 300:
+        return SENT
+    if status in (408, 429) or status >= 500:
+        return RETRY
+    return FAILED
+
+
+class HttpSender:
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        # One connection per lane at most is in use (a lane sends one notification at a time),
+        # so a dead endpoint can never exhaust a shared pool.
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            follow_redirects=False,
+        )
+
+    async def send(self, uri: str, rendered: Rendered, timeout: float | None) -> str:
+        try:
+            response = await self.client.post(
+                uri,
+                content=rendered.http_body(),
+                headers=rendered.headers,
+                timeout=timeout or self.timeout,
+            )
+        except (httpx.HTTPError, OSError) as exc:
+            log.info("notification to %s not delivered: %s", _safe(uri), type(exc).__name__)
+            return RETRY
+        return classify(response.status_code)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class MqttSender:
+    """One connection per broker (host, port, credentials, version), opened on first use and
+    re-opened after a failure."""
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.clients: dict[tuple, aiomqtt.Client] = {}
+        self.locks: dict[tuple, asyncio.Lock] = {}
+
+    async def send(
+        self, uri: str, rendered: Rendered, timeout: float | None, info: dict[str, str]
+    ) -> str:
+        parts = urllib.parse.urlsplit(uri)
+        topic = urllib.parse.unquote(parts.path.lstrip("/"))
+        version = info.get("MQTT-Version", "mqtt3.1.1")
+        key = (parts.scheme, parts.hostname, parts.port, parts.username, parts.password, version)
+        limit = timeout or self.timeout
+        try:
+            client = await self._client(key, limit)
+            await client.publish(
+                topic,
+                rendered.mqtt_payload(),
+                qos=int(info.get("MQTT-QoS", "0")),
+                timeout=limit,
+            )
+        except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
+            log.info("notification to %s not delivered: %s", _safe(uri), type(exc).__name__)
+            await self._drop(key)
+            return RETRY
+        return SENT
+
+    async def _client(self, key: tuple, timeout: float) -> aiomqtt.Client:
+        lock = self.locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            client = self.clients.get(key)
+            if client is None:
+                scheme, host, port, user, password, version = key
+                protocol = (
+                    aiomqtt.ProtocolVersion.V5
+                    if version == "mqtt5.0"
+                    else aiomqtt.ProtocolVersion.V311
+                )
+                tls = ssl.create_default_context() if scheme == "mqtts" else None
+                client = aiomqtt.Client(
+                    host,
+                    port or (8883 if scheme == "mqtts" else 1883),
+                    username=urllib.parse.unquote(user) if user else None,
+                    password=urllib.parse.unquote(password) if password else None,
+                    protocol=protocol,
+                    tls_context=tls,
+                    timeout=timeout,
+                )
+                await asyncio.wait_for(client.__aenter__(), timeout)
+                self.clients[key] = client
+            return client
+
+    async def _drop(self, key: tuple) -> None:
+        client = self.clients.pop(key, None)
+        if client is not None:
+            try:
+                await client.__aexit__(None, None, None)
+            except Exception:
+                pass
+
+    async def aclose(self) -> None:
+        for key in list(self.clients):
+            await self._drop(key)
+
+
+def _safe(uri: str) -> str:
+    """A URI fit for logs: no credentials, no query (it may carry tokens)."""
+    parts = urllib.parse.urlsplit(uri)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+def notifier_info(endpoint: dict[str, Any]) -> dict[str, str]:
+    return {item["key"]: item["value"] for item in endpoint.get("notifierInfo", ())}
+
+
+__all__ = ["FAILED", "RETRY", "SENT", "HttpSender", "MqttSender", "classify", "notifier_info"]
