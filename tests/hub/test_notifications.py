@@ -378,3 +378,14 @@ def test_outbox_survives_restart(settings, receiver):
     with TestClient(build_app(settings)):
         got = receiver.wait_for(2, timeout=15)
         assert [g.body["data"][0]["no2"]["value"] for g in got] == [1, 2]
+
+
+def test_show_changes(client, receiver):
+    subscribe(client, receiver.url, notification={"showChanges": True})
+    create(client, no2=1, pm10=4)
+    update(client, no2=2, pm10=4)
+    got = receiver.wait_for(2)
+    assert "previousValue" not in got[0].body["data"][0]["no2"]
+    changed = got[1].body["data"][0]
+    assert changed["no2"] == {"type": "Property", "value": 2, "previousValue": 1}
+    assert changed["pm10"] == {"type": "Property", "value": 4}

@@ -33,6 +33,18 @@ KINDS = {
 VALUE_MEMBERS = frozenset(KINDS.values())
 # Members of an attribute that are metadata, not sub-attributes.
 META = frozenset({"observedAt", "unitCode", "datasetId", "objectType", "createdAt", "modifiedAt"})
+# §5.2.14 showChanges: a notification's attribute carries its value before the change. Only the
+# notifier puts these in a document; clients cannot store them.
+PREVIOUS = {
+    "value": "previousValue",
+    "object": "previousObject",
+    "languageMap": "previousLanguageMap",
+    "vocab": "previousVocab",
+    "valueList": "previousValueList",
+    "objectList": "previousObjectList",
+    "json": "previousJson",
+}
+_PREVIOUS_MEMBERS = frozenset(PREVIOUS.values())
 SYSTEM = frozenset({"createdAt", "modifiedAt", "deletedAt"})
 ENTITY_MEMBERS = frozenset({"id", "type", "scope", "@context", "createdAt", "modifiedAt"})
 GEO_TYPES = frozenset(
@@ -428,7 +440,7 @@ def _render_instance(inst: dict[str, Any], view: View) -> Any:
     for key, val in inst.items():
         if key in ("type", member, KINDS[inst["type"]]):
             continue
-        if key in META:
+        if key in META or key in _PREVIOUS_MEMBERS:
             if key in SYSTEM and not view.sys_attrs:
                 continue
             out[key] = terms.compact_vocab_value(val) if key == "objectType" else val

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from cidade.hub import timefmt
+from cidade.hub.model import KINDS, PREVIOUS
 from cidade.hub.query.geo import GeoQuery
 from cidade.hub.query.q import QNode, evaluate
 from cidade.hub.subscriptions import (
@@ -45,6 +46,7 @@ class Watching:
     geo: GeoQuery | None
     expires_at: str | None
     active: bool
+    show_changes: bool
 
 
 def compile_subscription(doc: dict[str, Any]) -> Watching | None:
@@ -68,6 +70,7 @@ def compile_subscription(doc: dict[str, Any]) -> Watching | None:
         geo=geo,
         expires_at=doc.get("expiresAt"),
         active=doc.get("isActive", True),
+        show_changes=bool(doc["notification"].get("showChanges")),
     )
 
 
@@ -113,6 +116,26 @@ def _reason(sub: Watching, before: Any, after: Any, changes: tuple[set, set, set
     return None
 
 
+def with_previous_values(
+    before: dict[str, Any], after: dict[str, Any], updated: set[str]
+) -> dict[str, Any]:
+    """``after`` where each updated attribute instance also carries its value before the change
+    (previousValue, previousObject, ... by kind: §5.2.14 showChanges)."""
+    attrs = dict(after["attrs"])
+    for attr in updated:
+        old = {i.get("datasetId"): i for i in before["attrs"].get(attr, ())}
+        instances = []
+        for inst in attrs[attr]:
+            prior = old.get(inst.get("datasetId"))
+            member = KINDS.get(inst["type"])
+            if prior is not None and member is not None and prior.get("type") == inst["type"]:
+                if prior.get(member) != inst.get(member):
+                    inst = {**inst, PREVIOUS[member]: prior.get(member)}
+            instances.append(inst)
+        attrs[attr] = instances
+    return {**after, "attrs": attrs}
+
+
 def deleted_entity(before: dict[str, Any], now: str) -> dict[str, Any]:
     """What a notification says of a deleted entity: its id, type and deletedAt."""
     return {"id": before["id"], "type": before["type"], "attrs": {}, "deletedAt": now}
@@ -155,7 +178,13 @@ def match_changes(
             key = (sub.id, reason)
             if key not in grouped:
                 grouped[key] = (sub.lane, [])
-            grouped[key][1].append(new if new is not None else deleted_entity(doc, now))
+            if new is None:
+                data = deleted_entity(doc, now)
+            elif sub.show_changes and old is not None and changes[1]:
+                data = with_previous_values(old, new, changes[1])
+            else:
+                data = new
+            grouped[key][1].append(data)
     return [
         (lane, sub_id, orjson.dumps({"trigger": reason, "entities": entities}))
         for (sub_id, reason), (lane, entities) in grouped.items()

@@ -1,0 +1,114 @@
+"""Notifications to MQTT endpoints through the real Mosquitto on 127.0.0.1:1883 (§ MQTT
+binding: the message payload is {"metadata": headers, "body": Notification})."""
+
+from __future__ import annotations
+
+import json
+import queue
+import socket
+import time
+import uuid
+
+import pytest
+
+from tests.conftest import NGSI
+from tests.hub.helpers import entity
+
+BROKER = ("127.0.0.1", 1883)
+
+
+def broker_unavailable() -> str | None:
+    try:
+        with socket.create_connection(BROKER, timeout=2):
+            return None
+    except OSError as exc:
+        return f"no MQTT broker at {BROKER[0]}:{BROKER[1]}: {exc}"
+
+
+@pytest.fixture
+def topic_messages():
+    reason = broker_unavailable()
+    if reason:
+        pytest.skip(reason)
+    import paho.mqtt.client as mqtt
+
+    topic = f"cidade/test/{uuid.uuid4().hex}"
+    received: queue.Queue = queue.Queue()
+    ready = queue.Queue()
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda c, u, msg: received.put(msg)
+    client.on_subscribe = lambda *a: ready.put(True)
+    client.connect(*BROKER)
+    client.loop_start()
+    client.subscribe(topic, qos=1)
+    ready.get(timeout=5)
+    yield topic, received
+    client.loop_stop()
+    client.disconnect()
+
+
+@pytest.mark.parametrize("qos", ["0", "1"])
+def test_mqtt_notification(client, topic_messages, qos):
+    topic, received = topic_messages
+    body = {
+        "type": "Subscription",
+        "entities": [{"type": "Streetlight"}],
+        "notification": {
+            "format": "keyValues",
+            "endpoint": {
+                "uri": f"mqtt://{BROKER[0]}:{BROKER[1]}/{topic}",
+                "notifierInfo": [{"key": "MQTT-QoS", "value": qos}],
+                "receiverInfo": [{"key": "X-Origin", "value": "cidade"}],
+            },
+        },
+    }
+    r = client.post(f"{NGSI}/subscriptions", json=body)
+    assert r.status_code == 201, r.text
+    sub_id = r.headers["location"].rsplit("/", 1)[1]
+    r = client.post(
+        f"{NGSI}/entities", json=entity("urn:ngsi-ld:Streetlight:1", "Streetlight", powerState="on")
+    )
+    assert r.status_code == 201
+    msg = received.get(timeout=10)
+    assert msg.topic == topic
+    payload = json.loads(msg.payload)
+    assert payload["metadata"]["Content-Type"] == "application/json"
+    assert payload["metadata"]["X-Origin"] == "cidade"
+    assert payload["metadata"]["Link"].startswith("<https://uri.etsi.org/ngsi-ld/")
+    notification = payload["body"]
+    assert notification["type"] == "Notification"
+    assert notification["subscriptionId"] == sub_id
+    assert notification["data"] == [
+        {"id": "urn:ngsi-ld:Streetlight:1", "type": "Streetlight", "powerState": "on"}
+    ]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        n = client.get(f"{NGSI}/subscriptions/{sub_id}").json()["notification"]
+        if n.get("timesSent") == 1:
+            break
+        time.sleep(0.05)
+    assert n["timesSent"] == 1 and n["status"] == "ok"
+
+
+def test_mqtt_broker_down_is_retried(client):
+    """A broker that refuses connections counts as a failure and is tried again later."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    body = {
+        "type": "Subscription",
+        "entities": [{"type": "Streetlight"}],
+        "notification": {"endpoint": {"uri": f"mqtt://127.0.0.1:{port}/nobody"}},
+    }
+    r = client.post(f"{NGSI}/subscriptions", json=body)
+    sub_id = r.headers["location"].rsplit("/", 1)[1]
+    client.post(
+        f"{NGSI}/entities", json=entity("urn:ngsi-ld:Streetlight:2", "Streetlight", powerState="on")
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        n = client.get(f"{NGSI}/subscriptions/{sub_id}").json()["notification"]
+        if n.get("timesFailed", 0) >= 2:
+            break
+        time.sleep(0.1)
+    assert n["timesFailed"] >= 2 and n["status"] == "failed"
