@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,21 +41,35 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     async def on_add(info: ContextInfo, body: dict) -> None:
         await store.save_hosted_context(info.local_id, info.to_json(), body)
 
+    async def load_stored() -> list[tuple[dict, dict]]:
+        return [(c["info"], c["body"]) for c in await store.hosted_contexts()]
+
     resolver = ContextResolver(
         fetch_timeout=settings.context_fetch_timeout,
         max_cached=settings.context_cache_size,
         on_add=on_add,
         on_delete=store.delete_hosted_context,
         base_urls=[settings.base_url],
+        load_stored=load_stored,
     )
     hub = HubApi(settings, store, resolver)
     notifier = Notifier(store, resolver, settings)
     ready = {"ok": False}
+    background: set[asyncio.Task] = set()
+
+    def spawn(coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        background.add(task)  # a reference until done, or the loop may collect it mid-way
+        task.add_done_callback(background.discard)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
-        resolver.load_hosted([(c["info"], c["body"]) for c in await store.hosted_contexts()])
+        await resolver.sync_stored()
+        listen = getattr(store, "listen", None)
+        if listen is not None:
+            # Another worker added or deleted a hosted @context: follow it within milliseconds.
+            await listen("contexts", lambda: spawn(resolver.sync_stored()))
         await notifier.start()
         # Everything built so far lives as long as the process: keep the collector from walking it
         # again and again (gen-2 passes over long-lived objects show up as latency spikes).

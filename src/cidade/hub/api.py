@@ -401,6 +401,7 @@ class HubApi:
         kind = request.query_params.get("kind")
         if kind is not None and kind not in ("Hosted", "Cached", "ImplicitlyCreated"):
             raise BadRequestData(f"unknown kind {kind!r}")
+        await self.resolver.sync_stored()
         return json_response(self.resolver.list(details=details, kind=kind))
 
     async def add_context(self, request: Request) -> Response:
@@ -411,6 +412,7 @@ class HubApi:
 
     async def get_context(self, request: Request) -> Response:
         """§6.30.3.1 Serve @context (§5.13.4)."""
+        await self.resolver.sync_stored()
         body = self.resolver.get(request.path_params["context_id"], details=self._details(request))
         return json_response(body, kind="application/ld+json")
 
@@ -419,6 +421,7 @@ class HubApi:
         reload = request.query_params.get("reload", "false")
         if reload not in ("true", "false"):
             raise BadRequestData("reload must be true or false")
+        await self.resolver.sync_stored()
         await self.resolver.delete(request.path_params["context_id"], reload=reload == "true")
         return _no_content()
 

@@ -409,6 +409,7 @@ class _Op:
 
 OnAdd = Callable[[ContextInfo, dict[str, Any]], Awaitable[None] | None]
 OnDelete = Callable[[str], Awaitable[None] | None]
+LoadStored = Callable[[], Awaitable[Iterable[tuple[ContextInfo | dict[str, Any], dict[str, Any]]]]]
 
 
 def _canonical(context: Any) -> str:
@@ -451,6 +452,7 @@ class ContextResolver:
         on_add: OnAdd | None = None,
         on_delete: OnDelete | None = None,
         base_urls: Iterable[str] = (),
+        load_stored: LoadStored | None = None,
     ) -> None:
         self.fetch_timeout = fetch_timeout
         self.max_cached = max(1, max_cached)
@@ -460,6 +462,12 @@ class ContextResolver:
         self.max_depth = max_depth
         self._on_add = on_add
         self._on_delete = on_delete
+        # Reads the stored Hosted/ImplicitlyCreated @contexts: several workers share one store,
+        # so what one adds or deletes the others pick up from there (see ``sync_stored``).
+        self._load_stored = load_stored
+        # Adding, deleting and syncing stored @contexts one at a time: a sync must never see
+        # a context that is being added as one another worker deleted.
+        self._stored_lock = asyncio.Lock()
         # Base URLs of this broker: a hosted-context URL under one of them that we do not know is
         # answered 503 at once instead of being fetched from ourselves.
         self._bases: set[str] = {b.rstrip("/") for b in base_urls}
@@ -618,7 +626,13 @@ class ContextResolver:
                 raise LdContextNotAvailable(
                     f"@context refers to more than {_MAX_DOCUMENTS} remote documents"
                 )
-            doc = self._local_doc(url) or self._cached_doc(url)
+            try:
+                doc = self._local_doc(url) or self._cached_doc(url)
+            except LdContextNotAvailable:
+                # Ours but unknown here: another worker may have just added it.
+                if not await self.sync_stored():
+                    raise
+                doc = self._local_doc(url)
             if doc is not None:
                 op.docs[url] = doc.context
                 await self._load(doc.context, url, (*chain, url), op)
@@ -862,14 +876,37 @@ class ContextResolver:
         local_id = LOCAL_ID_PREFIX + str(uuid.uuid4())
         doc = _Doc(base + HOSTED_CONTEXTS_PATH + local_id, local_id, kind, value)
         self._bases.add(base)
-        self._local[local_id] = doc
-        info = doc.info()
-        try:
-            await self._persist_add(info, {"@context": value})
-        except BaseException:
-            del self._local[local_id]
-            raise
+        async with self._stored_lock:
+            self._local[local_id] = doc
+            info = doc.info()
+            try:
+                await self._persist_add(info, {"@context": value})
+            except BaseException:
+                self._local.pop(local_id, None)
+                raise
         return info
+
+    async def sync_stored(self) -> bool:
+        """Make the Hosted/ImplicitlyCreated @contexts known here exactly those in the store
+        (another worker may have added or deleted some); False when there is no store."""
+        if self._load_stored is None:
+            return False
+        async with self._stored_lock:
+            await self._sync_stored(self._load_stored)
+        return True
+
+    async def _sync_stored(self, load: LoadStored) -> None:
+        items = [
+            (ContextInfo.from_json(info) if isinstance(info, dict) else info, body)
+            for info, body in await load()
+        ]
+        stored_ids = {info.local_id for info, _ in items}
+        for local_id, doc in list(self._local.items()):
+            if local_id not in stored_ids:
+                del self._local[local_id]
+                self._implicit = {k: v for k, v in self._implicit.items() if v != local_id}
+                self._forget_maps(doc)
+        self.load_hosted((info, body) for info, body in items if info.local_id not in self._local)
 
     def load_hosted(
         self, items: Iterable[tuple[ContextInfo | dict[str, Any], dict[str, Any]]]
@@ -955,9 +992,10 @@ class ContextResolver:
             self._docs.pop(doc.url, None)
             self._cached_ids.pop(doc.local_id, None)
         else:
-            await self._persist_delete(doc.local_id)
-            del self._local[doc.local_id]
-            self._implicit = {k: v for k, v in self._implicit.items() if v != doc.local_id}
+            async with self._stored_lock:
+                await self._persist_delete(doc.local_id)
+                self._local.pop(doc.local_id, None)
+                self._implicit = {k: v for k, v in self._implicit.items() if v != doc.local_id}
         self._forget_maps(doc)
 
     async def _reload(self, doc: _Doc) -> None:

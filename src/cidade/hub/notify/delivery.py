@@ -78,7 +78,7 @@ class Notifier:
         self.store.watch = self.change_watch()
         listen = getattr(self.store, "listen", None)
         if listen is not None:
-            await listen(self.wake)
+            await listen("outbox", self.wake)
         self._tasks = [
             asyncio.create_task(self._run(), name="notifier"),
             asyncio.create_task(self._periodic(), name="notifier-periodic"),

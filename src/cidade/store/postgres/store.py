@@ -105,6 +105,7 @@ class PostgresStore:
         # NOTIFY channel that wakes every worker's notifier; one per schema (deployment).
         self.channel = f"cidade_outbox_{self.schema or 'public'}"[:63]
         self._listener: asyncpg.Connection | None = None
+        self._topics: dict[str, list[Callable[[], None]]] = {}
 
     async def open(self) -> None:
         conn = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
@@ -122,11 +123,18 @@ class PostgresStore:
             init=_init_connection,
         )
 
-    async def listen(self, wake: Callable[[], None]) -> None:
-        """Call ``wake`` whenever any worker commits notifications (PostgreSQL LISTEN)."""
+    async def listen(self, topic: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever any worker commits a change of ``topic`` ("outbox":
+        notifications enqueued; "contexts": a hosted @context added or deleted), through one
+        PostgreSQL LISTEN connection per process."""
         if self._listener is None:
             self._listener = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
-            await self._listener.add_listener(self.channel, lambda *_: wake())
+            await self._listener.add_listener(self.channel, self._dispatch)
+        self._topics.setdefault(topic, []).append(callback)
+
+    def _dispatch(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        for callback in self._topics.get(payload, ()):
+            callback()
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -542,16 +550,20 @@ class PostgresStore:
         return [{"local_id": r["local_id"], "info": r["info"], "body": r["body"]} for r in rows]
 
     async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
-        await self._pool.execute(
-            "INSERT INTO hosted_contexts VALUES ($1, $2, $3) ON CONFLICT (local_id)"
-            " DO UPDATE SET info = excluded.info, body = excluded.body",
-            local_id,
-            orjson.loads(orjson.dumps(info, default=str)),
-            body,
-        )
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO hosted_contexts VALUES ($1, $2, $3) ON CONFLICT (local_id)"
+                " DO UPDATE SET info = excluded.info, body = excluded.body",
+                local_id,
+                orjson.loads(orjson.dumps(info, default=str)),
+                body,
+            )
+            await conn.execute("SELECT pg_notify($1, 'contexts')", self.channel)
 
     async def delete_hosted_context(self, local_id: str) -> None:
-        await self._pool.execute("DELETE FROM hosted_contexts WHERE local_id = $1", local_id)
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM hosted_contexts WHERE local_id = $1", local_id)
+            await conn.execute("SELECT pg_notify($1, 'contexts')", self.channel)
 
 
 def _type_sql(expr: TypeExpr, bind: Any) -> str:
@@ -615,7 +627,7 @@ async def _insert_outbox(
         sorted({e[0] for e in entries}),
     )
     # Delivered at commit, to every worker listening (this one included).
-    await conn.execute("SELECT pg_notify($1, '')", store.channel)
+    await conn.execute("SELECT pg_notify($1, 'outbox')", store.channel)
 
 
 async def _watching(conn: asyncpg.Connection, store: PostgresStore, tenant: str) -> list[Any]:
