@@ -21,6 +21,8 @@ from cidade.hub.http import (
 from cidade.hub.model import check_entity_id, check_name, normalize_instance
 from cidade.hub.querying import projection
 from cidade.hub.temporal import TemporalQuery, parse_temporal_query, render_temporal
+from cidade.hub.temporal_paging import Limits, Page, apply_cut, find_cut
+from cidade.hub.temporal_paging import limits as paging_limits
 from cidade.store.base import HistoryQuery
 from cidade.store.history import history_row
 
@@ -31,7 +33,7 @@ class TemporalApi:
         self.store = hub.store
 
     def _history_query(
-        self, ids: list[str], attrs: list[str], temporal: TemporalQuery
+        self, ids: list[str], attrs: list[str], temporal: TemporalQuery, limits: Limits
     ) -> HistoryQuery:
         lower, upper, lower_inclusive, upper_inclusive = temporal.time_bounds()
         return HistoryQuery(
@@ -42,9 +44,41 @@ class TemporalApi:
             after_inclusive=lower_inclusive,
             before=upper,
             before_inclusive=upper_inclusive,
-            # Aggregations summarise the whole window; lastN cuts plain representations only.
-            last_n=None if temporal.aggregated else temporal.last_n,
+            first_n=limits.first_n,
+            last_n=limits.last_n,
         )
+
+    async def _history(
+        self, tenant: str, ids: list[str], attrs: list[str], temporal: TemporalQuery
+    ) -> tuple[dict[str, dict[str, list[dict]]], Page | None, dict[str, dict[str, str]]]:
+        """The history of these entities as one response holds it (§6.3.10): the instances, the
+        page when they were cut to one, and per entity the attributes the cut left empty."""
+        most = self.hub.settings.temporal_max_instances
+        limits = paging_limits(temporal, most)
+        history = await self.store.history(
+            tenant, self._history_query(ids, attrs, temporal, limits)
+        )
+        cut = find_cut(history, limits, most)
+        if cut is None:
+            return history, None, {}
+        for eid, attr in cut.incomplete:
+            # More than a page of instances share the page's last time: fetch them all, since a
+            # page never holds part of the instances of one instant.
+            at_end = await self.store.history(
+                tenant,
+                HistoryQuery(
+                    entity_ids=[eid],
+                    attrs=[attr],
+                    time_property=temporal.timeproperty,
+                    after=cut.end,
+                    before=cut.end,
+                    before_inclusive=True,
+                ),
+            )
+            others = [i for i in history[eid][attr] if i["_t"] != cut.end]
+            history[eid][attr] = others + at_end.get(eid, {}).get(attr, [])
+        page, emptied = apply_cut(history, cut, temporal, limits)
+        return history, page, emptied
 
     async def retrieve(self, request: Request) -> Response:
         """§6.19.3.1 Retrieve Temporal Evolution of an Entity (§5.7.3)."""
@@ -57,9 +91,7 @@ class TemporalApi:
         if entity is None:
             raise ResourceNotFound(f"entity {entity_id} not found")
         attrs = projection(ctx.terms, list_param(request, "attrs"))
-        history = await self.store.history(
-            tenant, self._history_query([entity_id], attrs, temporal)
-        )
+        history, page, emptied = await self._history(tenant, [entity_id], attrs, temporal)
         body = render_temporal(
             entity_id,
             entity["type"],
@@ -67,8 +99,10 @@ class TemporalApi:
             ctx.terms,
             temporal,
             attrs=attrs or None,
+            emptied=emptied.get(entity_id),
         )
-        return json_response(body, kind=kind, ctx=ctx)
+        status, headers = _paged(page, {})
+        return json_response(body, status=status, kind=kind, ctx=ctx, headers=headers)
 
     async def query(self, request: Request) -> Response:
         """§6.18.3.2 Query Temporal Evolution of Entities (§5.7.4)."""
@@ -79,8 +113,8 @@ class TemporalApi:
         query = self.hub.query_from_params(request, ctx)
         found = await self.store.query(tenant, query)
         expanded = list(query.attrs)
-        history = await self.store.history(
-            tenant, self._history_query([e["id"] for e in found.entities], expanded, temporal)
+        history, page, emptied = await self._history(
+            tenant, [e["id"] for e in found.entities], expanded, temporal
         )
         body: list[dict[str, Any]] = [
             render_temporal(
@@ -91,13 +125,15 @@ class TemporalApi:
                 temporal,
                 attrs=expanded or None,
                 origin=temporal.time_at,
+                emptied=emptied.get(e["id"]),
             )
             for e in found.entities
         ]
         headers = {}
         if found.count is not None:
             headers["NGSILD-Results-Count"] = str(found.count)
-        return json_response(body, kind=kind, ctx=ctx, headers=headers)
+        status, headers = _paged(page, headers)
+        return json_response(body, status=status, kind=kind, ctx=ctx, headers=headers)
 
     # -- writes (§6.18.3.1, §6.19.3.2, §6.20, §6.21, §6.22) -------------------------------------
 
@@ -227,6 +263,14 @@ class TemporalApi:
             method_route(f"{attrs}/{{attr_id}}", {"DELETE": self.delete_attr}),
             method_route(attrs, {"POST": self.add_attrs}),
         ]
+
+
+def _paged(page: Page | None, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """§6.3.10: a response cut to one page of instances is 206 Partial Content (RFC 7233 §4.1)
+    with the page's time range in Content-Range."""
+    if page is None:
+        return 200, headers
+    return 206, {**headers, "Content-Range": page.content_range()}
 
 
 def _time(inst: dict[str, Any]) -> str:

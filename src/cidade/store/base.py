@@ -61,7 +61,8 @@ class HistoryQuery:
     after_inclusive: bool = True
     before: str | None = None  # upper bound
     before_inclusive: bool = False
-    last_n: int | None = None  # only the last N instances of each attribute
+    last_n: int | None = None  # only the last N instances of each attribute (and datasetId)
+    first_n: int | None = None  # only the first N instances of each attribute (and datasetId)
 
 
 @dataclass(slots=True)

@@ -260,13 +260,23 @@ class PostgresStore:
         if query.before is not None:
             params.append(_ts(query.before))
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ${len(params)}")
-        sql = (
-            f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
-            f" row_number() OVER (PARTITION BY entity_id, attr, dataset_id ORDER BY {column} DESC,"
-            f" instance_id DESC) AS back FROM attr_history WHERE {' AND '.join(where)}"
-        )
+        series = "PARTITION BY entity_id, attr, dataset_id"
+        windows = f"row_number() OVER ({series} ORDER BY {column} DESC, instance_id DESC) AS back"
+        keep = []
+        if query.first_n is not None:
+            windows += f", row_number() OVER ({series} ORDER BY {column}, instance_id) AS ahead"
+            keep.append(f"ahead <= {int(query.first_n)}")
         if query.last_n is not None:
-            sql = f"SELECT * FROM ({sql}) h WHERE back <= {int(query.last_n)}"
+            keep.append(f"back <= {int(query.last_n)}")
+        sql = (
+            f"SELECT entity_id, attr, instance_id, {column} AS t, instance, {windows}"
+            f" FROM attr_history WHERE {' AND '.join(where)}"
+        )
+        if keep:
+            sql = (
+                "SELECT entity_id, attr, instance_id, t, instance, back"
+                f" FROM ({sql}) h WHERE {' AND '.join(keep)}"
+            )
         sql += " ORDER BY entity_id, attr, t, back DESC"
         out: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for r in await self._pool.fetch(sql, *params):

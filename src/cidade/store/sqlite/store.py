@@ -226,13 +226,23 @@ class SqliteStore:
         if query.before is not None:
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ?")
             params.append(query.before)
-        sql = (
-            f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
-            f" row_number() OVER (PARTITION BY entity_id, attr, dataset_id ORDER BY {column} DESC, instance_id DESC)"
-            f" AS back FROM attr_history WHERE {' AND '.join(where)}"
-        )
+        series = "PARTITION BY entity_id, attr, dataset_id"
+        windows = f"row_number() OVER ({series} ORDER BY {column} DESC, instance_id DESC) AS back"
+        keep = []
+        if query.first_n is not None:
+            windows += f", row_number() OVER ({series} ORDER BY {column}, instance_id) AS ahead"
+            keep.append(f"ahead <= {int(query.first_n)}")
         if query.last_n is not None:
-            sql = f"SELECT * FROM ({sql}) WHERE back <= {int(query.last_n)}"
+            keep.append(f"back <= {int(query.last_n)}")
+        sql = (
+            f"SELECT entity_id, attr, instance_id, {column} AS t, instance, {windows}"
+            f" FROM attr_history WHERE {' AND '.join(where)}"
+        )
+        if keep:
+            sql = (
+                "SELECT entity_id, attr, instance_id, t, instance, back"
+                f" FROM ({sql}) WHERE {' AND '.join(keep)}"
+            )
         sql += " ORDER BY entity_id, attr, t, back DESC"
 
         def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[dict[str, Any]]]]:
