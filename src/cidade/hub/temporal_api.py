@@ -3,6 +3,7 @@ as temporal representations — normalized, temporalValues or aggregatedValues."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -23,7 +24,7 @@ from cidade.hub.querying import projection
 from cidade.hub.temporal import TemporalQuery, parse_temporal_query, render_temporal
 from cidade.hub.temporal_paging import Limits, Page, apply_cut, find_cut
 from cidade.hub.temporal_paging import limits as paging_limits
-from cidade.store.base import HistoryQuery
+from cidade.store.base import EntityQuery, HistoryQuery, QueryResult
 from cidade.store.history import history_row
 
 
@@ -89,6 +90,10 @@ class TemporalApi:
         entity_id = check_entity_id(request.path_params["entity_id"])
         entity = await self.store.get_entity(tenant, entity_id)
         if entity is None:
+            # A deleted entity whose history was kept (CIDADE_HISTORY_AFTER_DELETE) still has a
+            # temporal evolution: serve it while some of it remains.
+            entity = await self.store.deleted_entity(tenant, entity_id)
+        if entity is None:
             raise ResourceNotFound(f"entity {entity_id} not found")
         attrs = projection(ctx.terms, list_param(request, "attrs"))
         history, page, emptied = await self._history(tenant, [entity_id], attrs, temporal)
@@ -101,6 +106,8 @@ class TemporalApi:
             attrs=attrs or None,
             emptied=emptied.get(entity_id),
         )
+        if "deletedAt" in entity:
+            body["deletedAt"] = entity["deletedAt"]
         status, headers = _paged(page, {})
         return json_response(body, status=status, kind=kind, ctx=ctx, headers=headers)
 
@@ -111,7 +118,7 @@ class TemporalApi:
         kind = accepted(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
         query = self.hub.query_from_params(request, ctx)
-        found = await self.store.query(tenant, query)
+        found = await self._query(tenant, query)
         expanded = list(query.attrs)
         history, page, emptied = await self._history(
             tenant, [e["id"] for e in found.entities], expanded, temporal
@@ -129,11 +136,45 @@ class TemporalApi:
             )
             for e in found.entities
         ]
+        for e, rendered in zip(found.entities, body, strict=True):
+            if "deletedAt" in e:
+                rendered["deletedAt"] = e["deletedAt"]
         headers = {}
         if found.count is not None:
             headers["NGSILD-Results-Count"] = str(found.count)
         status, headers = _paged(page, headers)
         return json_response(body, status=status, kind=kind, ctx=ctx, headers=headers)
+
+    async def _query(self, tenant: str, query: EntityQuery) -> QueryResult:
+        """The entities of a temporal query: the existing ones, then the deleted ones whose
+        history was kept (§5.7.4 queries the temporal evolution, which outlives the entity), in
+        one paging. A query with q or a geo-query matches current states only, which deleted
+        entities do not have."""
+        found = await self.store.query(tenant, query)
+        if query.q is not None or query.geo is not None:
+            return found
+        entities = found.entities
+        if len(entities) == query.limit and not query.count:
+            return found
+        live = found.count
+        if live is None:
+            # The page was not filled, so every existing entity past the offset is on it; with
+            # none on it, the offset may lie beyond them all: count them.
+            if entities or query.offset == 0:
+                live = query.offset + len(entities)
+            else:
+                counted = await self.store.query(tenant, replace(query, limit=0, count=True))
+                live = counted.count or 0
+        gone = await self.store.query_deleted(
+            tenant,
+            replace(
+                query,
+                limit=query.limit - len(entities),
+                offset=max(0, query.offset - live),
+            ),
+        )
+        count = None if found.count is None else found.count + (gone.count or 0)
+        return QueryResult(entities + gone.entities, count)
 
     # -- writes (§6.18.3.1, §6.19.3.2, §6.20, §6.21, §6.22) -------------------------------------
 
@@ -188,7 +229,18 @@ class TemporalApi:
         """§6.19.3.2 Delete Temporal Representation of an Entity (§5.6.16): the entity and its
         history."""
         tenant = await self.hub.read_tenant(request)
-        await self.hub.entities.delete(tenant, request.path_params["entity_id"])
+        entity_id = check_entity_id(request.path_params["entity_id"])
+        try:
+            await self.hub.entities.delete(tenant, entity_id)
+            existed = True
+        except ResourceNotFound:
+            existed = False
+        # Deleting the entity may have kept its history (CIDADE_HISTORY_AFTER_DELETE): this
+        # operation deletes the temporal representation, so the history goes too, as does the
+        # kept history of an entity deleted earlier.
+        forgotten = await self.store.forget_history(tenant, entity_id)
+        if not existed and not forgotten:
+            raise ResourceNotFound(f"entity {entity_id} not found")
         return Response(status_code=204)
 
     async def add_attrs(self, request: Request) -> Response:

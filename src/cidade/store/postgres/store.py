@@ -335,6 +335,72 @@ class PostgresStore:
         )
         return status.split()[-1] != "0"
 
+    # -- history of deleted entities ----------------------------------------------------------
+
+    async def deleted_entity(self, tenant: str, entity_id: str) -> dict[str, Any] | None:
+        """{id, type, deletedAt} of an entity deleted while its history was kept, while some of
+        that history remains and no entity with its id exists again; else None."""
+        found = await self.query_deleted(tenant, EntityQuery(ids=[entity_id], limit=1))
+        return found.entities[0] if found.entities else None
+
+    async def query_deleted(self, tenant: str, query: EntityQuery) -> QueryResult:
+        """The deleted entities with history that match the ids, idPattern, type and attrs of
+        a query (q and geo-queries need a current state: the caller leaves them out), in
+        deletion order, paged by its limit and offset."""
+        params: list[Any] = [tenant]
+
+        def bind(value: Any, cast: str = "") -> str:
+            params.append(value)
+            return f"${len(params)}{cast}"
+
+        history = "SELECT 1 FROM attr_history h WHERE h.tenant = d.tenant AND h.entity_id = d.id"
+        if query.attrs:
+            history += f" AND h.attr = ANY({bind(list(query.attrs), '::text[]')})"
+        where = [
+            "d.tenant = $1",
+            "NOT EXISTS (SELECT 1 FROM entities e WHERE e.tenant = d.tenant AND e.id = d.id)",
+            f"EXISTS ({history})",
+        ]
+        if query.ids:
+            where.append(f"d.id = ANY({bind(list(query.ids), '::text[]')})")
+        if query.id_pattern is not None:
+            where.append(f"d.id ~ {bind(query.id_pattern, '::text')}")
+        if query.types is not None:
+            where.append(_type_sql(query.types, bind, "d.types"))
+        clause = " AND ".join(where)
+        try:
+            async with self._pool.acquire() as conn:
+                count = None
+                if query.count:
+                    count = await conn.fetchval(
+                        f"SELECT count(*) FROM deleted_entities d WHERE {clause}", *params
+                    )
+                rows = await conn.fetch(
+                    f"SELECT d.id, d.types, d.deleted_at FROM deleted_entities d WHERE {clause}"
+                    f" ORDER BY d.deleted_at, d.id LIMIT {int(query.limit)}"
+                    f" OFFSET {int(query.offset)}",
+                    *params,
+                )
+        except asyncpg.InvalidRegularExpressionError as exc:
+            raise BadRequestData(f"the regular expression cannot be used: {exc}") from None
+        found = [
+            {"id": r["id"], "type": list(r["types"]), "deletedAt": _fmt(r["deleted_at"])}
+            for r in rows
+        ]
+        return QueryResult(found, count)
+
+    async def forget_history(self, tenant: str, entity_id: str) -> bool:
+        """Delete an entity's whole history (and its record of a deleted entity); whether there
+        was any."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.execute(
+                "DELETE FROM attr_history WHERE tenant = $1 AND entity_id = $2", tenant, entity_id
+            )
+            marks = await conn.execute(
+                "DELETE FROM deleted_entities WHERE tenant = $1 AND id = $2", tenant, entity_id
+            )
+        return int(rows.split()[-1]) + int(marks.split()[-1]) > 0
+
     # -- subscriptions --------------------------------------------------------------------------
 
     async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
@@ -405,12 +471,12 @@ class PostgresStore:
         await self._pool.execute("DELETE FROM hosted_contexts WHERE local_id = $1", local_id)
 
 
-def _type_sql(expr: TypeExpr, bind: Any) -> str:
+def _type_sql(expr: TypeExpr, bind: Any, column: str = "e.types") -> str:
     if isinstance(expr, str):
-        return f"e.types @> ARRAY[{bind(expr, '::text')}]"
+        return f"{column} @> ARRAY[{bind(expr, '::text')}]"
     op, parts = expr
     joiner = " AND " if op == "and" else " OR "
-    return "(" + joiner.join(_type_sql(p, bind) for p in parts) + ")"
+    return "(" + joiner.join(_type_sql(p, bind, column) for p in parts) + ")"
 
 
 def _geo_sql(geo: GeoQuery, bind: Any) -> str:
@@ -456,6 +522,7 @@ async def _write_batch(
     applied = apply_ops(ops, stored)
     history_rows: list[tuple] = []
     forgotten: list[str] = []
+    tombstones: list[tuple[str, list[str]]] = []
     deletes: list[int] = []
     updates: list[tuple[int, list[str], Entity]] = []
     inserts: list[tuple[str, list[str], Entity]] = []
@@ -466,6 +533,8 @@ async def _write_batch(
             if doc is None:
                 if not store.history_after_delete:  # by default an entity's history goes with it
                     forgotten.append(eid)
+                elif eid in stored:  # kept: remember what the entity was
+                    tombstones.append((eid, stored[eid]["type"]))
             else:
                 history_rows.extend((eid, *row) for row in changed_instances(stored.get(eid), doc))
         if doc is None:
@@ -542,6 +611,21 @@ async def _write_batch(
             "DELETE FROM attr_history WHERE tenant = $1 AND entity_id = ANY($2::text[])",
             tenant,
             forgotten,
+        )
+        await conn.execute(
+            "DELETE FROM deleted_entities WHERE tenant = $1 AND id = ANY($2::text[])",
+            tenant,
+            forgotten,
+        )
+    if tombstones:
+        await conn.execute(
+            "INSERT INTO deleted_entities"
+            " SELECT $1, u.id, u.types::text[], now() FROM unnest($2::text[], $3::text[])"
+            " AS u(id, types) ON CONFLICT (tenant, id)"
+            " DO UPDATE SET types = excluded.types, deleted_at = excluded.deleted_at",
+            tenant,
+            [t[0] for t in tombstones],
+            [_pg_array(t[1]) for t in tombstones],
         )
     if history_rows:
         await _insert_history(conn, store, tenant, history_rows)

@@ -316,6 +316,69 @@ class SqliteStore:
             )
         )
 
+    # -- history of deleted entities ----------------------------------------------------------
+
+    async def deleted_entity(self, tenant: str, entity_id: str) -> dict[str, Any] | None:
+        """{id, type, deletedAt} of an entity deleted while its history was kept, while some of
+        that history remains and no entity with its id exists again; else None."""
+        found = await self.query_deleted(tenant, EntityQuery(ids=[entity_id], limit=1))
+        return found.entities[0] if found.entities else None
+
+    async def query_deleted(self, tenant: str, query: EntityQuery) -> QueryResult:
+        """The deleted entities with history that match the ids, idPattern, type and attrs of
+        a query (q and geo-queries need a current state: the caller leaves them out), in
+        deletion order, paged by its limit and offset."""
+        where = [
+            "d.tenant = ?",
+            "NOT EXISTS (SELECT 1 FROM entities e WHERE e.tenant = d.tenant AND e.id = d.id)",
+        ]
+        params: list[Any] = [tenant]
+        history = "SELECT 1 FROM attr_history h WHERE h.tenant = d.tenant AND h.entity_id = d.id"
+        if query.attrs:
+            history += f" AND h.attr IN ({','.join('?' * len(query.attrs))})"
+            params.extend(query.attrs)
+        where.append(f"EXISTS ({history})")
+        if query.ids:
+            where.append(f"d.id IN ({','.join('?' * len(query.ids))})")
+            params.extend(query.ids)
+        if query.id_pattern is not None:
+            where.append("regexp(?, d.id)")
+            params.append(query.id_pattern)
+        if query.types is not None:
+            where.append(_deleted_type_sql(query.types, params))
+        clause = " AND ".join(where)
+
+        def run(conn: sqlite3.Connection) -> QueryResult:
+            count = None
+            if query.count:
+                count = conn.execute(
+                    f"SELECT count(*) FROM deleted_entities d WHERE {clause}", params
+                ).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT d.id, d.types, d.deleted_at FROM deleted_entities d WHERE {clause}"
+                " ORDER BY d.deleted_at, d.id LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset],
+            ).fetchall()
+            found = [{"id": i, "type": orjson.loads(t), "deletedAt": at} for i, t, at in rows]
+            return QueryResult(found, count)
+
+        return await self.db.read(run)
+
+    async def forget_history(self, tenant: str, entity_id: str) -> bool:
+        """Delete an entity's whole history (and its record of a deleted entity); whether there
+        was any."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            rows = conn.execute(
+                "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", (tenant, entity_id)
+            ).rowcount
+            marks = conn.execute(
+                "DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
+            ).rowcount
+            return rows + marks > 0
+
+        return await self.db.write(run)
+
     # -- subscriptions --------------------------------------------------------------------------
 
     async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
@@ -403,6 +466,15 @@ class SqliteStore:
         )
 
 
+def _deleted_type_sql(expr: TypeExpr, params: list[Any]) -> str:
+    if isinstance(expr, str):
+        params.append(expr)
+        return "EXISTS (SELECT 1 FROM json_each(d.types) j WHERE j.value = ?)"
+    op, parts = expr
+    joiner = " AND " if op == "and" else " OR "
+    return "(" + joiner.join(_deleted_type_sql(p, params) for p in parts) + ")"
+
+
 def _write_batch(
     conn: sqlite3.Connection,
     tenant: str,
@@ -450,6 +522,8 @@ def _write_batch(
     type_rows: list[tuple] = []
     history_rows: list[tuple] = []
     forgotten: list[tuple[str, str]] = []
+    tombstones: list[tuple[str, str, str, str]] = []
+    deleted_at = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     geo_rows: list[tuple] = []
     geo_boxes: list[tuple] = []
     for eid in applied.changed:
@@ -459,6 +533,9 @@ def _write_batch(
             if doc is None:
                 if not history_after_delete:  # by default an entity's history goes with it
                     forgotten.append((tenant, eid))
+                elif eid in stored:  # kept: remember what the entity was
+                    types = orjson.dumps(stored[eid]["type"]).decode()
+                    tombstones.append((tenant, eid, types, deleted_at))
             else:
                 history_rows.extend(
                     (tenant, eid, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
@@ -502,6 +579,8 @@ def _write_batch(
     )
     conn.executemany("INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)", geo_boxes)
     conn.executemany("DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", forgotten)
+    conn.executemany("DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", forgotten)
+    conn.executemany("INSERT OR REPLACE INTO deleted_entities VALUES (?, ?, ?, ?)", tombstones)
     conn.executemany(
         "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
         " observed_at, modified_at, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
