@@ -118,6 +118,7 @@ class Purger:
         self.store = store
         self.policy = policy
         self.interval = interval
+        self.runs = 0  # purges done (or failed) since start
 
     async def purge(self, now: datetime | None = None) -> int:
         """One purge; the number of history instances deleted."""
@@ -135,6 +136,7 @@ class Purger:
             except Exception:
                 # A failed purge (database away, lock timeout) is retried at the next interval.
                 log.exception("history retention: the purge failed")
+            self.runs += 1
             await asyncio.sleep(self.interval)
 
 

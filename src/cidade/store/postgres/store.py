@@ -401,6 +401,74 @@ class PostgresStore:
             )
         return int(rows.split()[-1]) + int(marks.split()[-1]) > 0
 
+    # -- retention ------------------------------------------------------------------------------
+
+    async def purge_history(self, cutoffs: dict[str, str], default: str | None) -> int:
+        """Delete expired history (hub/retention.py). With a default for every type, the monthly
+        partitions entirely older than the earliest cutoff (the longest retention) are dropped
+        whole; then, per entity, the instances older than the earliest cutoff of its types go
+        (-infinity stands for keep for ever: nothing is older)."""
+        deleted = 0
+        if default is not None:
+            deleted += await self._drop_partitions(min([default, *cutoffs.values()]))
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                "WITH rules(type, cutoff) AS (SELECT * FROM unnest($1::text[], $2::timestamptz[])),"
+                " typed(tenant, id, type) AS ("
+                " SELECT e.tenant, e.id, unnest(e.types) FROM entities e"
+                " UNION SELECT d.tenant, d.id, unnest(d.types) FROM deleted_entities d),"
+                " expiring AS (SELECT typed.tenant, typed.id,"
+                " min(coalesce(rules.cutoff, $3::timestamptz, '-infinity')) AS cutoff"
+                " FROM typed LEFT JOIN rules ON rules.type = typed.type"
+                " GROUP BY typed.tenant, typed.id)"
+                " DELETE FROM attr_history h USING expiring x"
+                " WHERE h.tenant = x.tenant AND h.entity_id = x.id AND h.time < x.cutoff",
+                list(cutoffs),
+                [_ts(c) for c in cutoffs.values()],
+                _ts(default),
+            )
+            deleted += int(status.split()[-1])
+            if default is not None:
+                # History no entity record names a type for (kept before 0004): the default.
+                status = await conn.execute(
+                    "DELETE FROM attr_history h WHERE h.time < $1 AND NOT EXISTS"
+                    " (SELECT 1 FROM entities e WHERE e.tenant = h.tenant AND e.id = h.entity_id)"
+                    " AND NOT EXISTS (SELECT 1 FROM deleted_entities d"
+                    " WHERE d.tenant = h.tenant AND d.id = h.entity_id)",
+                    _ts(default),
+                )
+                deleted += int(status.split()[-1])
+            await conn.execute(
+                "DELETE FROM deleted_entities d WHERE NOT EXISTS (SELECT 1 FROM attr_history h"
+                " WHERE h.tenant = d.tenant AND h.entity_id = d.id)"
+            )
+        return deleted
+
+    async def _drop_partitions(self, cutoff: str) -> int:
+        """Drop the history partitions whose month ends at or before ``cutoff``; the number of
+        instances they held."""
+        limit = _ts(cutoff)
+        assert limit is not None
+        dropped = 0
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", PARTITION_LOCK)
+            names = await conn.fetch(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+                " WHERE i.inhparent = 'attr_history'::regclass"
+            )
+            for (name,) in names:
+                try:
+                    start = datetime.strptime(name, "attr_history_%Y_%m").replace(tzinfo=UTC)
+                except ValueError:
+                    continue  # not one of ours
+                end = (start + timedelta(days=32)).replace(day=1)
+                if end > limit:
+                    continue
+                dropped += await conn.fetchval(f'SELECT count(*) FROM "{name}"')
+                await conn.execute(f'DROP TABLE "{name}"')
+                self._partitions.discard(f"{start:%Y-%m}")
+        return dropped
+
     # -- subscriptions --------------------------------------------------------------------------
 
     async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
