@@ -11,7 +11,7 @@ from starlette.responses import Response
 
 from cidade.hub import timefmt
 from cidade.hub.api import PREFIX, HubApi, method_route
-from cidade.hub.errors import BadRequestData, ResourceNotFound
+from cidade.hub.errors import BadRequestData, NotImplementedFeature, ResourceNotFound
 from cidade.hub.http import (
     accepted,
     context_for_read,
@@ -24,7 +24,7 @@ from cidade.hub.querying import projection
 from cidade.hub.temporal import TemporalQuery, parse_temporal_query, render_temporal
 from cidade.hub.temporal_paging import Limits, Page, apply_cut, find_cut
 from cidade.hub.temporal_paging import limits as paging_limits
-from cidade.store.base import EntityQuery, HistoryQuery, QueryResult
+from cidade.store.base import TIME_COLUMNS, EntityQuery, HistoryQuery, QueryResult
 from cidade.store.history import history_row
 
 
@@ -54,6 +54,9 @@ class TemporalApi:
     ) -> tuple[dict[str, dict[str, list[dict]]], Page | None, dict[str, dict[str, str]]]:
         """The history of these entities as one response holds it (§6.3.10): the instances, the
         page when they were cut to one, and per entity the attributes the cut left empty."""
+        if temporal.timeproperty not in TIME_COLUMNS:
+            # deletedAt: the history has no deletion time per instance to select on.
+            raise NotImplementedFeature(f"timeproperty={temporal.timeproperty} is not supported")
         most = self.hub.settings.temporal_max_instances
         limits = paging_limits(temporal, most)
         history = await self.store.history(
