@@ -429,7 +429,7 @@ class PostgresStore:
             )
             deleted += int(status.split()[-1])
             if default is not None:
-                # History no entity record names a type for (kept before 0004): the default.
+                # History no entity record names a type for (kept before migration 0005): the default.
                 status = await conn.execute(
                     "DELETE FROM attr_history h WHERE h.time < $1 AND NOT EXISTS"
                     " (SELECT 1 FROM entities e WHERE e.tenant = h.tenant AND e.id = h.entity_id)"

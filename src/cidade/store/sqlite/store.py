@@ -413,7 +413,7 @@ class SqliteStore:
         def untyped_and_marks(conn: sqlite3.Connection) -> int:
             count = 0
             if default is not None:
-                # History no entity record names a type for (kept before 0004): the default.
+                # History no entity record names a type for (kept before migration 0005): the default.
                 count = conn.execute(
                     "DELETE FROM attr_history AS h WHERE h.time < ? AND NOT EXISTS"
                     " (SELECT 1 FROM entities e WHERE e.tenant = h.tenant AND e.id = h.entity_id)"
