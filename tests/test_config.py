@@ -22,3 +22,27 @@ def test_round_trip_through_environment():
 def test_bad_values_are_refused(var, value):
     with pytest.raises(SystemExit, match=var):
         load_settings({var: value})
+
+
+@pytest.mark.parametrize(
+    "var,value",
+    [
+        ("CIDADE_TEMPORAL_MAX_INSTANCES", "0"),
+        ("CIDADE_HISTORY_PURGE_INTERVAL", "0"),
+        ("CIDADE_HISTORY_RETENTION", "TrafficFlowObserved"),
+        ("CIDADE_HISTORY_RETENTION", "TrafficFlowObserved=90 days"),
+        ("CIDADE_HISTORY_RETENTION", "TrafficFlowObserved=P0D"),
+        ("CIDADE_HISTORY_RETENTION", "*=P1Y,*=P2Y"),
+        ("CIDADE_HISTORY_RETENTION", "Traffic Flow=P1Y"),
+    ],
+)
+def test_senseless_values_are_refused(var, value):
+    with pytest.raises(SystemExit, match=var):
+        load_settings({var: value})
+
+
+def test_history_retention_setting():
+    value = "TrafficFlowObserved=P90D, https://example.org/T=P1M,*=P5Y"
+    s = load_settings({"CIDADE_HISTORY_RETENTION": value, "CIDADE_TEMPORAL_MAX_INSTANCES": "50"})
+    assert s.history_retention == value and s.temporal_max_instances == 50
+    assert load_settings(settings_to_env(s)) == s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
 from cidade.hub.http import LiteralPlus, MethodNotAllowed, problem_response
 from cidade.hub.jsonld import ContextInfo, ContextResolver
 from cidade.hub.notify import Notifier
+from cidade.hub.retention import Purger, RetentionPolicy, parse_retention
 from cidade.hub.subscriptions_api import SubscriptionApi
 from cidade.hub.temporal_api import TemporalApi
 from cidade.store import Store, open_store
@@ -62,6 +64,9 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         background.add(task)  # a reference until done, or the loop may collect it mid-way
         task.add_done_callback(background.discard)
 
+    policy = RetentionPolicy.build(parse_retention(settings.history_retention), resolver.core)
+    purger = Purger(store, policy, settings.history_purge_interval)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
@@ -74,12 +79,19 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         # Everything built so far lives as long as the process: keep the collector from walking it
         # again and again (gen-2 passes over long-lived objects show up as latency spikes).
         gc.freeze()
+        purging = None
+        if settings.history and policy.active:
+            purging = asyncio.create_task(purger.run(), name="history retention")
         ready["ok"] = True
         try:
             yield
         finally:
             ready["ok"] = False
             await notifier.stop()
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
             await resolver.aclose()
             await store.close()
 
@@ -128,6 +140,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.store = store
     app.state.hub = hub
     app.state.notifier = notifier
+    app.state.purger = purger
     return app
 
 

@@ -42,6 +42,14 @@ class Settings:
     notification_lease: float = 30.0
     # CIDADE_NOTIFICATION_POLL: seconds between looks for due retries and periodic notifications
     notification_poll: float = 1.0
+    # CIDADE_TEMPORAL_MAX_INSTANCES: the most instances of one attribute a temporal response
+    # carries; past it the response is a 206 page (NGSI-LD §6.3.10)
+    temporal_max_instances: int = 10000
+    # CIDADE_HISTORY_RETENTION: how long history is kept, per entity type, e.g.
+    # "TrafficFlowObserved=P90D,*=P5Y" (docs/configuration.md); empty: kept for ever
+    history_retention: str = ""
+    # CIDADE_HISTORY_PURGE_INTERVAL: seconds between two purges of expired history
+    history_purge_interval: float = 3600.0
 
     @property
     def base_url(self) -> str:
@@ -69,6 +77,9 @@ _ENV = {
     "notification_max_age": ("CIDADE_NOTIFICATION_MAX_AGE", float),
     "notification_lease": ("CIDADE_NOTIFICATION_LEASE", float),
     "notification_poll": ("CIDADE_NOTIFICATION_POLL", float),
+    "temporal_max_instances": ("CIDADE_TEMPORAL_MAX_INSTANCES", int),
+    "history_retention": ("CIDADE_HISTORY_RETENTION", str),
+    "history_purge_interval": ("CIDADE_HISTORY_PURGE_INTERVAL", float),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -95,7 +106,23 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
             except ValueError as exc:
                 kind = "boolean (true/false)" if cast == "bool" else cast.__name__  # type: ignore[union-attr]
                 raise SystemExit(f"{var}={env[var]!r} is not a valid {kind}") from exc
-    return Settings(**values).with_overrides(**overrides)  # type: ignore[arg-type]
+    settings = Settings(**values).with_overrides(**overrides)  # type: ignore[arg-type]
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    """Refuse, at start, values of the right type that still make no sense."""
+    from cidade.hub.retention import parse_retention
+
+    if settings.temporal_max_instances < 1:
+        raise SystemExit("CIDADE_TEMPORAL_MAX_INSTANCES must be at least 1")
+    if not settings.history_purge_interval > 0:
+        raise SystemExit("CIDADE_HISTORY_PURGE_INTERVAL must be a positive number of seconds")
+    try:
+        parse_retention(settings.history_retention)
+    except ValueError as exc:
+        raise SystemExit(f"CIDADE_HISTORY_RETENTION: {exc}") from None
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

@@ -181,3 +181,9 @@ def test_temporal_writes_reject_bad_input(client):
     assert client.get(f"{NGSI}/entities/urn:x:1").status_code == 404
     r = client.post(f"{TEMPORAL}/urn:x:none/attrs", json={"a": [{"type": "Property", "value": 1}]})
     assert r.status_code == 404
+
+
+def test_deleted_at_as_time_property_is_not_implemented(station):
+    for url in (f"{TEMPORAL}/{E}", f"{TEMPORAL}?type=AirQualityObserved"):
+        r = station.get(f"{url}{'&' if '?' in url else '?'}timeproperty=deletedAt")
+        assert r.status_code == 501 and problem_type(r) == "NotImplemented", r.text

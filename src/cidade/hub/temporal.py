@@ -320,6 +320,7 @@ def render_temporal(
     *,
     attrs: Iterable[str] | None = None,
     origin: str | None = None,
+    emptied: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The temporal representation of one entity.
 
@@ -328,7 +329,9 @@ def render_temporal(
     already did either does no harm). ``attrs`` restricts the attributes (expanded IRIs).
     ``origin`` (stored format) fixes where aggregation periods start when the query has no lower
     bound, e.g. to give all entities of a query the same periods; by default that is the time of
-    the entity's earliest instance. Attributes left without instances are omitted (§C.5.5).
+    the entity's earliest instance. Attributes left without instances are omitted (§C.5.5), but
+    for those in ``emptied`` ({IRI: attribute type}): the attributes a page of a paginated
+    response (§6.3.10) holds no instance of, given empty.
     """
     compacted = [terms.compact(t) for t in types]
     out: dict[str, Any] = {
@@ -364,6 +367,15 @@ def render_temporal(
                 merged.sort(key=_first)
                 insts = [i for _, i in merged]
             out[terms.compact(iri)] = [_normalized(i, terms, query) for i in insts]
+    for iri, kind in (emptied or {}).items():
+        if wanted is not None and iri not in wanted:
+            continue
+        if query.simplified:
+            out.setdefault(
+                terms.compact(iri), {"type": kind, SIMPLIFIED_MEMBERS.get(kind, "values"): []}
+            )
+        elif not query.aggregated:
+            out.setdefault(terms.compact(iri), [])
     return out
 
 

@@ -3,6 +3,7 @@ as temporal representations — normalized, temporalValues or aggregatedValues."
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from starlette.requests import Request
@@ -10,7 +11,7 @@ from starlette.responses import Response
 
 from cidade.hub import timefmt
 from cidade.hub.api import PREFIX, HubApi, method_route
-from cidade.hub.errors import BadRequestData, ResourceNotFound
+from cidade.hub.errors import BadRequestData, NotImplementedFeature, ResourceNotFound
 from cidade.hub.http import (
     accepted,
     context_for_read,
@@ -21,7 +22,9 @@ from cidade.hub.http import (
 from cidade.hub.model import check_entity_id, check_name, normalize_instance
 from cidade.hub.querying import projection
 from cidade.hub.temporal import TemporalQuery, parse_temporal_query, render_temporal
-from cidade.store.base import HistoryQuery
+from cidade.hub.temporal_paging import Limits, Page, apply_cut, find_cut
+from cidade.hub.temporal_paging import limits as paging_limits
+from cidade.store.base import TIME_COLUMNS, EntityQuery, HistoryQuery, QueryResult
 from cidade.store.history import history_row
 
 
@@ -31,7 +34,7 @@ class TemporalApi:
         self.store = hub.store
 
     def _history_query(
-        self, ids: list[str], attrs: list[str], temporal: TemporalQuery
+        self, ids: list[str], attrs: list[str], temporal: TemporalQuery, limits: Limits
     ) -> HistoryQuery:
         lower, upper, lower_inclusive, upper_inclusive = temporal.time_bounds()
         return HistoryQuery(
@@ -42,9 +45,44 @@ class TemporalApi:
             after_inclusive=lower_inclusive,
             before=upper,
             before_inclusive=upper_inclusive,
-            # Aggregations summarise the whole window; lastN cuts plain representations only.
-            last_n=None if temporal.aggregated else temporal.last_n,
+            first_n=limits.first_n,
+            last_n=limits.last_n,
         )
+
+    async def _history(
+        self, tenant: str, ids: list[str], attrs: list[str], temporal: TemporalQuery
+    ) -> tuple[dict[str, dict[str, list[dict]]], Page | None, dict[str, dict[str, str]]]:
+        """The history of these entities as one response holds it (§6.3.10): the instances, the
+        page when they were cut to one, and per entity the attributes the cut left empty."""
+        if temporal.timeproperty not in TIME_COLUMNS:
+            # deletedAt: the history has no deletion time per instance to select on.
+            raise NotImplementedFeature(f"timeproperty={temporal.timeproperty} is not supported")
+        most = self.hub.settings.temporal_max_instances
+        limits = paging_limits(temporal, most)
+        history = await self.store.history(
+            tenant, self._history_query(ids, attrs, temporal, limits)
+        )
+        cut = find_cut(history, limits, most)
+        if cut is None:
+            return history, None, {}
+        for eid, attr in cut.incomplete:
+            # More than a page of instances share the page's last time: fetch them all, since a
+            # page never holds part of the instances of one instant.
+            at_end = await self.store.history(
+                tenant,
+                HistoryQuery(
+                    entity_ids=[eid],
+                    attrs=[attr],
+                    time_property=temporal.timeproperty,
+                    after=cut.end,
+                    before=cut.end,
+                    before_inclusive=True,
+                ),
+            )
+            others = [i for i in history[eid][attr] if i["_t"] != cut.end]
+            history[eid][attr] = others + at_end.get(eid, {}).get(attr, [])
+        page, emptied = apply_cut(history, cut, temporal, limits)
+        return history, page, emptied
 
     async def retrieve(self, request: Request) -> Response:
         """§6.19.3.1 Retrieve Temporal Evolution of an Entity (§5.7.3)."""
@@ -55,11 +93,13 @@ class TemporalApi:
         entity_id = check_entity_id(request.path_params["entity_id"])
         entity = await self.store.get_entity(tenant, entity_id)
         if entity is None:
+            # A deleted entity whose history was kept (CIDADE_HISTORY_AFTER_DELETE) still has a
+            # temporal evolution: serve it while some of it remains.
+            entity = await self.store.deleted_entity(tenant, entity_id)
+        if entity is None:
             raise ResourceNotFound(f"entity {entity_id} not found")
         attrs = projection(ctx.terms, list_param(request, "attrs"))
-        history = await self.store.history(
-            tenant, self._history_query([entity_id], attrs, temporal)
-        )
+        history, page, emptied = await self._history(tenant, [entity_id], attrs, temporal)
         body = render_temporal(
             entity_id,
             entity["type"],
@@ -67,8 +107,12 @@ class TemporalApi:
             ctx.terms,
             temporal,
             attrs=attrs or None,
+            emptied=emptied.get(entity_id),
         )
-        return json_response(body, kind=kind, ctx=ctx)
+        if "deletedAt" in entity:
+            body["deletedAt"] = entity["deletedAt"]
+        status, headers = _paged(page, {})
+        return json_response(body, status=status, kind=kind, ctx=ctx, headers=headers)
 
     async def query(self, request: Request) -> Response:
         """§6.18.3.2 Query Temporal Evolution of Entities (§5.7.4)."""
@@ -77,10 +121,10 @@ class TemporalApi:
         kind = accepted(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
         query = self.hub.query_from_params(request, ctx)
-        found = await self.store.query(tenant, query)
+        found = await self._query(tenant, query)
         expanded = list(query.attrs)
-        history = await self.store.history(
-            tenant, self._history_query([e["id"] for e in found.entities], expanded, temporal)
+        history, page, emptied = await self._history(
+            tenant, [e["id"] for e in found.entities], expanded, temporal
         )
         body: list[dict[str, Any]] = [
             render_temporal(
@@ -91,13 +135,49 @@ class TemporalApi:
                 temporal,
                 attrs=expanded or None,
                 origin=temporal.time_at,
+                emptied=emptied.get(e["id"]),
             )
             for e in found.entities
         ]
+        for e, rendered in zip(found.entities, body, strict=True):
+            if "deletedAt" in e:
+                rendered["deletedAt"] = e["deletedAt"]
         headers = {}
         if found.count is not None:
             headers["NGSILD-Results-Count"] = str(found.count)
-        return json_response(body, kind=kind, ctx=ctx, headers=headers)
+        status, headers = _paged(page, headers)
+        return json_response(body, status=status, kind=kind, ctx=ctx, headers=headers)
+
+    async def _query(self, tenant: str, query: EntityQuery) -> QueryResult:
+        """The entities of a temporal query: the existing ones, then the deleted ones whose
+        history was kept (§5.7.4 queries the temporal evolution, which outlives the entity), in
+        one paging. A query with q or a geo-query matches current states only, which deleted
+        entities do not have."""
+        found = await self.store.query(tenant, query)
+        if query.q is not None or query.geo is not None:
+            return found
+        entities = found.entities
+        if len(entities) == query.limit and not query.count:
+            return found
+        live = found.count
+        if live is None:
+            # The page was not filled, so every existing entity past the offset is on it; with
+            # none on it, the offset may lie beyond them all: count them.
+            if entities or query.offset == 0:
+                live = query.offset + len(entities)
+            else:
+                counted = await self.store.query(tenant, replace(query, limit=0, count=True))
+                live = counted.count or 0
+        gone = await self.store.query_deleted(
+            tenant,
+            replace(
+                query,
+                limit=query.limit - len(entities),
+                offset=max(0, query.offset - live),
+            ),
+        )
+        count = None if found.count is None else found.count + (gone.count or 0)
+        return QueryResult(entities + gone.entities, count)
 
     # -- writes (§6.18.3.1, §6.19.3.2, §6.20, §6.21, §6.22) -------------------------------------
 
@@ -152,7 +232,18 @@ class TemporalApi:
         """§6.19.3.2 Delete Temporal Representation of an Entity (§5.6.16): the entity and its
         history."""
         tenant = await self.hub.read_tenant(request)
-        await self.hub.entities.delete(tenant, request.path_params["entity_id"])
+        entity_id = check_entity_id(request.path_params["entity_id"])
+        try:
+            await self.hub.entities.delete(tenant, entity_id)
+            existed = True
+        except ResourceNotFound:
+            existed = False
+        # Deleting the entity may have kept its history (CIDADE_HISTORY_AFTER_DELETE): this
+        # operation deletes the temporal representation, so the history goes too, as does the
+        # kept history of an entity deleted earlier.
+        forgotten = await self.store.forget_history(tenant, entity_id)
+        if not existed and not forgotten:
+            raise ResourceNotFound(f"entity {entity_id} not found")
         return Response(status_code=204)
 
     async def add_attrs(self, request: Request) -> Response:
@@ -227,6 +318,14 @@ class TemporalApi:
             method_route(f"{attrs}/{{attr_id}}", {"DELETE": self.delete_attr}),
             method_route(attrs, {"POST": self.add_attrs}),
         ]
+
+
+def _paged(page: Page | None, headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """§6.3.10: a response cut to one page of instances is 206 Partial Content (RFC 7233 §4.1)
+    with the page's time range in Content-Range."""
+    if page is None:
+        return 200, headers
+    return 206, {**headers, "Content-Range": page.content_range()}
 
 
 def _time(inst: dict[str, Any]) -> str:

@@ -61,7 +61,8 @@ class HistoryQuery:
     after_inclusive: bool = True
     before: str | None = None  # upper bound
     before_inclusive: bool = False
-    last_n: int | None = None  # only the last N instances of each attribute
+    last_n: int | None = None  # only the last N instances of each attribute (and datasetId)
+    first_n: int | None = None  # only the first N instances of each attribute (and datasetId)
 
 
 OutboxEntry = tuple[str, str, bytes]  # (lane = endpoint URI, subscription id, body JSON)
@@ -154,6 +155,27 @@ class Store(Protocol):
     async def delete_history_instance(
         self, tenant: str, entity_id: str, attr: str, instance_id: str
     ) -> bool: ...
+
+    async def deleted_entity(self, tenant: str, entity_id: str) -> dict[str, Any] | None:
+        """{id, type, deletedAt} of an entity deleted while its history was kept (setting
+        history_after_delete), while some of that history remains; else None."""
+        ...
+
+    async def query_deleted(self, tenant: str, query: EntityQuery) -> QueryResult:
+        """The deleted entities with history matching a query's ids, idPattern, types and attrs
+        (never q nor geo), as {id, type, deletedAt}, in deletion order, paged."""
+        ...
+
+    async def forget_history(self, tenant: str, entity_id: str) -> bool:
+        """Delete an entity's whole history; whether there was any."""
+        ...
+
+    async def purge_history(self, cutoffs: dict[str, str], default: str | None) -> int:
+        """Retention, in every tenant: delete the history instances whose time index is older
+        than the cutoff of their entity's type (``cutoffs``: {type IRI: stored timestamp};
+        ``default`` for the other types, None to keep them). An entity with several types
+        keeps the instances any of its types keeps. The number of instances deleted."""
+        ...
 
     async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool: ...
 

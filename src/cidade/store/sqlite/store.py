@@ -235,13 +235,23 @@ class SqliteStore:
         if query.before is not None:
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ?")
             params.append(query.before)
-        sql = (
-            f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
-            f" row_number() OVER (PARTITION BY entity_id, attr, dataset_id ORDER BY {column} DESC, instance_id DESC)"
-            f" AS back FROM attr_history WHERE {' AND '.join(where)}"
-        )
+        series = "PARTITION BY entity_id, attr, dataset_id"
+        windows = f"row_number() OVER ({series} ORDER BY {column} DESC, instance_id DESC) AS back"
+        keep = []
+        if query.first_n is not None:
+            windows += f", row_number() OVER ({series} ORDER BY {column}, instance_id) AS ahead"
+            keep.append(f"ahead <= {int(query.first_n)}")
         if query.last_n is not None:
-            sql = f"SELECT * FROM ({sql}) WHERE back <= {int(query.last_n)}"
+            keep.append(f"back <= {int(query.last_n)}")
+        sql = (
+            f"SELECT entity_id, attr, instance_id, {column} AS t, instance, {windows}"
+            f" FROM attr_history WHERE {' AND '.join(where)}"
+        )
+        if keep:
+            sql = (
+                "SELECT entity_id, attr, instance_id, t, instance, back"
+                f" FROM ({sql}) WHERE {' AND '.join(keep)}"
+            )
         sql += " ORDER BY entity_id, attr, t, back DESC"
 
         def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -314,6 +324,119 @@ class SqliteStore:
                 > 0
             )
         )
+
+    # -- history of deleted entities ----------------------------------------------------------
+
+    async def deleted_entity(self, tenant: str, entity_id: str) -> dict[str, Any] | None:
+        """{id, type, deletedAt} of an entity deleted while its history was kept, while some of
+        that history remains and no entity with its id exists again; else None."""
+        found = await self.query_deleted(tenant, EntityQuery(ids=[entity_id], limit=1))
+        return found.entities[0] if found.entities else None
+
+    async def query_deleted(self, tenant: str, query: EntityQuery) -> QueryResult:
+        """The deleted entities with history that match the ids, idPattern, type and attrs of
+        a query (q and geo-queries need a current state: the caller leaves them out), in
+        deletion order, paged by its limit and offset."""
+        where = [
+            "d.tenant = ?",
+            "NOT EXISTS (SELECT 1 FROM entities e WHERE e.tenant = d.tenant AND e.id = d.id)",
+        ]
+        params: list[Any] = [tenant]
+        history = "SELECT 1 FROM attr_history h WHERE h.tenant = d.tenant AND h.entity_id = d.id"
+        if query.attrs:
+            history += f" AND h.attr IN ({','.join('?' * len(query.attrs))})"
+            params.extend(query.attrs)
+        where.append(f"EXISTS ({history})")
+        if query.ids:
+            where.append(f"d.id IN ({','.join('?' * len(query.ids))})")
+            params.extend(query.ids)
+        if query.id_pattern is not None:
+            where.append("regexp(?, d.id)")
+            params.append(query.id_pattern)
+        if query.types is not None:
+            where.append(_deleted_type_sql(query.types, params))
+        clause = " AND ".join(where)
+
+        def run(conn: sqlite3.Connection) -> QueryResult:
+            count = None
+            if query.count:
+                count = conn.execute(
+                    f"SELECT count(*) FROM deleted_entities d WHERE {clause}", params
+                ).fetchone()[0]
+            rows = conn.execute(
+                f"SELECT d.id, d.types, d.deleted_at FROM deleted_entities d WHERE {clause}"
+                " ORDER BY d.deleted_at, d.id LIMIT ? OFFSET ?",
+                [*params, query.limit, query.offset],
+            ).fetchall()
+            found = [{"id": i, "type": orjson.loads(t), "deletedAt": at} for i, t, at in rows]
+            return QueryResult(found, count)
+
+        return await self.db.read(run)
+
+    async def forget_history(self, tenant: str, entity_id: str) -> bool:
+        """Delete an entity's whole history (and its record of a deleted entity); whether there
+        was any."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            rows = conn.execute(
+                "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", (tenant, entity_id)
+            ).rowcount
+            marks = conn.execute(
+                "DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
+            ).rowcount
+            return rows + marks > 0
+
+        return await self.db.write(run)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    async def purge_history(self, cutoffs: dict[str, str], default: str | None) -> int:
+        """Delete expired history (hub/retention.py): per entity, the instances older than the
+        earliest cutoff of its types ("" stands for keep for ever: nothing is older), a few
+        hundred entities per transaction so writers are not held up for long."""
+        rules = " UNION ALL ".join("SELECT ?, ?" for _ in cutoffs) or "SELECT NULL, NULL WHERE 0"
+        params: list[Any] = [v for pair in cutoffs.items() for v in pair]
+        sql = (
+            f"WITH rules(type, cutoff) AS ({rules}),"
+            " typed(tenant, id, type) AS ("
+            " SELECT e.tenant, e.id, t.type FROM entities e JOIN entity_types t ON t.rid = e.rid"
+            " UNION SELECT d.tenant, d.id, j.value FROM deleted_entities d, json_each(d.types) j)"
+            " SELECT typed.tenant, typed.id, min(coalesce(rules.cutoff, ?)) AS expiry"
+            " FROM typed LEFT JOIN rules ON rules.type = typed.type"
+            " GROUP BY typed.tenant, typed.id HAVING expiry != ''"
+        )
+        params.append(default or "")
+        expiring = await self.db.read(lambda c: c.execute(sql, params).fetchall())
+        deleted = 0
+        for start in range(0, len(expiring), 500):
+            chunk = expiring[start : start + 500]
+            deleted += await self.db.write(
+                lambda c, chunk=chunk: (
+                    c.executemany(
+                        "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ? AND time < ?",
+                        chunk,
+                    ).rowcount
+                )
+            )
+
+        def untyped_and_marks(conn: sqlite3.Connection) -> int:
+            count = 0
+            if default is not None:
+                # History no entity record names a type for (kept before migration 0005): the default.
+                count = conn.execute(
+                    "DELETE FROM attr_history AS h WHERE h.time < ? AND NOT EXISTS"
+                    " (SELECT 1 FROM entities e WHERE e.tenant = h.tenant AND e.id = h.entity_id)"
+                    " AND NOT EXISTS (SELECT 1 FROM deleted_entities d"
+                    " WHERE d.tenant = h.tenant AND d.id = h.entity_id)",
+                    (default,),
+                ).rowcount
+            conn.execute(
+                "DELETE FROM deleted_entities AS d WHERE NOT EXISTS (SELECT 1 FROM attr_history h"
+                " WHERE h.tenant = d.tenant AND h.entity_id = d.id)"
+            )
+            return count
+
+        return deleted + await self.db.write(untyped_and_marks)
 
     # -- subscriptions --------------------------------------------------------------------------
 
@@ -571,6 +694,15 @@ def _watching(conn: sqlite3.Connection, store: SqliteStore, tenant: str) -> list
     return store.watching[1].get(tenant, [])
 
 
+def _deleted_type_sql(expr: TypeExpr, params: list[Any]) -> str:
+    if isinstance(expr, str):
+        params.append(expr)
+        return "EXISTS (SELECT 1 FROM json_each(d.types) j WHERE j.value = ?)"
+    op, parts = expr
+    joiner = " AND " if op == "and" else " OR "
+    return "(" + joiner.join(_deleted_type_sql(p, params) for p in parts) + ")"
+
+
 def _write_batch(
     conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp], store: SqliteStore
 ) -> tuple[list[Any], bool]:
@@ -617,6 +749,8 @@ def _write_batch(
     type_rows: list[tuple] = []
     history_rows: list[tuple] = []
     forgotten: list[tuple[str, str]] = []
+    tombstones: list[tuple[str, str, str, str]] = []
+    deleted_at = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
     geo_rows: list[tuple] = []
     geo_boxes: list[tuple] = []
     for eid in applied.changed:
@@ -626,6 +760,9 @@ def _write_batch(
             if doc is None:
                 if not history_after_delete:  # by default an entity's history goes with it
                     forgotten.append((tenant, eid))
+                elif eid in stored:  # kept: remember what the entity was
+                    types = orjson.dumps(stored[eid]["type"]).decode()
+                    tombstones.append((tenant, eid, types, deleted_at))
             else:
                 history_rows.extend(
                     (tenant, eid, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
@@ -669,6 +806,8 @@ def _write_batch(
     )
     conn.executemany("INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)", geo_boxes)
     conn.executemany("DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", forgotten)
+    conn.executemany("DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", forgotten)
+    conn.executemany("INSERT OR REPLACE INTO deleted_entities VALUES (?, ?, ?, ?)", tombstones)
     conn.executemany(
         "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
         " observed_at, modified_at, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
