@@ -774,11 +774,12 @@ async def _insert_outbox(
     await conn.execute("SELECT pg_notify($1, 'outbox')", store.channel)
 
 
-async def _watching(conn: asyncpg.Connection, store: PostgresStore, tenant: str) -> list[Any]:
+async def _watching(
+    conn: asyncpg.Connection, store: PostgresStore, tenant: str, epoch: int
+) -> list[Any]:
     """The tenant's compiled subscriptions, recompiled when the epoch read in this transaction
     differs from the one they were compiled at (another worker may have changed them)."""
     assert store.watch is not None
-    epoch = await conn.fetchval("SELECT epoch FROM subscription_epoch")
     if epoch != store.watching[0]:
         by_tenant: dict[str, list[Any]] = {}
         for r in await conn.fetch("SELECT tenant, doc FROM subscriptions ORDER BY seq"):
@@ -792,7 +793,12 @@ async def _watching(conn: asyncpg.Connection, store: PostgresStore, tenant: str)
 async def _write_batch(
     conn: asyncpg.Connection, tenant: str, ops: Sequence[WriteOp], store: PostgresStore
 ) -> tuple[list[Any], bool]:
-    await conn.execute("INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING", tenant)
+    # One round trip: make sure the tenant exists, and read the subscription epoch (below).
+    epoch = await conn.fetchval(
+        "WITH t AS (INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING)"
+        " SELECT epoch FROM subscription_epoch",
+        tenant,
+    )
     ids = list(dict.fromkeys(op.entity_id for op in ops))
     # Lock every entity this call touches, existing or not, in one fixed order.
     await conn.execute(
@@ -922,7 +928,7 @@ async def _write_batch(
         await _insert_history(conn, store, tenant, history_rows)
     entries: list[OutboxEntry] = []
     if store.watch is not None and applied.changed:
-        watching = await _watching(conn, store, tenant)
+        watching = await _watching(conn, store, tenant, epoch)
         if watching:
             entries = store.watch.match(
                 watching, applied.changed, applied.before, applied.after, now_iso()
