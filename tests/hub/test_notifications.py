@@ -389,3 +389,27 @@ def test_show_changes(client, receiver):
     changed = got[1].body["data"][0]
     assert changed["no2"] == {"type": "Property", "value": 2, "previousValue": 1}
     assert changed["pm10"] == {"type": "Property", "value": 4}
+
+
+def test_graceful_stop_hands_lanes_back_at_once(settings, receiver):
+    """A worker that stops cleanly releases its lanes: the next one resumes without waiting for
+    the lease to run out (30 s by default)."""
+    slow = Receiver(delay=0.3)
+    try:
+        with TestClient(build_app(settings)) as c:
+            subscribe(c, slow.url)
+            create(c, no2=0)
+            for i in range(1, 20):
+                update(c, no2=i)
+            slow.wait_for(1)
+        slow.delay = 0
+        started = time.monotonic()
+        with TestClient(build_app(settings)):
+            values: set = set()
+            while values != set(range(20)) and time.monotonic() - started < 8:
+                values = {b["data"][0]["no2"]["value"] for b in slow.bodies()}
+                time.sleep(0.05)
+            assert values == set(range(20))
+            assert time.monotonic() - started < 8
+    finally:
+        slow.close()

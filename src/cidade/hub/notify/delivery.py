@@ -86,6 +86,7 @@ class Notifier:
         self.wake()  # whatever a previous process left in the outbox
 
     async def stop(self) -> None:
+        lanes = list(self._lanes)
         for task in [*self._tasks, *self._lanes.values()]:
             task.cancel()
         for task in [*self._tasks, *self._lanes.values()]:
@@ -93,6 +94,11 @@ class Notifier:
                 await task
         self._tasks.clear()
         self._lanes.clear()
+        # Hand the lanes back now rather than when their lease runs out, so the next process
+        # (or another worker) resumes at once; what was in flight is sent again.
+        for lane in lanes:
+            with contextlib.suppress(Exception):
+                await self.store.release_lane(lane, self.owner)
         await self.http.aclose()
         await self.mqtt.aclose()
 
