@@ -85,15 +85,9 @@ def test_serve_health_and_ngsi_ld(tmp_path):
         stop(proc)
 
 
-def test_acknowledged_writes_survive_kill_9_under_load(tmp_path):
-    """Writers keep creating entities while the server is killed with SIGKILL: every write that
-    was answered 201 is there after a restart."""
-    import threading
-
-    db = tmp_path / "c.db"
-    port = free_port()
-    proc = start(db, port)
-    base = f"http://127.0.0.1:{port}{NGSI}"
+def create_until_killed(proc: subprocess.Popen, base: str, writers: int = 4) -> list[str]:
+    """Writers create entities as fast as they can; after 2 s the server gets SIGKILL. The ids
+    whose creation was answered 201."""
     acknowledged: list[str] = []
     lock = threading.Lock()
 
@@ -110,7 +104,7 @@ def test_acknowledged_writes_survive_kill_9_under_load(tmp_path):
                     with lock:
                         acknowledged.append(eid)
 
-    threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+    threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
     for t in threads:
         t.start()
     try:
@@ -120,15 +114,7 @@ def test_acknowledged_writes_survive_kill_9_under_load(tmp_path):
         for t in threads:
             t.join()
     assert len(acknowledged) > 50, "the load did not get going"
-    proc = start(db, port)
-    try:
-        with httpx.Client(timeout=10) as http:
-            r = http.get(f"{base}/entities?type=T&limit=0&count=true")
-            assert int(r.headers["ngsild-results-count"]) >= len(acknowledged)
-            for eid in acknowledged:
-                assert http.get(f"{base}/entities/{eid}").status_code == 200, eid
-    finally:
-        stop(proc)
+    return acknowledged
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "postgres"])
@@ -150,8 +136,6 @@ def test_kill_9_loses_no_write_history_or_notification(tmp_path, kind):
     port = free_port()
     proc = start(store, port, **env)
     base = f"http://127.0.0.1:{port}{NGSI}"
-    acknowledged: list[str] = []
-    lock = threading.Lock()
     try:
         r = httpx.post(
             f"{base}/subscriptions",
@@ -163,29 +147,7 @@ def test_kill_9_loses_no_write_history_or_notification(tmp_path, kind):
         )
         assert r.status_code == 201, r.text
 
-        def writer(w: int) -> None:
-            with httpx.Client(timeout=5) as http:
-                for n in range(100_000):
-                    eid = f"urn:ngsi-ld:T:{w}-{n}"
-                    body = {"id": eid, "type": "T", "v": {"type": "Property", "value": n}}
-                    try:
-                        r = http.post(f"{base}/entities", json=body)
-                    except httpx.HTTPError:
-                        return  # the server is gone
-                    if r.status_code == 201:
-                        with lock:
-                            acknowledged.append(eid)
-
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
-        for t in threads:
-            t.start()
-        try:
-            time.sleep(2.0)
-        finally:
-            stop(proc, signal.SIGKILL)
-            for t in threads:
-                t.join()
-        assert len(acknowledged) > 50, "the load did not get going"
+        acknowledged = create_until_killed(proc, base)
         proc = start(store, port, **env)
         with httpx.Client(timeout=10) as http:
             for eid in acknowledged:
