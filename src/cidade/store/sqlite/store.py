@@ -226,18 +226,22 @@ class SqliteStore:
         if query.before is not None:
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ?")
             params.append(query.before)
-        sql = (
-            f"SELECT entity_id, attr, instance_id, {column} AS t, instance,"
-            f" row_number() OVER (PARTITION BY entity_id, attr, dataset_id ORDER BY {column} DESC, instance_id DESC)"
-            f" AS back FROM attr_history WHERE {' AND '.join(where)}"
-        )
-        if query.last_n is not None:
-            sql = f"SELECT * FROM ({sql}) WHERE back <= {int(query.last_n)}"
-        sql += " ORDER BY entity_id, attr, t, back DESC"
+        sql = f"SELECT entity_id, attr, instance_id, {column} AS t, instance"
+        if query.last_n is None:
+            # The primary key's order: no sort, no window (which would sort every row, instance
+            # JSON and all, twice: a year of 15-minute readings took five times as long).
+            sql += f" FROM attr_history WHERE {' AND '.join(where)}"
+        else:
+            sql = (
+                f"SELECT * FROM ({sql}, row_number() OVER (PARTITION BY entity_id, attr, dataset_id"
+                f" ORDER BY {column} DESC, instance_id DESC) AS back FROM attr_history"
+                f" WHERE {' AND '.join(where)}) WHERE back <= {int(query.last_n)}"
+            )
+        sql += " ORDER BY entity_id, attr, t, instance_id"
 
         def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[dict[str, Any]]]]:
             out: dict[str, dict[str, list[dict[str, Any]]]] = {}
-            for eid, attr, iid, t, inst, _ in conn.execute(sql, params):
+            for eid, attr, iid, t, inst, *_ in conn.execute(sql, params):
                 item = orjson.loads(inst)
                 item["instanceId"] = iid
                 item["_t"] = t
