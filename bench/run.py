@@ -521,9 +521,8 @@ class Report:
 
     def add(self, row: Row) -> None:
         self.rows.append(row)
-        print(
-            f"  {row.store:8} {row.figure}: {row.measured}  [{row.floor}]  {row.ratio}", flush=True
-        )
+        under = f"  (under: {row.floor}; ratio {row.ratio})" if row.floor else ""
+        print(f"  {row.store:8} {row.figure}: {row.measured}{under}", flush=True)
 
     def table(self) -> str:
         head = Row("figure", "store", "measured", "layer underneath", "ratio", "aim", "")
@@ -585,9 +584,11 @@ def part_core(args: argparse.Namespace, parts: set[str], stores: Stores, report:
             for _ in range(3):
                 bares.append(wrk_rate(f"{base}/bench/bare", args.seconds))
                 gets.append(wrk_rate(f"{base}{NGSI}/entities/{eid}", args.seconds))
-            if all(gets) and all(bares):
-                g, b = statistics.median(gets), statistics.median(bares)  # type: ignore[type-var]
-                ratio = statistics.median(g / b for g, b in zip(gets, bares, strict=True))  # type: ignore[operator]
+            pairs = [(g, b) for g, b in zip(gets, bares, strict=True) if g and b]
+            if len(pairs) == len(gets):
+                g = statistics.median(p[0] for p in pairs)
+                b = statistics.median(p[1] for p in pairs)
+                ratio = statistics.median(x / y for x, y in pairs)
                 res["get_entity_rps"] = round(g)
                 res["bare_handler_rps"] = round(b)
                 res["get_ratio_to_bare"] = round(ratio, 3)
@@ -875,7 +876,7 @@ def main() -> None:
     parser.add_argument(
         "--store", choices=[*STORES, "both"], default="both", help="history, temporal"
     )
-    parser.add_argument("--history-entities", type=int, default=30_000)
+    parser.add_argument("--history-entities", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=2, help="history: alternating rounds")
     parser.add_argument("--requests", type=int, default=30, help="temporal: requests per figure")
     parser.add_argument("--postgres", default=PG_URL, help="PostgreSQL URL (no ?schema)")
