@@ -76,6 +76,35 @@ def test_time_window_last_n_and_attrs(store):
     assert loop.run_until_complete(s.history("", q)) == {}
 
 
+def test_order_by_time_then_instance_id_with_one_or_several_ids_and_attrs(store):
+    # One entity and attribute is read with "=" (an ordered index scan on PostgreSQL), several
+    # with "IN"/"= ANY": the same order either way, ties in time broken by instanceId.
+    s, loop = store
+    at = ["2026-01-31T23:59:59.999999Z", "2026-02-01T00:00:00.000001Z"]
+    ids = [f"urn:ngsi-ld:attribute:instance:{n}" for n in range(4)]
+    rows = [
+        (T, "", ids[3], at[1], at[1], at[1], at[1], reading(3, at[1])),
+        (T, "", ids[2], at[0], at[0], at[0], at[0], reading(2, at[0])),
+        (T, "", ids[0], at[0], at[0], at[0], at[0], reading(0, at[0])),
+        (H, "", ids[1], at[1], at[1], at[1], at[1], reading(1, at[1])),
+    ]
+    for eid in ("urn:s:6", "urn:s:7"):
+        put(s, loop, eid, entity(eid, {}, at[0]))
+        loop.run_until_complete(s.add_history("", eid, rows))
+    for eids, attrs in ((["urn:s:6"], [T]), (["urn:s:7", "urn:s:6"], [H, T]), (["urn:s:6"], [])):
+        got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=eids, attrs=attrs)))
+        assert sorted(got) == sorted(eids)
+        for eid in eids:
+            assert [(i["instanceId"], i["_t"]) for i in got[eid][T]] == [
+                (ids[0], at[0]),
+                (ids[2], at[0]),
+                (ids[3], at[1]),
+            ]
+    q = HistoryQuery(entity_ids=["urn:s:6", "urn:s:7"], attrs=[T], last_n=2)
+    got = loop.run_until_complete(s.history("", q))
+    assert [[i["value"] for i in got[e][T]] for e in ("urn:s:6", "urn:s:7")] == [[2, 3], [2, 3]]
+
+
 def test_dataset_ids_are_separate_instances(store):
     s, loop = store
     at = "2026-05-01T00:00:00.000000Z"
