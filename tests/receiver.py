@@ -82,6 +82,25 @@ class Receiver:
                     raise AssertionError(f"got {len(got)} notifications of {count} expected")
                 self._cond.wait(left)
 
+    def entities(self) -> list[dict[str, Any]]:
+        """Every entity notified so far, in the order they arrived (a notification may carry
+        several: the hub merges waiting ones)."""
+        with self._cond:
+            return [e for r in self.received for e in r.body["data"]]
+
+    def wait_entities(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until ``count`` entities were notified, in however many notifications."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                got = [e for r in self.received for e in r.body["data"]]
+                if len(got) >= count:
+                    return got
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"got {len(got)} entities notified of {count} expected")
+                self._cond.wait(left)
+
     def bodies(self) -> list[dict[str, Any]]:
         with self._cond:
             return [r.body for r in self.received]

@@ -82,9 +82,9 @@ def test_each_notification_goes_out_once_and_in_order(workers, receiver):
         client = a if i % 2 else b
         body = {"n": {"type": "Property", "value": i}}
         assert client.patch(f"{NGSI}/entities/{eid}/attrs", json=body).status_code == 204
-    receiver.wait_for(60, timeout=20)
+    receiver.wait_entities(60, timeout=20)
     time.sleep(1.0)  # anything sent twice would arrive by now
-    assert [g.body["data"][0]["n"] for g in receiver.received] == list(range(60))
+    assert [e["n"] for e in receiver.entities()] == list(range(60))
 
 
 def test_tenant_and_context_made_on_one_worker_are_known_to_the_other(workers):

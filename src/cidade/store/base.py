@@ -95,7 +95,8 @@ class OutboxItem:
 
 @dataclass(slots=True)
 class Outcome:
-    """What became of one outbox item: "sent", "failed" (given up: counted, not retried) or
+    """What became of one outbox item: "sent", "failed" (given up: counted, not retried),
+    "merged" (went out inside the notification of the item before it: not counted again) or
     "dropped" (its subscription is gone, or throttled: not counted)."""
 
     item: OutboxItem

@@ -13,8 +13,8 @@ def status_rows(outcomes: list[Outcome]) -> list[tuple]:
     """One status delta per subscription: (tenant, id, sent, failed, last, success, failure)."""
     rows: dict[tuple[str, str], list[Any]] = {}
     for o in outcomes:
-        if o.result == "dropped":
-            continue
+        if o.result in ("dropped", "merged"):
+            continue  # not a notification of its own
         row = rows.setdefault((o.item.tenant, o.item.subscription_id), [0, 0, None, None, None])
         row[0] += 1
         row[2] = o.at

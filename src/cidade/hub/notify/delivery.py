@@ -51,6 +51,40 @@ from cidade.store.base import ChangeWatch, EntityQuery, OutboxItem, Outcome, Sto
 log = logging.getLogger("cidade.notify")
 
 BATCH = 100  # items read from a lane at a time: at most this many are re-sent after a crash
+MERGE_LIMIT = 100  # entities in one notification made of several waiting items
+
+
+def _units(items: list[OutboxItem]) -> list[list[OutboxItem]]:
+    """Consecutive items of one subscription with one trigger, already waiting together, go
+    out as one notification (their entities in order, up to MERGE_LIMIT): under load a lane
+    sends fewer, larger notifications instead of falling behind; nothing waits to be merged."""
+    units: list[list[OutboxItem]] = []
+    size = 0
+    for item in items:
+        count = len(item.body["entities"])
+        if units:
+            last = units[-1][-1]
+            if (
+                last.tenant == item.tenant
+                and last.subscription_id == item.subscription_id
+                and last.body["trigger"] == item.body["trigger"]
+                and size + count <= MERGE_LIMIT
+            ):
+                units[-1].append(item)
+                size += count
+                continue
+        units.append([item])
+        size = count
+    return units
+
+
+def _merged(unit: list[OutboxItem]) -> dict[str, Any]:
+    if len(unit) == 1:
+        return unit[0].body
+    entities = [e for item in unit for e in item.body["entities"]]
+    return {"trigger": unit[0].body["trigger"], "entities": entities}
+
+
 PERIODIC_LIMIT = 1000  # entities in one periodic notification
 
 
@@ -156,28 +190,30 @@ class Notifier:
                 return False
             outcomes: list[Outcome] = []
             subs: dict[tuple[str, str], dict[str, Any] | None] = {}
-            for item in items:
-                key = (item.tenant, item.subscription_id)
+            for unit in _units(items):
+                head = unit[0]
+                key = (head.tenant, head.subscription_id)
                 if key not in subs:
                     subs[key] = await self.store.get_subscription(*key)
                 sub = subs[key]
                 at = timefmt.now()
                 if sub is None or self._throttled(sub, key):
-                    outcomes.append(Outcome(item, "dropped", at))
+                    outcomes.extend(Outcome(item, "dropped", at) for item in unit)
                     continue
-                result = await self._send(sub, item, at)
-                if result == RETRY and time.time() - item.created_at < self._max_age():
+                result = await self._send(sub, head.tenant, _merged(unit), at)
+                if result == RETRY and time.time() - head.created_at < self._max_age():
                     if outcomes and not await self.store.settle(
                         lane, self.owner, outcomes, time.time() + lease
                     ):
                         return True
                     await self.store.defer_lane(
-                        lane, self.owner, item, at, time.time() + self._backoff(sub, item)
+                        lane, self.owner, head, at, time.time() + self._backoff(sub, head)
                     )
                     return True
                 if result == SENT:
                     self._last_sent[key] = time.monotonic()
-                outcomes.append(Outcome(item, SENT if result == SENT else FAILED, at))
+                outcomes.append(Outcome(head, SENT if result == SENT else FAILED, at))
+                outcomes.extend(Outcome(item, "merged", at) for item in unit[1:])
             if not await self.store.settle(lane, self.owner, outcomes, time.time() + lease):
                 log.warning("lost the lease of a notification lane; another worker has it")
                 return True
@@ -198,10 +234,10 @@ class Notifier:
         cooldown = sub["notification"]["endpoint"].get("cooldown")
         return max(delay, float(cooldown) / 1000 if cooldown else 0.0)
 
-    async def _send(self, sub: dict[str, Any], item: OutboxItem, at: str) -> str:
+    async def _send(self, sub: dict[str, Any], tenant: str, body: dict[str, Any], at: str) -> str:
         endpoint = sub["notification"]["endpoint"]
         try:
-            rendered = await render_notification(self.resolver, sub, item.tenant, item.body, at)
+            rendered = await render_notification(self.resolver, sub, tenant, body, at)
         except Exception:
             # Typically the subscription's @context cannot be fetched right now.
             log.warning("could not render a notification of %s", sub["id"], exc_info=True)

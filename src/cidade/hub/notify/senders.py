@@ -13,8 +13,8 @@ import ssl
 import urllib.parse
 from typing import Any
 
+import aiohttp
 import aiomqtt
-import httpx
 
 from cidade.hub.notify.payload import Rendered
 
@@ -32,30 +32,44 @@ def classify(status: int) -> str:
 
 
 class HttpSender:
+    """HTTP(S) POSTs through one aiohttp session (keep-alive, TCP_NODELAY). aiohttp rather than
+    httpx here: on this hot path it measured four times the requests per second of a core
+    (bench/notify.py), which is what lets one lane keep up with 1,000 notifications/s."""
+
     def __init__(self, timeout: float) -> None:
         self.timeout = timeout
-        # One connection per lane at most is in use (a lane sends one notification at a time),
-        # so a dead endpoint can never exhaust a shared pool.
-        self.client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            follow_redirects=False,
-        )
+        self.session: aiohttp.ClientSession | None = None
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            # No connection limit: a lane sends one notification at a time, so a dead endpoint
+            # holds one connection at most and can never starve the others.
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+            self.session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, raise_for_status=False
+            )
+        return self.session
 
     async def send(self, uri: str, rendered: Rendered, timeout: float | None) -> str:
         try:
-            response = await self.client.post(
+            async with self._session().post(
                 uri,
-                content=rendered.http_body(),
+                data=rendered.http_body(),
                 headers=rendered.headers,
-                timeout=timeout or self.timeout,
-            )
-        except (httpx.HTTPError, OSError) as exc:
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+                allow_redirects=False,
+            ) as response:
+                await response.read()
+                status = response.status
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             log.info("notification to %s not delivered: %s", _safe(uri), type(exc).__name__)
             return RETRY
-        return classify(response.status_code)
+        return classify(status)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
 
 
 class MqttSender:
