@@ -728,17 +728,102 @@ def _distinct_key(value: Any) -> Any:
     return ("json", orjson.dumps(value, option=orjson.OPT_SORT_KEYS))
 
 
+# -- aggregated in the store (numeric series) ---------------------------------------------------
+
+MAX_SQL_PERIODS = 5000  # more periods than this: aggregate in Python from the instances
+
+# Per period, as the store computes it: (period index, instances, numeric instances, sum, min,
+# max, sum of squares, distinct values, sum of squared deviations from the mean).
+PeriodStats = tuple[int, int, int, Any, Any, Any, Any, int, Any]
+
+
+def sql_periods(query: TemporalQuery) -> list[str] | None:
+    """The boundaries [b0, b1, ..., bn] of the aggregation periods of a query that can be
+    aggregated in the store: one with both bounds (timerel=between) and a period. Period k is
+    [b_k, b_k+1), the last one ending at endTimeAt, exactly as ``_Grid`` cuts them. None when
+    the query is not of that kind or has too many periods."""
+    lower, upper, _, _ = query.time_bounds()
+    period = query.aggr_period
+    if lower is None or upper is None or period is None:
+        return None
+    origin = _parse(lower)
+    bounds = [lower]
+    k = 1
+    while True:
+        try:
+            nxt = _format(period.nth(origin, k))
+        except (OverflowError, ValueError):
+            nxt = _END_OF_TIME
+        if nxt >= upper:
+            bounds.append(upper)
+            return bounds
+        bounds.append(nxt)
+        k += 1
+        if k > MAX_SQL_PERIODS:
+            return None
+
+
+def render_stats_series(
+    dataset: str | None,
+    stats: list[PeriodStats],
+    bounds: list[str],
+    query: TemporalQuery,
+) -> dict[str, Any] | None:
+    """The aggregatedValues of one numeric series from the store's per-period statistics: what
+    ``_aggregate_series`` gives from the instances (None when a period holds anything but
+    numbers: then the instances must be aggregated in Python)."""
+    out: dict[str, Any] = {"type": "Property"}
+    if dataset is not None:
+        out["datasetId"] = dataset
+    rows = sorted(stats, key=_first_int)
+    if any(n != numeric for _, n, numeric, *_ in rows):
+        return None
+    if query.last_n is not None:
+        rows = rows[-query.last_n :]
+    methods = query.aggr_methods
+    columns: dict[str, list[list[Any]]] = {m: [] for m in methods}
+    for k, n, _, total, low, high, squares, distinct, deviations in rows:
+        for method in methods:
+            if method == "totalCount":
+                value = n
+            elif method == "distinctCount":
+                value = distinct
+            elif method == "sum":
+                value = total
+            elif method == "avg":
+                value = total / n
+            elif method == "min":
+                value = low
+            elif method == "max":
+                value = high
+            elif method == "sumsq":
+                value = squares
+            else:  # stddev, sample (n - 1) as in _numeric
+                value = math.sqrt(deviations / (n - 1)) if n > 1 else None
+            columns[method].append([value, bounds[k], bounds[k + 1]])
+    out.update(columns)
+    return out
+
+
+def _first_int(row: PeriodStats) -> int:
+    return row[0]
+
+
 __all__ = [
     "AGGREGATED_VALUES",
     "AGGR_METHODS",
+    "MAX_SQL_PERIODS",
     "NORMALIZED",
     "SIMPLIFIED_MEMBERS",
     "TEMPORAL_VALUES",
     "TIMERELS",
     "TIME_PROPERTIES",
     "AggrPeriod",
+    "PeriodStats",
     "TemporalQuery",
     "parse_aggr_period",
     "parse_temporal_query",
+    "render_stats_series",
     "render_temporal",
+    "sql_periods",
 ]

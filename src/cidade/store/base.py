@@ -63,6 +63,9 @@ class HistoryQuery:
     before_inclusive: bool = False
     last_n: int | None = None  # only the last N instances of each attribute (and datasetId)
     first_n: int | None = None  # only the first N instances of each attribute (and datasetId)
+    # For aggregations: a numeric Property instance may come back as just its type, value,
+    # datasetId and time (read from the history's number column, no JSON to parse).
+    values_only: bool = False
 
 
 OutboxEntry = tuple[str, str, bytes]  # (lane = endpoint URI, subscription id, body JSON)
@@ -141,6 +144,21 @@ class Store(Protocol):
     ) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """{entity id: {attribute IRI: [instance, ...]}} oldest first; every instance carries
         its ``instanceId`` and ``_t`` (its time on the requested time property)."""
+        ...
+
+    async def history_stats(
+        self,
+        tenant: str,
+        entity_id: str,
+        attrs: Sequence[str],
+        time_property: str,
+        bounds: list[str],
+        methods: Sequence[str] = (),
+    ) -> dict[str, dict[str, list[tuple]]] | None:
+        """{attribute: {datasetId or "": [(period, instances, numbers, sum, min, max, sum of
+        squares, distinct numbers, sum of squared deviations), ...]}} for the periods
+        [bounds[k], bounds[k+1]) that hold instances (hub/temporal.py ``PeriodStats``); None
+        when the store cannot compute them exactly (the caller then aggregates instances)."""
         ...
 
     async def add_history(self, tenant: str, entity_id: str, rows: list[Any]) -> None: ...

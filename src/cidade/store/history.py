@@ -10,6 +10,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
+
 from cidade.store.base import Entity
 
 HistoryRow = tuple[str, str, str, str, str | None, str, str, dict[str, Any]]
@@ -50,3 +52,31 @@ def history_row(attr: str, inst: dict[str, Any], now: str) -> HistoryRow:
         inst.get("createdAt") or modified,
         {k: v for k, v in inst.items() if k != "instanceId"} if "instanceId" in inst else inst,
     )
+
+
+_INT64 = 1 << 63
+
+
+def numeric_value(inst: dict[str, Any]) -> int | float | None:
+    """The number a Property instance holds, kept beside the instance in the history's ``num``
+    column so that aggregations read numbers, not JSON; None for anything else."""
+    if inst.get("type") == "Property":
+        value = inst.get("value")
+        kind = type(value)
+        if kind is float or (kind is int and -_INT64 <= value < _INT64):  # type: ignore[operator]
+            return value  # type: ignore[return-value]
+    return None
+
+
+def value_item(dataset_id: str, t: str, num: Any, instance: Any) -> dict[str, Any]:
+    """An instance as an aggregation needs it, from a values-only history read: a number
+    (``num``) becomes a bare Property; anything else is the whole instance (JSON text or, from
+    PostgreSQL, already decoded)."""
+    if num is not None:
+        item: dict[str, Any] = {"type": "Property", "value": num, "_t": t}
+        if dataset_id:
+            item["datasetId"] = dataset_id
+        return item
+    full = orjson.loads(instance) if isinstance(instance, str | bytes) else instance
+    full["_t"] = t
+    return full

@@ -22,6 +22,7 @@ import orjson
 from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import GeoQuery
 from cidade.hub.query.postgres_q import to_postgres
+from cidade.hub.temporal import AGGR_METHODS
 from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
@@ -37,7 +38,7 @@ from cidade.store.base import (
     WriteOp,
 )
 from cidade.store.changes import apply_ops
-from cidade.store.history import HistoryRow, changed_instances
+from cidade.store.history import HistoryRow, changed_instances, numeric_value, value_item
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.postgres.migrations import migrate
 
@@ -321,10 +322,23 @@ class PostgresStore:
         # entity id or attribute that every row shares is not read back for each row.
         one_id = query.entity_ids[0] if len(query.entity_ids) == 1 else None
         one_attr = query.attrs[0] if query.attrs and len(query.attrs) == 1 else None
+        when = f"to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+        if query.values_only:
+            sql = (
+                f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
+                f" dataset_id, {when}, num, CASE WHEN num IS NULL THEN instance END"
+                f" {found} ORDER BY entity_id, attr, {column}, instance_id"
+            )
+            out_values: dict[str, dict[str, list[dict[str, Any]]]] = {}
+            for eid, attr, ds, t, num, inst in await self._pool.fetch(sql, *params):
+                item = value_item(ds, t, num, inst)
+                out_values.setdefault(eid or one_id, {}).setdefault(attr or one_attr, []).append(
+                    item
+                )
+            return out_values
         sql = (
             f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
-            " instance_id, instance,"
-            f" to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+            f" instance_id, instance, {when}"
             f" {found} ORDER BY entity_id, attr, {column}, instance_id"
         )
         out: dict[str, dict[str, list[dict[str, Any]]]] = {}
@@ -332,6 +346,97 @@ class PostgresStore:
             item["instanceId"] = iid
             item["_t"] = t
             out.setdefault(eid or one_id, {}).setdefault(attr or one_attr, []).append(item)
+        return out
+
+    async def history_stats(
+        self,
+        tenant: str,
+        entity_id: str,
+        attrs: Sequence[str],
+        time_property: str,
+        bounds: list[str],
+        methods: Sequence[str] = (),
+    ) -> dict[str, dict[str, list[tuple]]] | None:
+        """Per attribute, per datasetId ("" for none), per period [bounds[k], bounds[k+1]) that
+        holds instances: (k, instances, numbers, sum, min, max, sum of squares, distinct
+        numbers, sum of squared deviations from the mean). Integers stay integers (exact
+        numeric sums) as in Python; min and max are the stored numbers themselves."""
+        column = TIME_COLUMNS[time_property]
+        attr_match = " AND h.attr = ANY($6::text[])" if attrs else ""  # $6: see args
+        # One index range scan over the whole window; width_bucket finds each row's period by
+        # binary search in the sorted period starts (exact, calendar months included). Each
+        # number is cast once; only the aggregates the methods need are computed (a distinct
+        # count alone costs as much as the scan). An integer is a number of scale 0 below 1e15
+        # (orjson writes every float with a point or an exponent); larger ones are ambiguous,
+        # and the caller falls back on Python. var_samp (Youngs-Cramer) gives the deviations.
+        wanted = set(methods or AGGR_METHODS)
+        parts = [
+            "count(*) AS n",
+            "count(d) AS nn",
+            "bool_and(d IS NULL OR scale(d) = 0) AS ints",
+            "bool_or(abs(d) >= 1e15) AS huge",
+        ]
+        if wanted & {"sum", "avg"}:
+            parts += ["sum(d::float8) AS ftotal", "sum(d) AS itotal"]
+        if wanted & {"min", "max"}:
+            parts += [
+                "min(d) FILTER (WHERE scale(d) = 0) AS imin",
+                "min(d) FILTER (WHERE scale(d) > 0) AS fmin",
+                "max(d) FILTER (WHERE scale(d) = 0) AS imax",
+                "max(d) FILTER (WHERE scale(d) > 0) AS fmax",
+            ]
+        if "sumsq" in wanted:
+            parts += ["sum(d::float8 * d::float8) AS fsq", "sum(d * d) AS isq"]
+        if "distinctCount" in wanted:
+            parts.append("count(DISTINCT d) AS dc")
+        if "stddev" in wanted:
+            parts.append("var_samp(d::float8) * (count(*) - 1) AS m2")
+        sql = (
+            f"SELECT attr, ds, k, {', '.join(parts)}"
+            f" FROM (SELECT h.attr, h.dataset_id AS ds,"
+            f" width_bucket(h.{column}, $3::timestamptz[]) - 1 AS k, h.num::numeric AS d"
+            f" FROM attr_history h WHERE h.tenant = $1 AND h.entity_id = $2{attr_match}"
+            f" AND h.{column} >= $4 AND h.{column} < $5"
+            # OFFSET 0 keeps the subquery apart, so each number is cast once, not once per
+            # aggregate that reads it.
+            " OFFSET 0) r GROUP BY attr, ds, k"
+        )
+        args: list[Any] = [
+            tenant,
+            entity_id,
+            [_ts(b) for b in bounds[:-1]],
+            _ts(bounds[0]),
+            _ts(bounds[-1]),
+        ]
+        if attrs:
+            args.append(list(attrs))
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                # A few hundred groups: hash them rather than sort a year of rows.
+                await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off")
+                rows = await conn.fetch(sql, *args)
+        except asyncpg.NumericValueOutOfRangeError:
+            # float8 refuses what Python rounds to 0 or inf (squares of 1e-165, of 1e200):
+            # let the caller aggregate those instances itself.
+            return None
+        out: dict[str, dict[str, list[tuple]]] = {}
+        for r in rows:
+            if r["huge"]:
+                return None
+            got = dict(r)
+            ints = r["ints"] and r["nn"] == r["n"]
+            total = squares = low = high = None
+            if "itotal" in got:
+                total = int(got["itotal"]) if ints else got["ftotal"]
+            if "isq" in got:
+                squares = int(got["isq"]) if ints else got["fsq"]
+            if "imin" in got:
+                low = _extreme(got["imin"], got["fmin"], min)
+                high = _extreme(got["imax"], got["fmax"], max)
+                if low is _TIE or high is _TIE:
+                    return None
+            row = (r["k"], r["n"], r["nn"], total, low, high, squares, got.get("dc"), got.get("m2"))
+            out.setdefault(r["attr"], {}).setdefault(r["ds"], []).append(row)
         return out
 
     async def add_history(self, tenant: str, entity_id: str, rows: list[HistoryRow]) -> None:
@@ -960,11 +1065,11 @@ async def _insert_history(
     await store.ensure_partitions(conn, {r[4][:7] for r in rows})
     await conn.execute(
         "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-        " observed_at, modified_at, created_at, instance)"
-        " SELECT $1, u.e, u.a, u.d, u.i, u.t, u.o, u.m, u.c, u.inst::jsonb FROM unnest("
-        "$2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
-        " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[])"
-        " AS u(e, a, d, i, t, o, m, c, inst)",
+        " observed_at, modified_at, created_at, instance, num)"
+        " SELECT $1, u.e, u.a, u.d, u.i, u.t, u.o, u.m, u.c, u.inst::jsonb, u.num::jsonb"
+        " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
+        " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[])"
+        " AS u(e, a, d, i, t, o, m, c, inst, num)",
         tenant,
         [r[0] for r in rows],
         [r[1] for r in rows],
@@ -975,7 +1080,29 @@ async def _insert_history(
         [_ts(r[6]) for r in rows],
         [_ts(r[7]) for r in rows],
         [orjson.dumps(r[8]).decode() for r in rows],
+        [_num_text(r[8]) for r in rows],
     )
+
+
+def _num_text(inst: dict[str, Any]) -> str | None:
+    num = numeric_value(inst)
+    return None if num is None else orjson.dumps(num).decode()
+
+
+_TIE = object()
+
+
+def _extreme(of_ints: Any, of_floats: Any, pick: Any) -> Any:
+    """The min (or max) of a period from the extremes of its integer and its float numbers,
+    typed as Python's min would give it: an int when an integer wins, a float when a float
+    does; _TIE when an integer and a float are equal (Python keeps whichever came first)."""
+    if of_ints is None:
+        return None if of_floats is None else float(of_floats)
+    if of_floats is None:
+        return int(of_ints)
+    if of_ints == of_floats:
+        return _TIE
+    return int(of_ints) if pick(of_ints, of_floats) == of_ints else float(of_floats)
 
 
 def _fmt(value: datetime) -> str:

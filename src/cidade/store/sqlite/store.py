@@ -16,6 +16,7 @@ from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import geometry_bbox
 from cidade.hub.query.q import evaluate
 from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
+from cidade.hub.temporal import AGGR_METHODS
 from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
@@ -31,7 +32,7 @@ from cidade.store.base import (
     WriteOp,
 )
 from cidade.store.changes import apply_ops
-from cidade.store.history import HistoryRow, changed_instances
+from cidade.store.history import HistoryRow, changed_instances, numeric_value, value_item
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.sqlite.database import Database
 
@@ -253,14 +254,26 @@ class SqliteStore:
         # key's order. An entity id or attribute that every row shares is not read back per row.
         one_id = query.entity_ids[0] if len(query.entity_ids) == 1 else None
         one_attr = query.attrs[0] if query.attrs and len(query.attrs) == 1 else None
-        sql = (
-            f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
-            f" instance_id, {column}, instance {found}"
-            f" ORDER BY entity_id, attr, {column}, instance_id"
-        )
+        if query.values_only:
+            sql = (
+                f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
+                f" dataset_id, {column}, num, CASE WHEN num IS NULL THEN instance END {found}"
+                f" ORDER BY entity_id, attr, {column}, instance_id"
+            )
+        else:
+            sql = (
+                f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
+                f" instance_id, {column}, instance {found}"
+                f" ORDER BY entity_id, attr, {column}, instance_id"
+            )
 
         def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[dict[str, Any]]]]:
             out: dict[str, dict[str, list[dict[str, Any]]]] = {}
+            if query.values_only:
+                for eid, attr, ds, t, num, inst in conn.execute(sql, params):
+                    item = value_item(ds, t, num, inst)
+                    out.setdefault(eid or one_id, {}).setdefault(attr or one_attr, []).append(item)
+                return out
             for eid, attr, iid, t, inst in conn.execute(sql, params):
                 item = orjson.loads(inst)
                 item["instanceId"] = iid
@@ -272,16 +285,84 @@ class SqliteStore:
             return {}
         return await self.db.read(run)
 
+    async def history_stats(
+        self,
+        tenant: str,
+        entity_id: str,
+        attrs: Sequence[str],
+        time_property: str,
+        bounds: list[str],
+        methods: Sequence[str] = (),
+    ) -> dict[str, dict[str, list[tuple]]] | None:
+        """Per attribute, per datasetId ("" for none), per period [bounds[k], bounds[k+1]) that
+        holds instances: (k, instances, numbers, sum, min, max, sum of squares, distinct
+        numbers, sum of squared deviations from the mean), computed by SQLite over the number
+        column in time order (the primary key's), so sums add up exactly as Python's do."""
+        column = TIME_COLUMNS[time_property]
+        periods = list(zip(range(len(bounds) - 1), bounds, bounds[1:], strict=False))
+        values = ",".join("(?, ?, ?)" for _ in periods)
+        params: list[Any] = [v for p in periods for v in p]
+        match = "h.tenant = ? AND h.entity_id = ?"
+        keys: list[Any] = [tenant, entity_id]
+        if attrs:
+            match += f" AND h.attr IN ({','.join('?' * len(attrs))})"
+            keys.extend(attrs)
+        # Only what the methods need: a distinct count and the second pass over each period
+        # for the deviations cost as much as the rest together.
+        wanted = set(methods or AGGR_METHODS)
+        distinct = "count(DISTINCT h.num)" if "distinctCount" in wanted else "NULL"
+        deviations = "NULL"
+        if "stddev" in wanted:
+            deviations = (
+                "(SELECT sum((h.num - s.mean) * (h.num - s.mean)) FROM attr_history h"
+                " WHERE h.tenant = ? AND h.entity_id = ? AND h.attr = s.attr"
+                f" AND h.dataset_id = s.ds AND h.{column} >= s.lo AND h.{column} < s.hi)"
+            )
+        sql = (
+            f"WITH b(k, lo, hi) AS (VALUES {values}),"
+            " s AS (SELECT h.attr AS attr, h.dataset_id AS ds, b.k AS k, b.lo AS lo, b.hi AS hi,"
+            " count(*) AS n, count(h.num) AS nn, sum(h.num) AS total, min(h.num) AS low,"
+            f" max(h.num) AS high, sum(h.num * h.num) AS sq, {distinct} AS dc,"
+            " avg(h.num) AS mean"
+            f" FROM b JOIN attr_history h ON {match}"
+            f" AND h.{column} >= b.lo AND h.{column} < b.hi"
+            " GROUP BY h.attr, h.dataset_id, b.k)"
+            f" SELECT attr, ds, k, n, nn, total, low, high, sq, dc, {deviations} FROM s"
+        )
+        params = [*params, *keys]
+        if "stddev" in wanted:
+            params += [tenant, entity_id]
+
+        def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[tuple]]]:
+            out: dict[str, dict[str, list[tuple]]] = {}
+            for attr, ds, *row in conn.execute(sql, params):
+                out.setdefault(attr, {}).setdefault(ds, []).append(tuple(row))
+            return out
+
+        return await self.db.read(run)
+
     async def add_history(self, tenant: str, entity_id: str, rows: list[HistoryRow]) -> None:
         """Append instances to an entity's history (the temporal API's own writes)."""
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-                " observed_at, modified_at, created_at, instance)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " observed_at, modified_at, created_at, instance, num)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (tenant, entity_id, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
+                    (
+                        tenant,
+                        entity_id,
+                        a,
+                        d,
+                        i,
+                        t,
+                        o,
+                        m,
+                        c,
+                        orjson.dumps(inst).decode(),
+                        numeric_value(inst),
+                    )
                     for a, d, i, t, o, m, c, inst in rows
                 ],
             )
@@ -308,9 +389,21 @@ class SqliteStore:
             lambda conn: (
                 conn.execute(
                     "UPDATE attr_history SET dataset_id = ?, time = ?, observed_at = ?,"
-                    " modified_at = ?, created_at = ?, instance = ?"
+                    " modified_at = ?, created_at = ?, instance = ?, num = ?"
                     " WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id = ?",
-                    (d, t, o, m, c, orjson.dumps(inst).decode(), tenant, entity_id, a, i),
+                    (
+                        d,
+                        t,
+                        o,
+                        m,
+                        c,
+                        orjson.dumps(inst).decode(),
+                        numeric_value(inst),
+                        tenant,
+                        entity_id,
+                        a,
+                        i,
+                    ),
                 ).rowcount
                 > 0
             )
@@ -770,7 +863,19 @@ def _write_batch(
                     tombstones.append((tenant, eid, types, deleted_at))
             else:
                 history_rows.extend(
-                    (tenant, eid, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
+                    (
+                        tenant,
+                        eid,
+                        a,
+                        d,
+                        i,
+                        t,
+                        o,
+                        m,
+                        c,
+                        orjson.dumps(inst).decode(),
+                        numeric_value(inst),
+                    )
                     for a, d, i, t, o, m, c, inst in changed_instances(stored.get(eid), doc)
                 )
         if doc is None:
@@ -815,7 +920,8 @@ def _write_batch(
     conn.executemany("INSERT OR REPLACE INTO deleted_entities VALUES (?, ?, ?, ?)", tombstones)
     conn.executemany(
         "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-        " observed_at, modified_at, created_at, instance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " observed_at, modified_at, created_at, instance, num)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         history_rows,
     )
     entries: list[OutboxEntry] = []
