@@ -103,9 +103,15 @@ def _receive(port: int, pipe) -> None:
     asyncio.run(main())
 
 
-def start_server(store: str, port: int) -> subprocess.Popen:
+def start_server(store: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIDADE_")}
-    env.update({"CIDADE_HISTORY": "true", "CIDADE_MAX_BODY_BYTES": str(64 << 20)})
+    env.update(
+        {
+            "CIDADE_HISTORY": "true",
+            "CIDADE_MAX_BODY_BYTES": str(64 << 20),
+            "CIDADE_WORKERS": str(workers),
+        }
+    )
     proc = subprocess.Popen(
         [sys.executable, "-m", "cidade.cli", "serve", "--port", str(port), "--store", store],
         env=env,
@@ -154,7 +160,9 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))] * 1000
 
 
-async def run_store(kind: str, seconds: float, rate: float, receiver: Receiver) -> dict:
+async def run_store(
+    kind: str, seconds: float, rate: float, receiver: Receiver, workers: int = 1
+) -> dict:
     schema = None
     if kind == "postgres":
         schema = f"bench_{uuid.uuid4().hex[:8]}"
@@ -163,7 +171,7 @@ async def run_store(kind: str, seconds: float, rate: float, receiver: Receiver) 
         folder = tempfile.mkdtemp(prefix="cidade-bench-")
         store = f"sqlite:///{Path(folder) / 'notify.db'}"
     port = free_port()
-    proc = start_server(store, port)
+    proc = start_server(store, port, workers)
     base = f"http://127.0.0.1:{port}{NGSI}"
     endpoint = f"http://127.0.0.1:{receiver.port}/notify"
     figures: dict = {}
@@ -260,13 +268,17 @@ def main() -> None:
     parser.add_argument("--store", choices=["sqlite", "postgres", "both"], default="both")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--workers", type=int, default=1, help="cidade serve worker processes")
     args = parser.parse_args()
     kinds = ["sqlite", "postgres"] if args.store == "both" else [args.store]
     receiver = Receiver()
-    print(f"notification latency at {args.rate:.0f} updates/s for {args.seconds:.0f} s")
+    print(
+        f"notification latency at {args.rate:.0f} updates/s for {args.seconds:.0f} s,"
+        f" {args.workers} worker(s)"
+    )
     print(f"{'store':9} {'load':7} {'updates/s':>10} {'received':>13} {'p50 ms':>8} {'p99 ms':>8}")
     for kind in kinds:
-        figures = asyncio.run(run_store(kind, args.seconds, args.rate, receiver))
+        figures = asyncio.run(run_store(kind, args.seconds, args.rate, receiver, args.workers))
         for load in ("single", "batch", "bare"):
             achieved, got, total, p50, p99 = figures[load]
             label = "bare POST" if load == "bare" else load

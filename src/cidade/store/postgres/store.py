@@ -876,22 +876,23 @@ async def _bump_epoch(conn: asyncpg.Connection) -> None:
 async def _insert_outbox(
     conn: asyncpg.Connection, store: PostgresStore, tenant: str, entries: list[OutboxEntry]
 ) -> None:
+    # One round trip: the items, their lanes, and the NOTIFY that wakes every worker (this one
+    # included) once the transaction commits.
     await conn.execute(
-        "INSERT INTO outbox(lane, tenant, subscription_id, created_at, body)"
+        "WITH items AS (INSERT INTO outbox(lane, tenant, subscription_id, created_at, body)"
         " SELECT u.lane, $1, u.sub, $2, u.body::jsonb"
-        " FROM unnest($3::text[], $4::text[], $5::text[]) AS u(lane, sub, body)",
+        " FROM unnest($3::text[], $4::text[], $5::text[]) AS u(lane, sub, body)),"
+        " lanes AS (INSERT INTO delivery_lanes(lane) SELECT unnest($6::text[])"
+        " ON CONFLICT DO NOTHING)"
+        " SELECT pg_notify($7, 'outbox')",
         tenant,
         time.time(),
         [e[0] for e in entries],
         [e[1] for e in entries],
         [e[2].decode() for e in entries],
-    )
-    await conn.execute(
-        "INSERT INTO delivery_lanes(lane) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
         sorted({e[0] for e in entries}),
+        store.channel,
     )
-    # Delivered at commit, to every worker listening (this one included).
-    await conn.execute("SELECT pg_notify($1, 'outbox')", store.channel)
 
 
 async def _watching(
@@ -974,9 +975,9 @@ async def _write_batch(
             [orjson.dumps(u[2]).decode() for u in updates],
             [_pg_array(u[1]) for u in updates],
         )
-        await conn.execute(
-            "DELETE FROM geo_rows WHERE rid = ANY($1::bigint[])", [u[0] for u in updates]
-        )
+        located = [u[0] for u in updates if _has_geo(stored.get(u[2]["id"]))]
+        if located:  # only entities that had a GeoProperty have geo rows to drop
+            await conn.execute("DELETE FROM geo_rows WHERE rid = ANY($1::bigint[])", located)
         written.extend((u[0], u[2]) for u in updates)
     if inserts:
         rows = await conn.fetch(
@@ -1112,6 +1113,12 @@ def _fmt(value: datetime) -> str:
 
 def _ts(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
+
+
+def _has_geo(doc: Entity | None) -> bool:
+    return doc is not None and any(
+        inst.get("type") == "GeoProperty" for insts in doc["attrs"].values() for inst in insts
+    )
 
 
 def _pg_array(items: list[str]) -> str:
