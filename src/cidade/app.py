@@ -87,7 +87,10 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             yield
         finally:
             ready["ok"] = False
-            await notifier.stop()
+            try:
+                await asyncio.wait_for(notifier.stop(), 10)
+            except TimeoutError:
+                log.warning("the notifier did not stop within 10 s; going on with shutdown")
             if purging is not None:
                 purging.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -10,6 +10,8 @@ Geo-queries: PostGIS on the GiST indexes — geodesic distances on the WGS84 sph
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -42,6 +44,8 @@ from cidade.store.history import HistoryRow, changed_instances, numeric_value, v
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.postgres.migrations import migrate
 
+log = logging.getLogger("cidade.store")
+CLOSE_TIMEOUT = 5.0  # seconds a graceful close may take
 PARTITION_LOCK = 0x43494442  # serialises creation of history partitions across workers
 
 TOPOLOGY = {
@@ -138,11 +142,20 @@ class PostgresStore:
             callback()
 
     async def close(self) -> None:
+        # Shutting down must end: a connection some task never gave back would make a graceful
+        # close wait for ever, so after a few seconds the rest is closed the hard way.
         if self._listener is not None:
-            await self._listener.close()
+            try:
+                await asyncio.wait_for(self._listener.close(), CLOSE_TIMEOUT)
+            except (TimeoutError, OSError, asyncpg.PostgresError):
+                self._listener.terminate()
             self._listener = None
         if self.pool is not None:
-            await self.pool.close()
+            try:
+                await asyncio.wait_for(self.pool.close(), CLOSE_TIMEOUT)
+            except TimeoutError:
+                log.warning("PostgreSQL connections still in use at shutdown: terminated")
+                self.pool.terminate()
             self.pool = None
 
     @property
