@@ -67,20 +67,28 @@ class Receiver:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def wait_for(
-        self, count: int, timeout: float = 10.0, what: Callable[[Received], bool] | None = None
-    ) -> list[Received]:
-        """Wait until ``count`` notifications (matching ``what``) arrived; return them all."""
+    def _wait(self, count: int, timeout: float, items: Callable[[], list], what: str) -> list:
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
-                got = [r for r in self.received if what is None or what(r)]
+                got = items()
                 if len(got) >= count:
                     return got
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"got {len(got)} notifications of {count} expected")
+                    raise AssertionError(f"got {len(got)} {what} of {count} expected")
                 self._cond.wait(left)
+
+    def wait_for(
+        self, count: int, timeout: float = 10.0, what: Callable[[Received], bool] | None = None
+    ) -> list[Received]:
+        """Wait until ``count`` notifications (matching ``what``) arrived; return them all."""
+        return self._wait(
+            count,
+            timeout,
+            lambda: [r for r in self.received if what is None or what(r)],
+            "notifications",
+        )
 
     def entities(self) -> list[dict[str, Any]]:
         """Every entity notified so far, in the order they arrived (a notification may carry
@@ -90,16 +98,12 @@ class Receiver:
 
     def wait_entities(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """Wait until ``count`` entities were notified, in however many notifications."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                got = [e for r in self.received for e in r.body["data"]]
-                if len(got) >= count:
-                    return got
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise AssertionError(f"got {len(got)} entities notified of {count} expected")
-                self._cond.wait(left)
+        return self._wait(
+            count,
+            timeout,
+            lambda: [e for r in self.received for e in r.body["data"]],
+            "entities notified",
+        )
 
     def bodies(self) -> list[dict[str, Any]]:
         with self._cond:

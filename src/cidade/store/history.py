@@ -80,3 +80,23 @@ def value_item(dataset_id: str, t: str, num: Any, instance: Any) -> dict[str, An
     full = orjson.loads(instance) if isinstance(instance, str | bytes) else instance
     full["_t"] = t
     return full
+
+
+def history_source(rows: str, column: str, query: Any) -> str:
+    """The FROM clause of a history read (both dialects): ``rows`` (a table and its WHERE),
+    cut to the first and/or last N instances of each series (entity, attribute, datasetId) by
+    window functions only when the query asks for a cut, since a window sorts every row."""
+    found = f"FROM {rows}"
+    series = "PARTITION BY entity_id, attr, dataset_id"
+    windows, keep = [], []
+    if query.last_n is not None:
+        windows.append(
+            f"row_number() OVER ({series} ORDER BY {column} DESC, instance_id DESC) AS back"
+        )
+        keep.append(f"back <= {int(query.last_n)}")
+    if query.first_n is not None:
+        windows.append(f"row_number() OVER ({series} ORDER BY {column}, instance_id) AS ahead")
+        keep.append(f"ahead <= {int(query.first_n)}")
+    if windows:
+        found = f"FROM (SELECT *, {', '.join(windows)} {found}) cut WHERE {' AND '.join(keep)}"
+    return found

@@ -40,7 +40,13 @@ from cidade.store.base import (
     WriteOp,
 )
 from cidade.store.changes import apply_ops
-from cidade.store.history import HistoryRow, changed_instances, numeric_value, value_item
+from cidade.store.history import (
+    HistoryRow,
+    changed_instances,
+    history_source,
+    numeric_value,
+    value_item,
+)
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.postgres.migrations import migrate
 
@@ -316,19 +322,7 @@ class PostgresStore:
         if query.before is not None:
             params.append(_ts(query.before))
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ${len(params)}")
-        found = f"FROM attr_history WHERE {' AND '.join(where)}"
-        series = "PARTITION BY entity_id, attr, dataset_id"
-        windows, keep = [], []
-        if query.last_n is not None:
-            windows.append(
-                f"row_number() OVER ({series} ORDER BY {column} DESC, instance_id DESC) AS back"
-            )
-            keep.append(f"back <= {int(query.last_n)}")
-        if query.first_n is not None:
-            windows.append(f"row_number() OVER ({series} ORDER BY {column}, instance_id) AS ahead")
-            keep.append(f"ahead <= {int(query.first_n)}")
-        if windows:
-            found = f"FROM (SELECT *, {', '.join(windows)} {found}) h WHERE {' AND '.join(keep)}"
+        found = history_source(f"attr_history WHERE {' AND '.join(where)}", column, query)
         # No window without lastN or a page cut: it sorted every row, instance JSON and all
         # (spilling to disk for a year of 15-minute readings). Times come formatted in the stored
         # format: turning 35,040 datetimes into strings in Python took longer than the query. An

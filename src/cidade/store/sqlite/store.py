@@ -32,7 +32,13 @@ from cidade.store.base import (
     WriteOp,
 )
 from cidade.store.changes import apply_ops
-from cidade.store.history import HistoryRow, changed_instances, numeric_value, value_item
+from cidade.store.history import (
+    HistoryRow,
+    changed_instances,
+    history_source,
+    numeric_value,
+    value_item,
+)
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.sqlite.database import Database
 
@@ -236,19 +242,7 @@ class SqliteStore:
         if query.before is not None:
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ?")
             params.append(query.before)
-        found = f"FROM attr_history WHERE {' AND '.join(where)}"
-        series = "PARTITION BY entity_id, attr, dataset_id"
-        windows, keep = [], []
-        if query.last_n is not None:
-            windows.append(
-                f"row_number() OVER ({series} ORDER BY {column} DESC, instance_id DESC) AS back"
-            )
-            keep.append(f"back <= {int(query.last_n)}")
-        if query.first_n is not None:
-            windows.append(f"row_number() OVER ({series} ORDER BY {column}, instance_id) AS ahead")
-            keep.append(f"ahead <= {int(query.first_n)}")
-        if windows:
-            found = f"FROM (SELECT *, {', '.join(windows)} {found}) WHERE {' AND '.join(keep)}"
+        found = history_source(f"attr_history WHERE {' AND '.join(where)}", column, query)
         # Without lastN or a page cut, no window (it sorted every row, instance JSON and all,
         # twice: a year of 15-minute readings took five times as long) and no sort: the primary
         # key's order. An entity id or attribute that every row shares is not read back per row.
