@@ -67,9 +67,18 @@ class TemporalApi:
             raise NotImplementedFeature(f"timeproperty={temporal.timeproperty} is not supported")
         most = self.hub.settings.temporal_max_instances
         limits = paging_limits(temporal, most)
-        history = await self.store.history(
-            tenant, self._history_query(ids, attrs, temporal, limits)
-        )
+        query = self._history_query(ids, attrs, temporal, limits)
+        history = None
+        if query.first_n is not None and query.last_n is None:
+            # Most ranges hold fewer instances than a page: read them plainly first (the
+            # per-series cut is a window function, which sorts every row) and cut only when
+            # there are more.
+            plain = replace(query, first_n=None, limit=query.first_n)
+            history = await self.store.history(tenant, plain)
+            if _count(history) >= query.first_n:
+                history = None
+        if history is None:
+            history = await self.store.history(tenant, query)
         cut = find_cut(history, limits, most)
         if cut is None:
             return history, None, {}
@@ -381,3 +390,7 @@ def _time(inst: dict[str, Any]) -> str:
 
 
 __all__ = ["TemporalApi"]
+
+
+def _count(history: dict[str, dict[str, list[dict]]]) -> int:
+    return sum(len(instances) for attrs in history.values() for instances in attrs.values())

@@ -66,6 +66,7 @@ class HistoryQuery:
     # For aggregations: a numeric Property instance may come back as just its type, value,
     # datasetId and time (read from the history's number column, no JSON to parse).
     values_only: bool = False
+    limit: int | None = None  # at most this many rows in all (in entity, attribute, time order)
 
 
 OutboxEntry = tuple[str, str, bytes]  # (lane = endpoint URI, subscription id, body JSON)

@@ -334,7 +334,7 @@ class PostgresStore:
             sql = (
                 f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
                 f" dataset_id, {when}, num, CASE WHEN num IS NULL THEN instance END"
-                f" {found} ORDER BY entity_id, attr, {column}, instance_id"
+                f" {found} ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
             )
             out_values: dict[str, dict[str, list[dict[str, Any]]]] = {}
             for eid, attr, ds, t, num, inst in await self._pool.fetch(sql, *params):
@@ -346,7 +346,7 @@ class PostgresStore:
         sql = (
             f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
             f" instance_id, instance, {when}"
-            f" {found} ORDER BY entity_id, attr, {column}, instance_id"
+            f" {found} ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
         )
         out: dict[str, dict[str, list[dict[str, Any]]]] = {}
         for eid, attr, iid, item, t in await self._pool.fetch(sql, *params):
@@ -1133,3 +1133,7 @@ def _pg_array(items: list[str]) -> str:
     return (
         "{" + ",".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in items) + "}"
     )
+
+
+def _limit(query: HistoryQuery) -> str:
+    return "" if query.limit is None else f" LIMIT {int(query.limit)}"

@@ -252,13 +252,13 @@ class SqliteStore:
             sql = (
                 f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
                 f" dataset_id, {column}, num, CASE WHEN num IS NULL THEN instance END {found}"
-                f" ORDER BY entity_id, attr, {column}, instance_id"
+                f" ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
             )
         else:
             sql = (
                 f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
                 f" instance_id, {column}, instance {found}"
-                f" ORDER BY entity_id, attr, {column}, instance_id"
+                f" ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
             )
 
         def run(conn: sqlite3.Connection) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -992,3 +992,7 @@ def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Que
             break
     page = matched[query.offset : query.offset + query.limit]
     return QueryResult(page, len(matched) if query.count else None)
+
+
+def _limit(query: HistoryQuery) -> str:
+    return "" if query.limit is None else f" LIMIT {int(query.limit)}"
