@@ -101,6 +101,7 @@ class Notifier:
         self._dirty: set[str] = set()
         self._last_sent: dict[tuple[str, str], float] = {}  # for throttling
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def change_watch(self) -> ChangeWatch:
         return ChangeWatch(compile=compile_subscription, match=match_changes, enqueued=self.wake)
@@ -120,12 +121,17 @@ class Notifier:
         self.wake()  # whatever a previous process left in the outbox
 
     async def stop(self) -> None:
+        # The flag as well as the cancel: Python 3.11's wait_for can swallow a cancellation that
+        # arrives as its wake-up does, and the loop would then run on for ever.
+        self._stopping = True
         lanes = list(self._lanes)
-        for task in [*self._tasks, *self._lanes.values()]:
+        tasks = [*self._tasks, *self._lanes.values()]
+        for task in tasks:
             task.cancel()
-        for task in [*self._tasks, *self._lanes.values()]:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=5)
+            for task in pending:
+                log.warning("notifier task %s did not stop", task.get_name())
         self._tasks.clear()
         self._lanes.clear()
         # Hand the lanes back now rather than when their lease runs out, so the next process
@@ -140,9 +146,11 @@ class Notifier:
 
     async def _run(self) -> None:
         poll = self.settings.notification_poll
-        while True:
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), poll)
+            if self._stopping:
+                return
             self._wake.clear()
             self._dirty.update(self._lanes)  # running lanes: look again before letting go
             try:
@@ -181,7 +189,7 @@ class Notifier:
     async def _drain(self, lane: str) -> bool:
         """Deliver until the lane is empty (False) or handed back after a failure (True)."""
         lease = self.settings.notification_lease
-        while True:
+        while not self._stopping:
             self._dirty.discard(lane)
             items = await self.store.lane_items(lane, BATCH)
             if not items:
@@ -217,6 +225,7 @@ class Notifier:
             if not await self.store.settle(lane, self.owner, outcomes, time.time() + lease):
                 log.warning("lost the lease of a notification lane; another worker has it")
                 return True
+        return False
 
     def _max_age(self) -> float:
         return self.settings.notification_max_age
@@ -252,7 +261,7 @@ class Notifier:
     # -- periodic notifications -----------------------------------------------------------------
 
     async def _periodic(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self.settings.notification_poll)
             try:
                 due = await self.store.claim_periodic(time.time())
