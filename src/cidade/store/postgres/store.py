@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -333,12 +334,12 @@ class PostgresStore:
         if query.values_only:
             sql = (
                 f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
-                f" dataset_id, {when}, num, CASE WHEN num IS NULL THEN instance END"
+                f" dataset_id, {when}, num, num_int, CASE WHEN num IS NULL THEN instance END"
                 f" {found} ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
             )
             out_values: dict[str, dict[str, list[dict[str, Any]]]] = {}
-            for eid, attr, ds, t, num, inst in await self._pool.fetch(sql, *params):
-                item = value_item(ds, t, num, inst)
+            for eid, attr, ds, t, num, num_int, inst in await self._pool.fetch(sql, *params):
+                item = value_item(ds, t, int(num) if num_int else num, inst)
                 out_values.setdefault(eid or one_id, {}).setdefault(attr or one_attr, []).append(
                     item
                 )
@@ -371,42 +372,35 @@ class PostgresStore:
         column = TIME_COLUMNS[time_property]
         attr_match = " AND h.attr = ANY($6::text[])" if attrs else ""  # $6: see args
         # One index range scan over the whole window; width_bucket finds each row's period by
-        # binary search in the sorted period starts (exact, calendar months included). Each
-        # number is cast once; only the aggregates the methods need are computed (a distinct
-        # count alone costs as much as the scan). An integer is a number of scale 0 below 1e15
-        # (orjson writes every float with a point or an exponent); larger ones are ambiguous,
-        # and the caller falls back on Python. var_samp (Youngs-Cramer) gives the deviations.
+        # binary search in the sorted period starts (exact, calendar months included). Only the
+        # aggregates the methods need are computed (a distinct count alone costs as much as the
+        # scan). Integers (num_int, below 2^53) sum exactly as bigint; var_samp (Youngs-Cramer)
+        # gives the squared deviations.
         wanted = set(methods or AGGR_METHODS)
-        parts = [
-            "count(*) AS n",
-            "count(d) AS nn",
-            "bool_and(d IS NULL OR scale(d) = 0) AS ints",
-            "bool_or(abs(d) >= 1e15) AS huge",
-        ]
+        parts = ["count(*) AS n", "count(num) AS nn", "bool_and(num_int) AS ints"]
         if wanted & {"sum", "avg"}:
-            parts += ["sum(d::float8) AS ftotal", "sum(d) AS itotal"]
+            parts += ["sum(num) AS ftotal", "sum(num::bigint) FILTER (WHERE num_int) AS itotal"]
         if wanted & {"min", "max"}:
             parts += [
-                "min(d) FILTER (WHERE scale(d) = 0) AS imin",
-                "min(d) FILTER (WHERE scale(d) > 0) AS fmin",
-                "max(d) FILTER (WHERE scale(d) = 0) AS imax",
-                "max(d) FILTER (WHERE scale(d) > 0) AS fmax",
+                "min(num) FILTER (WHERE num_int) AS imin",
+                "min(num) FILTER (WHERE NOT num_int) AS fmin",
+                "max(num) FILTER (WHERE num_int) AS imax",
+                "max(num) FILTER (WHERE NOT num_int) AS fmax",
             ]
         if "sumsq" in wanted:
-            parts += ["sum(d::float8 * d::float8) AS fsq", "sum(d * d) AS isq"]
+            parts += [
+                "sum(num * num) AS fsq",
+                "sum(num::numeric * num::numeric) FILTER (WHERE num_int) AS isq",
+            ]
         if "distinctCount" in wanted:
-            parts.append("count(DISTINCT d) AS dc")
+            parts.append("count(DISTINCT num) AS dc")
         if "stddev" in wanted:
-            parts.append("var_samp(d::float8) * (count(*) - 1) AS m2")
+            parts.append("var_samp(num) * (count(*) - 1) AS m2")
         sql = (
-            f"SELECT attr, ds, k, {', '.join(parts)}"
-            f" FROM (SELECT h.attr, h.dataset_id AS ds,"
-            f" width_bucket(h.{column}, $3::timestamptz[]) - 1 AS k, h.num::numeric AS d"
+            f"SELECT h.attr, h.dataset_id AS ds,"
+            f" width_bucket(h.{column}, $3::timestamptz[]) - 1 AS k, {', '.join(parts)}"
             f" FROM attr_history h WHERE h.tenant = $1 AND h.entity_id = $2{attr_match}"
-            f" AND h.{column} >= $4 AND h.{column} < $5"
-            # OFFSET 0 keeps the subquery apart, so each number is cast once, not once per
-            # aggregate that reads it.
-            " OFFSET 0) r GROUP BY attr, ds, k"
+            f" AND h.{column} >= $4 AND h.{column} < $5 GROUP BY 1, 2, 3"
         )
         args: list[Any] = [
             tenant,
@@ -420,7 +414,10 @@ class PostgresStore:
         try:
             async with self._pool.acquire() as conn, conn.transaction():
                 # A few hundred groups: hash them rather than sort a year of rows.
-                await conn.execute("SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off")
+                await conn.execute(
+                    "SET LOCAL work_mem = '64MB'; SET LOCAL enable_sort = off;"
+                    " SET LOCAL enable_incremental_sort = off"
+                )
                 rows = await conn.fetch(sql, *args)
         except asyncpg.NumericValueOutOfRangeError:
             # float8 refuses what Python rounds to 0 or inf (squares of 1e-165, of 1e200):
@@ -428,8 +425,6 @@ class PostgresStore:
             return None
         out: dict[str, dict[str, list[tuple]]] = {}
         for r in rows:
-            if r["huge"]:
-                return None
             got = dict(r)
             ints = r["ints"] and r["nn"] == r["n"]
             total = squares = low = high = None
@@ -1073,11 +1068,11 @@ async def _insert_history(
     await store.ensure_partitions(conn, {r[4][:7] for r in rows})
     await conn.execute(
         "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-        " observed_at, modified_at, created_at, instance, num)"
-        " SELECT $1, u.e, u.a, u.d, u.i, u.t, u.o, u.m, u.c, u.inst::jsonb, u.num::jsonb"
+        " observed_at, modified_at, created_at, instance, num, num_int)"
+        " SELECT $1, u.e, u.a, u.d, u.i, u.t, u.o, u.m, u.c, u.inst::jsonb, u.num, u.num_int"
         " FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],"
-        " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[], $11::text[])"
-        " AS u(e, a, d, i, t, o, m, c, inst, num)",
+        " $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::text[],"
+        " $11::float8[], $12::bool[]) AS u(e, a, d, i, t, o, m, c, inst, num, num_int)",
         tenant,
         [r[0] for r in rows],
         [r[1] for r in rows],
@@ -1088,13 +1083,25 @@ async def _insert_history(
         [_ts(r[6]) for r in rows],
         [_ts(r[7]) for r in rows],
         [orjson.dumps(r[8]).decode() for r in rows],
-        [_num_text(r[8]) for r in rows],
+        [_pg_number(r[8])[0] for r in rows],
+        [_pg_number(r[8])[1] for r in rows],
     )
 
 
-def _num_text(inst: dict[str, Any]) -> str | None:
+_FLOAT8_INTS = 1 << 53  # integers float8 holds exactly
+
+
+def _pg_number(inst: dict[str, Any]) -> tuple[float | None, bool | None]:
+    """(num, num_int) of a history row: the Property's number as float8, and whether it is an
+    integer (kept only where float8 holds it exactly)."""
     num = numeric_value(inst)
-    return None if num is None else orjson.dumps(num).decode()
+    if num is None:
+        return None, None
+    if type(num) is int:
+        return (float(num), True) if -_FLOAT8_INTS < num < _FLOAT8_INTS else (None, None)
+    if num == 0 and math.copysign(1.0, num) < 0:
+        return None, None  # -0.0 does not come back from float8 as it went in
+    return num, False
 
 
 _TIE = object()
