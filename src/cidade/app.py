@@ -71,10 +71,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
         await resolver.sync_stored()
-        listen = getattr(store, "listen", None)
-        if listen is not None:
-            # Another worker added or deleted a hosted @context: follow it within milliseconds.
-            await listen("contexts", lambda: spawn(resolver.sync_stored()))
+        # Another worker added or deleted a hosted @context: follow it within milliseconds.
+        await store.listen("contexts", lambda: spawn(resolver.sync_stored()))
         await notifier.start()
         # Everything built so far lives as long as the process: keep the collector from walking it
         # again and again (gen-2 passes over long-lived objects show up as latency spikes).

@@ -31,6 +31,7 @@ from datetime import UTC, datetime
 
 from dateutil.relativedelta import relativedelta
 
+from cidade.hub import timefmt
 from cidade.hub.errors import BadRequestData
 from cidade.hub.model import Terms, check_name
 from cidade.hub.temporal import AggrPeriod, parse_aggr_period
@@ -48,7 +49,7 @@ class Rule:
     def cutoff(self, now: datetime) -> str:
         """The time before which instances have expired, in the stored timestamp format."""
         limit = now - relativedelta(months=self.duration.months) - self.duration.fixed
-        return limit.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+        return timefmt.from_datetime(limit)
 
 
 def parse_retention(text: str) -> list[Rule]:

@@ -51,18 +51,12 @@ class SubscriptionApi:
         body, ctx = await self.hub.read_body(request)
         if not isinstance(body, dict):
             raise BadRequestData("a subscription must be a JSON object")
-        context: Any = ctx.link
-        if ctx.body_context is not None:
-            # Notifications name their @context by URL (Link header or @context member): an
-            # inline one is hosted here, as §5.13 allows, and named by its URL.
-            body_context = ctx.body_context
-            if isinstance(body_context, str):
-                context = body_context
-            else:
-                info = await self.hub.resolver.register_implicit(
-                    body_context, self.hub.settings.base_url
-                )
-                context = info.url
+        context = ctx.response_context()
+        if not isinstance(context, str):
+            # Notifications name their @context by URL: an inline one is hosted here, as §5.13
+            # allows, and named by its URL.
+            info = await self.hub.resolver.register_implicit(context, self.hub.settings.base_url)
+            context = info.url
         sub = normalize_new_subscription(body, ctx.terms, timefmt.now(), context)
         if not await self.store.create_subscription(tenant, sub):
             raise AlreadyExists(f"subscription {sub['id']} already exists")

@@ -524,7 +524,7 @@ def _parse(t: str) -> datetime:
 
 
 def _format(dt: datetime) -> str:
-    return dt.isoformat(timespec="microseconds") + "Z"
+    return timefmt.from_datetime(dt)
 
 
 class _Grid:

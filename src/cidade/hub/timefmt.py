@@ -12,6 +12,13 @@ def now() -> str:
     return datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
+def from_datetime(value: datetime) -> str:
+    """A datetime in the stored format; a naive one is taken as UTC."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    return value.isoformat(timespec="microseconds") + "Z"
+
+
 def normalize(value: object, what: str = "DateTime") -> str:
     """An ISO 8601 date-time from a client, in the stored format; 400 when it is not one."""
     if not isinstance(value, str):

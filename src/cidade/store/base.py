@@ -154,7 +154,7 @@ class Store(Protocol):
         attrs: Sequence[str],
         time_property: str,
         bounds: list[str],
-        methods: Sequence[str] = (),
+        methods: Sequence[str],
     ) -> dict[str, dict[str, list[tuple]]] | None:
         """{attribute: {datasetId or "": [(period, instances, numbers, sum, min, max, sum of
         squares, distinct numbers, sum of squared deviations), ...]}} for the periods
@@ -212,6 +212,11 @@ class Store(Protocol):
     # -- notification delivery (hub/notify); every method is one short transaction ----------
 
     watch: ChangeWatch | None
+
+    async def listen(self, topic: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever another process commits a change of ``topic`` ("outbox",
+        "contexts"). A store that only one process uses has nothing to listen to."""
+        ...
 
     async def claim_lanes(self, owner: str, now: float, lease: float) -> list[str]:
         """Take every lane that has notifications waiting, is due (past its retry time) and is

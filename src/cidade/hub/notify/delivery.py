@@ -111,9 +111,7 @@ class Notifier:
 
     async def start(self) -> None:
         self.store.watch = self.change_watch()
-        listen = getattr(self.store, "listen", None)
-        if listen is not None:
-            await listen("outbox", self.wake)
+        await self.store.listen("outbox", self.wake)
         self._tasks = [
             asyncio.create_task(self._run(), name="notifier"),
             asyncio.create_task(self._periodic(), name="notifier-periodic"),
@@ -209,7 +207,8 @@ class Notifier:
                     outcomes.extend(Outcome(item, "dropped", at) for item in unit)
                     continue
                 result = await self._send(sub, head.tenant, _merged(unit), at)
-                if result == RETRY and time.time() - head.created_at < self._max_age():
+                age = time.time() - head.created_at
+                if result == RETRY and age < self.settings.notification_max_age:
                     if outcomes and not await self.store.settle(
                         lane, self.owner, outcomes, time.time() + lease
                     ):
@@ -226,9 +225,6 @@ class Notifier:
                 log.warning("lost the lease of a notification lane; another worker has it")
                 return True
         return False
-
-    def _max_age(self) -> float:
-        return self.settings.notification_max_age
 
     def _throttled(self, sub: dict[str, Any], key: tuple[str, str]) -> bool:
         throttling = sub.get("throttling")

@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from cidade.hub import timefmt
 from cidade.hub.model import KINDS, PREVIOUS
 from cidade.hub.query.geo import GeoQuery
 from cidade.hub.query.q import QNode, evaluate
@@ -152,8 +151,8 @@ def match_changes(
     every entity of the batch that fired it, in the batch's order."""
     if not watching:
         return []
-    now_norm = timefmt.normalize(now, "now")
-    live = [s for s in watching if s.active and (s.expires_at is None or s.expires_at > now_norm)]
+    # ``now`` comes from timefmt.now(): already in the stored format expiresAt is kept in.
+    live = [s for s in watching if s.active and (s.expires_at is None or s.expires_at > now)]
     if not live:
         return []
     grouped: dict[tuple[str, str], tuple[str, list[dict[str, Any]]]] = {}

@@ -18,6 +18,7 @@ import orjson
 from cidade.hub.http import GEO_JSON, JSON, JSON_LD, TENANT_HEADER
 from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver
 from cidade.hub.model import View, geojson_feature, render_entity
+from cidade.hub.query.geo import CORE_LOCATION
 from cidade.hub.subscriptions import notification_attributes, notification_context
 
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
@@ -70,11 +71,10 @@ async def render_notification(
             data.append(render_entity(entity, view))
     payload: Any = data
     if accept == GEO_JSON:
-        geometry = "https://uri.etsi.org/ngsi-ld/location"
         payload = {
             "type": "FeatureCollection",
             "features": [
-                geojson_feature(e, r, geometry) for e, r in zip(entities, data, strict=True)
+                geojson_feature(e, r, CORE_LOCATION) for e, r in zip(entities, data, strict=True)
             ],
         }
     notification: dict[str, Any] = {

@@ -25,7 +25,7 @@ import orjson
 from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import GeoQuery
 from cidade.hub.query.postgres_q import to_postgres
-from cidade.hub.temporal import AGGR_METHODS
+from cidade.hub.timefmt import from_datetime
 from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
@@ -363,7 +363,7 @@ class PostgresStore:
         attrs: Sequence[str],
         time_property: str,
         bounds: list[str],
-        methods: Sequence[str] = (),
+        methods: Sequence[str],
     ) -> dict[str, dict[str, list[tuple]]] | None:
         """Per attribute, per datasetId ("" for none), per period [bounds[k], bounds[k+1]) that
         holds instances: (k, instances, numbers, sum, min, max, sum of squares, distinct
@@ -376,7 +376,7 @@ class PostgresStore:
         # aggregates the methods need are computed (a distinct count alone costs as much as the
         # scan). Integers (num_int, below 2^53) sum exactly as bigint; var_samp (Youngs-Cramer)
         # gives the squared deviations.
-        wanted = set(methods or AGGR_METHODS)
+        wanted = set(methods)
         parts = ["count(*) AS n", "count(num) AS nn", "bool_and(num_int) AS ints"]
         if wanted & {"sum", "avg"}:
             parts += ["sum(num) AS ftotal", "sum(num::bigint) FILTER (WHERE num_int) AS itotal"]
@@ -1122,7 +1122,7 @@ def _extreme(of_ints: Any, of_floats: Any, pick: Any) -> Any:
 
 def _fmt(value: datetime) -> str:
     """Back to the stored timestamp format (UTC, microseconds, Z)."""
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    return from_datetime(value)
 
 
 def _ts(value: str | None) -> datetime | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -16,7 +16,6 @@ from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import geometry_bbox
 from cidade.hub.query.q import evaluate
 from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
-from cidade.hub.temporal import AGGR_METHODS
 from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
@@ -286,7 +285,7 @@ class SqliteStore:
         attrs: Sequence[str],
         time_property: str,
         bounds: list[str],
-        methods: Sequence[str] = (),
+        methods: Sequence[str],
     ) -> dict[str, dict[str, list[tuple]]] | None:
         """Per attribute, per datasetId ("" for none), per period [bounds[k], bounds[k+1]) that
         holds instances: (k, instances, numbers, sum, min, max, sum of squares, distinct
@@ -303,7 +302,7 @@ class SqliteStore:
             keys.extend(attrs)
         # Only what the methods need: a distinct count and the second pass over each period
         # for the deviations cost as much as the rest together.
-        wanted = set(methods or AGGR_METHODS)
+        wanted = set(methods)
         distinct = "count(DISTINCT h.num)" if "distinctCount" in wanted else "NULL"
         deviations = "NULL"
         if "stddev" in wanted:
@@ -616,6 +615,9 @@ class SqliteStore:
 
     # -- notification delivery ------------------------------------------------------------------
 
+    async def listen(self, topic: str, callback: Callable[[], None]) -> None:
+        """One process per SQLite file: its own commits wake it directly (ChangeWatch)."""
+
     async def claim_lanes(self, owner: str, now: float, lease: float) -> list[str]:
         rows = await self.db.write(
             lambda c: c.execute(
@@ -842,7 +844,7 @@ def _write_batch(
     history_rows: list[tuple] = []
     forgotten: list[tuple[str, str]] = []
     tombstones: list[tuple[str, str, str, str]] = []
-    deleted_at = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    deleted_at = now_iso()
     geo_rows: list[tuple] = []
     geo_boxes: list[tuple] = []
     for eid in applied.changed:
