@@ -109,6 +109,19 @@ class Outcome:
 
 
 @dataclass(slots=True)
+class AuditQuery:
+    """Which audit events, newest first: every filter left None matches everything."""
+
+    tenants: Sequence[str] | None = None  # events of these tenants only (None: every tenant)
+    event: str | None = None  # e.g. "login.failed"
+    actor: str | None = None  # a principal's subject
+    since: str | None = None  # stored timestamp format, inclusive
+    until: str | None = None  # exclusive
+    before_seq: int | None = None  # paging: events older than this sequence number
+    limit: int = 100
+
+
+@dataclass(slots=True)
 class QueryResult:
     entities: list[Entity]
     count: int | None
@@ -261,6 +274,64 @@ class Store(Protocol):
     async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None: ...
 
     async def delete_hosted_context(self, local_id: str) -> None: ...
+
+    # -- access control (auth/): accounts, API keys, sessions, the audit log ------------------
+    # Records are plain dicts stored as JSON beside the few columns they are looked up by. Every
+    # change of an account or a key is announced on the "auth" topic (``listen``), so every
+    # worker drops what it cached about it.
+
+    async def save_account(self, account: dict[str, Any], *, create: bool) -> bool:
+        """Insert (``create``: False when the name is taken) or replace (False when absent)
+        the account ``{"name": ..., ...}``."""
+        ...
+
+    async def get_account(self, name: str) -> dict[str, Any] | None: ...
+
+    async def list_accounts(self) -> list[dict[str, Any]]:
+        """Every account, by name."""
+        ...
+
+    async def delete_account(self, name: str) -> bool:
+        """Delete an account and its sessions; whether it existed (its keys stay, revoked by
+        the caller, so the audit trail can still name them)."""
+        ...
+
+    async def save_api_key(self, key: dict[str, Any], *, create: bool) -> bool:
+        """Insert (False when the id is taken) or replace (False when absent) the key
+        ``{"id", "secret_hash", "owner", ...}``."""
+        ...
+
+    async def get_api_key(self, key_id: str) -> dict[str, Any] | None: ...
+
+    async def list_api_keys(self, owner: str | None = None) -> list[dict[str, Any]]:
+        """Every key (of one owner), oldest first."""
+        ...
+
+    async def save_session(self, session: dict[str, Any]) -> None:
+        """Insert or replace ``{"id" (a hash of the cookie), "account", "expires" (epoch
+        seconds), ...}``."""
+        ...
+
+    async def get_session(self, session_id: str) -> dict[str, Any] | None: ...
+
+    async def delete_sessions(
+        self,
+        *,
+        session_id: str | None = None,
+        account: str | None = None,
+        expired_before: float | None = None,
+    ) -> int:
+        """Delete one session, every session of an account, or those expired before a time."""
+        ...
+
+    async def append_audit(self, events: Sequence[dict[str, Any]]) -> None:
+        """Append events ``{"at", "tenant", "actor", "event", "outcome", "target", "detail"}``
+        to the audit log; the log refuses every update and delete."""
+        ...
+
+    async def audit_events(self, query: AuditQuery) -> list[dict[str, Any]]:
+        """Events matching ``query``, newest first, each with its ``seq``."""
+        ...
 
 
 def open_store(url: str, *, history: bool = True, history_after_delete: bool = False) -> Store:
