@@ -51,6 +51,37 @@ class Settings:
     # CIDADE_HISTORY_PURGE_INTERVAL: seconds between two purges of expired history
     history_purge_interval: float = 3600.0
 
+    # -- access control (docs/security.md) ---------------------------------------------------
+    # CIDADE_AUTH: off only for local development (every caller is then an administrator)
+    auth: bool = True
+    # CIDADE_PUBLIC_TYPES: entity types anyone may read without logging in, comma-separated
+    # (short names are expanded with the core @context, or full type IRIs)
+    public_types: str = ""
+    # CIDADE_OIDC_ISSUER: the identity provider whose bearer tokens (JWT) are accepted; empty: none
+    oidc_issuer: str = ""
+    # CIDADE_OIDC_AUDIENCE: the `aud` a token must carry (this platform's client id)
+    oidc_audience: str = ""
+    # CIDADE_OIDC_JWKS_URL: where its signing keys are; empty: from the issuer's discovery document
+    oidc_jwks_url: str = ""
+    # CIDADE_OIDC_ALGORITHMS: the signature algorithms accepted (never "none", never HMAC)
+    oidc_algorithms: str = "RS256,ES256,PS256,EdDSA"
+    # CIDADE_OIDC_LEEWAY: seconds of clock skew tolerated on exp / nbf / iat
+    oidc_leeway: float = 60.0
+    # CIDADE_OIDC_ROLES_CLAIM: dotted path of the claim holding roles (Keycloak: realm_access.roles)
+    oidc_roles_claim: str = "roles"
+    # CIDADE_OIDC_ROLE_MAP: provider role = Cidade role, comma-separated (empty: same names)
+    oidc_role_map: str = ""
+    # CIDADE_OIDC_TENANTS_CLAIM: dotted path of the claim holding the caller's tenants
+    oidc_tenants_claim: str = "tenants"
+    # CIDADE_OIDC_DEPARTMENTS_CLAIM: dotted path of the claim holding a staff member's departments
+    oidc_departments_claim: str = "departments"
+    # CIDADE_RATE_LIMIT: requests per principal per minute in each worker; 0: no limit
+    rate_limit: int = 1200
+    # CIDADE_RATE_LIMIT_ANONYMOUS: requests per client address per minute for the public; 0: none
+    rate_limit_anonymous: int = 300
+    # CIDADE_SESSION_MAX_AGE: seconds a web session lasts after log-in
+    session_max_age: float = 8 * 3600.0
+
     @property
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
@@ -80,6 +111,20 @@ _ENV = {
     "temporal_max_instances": ("CIDADE_TEMPORAL_MAX_INSTANCES", int),
     "history_retention": ("CIDADE_HISTORY_RETENTION", str),
     "history_purge_interval": ("CIDADE_HISTORY_PURGE_INTERVAL", float),
+    "auth": ("CIDADE_AUTH", "bool"),
+    "public_types": ("CIDADE_PUBLIC_TYPES", str),
+    "oidc_issuer": ("CIDADE_OIDC_ISSUER", str),
+    "oidc_audience": ("CIDADE_OIDC_AUDIENCE", str),
+    "oidc_jwks_url": ("CIDADE_OIDC_JWKS_URL", str),
+    "oidc_algorithms": ("CIDADE_OIDC_ALGORITHMS", str),
+    "oidc_leeway": ("CIDADE_OIDC_LEEWAY", float),
+    "oidc_roles_claim": ("CIDADE_OIDC_ROLES_CLAIM", str),
+    "oidc_role_map": ("CIDADE_OIDC_ROLE_MAP", str),
+    "oidc_tenants_claim": ("CIDADE_OIDC_TENANTS_CLAIM", str),
+    "oidc_departments_claim": ("CIDADE_OIDC_DEPARTMENTS_CLAIM", str),
+    "rate_limit": ("CIDADE_RATE_LIMIT", int),
+    "rate_limit_anonymous": ("CIDADE_RATE_LIMIT_ANONYMOUS", int),
+    "session_max_age": ("CIDADE_SESSION_MAX_AGE", float),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
