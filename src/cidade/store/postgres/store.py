@@ -49,6 +49,7 @@ from cidade.store.history import (
     value_item,
 )
 from cidade.store.outbox import status_info, status_rows
+from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.migrations import migrate
 
 log = logging.getLogger("cidade.store")
@@ -91,7 +92,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-class PostgresStore:
+class PostgresStore(PostgresAuth):
     def __init__(
         self,
         url: str,
@@ -137,8 +138,9 @@ class PostgresStore:
 
     async def listen(self, topic: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever any worker commits a change of ``topic`` ("outbox":
-        notifications enqueued; "contexts": a hosted @context added or deleted), through one
-        PostgreSQL LISTEN connection per process."""
+        notifications enqueued; "contexts": a hosted @context added or deleted; "auth": an
+        account or an API key changed), through one PostgreSQL LISTEN connection per process:
+        the topic is the NOTIFY payload, so any topic works."""
         if self._listener is None:
             self._listener = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
             await self._listener.add_listener(self.channel, self._dispatch)

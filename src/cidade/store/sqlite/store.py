@@ -39,6 +39,7 @@ from cidade.store.history import (
     value_item,
 )
 from cidade.store.outbox import status_info, status_rows
+from cidade.store.sqlite.auth import SqliteAuth
 from cidade.store.sqlite.database import Database
 
 
@@ -87,7 +88,7 @@ def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
     return "(" + joiner.join(_type_sql(p, params, rid) for p in parts) + ")"
 
 
-class SqliteStore:
+class SqliteStore(SqliteAuth):
     def __init__(
         self, path: str, *, history: bool = True, history_after_delete: bool = False
     ) -> None:
