@@ -99,14 +99,50 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     drop_schema(schema)
 
 
+def make_settings(**values: Any) -> Settings:
+    """Settings for tests: access control on, as in production, but no rate limit (a test
+    sends thousands of requests as one principal)."""
+    values.setdefault("rate_limit", 0)
+    return Settings(**values)
+
+
+async def _platform_admin_key(app: Any) -> str:
+    from cidade.auth.principal import EVERY_TENANT, Principal
+
+    accounts = app.state.accounts
+    cli = Principal(
+        subject="test", kind="account", roles=frozenset({"admin"}), tenants=frozenset({"*"})
+    )
+    if await accounts.store.get_account("test-admin") is None:
+        await accounts.create(cli, "test-admin", roles=["admin"], tenants=[EVERY_TENANT])
+    admin = Principal(
+        subject="account:test-admin",
+        kind="account",
+        roles=frozenset({"admin"}),
+        tenants=frozenset({EVERY_TENANT}),
+        account="test-admin",
+    )
+    token, _ = await accounts.create_key(admin, {"label": "tests"})
+    return token
+
+
+@contextlib.contextmanager
+def admin_client(app: Any, **options: Any) -> Iterator[TestClient]:
+    """A client of ``app`` that authenticates as a platform administrator (an API key of an
+    account with role admin in every tenant), through the real gate."""
+    with TestClient(app, **options) as c:
+        c.headers["Authorization"] = f"Bearer {c.portal.call(_platform_admin_key, app)}"
+        yield c
+
+
 @pytest.fixture
 def settings(store_url: str) -> Settings:
-    return Settings(store=store_url, max_page_size=1000)
+    return make_settings(store=store_url, max_page_size=1000)
 
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(build_app(settings), raise_server_exceptions=False) as c:
+    with admin_client(build_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 

@@ -11,8 +11,14 @@ import pytest
 from starlette.testclient import TestClient
 
 from cidade.app import build_app
-from cidade.config import Settings
-from tests.conftest import NGSI, PG_URL, drop_schema, postgres_unavailable
+from tests.conftest import (
+    NGSI,
+    PG_URL,
+    admin_client,
+    drop_schema,
+    make_settings,
+    postgres_unavailable,
+)
 from tests.hub.helpers import entity
 from tests.receiver import Receiver
 
@@ -23,9 +29,9 @@ def workers() -> Iterator[tuple[TestClient, TestClient]]:
     if reason:
         pytest.skip(reason)
     schema = f"w_{uuid.uuid4().hex[:12]}"
-    settings = Settings(store=f"{PG_URL}?schema={schema}", notification_poll=0.2)
+    settings = make_settings(store=f"{PG_URL}?schema={schema}", notification_poll=0.2)
     try:
-        with TestClient(build_app(settings)) as a, TestClient(build_app(settings)) as b:
+        with admin_client(build_app(settings)) as a, admin_client(build_app(settings)) as b:
             yield a, b
     finally:
         drop_schema(schema)

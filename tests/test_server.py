@@ -32,6 +32,9 @@ def free_port() -> int:
 def start(db: Path | str, port: int, **env_extra: str) -> subprocess.Popen:
     """``cidade serve`` on ``port`` over a SQLite file (a path) or any store URL (a str)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIDADE_")}
+    # These tests are about serving and durability; access control through a real server has
+    # its own test below.
+    env["CIDADE_AUTH"] = "false"
     env.update(env_extra)
     store = db if isinstance(db, str) else f"sqlite:///{db}"
     proc = subprocess.Popen(

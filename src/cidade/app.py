@@ -15,9 +15,14 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 
 from cidade import __version__
+from cidade.auth.accounts import Accounts
+from cidade.auth.api import AuthApi
+from cidade.auth.audit import Audit
+from cidade.auth.gate import Gate, parse_public_types
+from cidade.auth.roles import PUBLIC
+from cidade.auth.routes import guarded
 from cidade.config import Settings
 from cidade.hub.api import HubApi
 from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
@@ -55,6 +60,20 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         load_stored=load_stored,
     )
     hub = HubApi(settings, store, resolver)
+    audit = Audit(store)
+    accounts = Accounts(store, audit, session_max_age=settings.session_max_age)
+    oidc = None
+    if settings.oidc_issuer:
+        from cidade.auth.oidc import OidcVerifier
+
+        oidc = OidcVerifier(settings)
+    gate = Gate(
+        settings,
+        accounts,
+        audit,
+        public_types=parse_public_types(settings.public_types, resolver.core.expand),
+        oidc=oidc,
+    )
     notifier = Notifier(store, resolver, settings)
     ready = {"ok": False}
     background: set[asyncio.Task] = set()
@@ -70,7 +89,14 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.open()
+        if not settings.auth:
+            log.warning(
+                "ACCESS CONTROL IS OFF (CIDADE_AUTH=off): every caller is an administrator."
+                " Use this for local development only, never on a network."
+            )
         await resolver.sync_stored()
+        # Another worker changed an account or a key: forget what this one cached about them.
+        await store.listen("auth", gate.forget)
         # Another worker added or deleted a hosted @context: follow it within milliseconds.
         await store.listen("contexts", lambda: spawn(resolver.sync_stored()))
         await notifier.start()
@@ -94,6 +120,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
                 with contextlib.suppress(asyncio.CancelledError):
                     await purging
             await resolver.aclose()
+            if oidc is not None:
+                await oidc.aclose()
             await store.close()
 
     async def health(request: Request) -> Response:
@@ -103,7 +131,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
 
     async def ngsi_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NgsiError)
-        return problem_response(exc)
+        return problem_response(exc, exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
@@ -122,7 +150,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         return problem_response(InternalError("unexpected error; see the server log"))
 
     routes = [
-        Route("/health", health, methods=["GET"]),
+        guarded("/health", {"GET": (health, PUBLIC)}),
+        *AuthApi(settings, accounts, audit, gate).routes(),
         *hub.routes(),
         *TemporalApi(hub).routes(),
         *SubscriptionApi(hub).routes(),
@@ -138,6 +167,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         },
     )
     app.state.settings = settings
+    app.state.gate = gate
+    app.state.accounts = accounts
     app.state.store = store
     app.state.hub = hub
     app.state.notifier = notifier

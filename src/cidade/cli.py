@@ -48,6 +48,82 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _user(args: argparse.Namespace) -> int:
+    """`cidade user ...`: accounts, straight on the store (the first administrator has no one
+    to log in as yet). Each change is audited as done by the command line."""
+    import getpass
+
+    from cidade.auth.accounts import AccountError, Accounts, NotFound, public_account
+    from cidade.auth.audit import Audit
+    from cidade.auth.principal import EVERY_TENANT, Principal
+    from cidade.store import open_store
+
+    settings = load_settings(store=args.store)
+    actor = Principal(
+        subject=f"cli:{getpass.getuser()}",
+        kind="account",
+        roles=frozenset({"admin"}),
+        tenants=frozenset({EVERY_TENANT}),
+    )
+
+    def password() -> str:
+        if args.password_stdin:
+            return sys.stdin.readline().rstrip("\n")
+        first = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != first:
+            raise AccountError("the two passwords differ")
+        return first
+
+    async def run() -> int:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            accounts = Accounts(store, Audit(store), session_max_age=settings.session_max_age)
+            if args.action == "add":
+                if args.if_absent and await store.get_account(args.name) is not None:
+                    print(f"account {args.name} exists; left as it is")
+                    return 0
+                account = await accounts.create(
+                    actor,
+                    args.name,
+                    password=password() if not args.no_password else None,
+                    roles=args.role or [],
+                    tenants=args.tenant if args.tenant is not None else [""],
+                    departments=args.department or [],
+                )
+                print(f"account {account['name']} created: roles {', '.join(account['roles'])}")
+            elif args.action == "list":
+                for a in await accounts.list(actor):
+                    tenants = ", ".join(t or "(default)" for t in a["tenants"])
+                    state = " (disabled)" if a["disabled"] else ""
+                    print(f"{a['name']}\t{','.join(a['roles'])}\t{tenants}{state}")
+            elif args.action == "set":
+                changes: dict[str, object] = {}
+                if args.role is not None:
+                    changes["roles"] = args.role
+                if args.tenant is not None:
+                    changes["tenants"] = args.tenant
+                if args.department is not None:
+                    changes["departments"] = args.department
+                if args.disable or args.enable:
+                    changes["disabled"] = bool(args.disable)
+                if args.password:
+                    changes["password"] = password()
+                account = await accounts.change(actor, args.name, changes)
+                print(f"account {args.name}: {public_account(account)}")
+            elif args.action == "delete":
+                await accounts.delete(actor, args.name)
+                print(f"account {args.name} deleted")
+            return 0
+        except (AccountError, NotFound) as exc:
+            print(f"cidade user {args.action}: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cidade", description="Cidade, the open urban platform")
     parser.add_argument("--version", action="version", version=f"cidade {__version__}")
@@ -63,6 +139,45 @@ def main(argv: list[str] | None = None) -> int:
     migrate = sub.add_parser("migrate", help="bring the store's schema up to date")
     migrate.add_argument("--store", help="store URL (CIDADE_STORE)")
     migrate.set_defaults(func=_migrate)
+
+    user = sub.add_parser("user", help="manage accounts (the first administrator, and others)")
+    user.add_argument("--store", help="store URL (CIDADE_STORE)")
+    actions = user.add_subparsers(dest="action", required=True)
+    add = actions.add_parser("add", help="create an account (asks for its password)")
+    change = actions.add_parser("set", help="change an account's roles, tenants, state or password")
+    for p in (add, change):
+        p.add_argument("name")
+        p.add_argument(
+            "--role",
+            action="append",
+            help="admin, operator, staff, publisher, device or citizen (repeat for several)",
+        )
+        p.add_argument(
+            "--tenant",
+            action="append",
+            help="a tenant it belongs to ('' the default one, '*' every one; repeat)",
+        )
+        p.add_argument("--department", action="append", help="a department (staff; repeat)")
+        p.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of stdin",
+        )
+    add.add_argument(
+        "--no-password",
+        action="store_true",
+        help="no password: logs in only through the identity provider",
+    )
+    add.add_argument("--if-absent", action="store_true", help="do nothing when the account exists")
+    change.add_argument("--password", action="store_true", help="set a new password")
+    change.add_argument(
+        "--disable", action="store_true", help="refuse its log-ins, keys and sessions"
+    )
+    change.add_argument("--enable", action="store_true")
+    actions.add_parser("list", help="list the accounts")
+    delete = actions.add_parser("delete", help="delete an account and revoke its keys")
+    delete.add_argument("name")
+    user.set_defaults(func=_user)
 
     args = parser.parse_args(argv)
     return args.func(args)

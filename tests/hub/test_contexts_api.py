@@ -6,10 +6,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from starlette.testclient import TestClient
 
 from cidade.app import build_app
-from tests.conftest import NGSI, problem_type
+from tests.conftest import NGSI, admin_client, problem_type
 from tests.hub.test_jsonld import ContextServer
 
 REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
@@ -79,7 +78,7 @@ def test_bad_link_header_is_400(client):
 
 
 def test_hosted_context_lifecycle_and_persistence(settings):
-    with TestClient(build_app(settings)) as client:
+    with admin_client(build_app(settings)) as client:
         r = client.post(f"{NGSI}/jsonldContexts", json=TERMS)
         assert r.status_code == 201
         url = r.headers["location"]
@@ -93,14 +92,14 @@ def test_hosted_context_lifecycle_and_persistence(settings):
         assert client.post(f"{NGSI}/entities", json=body, headers=link(url)).status_code == 201
         assert client.get(f"{NGSI}/jsonldContexts").json().count(url) == 1
     # A restart keeps hosted contexts.
-    with TestClient(build_app(settings)) as client:
+    with admin_client(build_app(settings)) as client:
         assert client.get(f"{NGSI}/jsonldContexts/{local_id}").json() == TERMS
         got = client.get(f"{NGSI}/entities/urn:ngsi-ld:AQO:9", headers=link(url))
         assert got.json()["type"] == "AirQualityObserved"
         assert client.delete(f"{NGSI}/jsonldContexts/{local_id}").status_code == 204
         r = client.get(f"{NGSI}/jsonldContexts/{local_id}")
         assert r.status_code == 404 and problem_type(r) == "ResourceNotFound"
-    with TestClient(build_app(settings)) as client:
+    with admin_client(build_app(settings)) as client:
         assert client.get(f"{NGSI}/jsonldContexts/{local_id}").status_code == 404
 
 

@@ -7,11 +7,9 @@ import urllib.parse
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from starlette.testclient import TestClient
 
 from cidade.app import build_app
-from cidade.config import Settings
-from tests.conftest import NGSI
+from tests.conftest import NGSI, admin_client, make_settings
 
 E = "urn:ngsi-ld:T:1"
 WRITES = [
@@ -137,8 +135,8 @@ bodies = st.one_of(json_values, entities, st.lists(entities, max_size=3))
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
-    settings = Settings(store=f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/f.db")
-    with TestClient(build_app(settings), raise_server_exceptions=False) as c:
+    settings = make_settings(store=f"sqlite:///{tmp_path_factory.mktemp('fuzz')}/f.db")
+    with admin_client(build_app(settings), raise_server_exceptions=False) as c:
         c.post(
             f"{NGSI}/entities", json={"id": E, "type": "T", "a": {"type": "Property", "value": 1}}
         )

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from cidade.app import build_app
 from cidade.config import Settings
-from tests.conftest import CORE, NGSI
+from tests.conftest import CORE, NGSI, admin_client, make_settings
 from tests.hub.helpers import entity, point
 from tests.receiver import Receiver
 
@@ -23,7 +23,7 @@ E2 = "urn:ngsi-ld:AirQualityObserved:porto-2"
 
 @pytest.fixture
 def settings(store_url: str) -> Settings:
-    return Settings(store=store_url, max_page_size=1000, notification_poll=0.2)
+    return make_settings(store=store_url, max_page_size=1000, notification_poll=0.2)
 
 
 @pytest.fixture
@@ -371,7 +371,7 @@ def test_outbox_survives_restart(settings, receiver):
     """Notifications a dead endpoint could not take stay in the outbox across a restart and
     go out, in order, once it answers."""
     receiver.status = 503
-    with TestClient(build_app(settings)) as c:
+    with admin_client(build_app(settings)) as c:
         subscribe(c, receiver.url)
         create(c, no2=1)
         update(c, no2=2)
@@ -380,7 +380,7 @@ def test_outbox_survives_restart(settings, receiver):
             time.sleep(0.05)
         assert receiver.attempts >= 1
     receiver.status = 200
-    with TestClient(build_app(settings)):
+    with admin_client(build_app(settings)):
         got = receiver.wait_entities(2, timeout=15)
         assert [e["no2"]["value"] for e in got] == [1, 2]
 
@@ -401,7 +401,7 @@ def test_graceful_stop_hands_lanes_back_at_once(settings, receiver):
     the lease to run out (30 s by default)."""
     slow = Receiver(delay=0.3)
     try:
-        with TestClient(build_app(settings)) as c:
+        with admin_client(build_app(settings)) as c:
             subscribe(c, slow.url)
             create(c, no2=0)
             for i in range(1, 20):
@@ -409,7 +409,7 @@ def test_graceful_stop_hands_lanes_back_at_once(settings, receiver):
             slow.wait_for(1)
         slow.delay = 0
         started = time.monotonic()
-        with TestClient(build_app(settings)):
+        with admin_client(build_app(settings)):
             values: set = set()
             while values != set(range(20)) and time.monotonic() - started < 8:
                 values = {e["no2"]["value"] for e in slow.entities()}

@@ -9,8 +9,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from cidade.app import build_app
-from cidade.config import Settings
-from tests.conftest import NGSI, problem_type
+from tests.conftest import NGSI, admin_client, make_settings, problem_type
 
 TEMPORAL = f"{NGSI}/temporal/entities"
 A = "urn:ngsi-ld:AirQualityObserved:a"
@@ -20,8 +19,8 @@ C = "urn:ngsi-ld:AirQualityObserved:c"
 
 @pytest.fixture
 def client(store_url: str) -> Iterator[TestClient]:
-    settings = Settings(store=store_url, history_after_delete=True)
-    with TestClient(build_app(settings), raise_server_exceptions=False) as c:
+    settings = make_settings(store=store_url, history_after_delete=True)
+    with admin_client(build_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 
@@ -118,7 +117,9 @@ def test_query_finds_deleted_entities_after_the_existing_ones(client):
 
 
 def test_without_the_setting_history_goes_with_the_entity(store_url):
-    with TestClient(build_app(Settings(store=store_url)), raise_server_exceptions=False) as c:
+    with admin_client(
+        build_app(make_settings(store=store_url)), raise_server_exceptions=False
+    ) as c:
         station(c, A, 10)
         assert c.delete(f"{NGSI}/entities/{A}").status_code == 204
         assert c.get(f"{TEMPORAL}/{A}").status_code == 404

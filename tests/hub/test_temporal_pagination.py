@@ -10,8 +10,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from cidade.app import build_app
-from cidade.config import Settings
-from tests.conftest import NGSI
+from tests.conftest import NGSI, admin_client, make_settings
 
 TEMPORAL = f"{NGSI}/temporal/entities"
 V = "urn:ngsi-ld:Vehicle:1"
@@ -35,8 +34,8 @@ def readings(minutes: list[int], base: int = 0) -> list[dict]:
 
 @pytest.fixture
 def client(store_url: str) -> Iterator[TestClient]:
-    settings = Settings(store=store_url, temporal_max_instances=MAX)
-    with TestClient(build_app(settings), raise_server_exceptions=False) as c:
+    settings = make_settings(store=store_url, temporal_max_instances=MAX)
+    with admin_client(build_app(settings), raise_server_exceptions=False) as c:
         yield c
 
 

@@ -6,11 +6,8 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from starlette.testclient import TestClient
-
 from cidade.app import build_app
-from cidade.config import Settings
-from tests.conftest import NGSI
+from tests.conftest import NGSI, admin_client, make_settings
 
 TEMPORAL = f"{NGSI}/temporal/entities"
 
@@ -41,20 +38,20 @@ def values(client, eid: str) -> list[int]:
 
 
 def test_the_lifespan_purges_expired_history(store_url):
-    with TestClient(build_app(Settings(store=store_url))) as c:
+    with admin_client(build_app(make_settings(store=store_url))) as c:
         assert (
             c.post(TEMPORAL, json=observed("urn:x:flow", "TrafficFlowObserved")).status_code == 201
         )
         assert c.post(TEMPORAL, json=observed("urn:x:light", "Streetlight")).status_code == 201
         assert values(c, "urn:x:flow") == [400, 60, 1]
         assert c.app.state.purger.runs == 0  # no rules: no task
-    settings = Settings(
+    settings = make_settings(
         store=store_url,
         history_retention="TrafficFlowObserved=P30D,*=P1Y",
         history_purge_interval=3600,
     )
     app = build_app(settings)
-    with TestClient(app) as c:
+    with admin_client(app) as c:
         wait_for_purge(app)
         assert values(c, "urn:x:flow") == [1]
         assert values(c, "urn:x:light") == [60, 1]

@@ -14,7 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from cidade.auth.gate import grant_of
+from cidade.auth.roles import PUBLIC
+from cidade.auth.routes import guarded
 from cidade.config import Settings
+from cidade.hub.access import narrow_query
 from cidade.hub.batch import BatchResult, BatchService
 from cidade.hub.discovery import Discovery
 from cidade.hub.entities import EntityService
@@ -38,7 +42,7 @@ from cidade.hub.http import (
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.model import View, geojson_feature, render_entity
 from cidade.hub.querying import build_query, projection
-from cidade.store.base import EntityQuery, Store
+from cidade.store.base import EntityQuery, QueryResult, Store
 
 PREFIX = "/ngsi-ld/v1"
 
@@ -133,6 +137,36 @@ class HubApi:
             require_filter=params.get("local", "false") != "true",
         )
 
+    @staticmethod
+    def narrow(request: Request, query: EntityQuery) -> EntityQuery | None:
+        """The query limited to what the caller may see (None: nothing)."""
+        return narrow_query(grant_of(request), query)
+
+    @staticmethod
+    def visible(request: Request, entity: dict[str, Any]) -> bool:
+        return grant_of(request).may_read(entity)
+
+    @staticmethod
+    def check_writes(request: Request, body: Any = None) -> None:
+        """A device writes only its own entities: the one in the path, or those of the body."""
+        grant = grant_of(request)
+        if grant.own_entities is None:
+            return
+        ids: list[object] = []
+        if "entity_id" in request.path_params:
+            ids.append(request.path_params["entity_id"])
+        elif isinstance(body, dict):
+            ids.append(body.get("id"))
+        elif isinstance(body, list):
+            ids.extend(b.get("id") if isinstance(b, dict) else b for b in body)
+        grant.check_writes(ids)
+
+    async def run_query(self, request: Request, tenant: str, query: EntityQuery) -> QueryResult:
+        narrowed = self.narrow(request, query)
+        if narrowed is None:
+            return QueryResult([], 0 if query.count else None)
+        return await self.store.query(tenant, narrowed)
+
     def _geometry_property(self, request: Request, ctx: Ctx) -> str:
         return ctx.terms.expand(request.query_params.get("geometryProperty", "location"))
 
@@ -142,6 +176,7 @@ class HubApi:
         """§6.4.3.1 Create Entity (§5.6.1)."""
         tenant = tenant_of(request)
         body, ctx = await self.read_body(request)
+        self.check_writes(request, body)
         entity_id = await self.entities.create(tenant, body, ctx.terms)
         location = f"{PREFIX}/entities/{urllib.parse.quote(entity_id, safe=':')}"
         return _no_content(201, {"Location": location})
@@ -153,7 +188,7 @@ class HubApi:
         kind = accepted(request)
         query = self.query_from_params(request, ctx)
         view = self._view(request, ctx)
-        result = await self.store.query(tenant, query)
+        result = await self.run_query(request, tenant, query)
         headers = {}
         if result.count is not None:
             headers["NGSILD-Results-Count"] = str(result.count)
@@ -166,6 +201,8 @@ class HubApi:
         kind = accepted(request)
         view = self._view(request, ctx)
         entity = await self.entities.get(tenant, request.path_params["entity_id"])
+        if not self.visible(request, entity):
+            raise ResourceNotFound(f"entity {entity['id']} not found")
         body = render_entity(entity, view)
         if kind == GEO_JSON:
             body = geojson_feature(entity, body, self._geometry_property(request, ctx))
@@ -174,12 +211,14 @@ class HubApi:
     async def delete_entity(self, request: Request) -> Response:
         """§6.5.3.2 Delete Entity (§5.6.6)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         await self.entities.delete(tenant, request.path_params["entity_id"])
         return _no_content()
 
     async def replace_entity(self, request: Request) -> Response:
         """§6.5.3.3 Replace Entity (§5.6.18)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         body, ctx = await self.read_body(request)
         await self.entities.replace(tenant, request.path_params["entity_id"], body, ctx.terms)
         return _no_content()
@@ -187,6 +226,7 @@ class HubApi:
     async def merge_entity(self, request: Request) -> Response:
         """§6.5.3.4 Merge Entity (§5.6.17)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         body, ctx = await self.read_body(request, merge=True)
         await self.entities.merge(tenant, request.path_params["entity_id"], body, ctx.terms)
         return _no_content()
@@ -196,6 +236,7 @@ class HubApi:
     async def append_attrs(self, request: Request) -> Response:
         """§6.6.3.1 Append Entity Attributes (§5.6.3)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         body, ctx = await self.read_body(request)
         mode = "append-keep" if "noOverwrite" in options_param(request) else "append"
         result = await self.entities.update_attrs(
@@ -208,6 +249,7 @@ class HubApi:
     async def update_attrs(self, request: Request) -> Response:
         """§6.6.3.2 Update Entity Attributes (§5.6.2)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         body, ctx = await self.read_body(request)
         result = await self.entities.update_attrs(
             tenant, request.path_params["entity_id"], body, ctx.terms, mode="update"
@@ -219,6 +261,7 @@ class HubApi:
     async def patch_attr(self, request: Request) -> Response:
         """§6.7.3.1 Partial Attribute Update (§5.6.4)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         body, ctx = await self.read_body(request)
         p = request.path_params
         await self.entities.patch_attribute(
@@ -229,6 +272,7 @@ class HubApi:
     async def replace_attr(self, request: Request) -> Response:
         """§6.7.3.3 Replace Attribute (§5.6.19)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         body, ctx = await self.read_body(request)
         p = request.path_params
         await self.entities.patch_attribute(
@@ -239,6 +283,7 @@ class HubApi:
     async def delete_attr(self, request: Request) -> Response:
         """§6.7.3.2 Delete Attribute (§5.6.5)."""
         tenant = await self.read_tenant(request)
+        self.check_writes(request)
         ctx = await context_for_read(self.resolver, request)
         params = request.query_params
         delete_all = params.get("deleteAll", "false")
@@ -270,6 +315,7 @@ class HubApi:
         """§6.14.3.1 Batch Entity Creation (§5.6.7)."""
         tenant = tenant_of(request)
         body, ctx = await self.read_body(request)
+        self.check_writes(request, body)
         result = await self.batch.create(tenant, body, ctx.terms)
         return self._batch_response(result, json_response(result.success, status=201))
 
@@ -280,6 +326,7 @@ class HubApi:
         if {"replace", "update"} <= opts:
             raise BadRequestData("options replace and update cannot be combined")
         body, ctx = await self.read_body(request)
+        self.check_writes(request, body)
         result = await self.batch.upsert(tenant, body, ctx.terms, update="update" in opts)
         if result.created:
             ok = json_response(result.created, status=201)
@@ -292,6 +339,7 @@ class HubApi:
         tenant = await self.read_tenant(request)
         no_overwrite = "noOverwrite" in options_param(request)
         body, ctx = await self.read_body(request)
+        self.check_writes(request, body)
         result = await self.batch.update(tenant, body, ctx.terms, no_overwrite=no_overwrite)
         return self._batch_response(result, _no_content())
 
@@ -299,6 +347,7 @@ class HubApi:
         """§6.17.3.1 Batch Entity Delete (§5.6.10)."""
         tenant = await self.read_tenant(request)
         body, _ = await self.read_body(request)
+        self.check_writes(request, body)
         result = await self.batch.delete(tenant, body)
         return self._batch_response(result, _no_content())
 
@@ -306,6 +355,7 @@ class HubApi:
         """§6.31.3.1 Batch Entity Merge (§5.6.20)."""
         tenant = await self.read_tenant(request)
         body, ctx = await self.read_body(request, merge=True)
+        self.check_writes(request, body)
         result = await self.batch.merge(tenant, body, ctx.terms)
         return self._batch_response(result, _no_content())
 
@@ -347,7 +397,7 @@ class HubApi:
         view = self._view(request, ctx)
         if attrs:
             view.attrs = frozenset(query.attrs)
-        result = await self.store.query(tenant, query)
+        result = await self.run_query(request, tenant, query)
         headers = {}
         if result.count is not None:
             headers["NGSILD-Results-Count"] = str(result.count)
@@ -426,42 +476,47 @@ class HubApi:
         return _no_content()
 
     def routes(self) -> list[Route]:
+        R, W = "entities.read", "entities.write"
         e = "/entities/{entity_id:entity_id}"
         table = {
             # Retrieve Entity is the hottest route: first, so it is matched first.
             e: {
-                "GET": self.retrieve_entity,
-                "DELETE": self.delete_entity,
-                "PUT": self.replace_entity,
-                "PATCH": self.merge_entity,
+                "GET": (self.retrieve_entity, R),
+                "DELETE": (self.delete_entity, W),
+                "PUT": (self.replace_entity, W),
+                "PATCH": (self.merge_entity, W),
             },
-            "/entities": {"POST": self.create_entity, "GET": self.query_entities},
+            "/entities": {"POST": (self.create_entity, W), "GET": (self.query_entities, R)},
             "/entities/{entity_id:path}/attrs/{attr_id}": {
-                "PATCH": self.patch_attr,
-                "PUT": self.replace_attr,
-                "DELETE": self.delete_attr,
+                "PATCH": (self.patch_attr, W),
+                "PUT": (self.replace_attr, W),
+                "DELETE": (self.delete_attr, W),
             },
             "/entities/{entity_id:path}/attrs": {
-                "POST": self.append_attrs,
-                "PATCH": self.update_attrs,
+                "POST": (self.append_attrs, W),
+                "PATCH": (self.update_attrs, W),
             },
-            "/entityOperations/create": {"POST": self.batch_create},
-            "/entityOperations/upsert": {"POST": self.batch_upsert},
-            "/entityOperations/update": {"POST": self.batch_update},
-            "/entityOperations/delete": {"POST": self.batch_delete},
-            "/entityOperations/merge": {"POST": self.batch_merge},
-            "/entityOperations/query": {"POST": self.batch_query},
-            "/types": {"GET": self.list_types},
-            "/types/{type:path}": {"GET": self.type_info},
-            "/attributes": {"GET": self.list_attributes},
-            "/attributes/{attr:path}": {"GET": self.attribute_info},
-            "/jsonldContexts": {"GET": self.list_contexts, "POST": self.add_context},
+            "/entityOperations/create": {"POST": (self.batch_create, W)},
+            "/entityOperations/upsert": {"POST": (self.batch_upsert, W)},
+            "/entityOperations/update": {"POST": (self.batch_update, W)},
+            "/entityOperations/delete": {"POST": (self.batch_delete, W)},
+            "/entityOperations/merge": {"POST": (self.batch_merge, W)},
+            "/entityOperations/query": {"POST": (self.batch_query, R)},
+            "/types": {"GET": (self.list_types, "types.read")},
+            "/types/{type:path}": {"GET": (self.type_info, "types.read")},
+            "/attributes": {"GET": (self.list_attributes, "types.read")},
+            "/attributes/{attr:path}": {"GET": (self.attribute_info, "types.read")},
+            "/jsonldContexts": {
+                "GET": (self.list_contexts, "contexts.read"),
+                "POST": (self.add_context, "contexts.write"),
+            },
+            # A hosted @context is fetched by JSON-LD processors that cannot log in.
             "/jsonldContexts/{context_id}": {
-                "GET": self.get_context,
-                "DELETE": self.delete_context,
+                "GET": (self.get_context, PUBLIC),
+                "DELETE": (self.delete_context, "contexts.write"),
             },
         }
-        return [method_route(PREFIX + path, handlers) for path, handlers in table.items()]
+        return [guarded(PREFIX + path, handlers) for path, handlers in table.items()]
 
 
 class EntityIdConvertor(Convertor[str]):
@@ -478,17 +533,6 @@ class EntityIdConvertor(Convertor[str]):
 
 
 register_url_convertor("entity_id", EntityIdConvertor())
-
-
-def method_route(path: str, handlers: dict[str, Any]) -> Route:
-    """One route per path, dispatching on the method, so a 405 lists every allowed method."""
-
-    async def dispatch(request: Request) -> Response:
-        # Starlette answers HEAD wherever GET is allowed.
-        handler = handlers.get(request.method) or handlers["GET"]
-        return await handler(request)
-
-    return Route(path, dispatch, methods=list(handlers), name=path)
 
 
 def _strip_context(body: Any) -> Any:

@@ -29,6 +29,7 @@ class NgsiError(Exception):
     status = 500
     kind = "InternalError"
     title = "Internal error"
+    headers: dict[str, str] | None = None  # response headers the error needs (WWW-Authenticate)
 
     def __init__(self, detail: str = "", *, title: str | None = None, **extra: Any) -> None:
         super().__init__(detail)

@@ -9,8 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cidade.auth.routes import guarded
 from cidade.hub import timefmt
-from cidade.hub.api import PREFIX, HubApi, method_route
+from cidade.hub.api import PREFIX, HubApi
 from cidade.hub.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from cidade.hub.http import (
     accepted,
@@ -124,11 +125,15 @@ class SubscriptionApi:
         return Response(status_code=204)
 
     def routes(self) -> list[Any]:
+        r, w = "subscriptions.read", "subscriptions.write"
         return [
-            method_route(f"{PREFIX}/subscriptions", {"POST": self.create, "GET": self.query}),
-            method_route(
+            guarded(
+                f"{PREFIX}/subscriptions",
+                {"POST": (self.create, w), "GET": (self.query, r)},
+            ),
+            guarded(
                 f"{PREFIX}/subscriptions/{{subscription_id:path}}",
-                {"GET": self.retrieve, "PATCH": self.update, "DELETE": self.delete},
+                {"GET": (self.retrieve, r), "PATCH": (self.update, w), "DELETE": (self.delete, w)},
             ),
         ]
 

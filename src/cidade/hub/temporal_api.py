@@ -9,8 +9,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cidade.auth.routes import guarded
 from cidade.hub import timefmt
-from cidade.hub.api import PREFIX, HubApi, method_route
+from cidade.hub.api import PREFIX, HubApi
 from cidade.hub.errors import BadRequestData, NotImplementedFeature, ResourceNotFound
 from cidade.hub.http import (
     accepted,
@@ -149,7 +150,7 @@ class TemporalApi:
             # A deleted entity whose history was kept (CIDADE_HISTORY_AFTER_DELETE) still has a
             # temporal evolution: serve it while some of it remains.
             entity = await self.store.deleted_entity(tenant, entity_id)
-        if entity is None:
+        if entity is None or not self.hub.visible(request, entity):
             raise ResourceNotFound(f"entity {entity_id} not found")
         attrs = projection(ctx.terms, list_param(request, "attrs"))
         if temporal.aggregated:
@@ -178,7 +179,12 @@ class TemporalApi:
         kind = accepted(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
         query = self.hub.query_from_params(request, ctx)
-        found = await self._query(tenant, query)
+        narrowed = self.hub.narrow(request, query)
+        found = (
+            await self._query(tenant, narrowed)
+            if narrowed is not None
+            else QueryResult([], 0 if query.count else None)
+        )
         expanded = list(query.attrs)
         history, page, emptied = await self._history(
             tenant, [e["id"] for e in found.entities], expanded, temporal
@@ -363,17 +369,19 @@ class TemporalApi:
     def routes(self) -> list[Any]:
         one = f"{PREFIX}/temporal/entities/{{entity_id:entity_id}}"
         attrs = f"{PREFIX}/temporal/entities/{{entity_id:path}}/attrs"
+        r, w = "temporal.read", "temporal.write"
         return [
-            method_route(one, {"GET": self.retrieve, "DELETE": self.delete_entity}),
-            method_route(
-                f"{PREFIX}/temporal/entities", {"GET": self.query, "POST": self.create_or_update}
+            guarded(one, {"GET": (self.retrieve, r), "DELETE": (self.delete_entity, w)}),
+            guarded(
+                f"{PREFIX}/temporal/entities",
+                {"GET": (self.query, r), "POST": (self.create_or_update, w)},
             ),
-            method_route(
+            guarded(
                 f"{attrs}/{{attr_id}}/{{instance_id}}",
-                {"PATCH": self.patch_instance, "DELETE": self.delete_instance},
+                {"PATCH": (self.patch_instance, w), "DELETE": (self.delete_instance, w)},
             ),
-            method_route(f"{attrs}/{{attr_id}}", {"DELETE": self.delete_attr}),
-            method_route(attrs, {"POST": self.add_attrs}),
+            guarded(f"{attrs}/{{attr_id}}", {"DELETE": (self.delete_attr, w)}),
+            guarded(attrs, {"POST": (self.add_attrs, w)}),
         ]
 
 

@@ -30,3 +30,11 @@ def normalize(value: object, what: str = "DateTime") -> str:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)  # NGSI-LD date-times without offset are UTC
     return parsed.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def from_epoch(seconds: float) -> str:
+    """Seconds since the epoch in the stored format."""
+    return (
+        datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+        + "Z"
+    )

@@ -1,0 +1,293 @@
+"""The gate every request passes: who is calling, in which tenant, may they, how often.
+
+Routes declare one permission per method (``auth.routes.guarded``); before the handler runs,
+the gate authenticates the caller (API key, OIDC bearer token, session cookie, or nobody),
+takes a token from its rate bucket, checks the tenant and the permission, and leaves a
+``Grant`` in the request scope: what the handler may touch (public types only, or a device's
+own entities). Refusals are audited.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from cidade.auth.accounts import Accounts
+from cidade.auth.audit import Audit
+from cidade.auth.credentials import KEY_PREFIX, digest
+from cidade.auth.errors import AccessDenied, TooManyRequests, Unauthenticated
+from cidade.auth.limits import RateLimiter
+from cidade.auth.principal import ANONYMOUS, EVERY_TENANT, Principal
+from cidade.auth.roles import PUBLIC, PUBLIC_READERS, ROLES, permissions_of
+from cidade.config import Settings
+from cidade.hub.errors import BadRequestData
+
+log = logging.getLogger("cidade.auth")
+
+SESSION_COOKIE = "cidade_session"
+CSRF_HEADER = "x-csrf-token"
+GRANT = "cidade.grant"
+_SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
+# Roles whose reads of entities are not narrowed (to public types, or to own entities).
+_READ_ALL = frozenset(r for r in ROLES if r not in PUBLIC_READERS and r != "device")
+
+# The principal every request has when access control is off (local development only).
+DEVELOPER = Principal(
+    subject="developer",
+    kind="account",
+    roles=frozenset({"admin"}),
+    tenants=frozenset({EVERY_TENANT}),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What one request may touch, once the gate has let it in."""
+
+    principal: Principal
+    tenant: str
+    permission: str
+    # Entity types (expanded IRIs) it may read; None: every type.
+    read_types: frozenset[str] | None = None
+    # Entity ids (or prefixes ending in "*") it may read and write; None: every entity.
+    own_entities: tuple[str, ...] | None = None
+
+    def owns(self, entity_id: str) -> bool:
+        if self.own_entities is None:
+            return True
+        return any(
+            entity_id.startswith(p[:-1]) if p.endswith("*") else entity_id == p
+            for p in self.own_entities
+        )
+
+    def may_read(self, entity: dict[str, Any]) -> bool:
+        if not self.owns(entity["id"]):
+            return False
+        if self.read_types is None:
+            return True
+        return any(t in self.read_types for t in entity.get("type", ()))
+
+    def check_writes(self, entity_ids: Iterable[object]) -> None:
+        if self.own_entities is None:
+            return
+        foreign = [i for i in entity_ids if not isinstance(i, str) or not self.owns(i)]
+        if foreign:
+            raise AccessDenied("a device writes only its own entities")
+
+
+def grant_of(request: Request) -> Grant:
+    return request.scope[GRANT]
+
+
+class _Cache:
+    """Principals of recently seen keys and tokens, for a short while, so that a busy device
+    costs one lookup per minute instead of one per request. Any change of an account or a key
+    (in this worker or, through the store's "auth" topic, another) empties it."""
+
+    def __init__(self, ttl: float = 60.0, size: int = 10_000) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._items: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, key: str) -> Principal | None:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        return hit[1]
+
+    def put(self, key: str, principal: Principal) -> None:
+        self._items[key] = (time.monotonic() + self.ttl, principal)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class Gate:
+    def __init__(
+        self,
+        settings: Settings,
+        accounts: Accounts,
+        audit: Audit,
+        *,
+        public_types: frozenset[str],
+        oidc: Any = None,
+    ) -> None:
+        self.enabled = settings.auth
+        self.accounts = accounts
+        self.audit = audit
+        self.public_types = public_types
+        self.oidc = oidc
+        self.limiter = RateLimiter(settings.rate_limit)
+        self.public_limiter = RateLimiter(settings.rate_limit_anonymous)
+        self.cache = _Cache()
+
+    def forget(self) -> None:
+        """Drop every cached principal (an account or a key changed)."""
+        self.cache.clear()
+
+    async def enter(self, request: Request, permission: str) -> Grant:
+        tenant = _tenant(request)
+        if not self.enabled:
+            grant = Grant(DEVELOPER, tenant, permission)
+            request.scope[GRANT] = grant
+            return grant
+        principal = await self.authenticate(request)
+        self._throttle(request, principal)
+        # Outside its tenants a principal is the public there: public reads at most.
+        member = principal.member_of(tenant)
+        roles = principal.roles if member else ANONYMOUS.roles
+        granted = permissions_of(roles)
+        if principal.scope is not None:
+            granted = (granted & principal.scope) | {PUBLIC}
+        if permission not in granted:
+            await self._deny(request, principal, tenant, permission)
+        if (
+            principal.csrf is not None
+            and request.method not in _SAFE
+            and permission != PUBLIC
+            and not await _csrf_ok(request, principal.csrf)
+        ):
+            await self._deny(request, principal, tenant, permission, reason="csrf")
+        narrowed = not roles & _READ_ALL
+        grant = Grant(
+            principal,
+            tenant,
+            permission,
+            read_types=self.public_types if narrowed and "device" not in roles else None,
+            own_entities=principal.entities if narrowed and "device" in roles else None,
+        )
+        request.scope[GRANT] = grant
+        return grant
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The caller, or ANONYMOUS when it presents nothing; 401 when what it presents does
+        not hold (never a silent fall-back to the public)."""
+        headers = request.headers
+        authorization = headers.get("authorization")
+        api_key = headers.get("x-api-key")
+        if authorization is not None:
+            scheme, _, token = authorization.partition(" ")
+            if scheme.lower() == "bearer" and token:
+                return await self._token(request, token.strip())
+            if authorization.startswith(KEY_PREFIX):
+                # CKAN clients send their API token as the bare Authorization header.
+                return await self._token(request, authorization.strip())
+            await self._fail(request, "unsupported authorization scheme")
+        if api_key is not None:
+            return await self._token(request, api_key.strip())
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            principal = await self.accounts.session_principal(cookie)
+            if principal is None:
+                await self._fail(request, "session expired or unknown")
+            assert principal is not None
+            return principal
+        return ANONYMOUS
+
+    async def _token(self, request: Request, token: str) -> Principal:
+        key = digest(token)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        principal = None
+        reason = "unknown or revoked API key"
+        if token.startswith(KEY_PREFIX):
+            principal = await self.accounts.key_principal(token)
+        elif self.oidc is not None and self.oidc.looks_like_jwt(token):
+            from cidade.auth.oidc import TokenRejected
+
+            try:
+                principal = await self.oidc.verify(token)
+            except TokenRejected as exc:
+                reason = f"token rejected: {exc.reason}"
+        else:
+            reason = "unrecognised credentials"
+        if principal is None:
+            await self._fail(request, reason)
+        assert principal is not None
+        self.cache.put(key, principal)
+        return principal
+
+    def _throttle(self, request: Request, principal: Principal) -> None:
+        if principal.anonymous:
+            client = request.client.host if request.client else "unknown"
+            wait = self.public_limiter.take(f"ip:{client}")
+        else:
+            wait = self.limiter.take(principal.subject)
+        if wait:
+            raise TooManyRequests(f"too many requests; try again in {wait} s", wait)
+
+    async def _fail(self, request: Request, reason: str) -> None:
+        await self.audit.record(
+            "auth.failed",
+            "unknown",
+            tenant=request.headers.get("ngsild-tenant", ""),
+            outcome="denied",
+            target=_where(request),
+            reason=reason,
+        )
+        raise Unauthenticated(reason)
+
+    async def _deny(
+        self,
+        request: Request,
+        principal: Principal,
+        tenant: str,
+        permission: str,
+        *,
+        reason: str = "permission",
+    ) -> None:
+        await self.audit.record(
+            "access.denied",
+            principal,
+            tenant=tenant,
+            outcome="denied",
+            target=_where(request),
+            permission=permission,
+            reason=reason,
+        )
+        if reason == "csrf":
+            raise AccessDenied(f"a cookie-authenticated {request.method} needs the CSRF token")
+        if principal.anonymous:
+            raise Unauthenticated("log in, or present an API key or a bearer token")
+        raise AccessDenied("you may not do this here")
+
+
+def _where(request: Request) -> str:
+    # The method and path, never the query string (it may carry personal data).
+    return f"{request.method} {request.url.path}"
+
+
+def _tenant(request: Request) -> str:
+    tenant = request.headers.get("ngsild-tenant", "")
+    if tenant and (len(tenant) > 256 or any(c.isspace() or c in "/\\" for c in tenant)):
+        raise BadRequestData(f"invalid NGSILD-Tenant header {tenant!r}")
+    return tenant
+
+
+async def _csrf_ok(request: Request, expected: str) -> bool:
+    from cidade.auth.credentials import same
+
+    given = request.headers.get(CSRF_HEADER)
+    if given is None and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get("csrf_token")
+        given = value if isinstance(value, str) else None
+    return given is not None and same(given, expected)
+
+
+def parse_public_types(text: str, expand: Any) -> frozenset[str]:
+    """CIDADE_PUBLIC_TYPES -> expanded type IRIs (short names through the core @context)."""
+    names: Sequence[str] = [t.strip() for t in text.split(",") if t.strip()]
+    return frozenset(expand(n) for n in names)
