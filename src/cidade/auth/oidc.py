@@ -164,7 +164,9 @@ class OidcVerifier:
     async def _key_for(self, kid: str | None, alg: str) -> _Key:
         found = self._find(kid, alg)
         stale = self._fetched_at is None or self._clock() - self._fetched_at >= MAX_KEY_AGE
-        if (stale or found is None) and self._may_fetch():
+        # A fetch in flight is waited for even when it is too soon for another: the token may
+        # name a key it is bringing (the first tokens after start-up all do).
+        if (stale or found is None) and (self._may_fetch() or self._lock.locked()):
             await self._refresh()
             found = self._find(kid, alg)
         if found is None:
