@@ -127,7 +127,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict
     from starlette.testclient import TestClient
 
     folder = tmp_path_factory.mktemp("matrix")
-    app = build_app(make_settings(store=f"sqlite:///{folder}/m.db"))
+    app = build_app(make_settings(store=f"sqlite:///{folder}/m.db", public_types="ParkingSpot"))
     with TestClient(app, raise_server_exceptions=False) as client:
         tokens = client.portal.call(_principals, app)
         yield client, tokens

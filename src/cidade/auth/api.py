@@ -19,7 +19,7 @@ from cidade.auth.accounts import AccountError, Accounts, NotFound, account_princ
 from cidade.auth.audit import EVENTS, Audit
 from cidade.auth.credentials import new_token, same
 from cidade.auth.errors import TooManyRequests, Unauthenticated
-from cidade.auth.gate import SESSION_COOKIE, Gate, grant_of
+from cidade.auth.gate import FORM, SESSION_COOKIE, Gate, grant_of, read_form
 from cidade.auth.principal import EVERY_TENANT
 from cidade.auth.roles import PUBLIC, permissions_of
 from cidade.auth.routes import GuardedRoute, guarded
@@ -31,7 +31,6 @@ from cidade.store.base import AuditQuery
 
 PREFIX = "/auth"
 LOGIN_CSRF_COOKIE = "cidade_login_csrf"
-FORM = "application/x-www-form-urlencoded"
 _MAX_FAILURES = 5  # failed log-ins of one name ...
 _FAILURE_WINDOW = 900.0  # ... within this many seconds lock that name out for the rest of it
 
@@ -112,8 +111,7 @@ class AuthApi:
         """POST /auth/login: JSON {name, password} or the form; sets the session cookie."""
         form = request.headers.get("content-type", "").startswith(FORM)
         if form:
-            data = await request.form()
-            fields = {k: v for k, v in data.items() if isinstance(v, str)}
+            fields = await read_form(request, self.settings.max_body_bytes)
             cookie = request.cookies.get(LOGIN_CSRF_COOKIE, "")
             if not cookie or not same(fields.get("csrf_token", ""), cookie):
                 raise BadRequestData("the log-in form's CSRF token is missing or wrong")

@@ -20,9 +20,10 @@ from starlette.requests import Request
 
 from cidade.auth.accounts import Accounts
 from cidade.auth.audit import Audit
-from cidade.auth.credentials import KEY_PREFIX, digest
+from cidade.auth.credentials import KEY_PREFIX, digest, same
 from cidade.auth.errors import AccessDenied, TooManyRequests, Unauthenticated
 from cidade.auth.limits import RateLimiter
+from cidade.auth.oidc import OidcVerifier, TokenRejected, looks_like_jwt
 from cidade.auth.principal import ANONYMOUS, EVERY_TENANT, Principal
 from cidade.auth.roles import PUBLIC, PUBLIC_READERS, ROLES, permissions_of
 from cidade.config import Settings
@@ -32,6 +33,7 @@ log = logging.getLogger("cidade.auth")
 
 SESSION_COOKIE = "cidade_session"
 CSRF_HEADER = "x-csrf-token"
+FORM = "application/x-www-form-urlencoded"
 GRANT = "cidade.grant"
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 # Roles whose reads of entities are not narrowed (to public types, or to own entities).
@@ -119,9 +121,10 @@ class Gate:
         audit: Audit,
         *,
         public_types: frozenset[str],
-        oidc: Any = None,
+        oidc: OidcVerifier | None = None,
     ) -> None:
         self.enabled = settings.auth
+        self.max_body_bytes = settings.max_body_bytes
         self.accounts = accounts
         self.audit = audit
         self.public_types = public_types
@@ -154,10 +157,14 @@ class Gate:
             principal.csrf is not None
             and request.method not in _SAFE
             and permission != PUBLIC
-            and not await _csrf_ok(request, principal.csrf)
+            and not await _csrf_ok(request, principal.csrf, self.max_body_bytes)
         ):
             await self._deny(request, principal, tenant, permission, reason="csrf")
         narrowed = not roles & _READ_ALL
+        if narrowed and "device" not in roles and permission == "entities.read":
+            if not self.public_types:
+                # Nothing is public here: say "log in" rather than answer with empty lists.
+                await self._deny(request, principal, tenant, permission)
         grant = Grant(
             principal,
             tenant,
@@ -202,9 +209,7 @@ class Gate:
         reason = "unknown or revoked API key"
         if token.startswith(KEY_PREFIX):
             principal = await self.accounts.key_principal(token)
-        elif self.oidc is not None and self.oidc.looks_like_jwt(token):
-            from cidade.auth.oidc import TokenRejected
-
+        elif self.oidc is not None and looks_like_jwt(token):
             try:
                 principal = await self.oidc.verify(token)
             except TokenRejected as exc:
@@ -274,16 +279,33 @@ def _tenant(request: Request) -> str:
     return tenant
 
 
-async def _csrf_ok(request: Request, expected: str) -> bool:
-    from cidade.auth.credentials import same
+async def read_form(request: Request, max_bytes: int) -> dict[str, str]:
+    """An HTML form's fields (application/x-www-form-urlencoded, the only kind our forms post),
+    read within the body size cap; 415 for other media types, 413 when too large."""
+    from urllib.parse import parse_qsl
 
+    from cidade.hub.errors import PayloadTooLarge
+    from cidade.hub.http import UnsupportedMediaType
+
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != FORM:
+        raise UnsupportedMediaType(f"Content-Type must be {FORM}, got {kind or 'none'}")
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > max_bytes:
+        raise PayloadTooLarge(f"a form is at most {max_bytes} bytes, with its Content-Length")
+    raw = await request.body()
+    if len(raw) > max_bytes:
+        raise PayloadTooLarge(f"a form is at most {max_bytes} bytes")
+    try:
+        return dict(parse_qsl(raw.decode(), max_num_fields=100))
+    except (UnicodeDecodeError, ValueError):
+        raise BadRequestData("the form is not valid") from None
+
+
+async def _csrf_ok(request: Request, expected: str, max_bytes: int) -> bool:
     given = request.headers.get(CSRF_HEADER)
-    if given is None and request.headers.get("content-type", "").startswith(
-        ("application/x-www-form-urlencoded", "multipart/form-data")
-    ):
-        form = await request.form()
-        value = form.get("csrf_token")
-        given = value if isinstance(value, str) else None
+    if given is None and request.headers.get("content-type", "").startswith(FORM):
+        given = (await read_form(request, max_bytes)).get("csrf_token")
     return given is not None and same(given, expected)
 
 

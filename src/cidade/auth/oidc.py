@@ -25,12 +25,13 @@ import jwt
 from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm, get_default_algorithms
 
 from cidade.auth.principal import Principal
+from cidade.auth.roles import ASSIGNABLE
 from cidade.config import Settings
 
 log = logging.getLogger("cidade.auth.oidc")
 
 # The roles Cidade gives meaning to; any other role a provider hands out is dropped.
-KNOWN_ROLES = frozenset({"admin", "operator", "staff", "publisher", "device", "citizen"})
+KNOWN_ROLES = ASSIGNABLE
 
 # Anyone can send tokens naming invented key ids: a refetch for an unknown kid happens at most
 # this often, so such a flood costs the provider one request per interval.
