@@ -124,6 +124,48 @@ def _user(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _key(args: argparse.Namespace) -> int:
+    """`cidade key add`: an API key for an account (a script, a device), printed once."""
+    from cidade.auth.accounts import AccountError, Accounts, account_principal
+    from cidade.auth.audit import Audit
+    from cidade.store import open_store
+
+    settings = load_settings(store=args.store)
+
+    async def run() -> int:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            account = await store.get_account(args.owner)
+            if account is None:
+                print(f"cidade key add: no account named {args.owner!r}", file=sys.stderr)
+                return 2
+            spec: dict[str, object] = {"label": args.label or ""}
+            if args.role:
+                spec["roles"] = args.role
+            if args.tenant is not None:
+                spec["tenants"] = args.tenant
+            if args.entity:
+                spec["entities"] = args.entity
+            if args.scope:
+                spec["scope"] = args.scope
+            if args.expires:
+                spec["expires"] = args.expires
+            accounts = Accounts(store, Audit(store), session_max_age=settings.session_max_age)
+            token, record = await accounts.create_key(account_principal(account), spec)
+        except AccountError as exc:
+            print(f"cidade key add: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+        print(f"key {record['id']} for {args.owner} (roles {', '.join(record['roles'])}):")
+        print(token)
+        print("It is shown this once: keep it in a safe place.", file=sys.stderr)
+        return 0
+
+    return asyncio.run(run())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cidade", description="Cidade, the open urban platform")
     parser.add_argument("--version", action="version", version=f"cidade {__version__}")
@@ -140,11 +182,16 @@ def main(argv: list[str] | None = None) -> int:
     migrate.add_argument("--store", help="store URL (CIDADE_STORE)")
     migrate.set_defaults(func=_migrate)
 
+    on_store = argparse.ArgumentParser(add_help=False)
+    on_store.add_argument("--store", help="store URL (CIDADE_STORE)")
     user = sub.add_parser("user", help="manage accounts (the first administrator, and others)")
-    user.add_argument("--store", help="store URL (CIDADE_STORE)")
     actions = user.add_subparsers(dest="action", required=True)
-    add = actions.add_parser("add", help="create an account (asks for its password)")
-    change = actions.add_parser("set", help="change an account's roles, tenants, state or password")
+    add = actions.add_parser(
+        "add", parents=[on_store], help="create an account (asks for its password)"
+    )
+    change = actions.add_parser(
+        "set", parents=[on_store], help="change an account's roles, tenants, state or password"
+    )
     for p in (add, change):
         p.add_argument("name")
         p.add_argument(
@@ -174,10 +221,36 @@ def main(argv: list[str] | None = None) -> int:
         "--disable", action="store_true", help="refuse its log-ins, keys and sessions"
     )
     change.add_argument("--enable", action="store_true")
-    actions.add_parser("list", help="list the accounts")
-    delete = actions.add_parser("delete", help="delete an account and revoke its keys")
+    actions.add_parser("list", parents=[on_store], help="list the accounts")
+    delete = actions.add_parser(
+        "delete", parents=[on_store], help="delete an account and revoke its keys"
+    )
     delete.add_argument("name")
     user.set_defaults(func=_user)
+
+    key = sub.add_parser("key", help="create API keys for scripts and devices")
+    key_actions = key.add_subparsers(dest="action", required=True)
+    key_add = key_actions.add_parser(
+        "add", parents=[on_store], help="create a key for an account; prints it once"
+    )
+    key_add.add_argument("--owner", required=True, help="the account the key acts for")
+    key_add.add_argument("--label", help="what the key is for")
+    key_add.add_argument(
+        "--role", action="append", help="narrower roles than the owner's; 'device' for a device key"
+    )
+    key_add.add_argument(
+        "--tenant", action="append", help="narrower tenants than the owner's (repeat)"
+    )
+    key_add.add_argument(
+        "--entity",
+        action="append",
+        help="a device key's entity id, or a prefix ending in * (repeat)",
+    )
+    key_add.add_argument(
+        "--scope", action="append", help="a permission the key is narrowed to (repeat)"
+    )
+    key_add.add_argument("--expires", help="ISO 8601 date-time after which the key stops working")
+    key.set_defaults(func=_key)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -168,6 +168,17 @@ def _check(settings: Settings) -> None:
         parse_retention(settings.history_retention)
     except ValueError as exc:
         raise SystemExit(f"CIDADE_HISTORY_RETENTION: {exc}") from None
+    if settings.rate_limit < 0 or settings.rate_limit_anonymous < 0:
+        raise SystemExit("CIDADE_RATE_LIMIT and CIDADE_RATE_LIMIT_ANONYMOUS must be 0 or more")
+    if not settings.session_max_age > 0:
+        raise SystemExit("CIDADE_SESSION_MAX_AGE must be a positive number of seconds")
+    if settings.oidc_issuer:
+        from cidade.auth.oidc import OidcVerifier
+
+        try:
+            OidcVerifier(settings)
+        except ValueError as exc:
+            raise SystemExit(f"CIDADE_OIDC_*: {exc}") from None
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

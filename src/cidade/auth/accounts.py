@@ -237,6 +237,8 @@ class Accounts:
         """(cookie value, session): the cookie is shown once; the store keeps its hash."""
         token = new_token()
         now = time.time()
+        # Log-ins are rare next to requests: a good moment to forget sessions long expired.
+        await self.store.delete_sessions(expired_before=now)
         session = {
             "id": digest(token),
             "account": account["name"],

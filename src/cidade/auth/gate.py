@@ -88,11 +88,13 @@ def grant_of(request: Request) -> Grant:
 
 
 class _Cache:
-    """Principals of recently seen keys and tokens, for a short while, so that a busy device
-    costs one lookup per minute instead of one per request. Any change of an account or a key
-    (in this worker or, through the store's "auth" topic, another) empties it."""
+    """Principals of recently seen keys and tokens, for a few seconds, so that a busy device
+    costs one lookup per ten seconds instead of one per request. Any change of an account or a
+    key made through the API empties it at once (in this worker, and in the others through the
+    store's "auth" topic); one made by the command line on the embedded store, which has no
+    such topic, shows within the time to live."""
 
-    def __init__(self, ttl: float = 60.0, size: int = 10_000) -> None:
+    def __init__(self, ttl: float = 10.0, size: int = 10_000) -> None:
         self.ttl = ttl
         self.size = size
         self._items: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
