@@ -81,8 +81,11 @@ def strings(draw: st.DrawFn) -> str:
     roll = draw(st.integers(0, 7))
     if roll == 7:
         # The API refuses NUL in bodies and URLs (PostgreSQL cannot store it), so no stored
-        # entity or q literal ever holds one; test_nul_refused covers the refusal.
-        return draw(st.text(st.characters(exclude_characters="\x00"), max_size=4))
+        # entity or q literal ever holds one; test_nul_refused covers the refusal. Lone
+        # surrogates cannot arrive either (JSON bodies and URLs are UTF-8).
+        return draw(
+            st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=4)
+        )
     if roll == 6:
         return draw(st.sampled_from(DATETIMES + DATES + TIMES + URIS + WORDS))
     return draw(st.sampled_from(STR_POOL))
