@@ -32,6 +32,8 @@ import aiohttp
 import httpx
 import orjson
 
+from run import make_admin_key
+
 NGSI = "/ngsi-ld/v1"
 PG_URL = os.environ.get("CIDADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -107,6 +109,7 @@ def start_server(store: str, port: int, workers: int = 1) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIDADE_")}
     env.update(
         {
+            "CIDADE_RATE_LIMIT": "0",
             "CIDADE_HISTORY": "true",
             "CIDADE_MAX_BODY_BYTES": str(64 << 20),
             "CIDADE_WORKERS": str(workers),
@@ -171,6 +174,7 @@ async def run_store(
         folder = tempfile.mkdtemp(prefix="cidade-bench-")
         store = f"sqlite:///{Path(folder) / 'notify.db'}"
     port = free_port()
+    key = make_admin_key(store)  # access control on, as deployed
     proc = start_server(store, port, workers)
     base = f"http://127.0.0.1:{port}{NGSI}"
     endpoint = f"http://127.0.0.1:{receiver.port}/notify"
@@ -188,7 +192,7 @@ async def run_store(
                     method,
                     url,
                     data=orjson.dumps(body),
-                    headers={"Content-Type": "application/json"},
+                    headers={"Content-Type": "application/json", "Authorization": f"Bearer {key}"},
                 ) as r:
                     await r.read()
                     return r.status

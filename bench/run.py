@@ -183,10 +183,49 @@ def postgres_unavailable(url: str) -> str | None:
     return None
 
 
-def start_server(store: str, port: int, *, history: bool = False) -> subprocess.Popen:
+def admin_key(store: str) -> dict[str, str]:
+    """Headers of a platform administrator's API key on ``store``, made with the CLI as an
+    operator would: the benchmarks run with access control on, as deployed."""
+    return {"Authorization": f"Bearer {make_admin_key(store)}"}
+
+
+def make_admin_key(store: str) -> str:
+    cli = [sys.executable, "-m", "cidade.cli"]
+    subprocess.run(
+        [
+            *cli,
+            "user",
+            "add",
+            "bench",
+            "--role",
+            "admin",
+            "--tenant",
+            "*",
+            "--no-password",
+            "--if-absent",
+            "--store",
+            store,
+        ],
+        check=True,
+        capture_output=True,
+    )
+    out = subprocess.run(
+        [*cli, "key", "add", "--owner", "bench", "--store", store],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip().splitlines()[-1]
+
+
+def start_server(
+    store: str, port: int, *, history: bool = False, auth: bool = True
+) -> subprocess.Popen:
     env = {
         **os.environ,
         "CIDADE_STORE": store,
+        "CIDADE_AUTH": "true" if auth else "false",
+        "CIDADE_RATE_LIMIT": "0",
         "CIDADE_MAX_BODY_BYTES": str(64 << 20),
         "CIDADE_HISTORY": "true" if history else "false",
         # The raw year query is measured as one response of all 35,040 instances (by default
@@ -235,14 +274,17 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def serving(stores: Stores, kind: str, *, history: bool) -> Iterator[tuple[str, str]]:
-    """A server on a fresh store: (base URL, SQLite path or PostgreSQL schema); the store is
-    dropped afterwards."""
+def serving(
+    stores: Stores, kind: str, *, history: bool
+) -> Iterator[tuple[str, str, dict[str, str]]]:
+    """A server on a fresh store: (base URL, SQLite path or PostgreSQL schema, headers of an
+    administrator's API key); the store is dropped afterwards."""
     url, where = stores.fresh(kind)
+    headers = admin_key(url)
     port = free_port()
     proc = start_server(url, port, history=history)
     try:
-        yield f"http://127.0.0.1:{port}", where
+        yield f"http://127.0.0.1:{port}", where, headers
     finally:
         stop_server(proc)
         stores.drop(kind, where)
@@ -451,9 +493,11 @@ def raw_rate(stores: Stores, kind: str, batches: list[RawBatch], n: int, *, hist
 # -- HTTP clients ---------------------------------------------------------------------------------
 
 
-def http_upsert_rate(base: str, entities: list[dict], clients: int = 2) -> float:
+def http_upsert_rate(
+    base: str, entities: list[dict], auth: dict[str, str], clients: int = 2
+) -> float:
     bodies = [orjson.dumps(entities[s : s + BATCH]) for s in range(0, len(entities), BATCH)]
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **auth}
 
     def send(body: bytes, http: httpx.Client) -> None:
         r = http.post(f"{base}{NGSI}/entityOperations/upsert", content=body, headers=headers)
@@ -469,11 +513,15 @@ def http_upsert_rate(base: str, entities: list[dict], clients: int = 2) -> float
     return len(entities) / elapsed
 
 
-def wrk_rate(url: str, seconds: int = 10) -> float | None:
+def wrk_rate(url: str, seconds: int = 10, headers: dict[str, str] | None = None) -> float | None:
     if not shutil.which("wrk"):
         return None
+    extra = [a for k, v in (headers or {}).items() for a in ("-H", f"{k}: {v}")]
     out = subprocess.run(
-        ["wrk", "-t1", "-c32", f"-d{seconds}s", url], capture_output=True, text=True, check=True
+        ["wrk", "-t1", "-c32", f"-d{seconds}s", *extra, url],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for line in out.splitlines():
         if line.startswith("Requests/sec:"):
@@ -481,10 +529,12 @@ def wrk_rate(url: str, seconds: int = 10) -> float | None:
     return None
 
 
-def query_latency(base: str, rng: random.Random, n: int = 200) -> tuple[float, float, int]:
+def query_latency(
+    base: str, rng: random.Random, auth: dict[str, str], n: int = 200
+) -> tuple[float, float, int]:
     times = []
     sizes = []
-    with httpx.Client(timeout=30) as http:
+    with httpx.Client(timeout=30, headers=auth) as http:
         for _ in range(n):
             lon = rng.uniform(LON0 + 0.02, LON1 - 0.02)
             lat = rng.uniform(LAT0 + 0.01, LAT1 - 0.01)
@@ -572,8 +622,8 @@ def part_core(args: argparse.Namespace, parts: set[str], stores: Stores, report:
     raw = None
     if "upsert" in parts:
         raw = raw_rate(stores, "sqlite", raw_batches(entities), len(entities), history=False)
-    with serving(stores, "sqlite", history=False) as (base, _):
-        upsert = http_upsert_rate(base, entities)
+    with serving(stores, "sqlite", history=False) as (base, where, auth):
+        upsert = http_upsert_rate(base, entities, auth)
         if raw is not None:
             res["upsert_entities_per_s"] = round(upsert)
             res["raw_sqlite_rows_per_s"] = round(raw)
@@ -591,10 +641,37 @@ def part_core(args: argparse.Namespace, parts: set[str], stores: Stores, report:
             eid = entities[12345 % len(entities)]["id"]
             # Alternate the two, three rounds each, and keep the median of each and of the
             # per-round ratios: on a 2-core machine one round alone swings by a third.
-            gets, bares = [], []
-            for _ in range(3):
-                bares.append(wrk_rate(f"{base}/bench/bare", args.seconds))
-                gets.append(wrk_rate(f"{base}{NGSI}/entities/{eid}", args.seconds))
+            # The same store served a second time with access control off: what the gate
+            # (key lookup, cached; tenant; permission; rate bucket) costs per request.
+            open_port = free_port()
+            open_server = start_server(f"sqlite:///{where}", open_port, auth=False)
+            gets, bares, opens = [], [], []
+            try:
+                open_url = f"http://127.0.0.1:{open_port}{NGSI}/entities/{eid}"
+                for turn in range(4):
+                    bares.append(wrk_rate(f"{base}/bench/bare", args.seconds))
+                    # Which server goes first alternates: the second of two runs back to back
+                    # finds the machine warmer (or busier).
+                    if turn % 2:
+                        opens.append(wrk_rate(open_url, args.seconds))
+                    gets.append(wrk_rate(f"{base}{NGSI}/entities/{eid}", args.seconds, auth))
+                    if not turn % 2:
+                        opens.append(wrk_rate(open_url, args.seconds))
+            finally:
+                stop_server(open_server)
+            if all(gets) and all(opens):
+                gate = statistics.median(g / o for g, o in zip(gets, opens, strict=True))
+                res["get_entity_no_access_control_rps"] = round(statistics.median(opens))
+                res["get_ratio_with_to_without_access_control"] = round(gate, 3)
+                report.add(
+                    Row(
+                        "GET one entity with an API key (wrk -c32)",
+                        "sqlite",
+                        f"{statistics.median(gets):,.0f} req/s",
+                        f"access control off {statistics.median(opens):,.0f} req/s",
+                        f"{gate:.3f}",
+                    )
+                )
             pairs = [(g, b) for g, b in zip(gets, bares, strict=True) if g and b]
             if len(pairs) == len(gets):
                 g = statistics.median(p[0] for p in pairs)
@@ -615,7 +692,7 @@ def part_core(args: argparse.Namespace, parts: set[str], stores: Stores, report:
             else:
                 res["get_entity_rps"] = "wrk not installed (apt-get install wrk)"
         if "query" in parts:
-            p50, p95, size = query_latency(base, rng)
+            p50, p95, size = query_latency(base, rng, auth)
             res["query_q_geo_p50_ms"] = round(p50, 2)
             res["query_q_geo_p95_ms"] = round(p95, 2)
             res["query_median_result_size"] = size
@@ -634,8 +711,8 @@ def part_history(args: argparse.Namespace, kind: str, stores: Stores, report: Re
         got["raw"].append(raw_rate(stores, kind, batches, n, history=False))
         got["raw_h"].append(raw_rate(stores, kind, batches, n, history=True))
         for history in (False, True):
-            with serving(stores, kind, history=history) as (base, _):
-                got["http_h" if history else "http"].append(http_upsert_rate(base, entities))
+            with serving(stores, kind, history=history) as (base, _, auth):
+                got["http_h" if history else "http"].append(http_upsert_rate(base, entities, auth))
     med = {k: statistics.median(v) for k, v in got.items()}
 
     def per_round(a: str, b: str) -> float:
@@ -705,11 +782,11 @@ def series_values(attr_seed: int) -> list[tuple[str, float]]:
     return out
 
 
-def load_series(base: str) -> tuple[int, float]:
+def load_series(base: str, auth: dict[str, str]) -> tuple[int, float]:
     """A year of 15-minute no2 and pm10 readings of one entity, in chunks; (instances, s)."""
     series = {"no2": series_values(1), "pm10": series_values(2)}
     n = len(series["no2"])
-    headers = {"Content-Type": "application/json"}
+    headers = {"Content-Type": "application/json", **auth}
     start = time.perf_counter()
     with httpx.Client(timeout=300) as http:
         for s in range(0, n, LOAD_CHUNK):
@@ -797,8 +874,8 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def part_temporal(args: argparse.Namespace, kind: str, stores: Stores, report: Report) -> None:
-    with serving(stores, kind, history=True) as (base, where):
-        instances, seconds = load_series(base)
+    with serving(stores, kind, history=True) as (base, where, auth):
+        instances, seconds = load_series(base, auth)
         report.add(
             Row(
                 f"load {instances:,} instances (temporal POST, {LOAD_CHUNK:,} per attr/request)",
@@ -825,7 +902,7 @@ def part_temporal(args: argparse.Namespace, kind: str, stores: Stores, report: R
             "load_instances_per_s": round(instances / seconds),
         }
         try:
-            with httpx.Client(timeout=120) as http:
+            with httpx.Client(timeout=120, headers=auth) as http:
                 for name, params, sql, expect in (
                     ("raw", window, floor.raw_sql, 35040),
                     ("aggregated per day", aggregated, floor.agg_sql, 365),

@@ -8,6 +8,7 @@ so the permission below says "may read entities" and the hub applies the narrowi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 # Every permission an API may declare. A route declaring anything else fails at start.
@@ -79,11 +80,17 @@ ASSIGNABLE = frozenset(ROLES) - {"anonymous"}
 PUBLIC_READERS = frozenset({"citizen", "anonymous"})
 
 
-def permissions_of(roles: Iterable[str]) -> frozenset[str]:
+@functools.lru_cache(maxsize=256)
+def _granted(roles: frozenset[str]) -> frozenset[str]:
     granted: set[str] = set()
     for role in roles:
         granted |= ROLES.get(role, frozenset())
     return frozenset(granted)
+
+
+def permissions_of(roles: Iterable[str]) -> frozenset[str]:
+    # Every request asks this of its principal's roles: computed once per set of roles.
+    return _granted(roles if isinstance(roles, frozenset) else frozenset(roles))
 
 
 def check_roles(roles: Iterable[str]) -> list[str]:
