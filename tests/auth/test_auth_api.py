@@ -518,3 +518,43 @@ def test_access_control_off_says_so_loudly(make_client, caplog):
         client = make_client(auth=False)
     assert any("ACCESS CONTROL IS OFF" in r.getMessage() for r in caplog.records)
     assert client.post(f"{NGSI}/entities", json=entity("urn:ngsi-ld:B:1")).status_code == 201
+
+
+def test_staff_see_and_change_only_their_own_subscriptions(client):
+    ana = call(client, account_with_key, "ana", ["staff"], [""])
+    rui = call(client, account_with_key, "rui", ["staff"], [""])
+    op = call(client, account_with_key, "op", ["operator"], [""])
+
+    def subscribe(token: str, n: int) -> str:
+        sub = {
+            "id": f"urn:ngsi-ld:Subscription:s{n}",
+            "type": "Subscription",
+            "entities": [{"type": "WasteContainer"}],
+            "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+        }
+        r = client.post(f"{NGSI}/subscriptions", json=sub, headers=bearer(token))
+        assert r.status_code == 201, r.text
+        return sub["id"]
+
+    mine = subscribe(ana, 1)
+    theirs = subscribe(rui, 2)
+    subscribe(op, 3)
+    listed = client.get(f"{NGSI}/subscriptions?count=true", headers=bearer(ana))
+    assert [s["id"] for s in listed.json()] == [mine]
+    assert listed.headers["ngsild-results-count"] == "1"
+    assert "_owner" not in str(listed.json())
+    for method in ("GET", "PATCH", "DELETE"):
+        body = {"description": "mine now"} if method == "PATCH" else None
+        r = client.request(method, f"{NGSI}/subscriptions/{theirs}", json=body, headers=bearer(ana))
+        assert r.status_code == 404, (method, r.text)
+    assert (
+        client.patch(
+            f"{NGSI}/subscriptions/{mine}", json={"description": "bins"}, headers=bearer(ana)
+        ).status_code
+        == 204
+    )
+    everything = client.get(f"{NGSI}/subscriptions", headers=bearer(op)).json()
+    assert len(everything) == 3
+    assert client.delete(f"{NGSI}/subscriptions/{theirs}", headers=bearer(op)).status_code == 204
+    # The update kept the owner: still Ana's.
+    assert client.get(f"{NGSI}/subscriptions/{mine}", headers=bearer(ana)).status_code == 200

@@ -83,9 +83,7 @@ def strings(draw: st.DrawFn) -> str:
         # The API refuses NUL in bodies and URLs (PostgreSQL cannot store it), so no stored
         # entity or q literal ever holds one; test_nul_refused covers the refusal. Lone
         # surrogates cannot arrive either (JSON bodies and URLs are UTF-8).
-        return draw(
-            st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=4)
-        )
+        return draw(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=4))
     if roll == 6:
         return draw(st.sampled_from(DATETIMES + DATES + TIMES + URIS + WORDS))
     return draw(st.sampled_from(STR_POOL))

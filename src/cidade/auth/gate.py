@@ -25,7 +25,13 @@ from cidade.auth.errors import AccessDenied, TooManyRequests, Unauthenticated
 from cidade.auth.limits import RateLimiter
 from cidade.auth.oidc import OidcVerifier, TokenRejected, looks_like_jwt
 from cidade.auth.principal import ANONYMOUS, EVERY_TENANT, Principal
-from cidade.auth.roles import PUBLIC, PUBLIC_READERS, ROLES, permissions_of
+from cidade.auth.roles import (
+    EVERY_SUBSCRIPTION,
+    PUBLIC,
+    PUBLIC_READERS,
+    ROLES,
+    permissions_of,
+)
 from cidade.config import Settings
 from cidade.hub.errors import BadRequestData
 
@@ -59,6 +65,8 @@ class Grant:
     read_types: frozenset[str] | None = None
     # Entity ids (or prefixes ending in "*") it may read and write; None: every entity.
     own_entities: tuple[str, ...] | None = None
+    # The owner whose subscriptions alone it sees and changes; None: every subscription.
+    subscriber: str | None = None
 
     def owns(self, entity_id: str) -> bool:
         if self.own_entities is None:
@@ -81,6 +89,11 @@ class Grant:
         foreign = [i for i in entity_ids if not isinstance(i, str) or not self.owns(i)]
         if foreign:
             raise AccessDenied("a device writes only its own entities")
+
+
+def owner_of(principal: Principal) -> str:
+    """Who owns what a principal creates: its account, else itself (a token's subject)."""
+    return f"account:{principal.account}" if principal.account else principal.subject
 
 
 def grant_of(request: Request) -> Grant:
@@ -173,6 +186,7 @@ class Gate:
             permission,
             read_types=self.public_types if narrowed and "device" not in roles else None,
             own_entities=principal.entities if narrowed and "device" in roles else None,
+            subscriber=None if roles & EVERY_SUBSCRIPTION else owner_of(principal),
         )
         request.scope[GRANT] = grant
         return grant

@@ -76,6 +76,9 @@ ROLES: dict[str, frozenset[str]] = {
 # Roles a principal may be given (anonymous is what nobody logged in is).
 ASSIGNABLE = frozenset(ROLES) - {"anonymous"}
 
+# Roles that see and change every subscription of their tenants; the others, their own only.
+EVERY_SUBSCRIPTION = frozenset({"admin", "operator"})
+
 # Roles whose reads of entities are narrowed to the public entity types.
 PUBLIC_READERS = frozenset({"citizen", "anonymous"})
 

@@ -35,6 +35,7 @@ SUBSCRIPTION_TYPE = "Subscription"
 # Internal members of the stored form (never rendered; "_" keeps them apart from spec members):
 CONTEXT_MEMBER = "_context"  # the @context the subscription was created with
 Q_TERMS_MEMBER = "_qTerms"  # {name in q: IRI} as the q's own @context expanded them
+OWNER_MEMBER = "_owner"  # who created it (auth.gate.owner_of): staff see only their own
 
 TRIGGERS = (
     "entityCreated",
@@ -536,8 +537,9 @@ def merge_subscription(
     # The q the client did not touch keeps the names it was written with.
     if "q" not in patch and Q_TERMS_MEMBER in stored and "q" in merged:
         merged[Q_TERMS_MEMBER] = stored[Q_TERMS_MEMBER]
-    if CONTEXT_MEMBER in stored:
-        merged[CONTEXT_MEMBER] = stored[CONTEXT_MEMBER]
+    for member in (CONTEXT_MEMBER, OWNER_MEMBER):
+        if member in stored:
+            merged[member] = stored[member]
     return merged
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cidade.auth.gate import grant_of, owner_of
 from cidade.auth.routes import guarded
 from cidade.hub import timefmt
 from cidade.hub.api import PREFIX, HubApi
@@ -23,10 +24,18 @@ from cidade.hub.http import (
 )
 from cidade.hub.model import is_uri
 from cidade.hub.subscriptions import (
+    OWNER_MEMBER,
     merge_subscription,
     normalize_new_subscription,
     render_subscription,
 )
+
+_EVERY = 1_000_000
+
+
+def _mine(request: Request, sub: dict[str, Any]) -> bool:
+    subscriber = grant_of(request).subscriber
+    return subscriber is None or sub.get(OWNER_MEMBER) == subscriber
 
 
 class SubscriptionApi:
@@ -40,9 +49,10 @@ class SubscriptionApi:
             raise BadRequestData(f"subscription id {sub_id!r} is not a URI")
         return sub_id
 
-    async def _get(self, tenant: str, sub_id: str) -> dict[str, Any]:
+    async def _get(self, request: Request, tenant: str, sub_id: str) -> dict[str, Any]:
         sub = await self.store.get_subscription(tenant, sub_id)
-        if sub is None:
+        # Someone else's subscription, for those who see only their own, is "not found".
+        if sub is None or not _mine(request, sub):
             raise ResourceNotFound(f"subscription {sub_id} not found")
         return sub
 
@@ -59,6 +69,7 @@ class SubscriptionApi:
             info = await self.hub.resolver.register_implicit(context, self.hub.settings.base_url)
             context = info.url
         sub = normalize_new_subscription(body, ctx.terms, timefmt.now(), context)
+        sub[OWNER_MEMBER] = owner_of(grant_of(request).principal)
         if not await self.store.create_subscription(tenant, sub):
             raise AlreadyExists(f"subscription {sub['id']} already exists")
         location = f"{PREFIX}/subscriptions/{urllib.parse.quote(sub['id'], safe=':')}"
@@ -74,7 +85,14 @@ class SubscriptionApi:
             request, default=settings.default_page_size, maximum=settings.max_page_size
         )
         sys_attrs = "sysAttrs" in options_param(request)
-        subs, total = await self.store.list_subscriptions(tenant, limit, offset)
+        subscriber = grant_of(request).subscriber
+        if subscriber is None:
+            subs, total = await self.store.list_subscriptions(tenant, limit, offset)
+        else:
+            # A tenant holds hundreds of subscriptions, not millions: one's own are picked here.
+            every, _ = await self.store.list_subscriptions(tenant, _EVERY, 0)
+            own = [s for s in every if s.get(OWNER_MEMBER) == subscriber]
+            subs, total = own[offset : offset + limit], len(own)
         now = timefmt.now()
         status = await self.store.notification_status(tenant, [s["id"] for s in subs])
         body = [
@@ -91,7 +109,7 @@ class SubscriptionApi:
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
-        sub = await self._get(tenant, self._id(request))
+        sub = await self._get(request, tenant, self._id(request))
         sys_attrs = "sysAttrs" in options_param(request)
         status = await self.store.notification_status(tenant, [sub["id"]])
         body = render_subscription(
@@ -110,7 +128,7 @@ class SubscriptionApi:
         body, ctx = await self.hub.read_body(request, merge=True)
         if not isinstance(body, dict):
             raise BadRequestData("a subscription fragment must be a JSON object")
-        current = await self._get(tenant, sub_id)
+        current = await self._get(request, tenant, sub_id)
         merged = merge_subscription(current, body, ctx.terms, timefmt.now())
         if not await self.store.replace_subscription(tenant, merged):
             raise ResourceNotFound(f"subscription {sub_id} not found")
@@ -120,6 +138,7 @@ class SubscriptionApi:
         """§6.11.3.3 Delete Subscription (§5.8.5)."""
         tenant = await self.hub.read_tenant(request)
         sub_id = self._id(request)
+        await self._get(request, tenant, sub_id)
         if not await self.store.delete_subscription(tenant, sub_id):
             raise ResourceNotFound(f"subscription {sub_id} not found")
         return Response(status_code=204)
