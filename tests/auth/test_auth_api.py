@@ -125,7 +125,8 @@ def test_login_form_is_protected_by_a_double_submit_token(client):
     assert escape.headers["location"] == "/"
 
 
-def test_failed_logins_are_audited_without_secrets_then_locked(client):
+def test_failed_logins_are_audited_without_secrets_then_locked(client, caplog):
+    caplog.set_level(logging.DEBUG)
     admin = call(client, account_with_key, "root", ["admin"], ["*"])
     call(client, account_with_key, "ana", ["staff"], [""])
     for _ in range(5):
@@ -142,6 +143,18 @@ def test_failed_logins_are_audited_without_secrets_then_locked(client):
     everything = str(audit(client, admin, limit="1000"))
     for secret in ("wrong password 1", "typed-my-password-here", "nobody-here", PASSWORD, admin):
         assert secret not in everything
+    # The application log holds neither secrets nor names.
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "audit event login.failed" in logged
+    for secret in (
+        "wrong password 1",
+        "typed-my-password-here",
+        "nobody-here",
+        PASSWORD,
+        admin,
+        "ana",
+    ):
+        assert secret not in logged
 
 
 def test_change_own_password(client):
