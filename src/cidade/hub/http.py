@@ -226,12 +226,19 @@ class JsonBytes(Response):
         self.raw_headers = raw
 
 
+# Far beyond any real result set, and far enough below 2^63 that offset + limit still fits the
+# 64-bit integers SQLite and PostgreSQL bind: a larger offset is refused, not an overflow (500).
+MAX_OFFSET = 2**62
+
+
 def page_params(request: Request, *, default: int, maximum: int) -> tuple[int, int, bool]:
     params = request.query_params
     limit = _int_param(params.get("limit"), "limit", default)
     offset = _int_param(params.get("offset"), "offset", 0)
     if limit < 0 or offset < 0:
         raise BadRequestData("limit and offset must not be negative")
+    if offset > MAX_OFFSET:
+        raise BadRequestData(f"offset {offset} is above the maximum of {MAX_OFFSET}")
     if limit > maximum:
         raise TooManyResults(f"limit {limit} is above this broker's maximum of {maximum}")
     count = params.get("count", "false").lower()

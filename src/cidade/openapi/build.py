@@ -39,8 +39,10 @@ TENANT = header("Tenant")
 LINK = header("Link")
 
 
-def path_param(name: str, description: str, example: str | None = None) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string", "minLength": 1}
+def path_param(
+    name: str, description: str, example: str | None = None, schema: Schema | None = None
+) -> dict[str, Any]:
+    schema = schema or {"type": "string", "minLength": 1}
     param: dict[str, Any] = {
         "name": name,
         "in": "path",

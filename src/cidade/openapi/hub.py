@@ -25,7 +25,7 @@ from cidade.openapi.build import (
     problems,
     query,
 )
-from cidade.openapi.schemas import STRING, ref
+from cidade.openapi.schemas import STRING, URI, ref
 
 TAG = "Entities"
 BATCH = "Batch operations"
@@ -36,6 +36,7 @@ ENTITY_ID = path_param(
     "entity_id",
     "The entity id, a URI (URL-encoded).",
     example="urn:ngsi-ld:Example:openapi-1",
+    schema=URI,
 )
 ATTR_ID = path_param("attr_id", "An attribute name (a term of the @context, or an IRI).")
 
@@ -76,7 +77,9 @@ LIMIT = query(
     "At most this many results (default 20); above the broker's maximum is 403.",
     {"type": "integer", "minimum": 0},
 )
-OFFSET = query("offset", "Skip this many results.", {"type": "integer", "minimum": 0})
+OFFSET = query(
+    "offset", "Skip this many results.", {"type": "integer", "minimum": 0, "maximum": 2**62}
+)
 COUNT = boolean_query("count", "true: give the number of results in NGSILD-Results-Count.")
 ENTITY_FILTERS = [
     list_param("id", "Entity ids (URIs)."),

@@ -18,6 +18,8 @@ def ref(name: str) -> Schema:
 
 
 STRING = {"type": "string"}
+# A URI as the hub checks one (hub/model.py is_uri): a scheme, a colon, no spaces or <>"{}|\^`.
+URI = {"type": "string", "pattern": '^[A-Za-z][A-Za-z0-9+.\\-]*:[^\\s<>"{}|\\\\^`]*$'}
 STRINGS = {"type": "array", "items": STRING}
 STRING_OR_STRINGS = {"anyOf": [STRING, STRINGS]}
 DATE_TIME = {"type": "string", "description": "ISO 8601 UTC date-time, e.g. 2026-01-01T10:00:00Z"}
@@ -66,7 +68,7 @@ ENTITY_INPUT: Schema = {
     "body carries its `@context`; with application/json the @context comes from the Link header.",
     "required": ["id", "type"],
     "properties": {
-        "id": {"type": "string", "description": "the entity id, a URI"},
+        "id": {**URI, "description": "the entity id, a URI"},
         "type": STRING_OR_STRINGS,
         "scope": STRING_OR_STRINGS,
         "@context": LD_CONTEXT,

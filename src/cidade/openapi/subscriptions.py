@@ -22,7 +22,7 @@ from cidade.openapi.build import (
     problems,
 )
 from cidade.openapi.hub import COUNT, LIMIT, OFFSET, list_param
-from cidade.openapi.schemas import DATE_TIME, STRING, STRINGS, Schema, ref
+from cidade.openapi.schemas import DATE_TIME, STRING, STRINGS, URI, Schema, ref
 
 TAG = "Subscriptions"
 
@@ -40,7 +40,7 @@ ENDPOINT: Schema = {
 }
 
 SUBSCRIPTION_MEMBERS: dict[str, Schema] = {
-    "id": {"type": "string", "description": "a URI; generated when absent"},
+    "id": {**URI, "description": "a URI; generated when absent"},
     "type": {"const": "Subscription"},
     "subscriptionName": STRING,
     "description": STRING,
@@ -113,7 +113,10 @@ SUBSCRIPTION: Schema = {
 }
 
 SUBSCRIPTION_ID = path_param(
-    "subscription_id", "The subscription id (a URI).", example="urn:ngsi-ld:Subscription:openapi-1"
+    "subscription_id",
+    "The subscription id (a URI).",
+    example="urn:ngsi-ld:Subscription:openapi-1",
+    schema=URI,
 )
 SYS_ATTRS = list_param("options", "sysAttrs: add createdAt and modifiedAt.")
 
