@@ -168,7 +168,7 @@ def stay_offline(case: Any) -> None:
 
 @schema.parametrize()
 @settings(
-    max_examples=25,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[
         HealthCheck.too_slow,

@@ -181,7 +181,18 @@ FOUND_BY_FUZZING = [
     ("GET", "/subscriptions?offset=9223372036854775808", None, 400),
     ("GET", "/entities?local=true&offset=9223372036854775808", None, 400),
     ("GET", "/temporal/entities?local=true&offset=99999999999999999999", None, 400),
+    ("GET", "/entities?type=T&local=yes", None, 400),
+    ("GET", "/temporal/entities?local=1", None, 400),
 ]
+
+
+def test_temporal_create_location_is_percent_encoded(client):
+    """A new entity's id with characters outside latin-1 went raw into Location: a 500."""
+    body = {"id": "urn:x:\U00018228é", "type": "T", "a": {"type": "Property", "value": 1}}
+    r = client.post(f"{NGSI}/temporal/entities", json=body)
+    assert r.status_code == 201, r.text
+    assert r.headers["location"] == f"{NGSI}/temporal/entities/urn:x:%F0%98%88%A8%C3%A9"
+    assert client.get(r.headers["location"]).status_code == 200
 
 
 @pytest.mark.parametrize(("method", "path", "body", "status"), FOUND_BY_FUZZING)

@@ -130,7 +130,7 @@ class HubApi:
             limit=limit,
             offset=offset,
             count=count,
-            require_filter=params.get("local", "false") != "true",
+            require_filter=not _boolean(params, "local"),
         )
 
     def _geometry_property(self, request: Request, ctx: Ctx) -> str:
@@ -489,6 +489,14 @@ def method_route(path: str, handlers: dict[str, Any]) -> Route:
         return await handler(request)
 
     return Route(path, dispatch, methods=list(handlers), name=path)
+
+
+def _boolean(params: Any, name: str) -> bool:
+    """A true/false query parameter (false when absent); 400 for any other value."""
+    value = params.get(name, "false")
+    if value not in ("true", "false"):
+        raise BadRequestData(f"{name} must be true or false")
+    return value == "true"
 
 
 def _strip_context(body: Any) -> Any:

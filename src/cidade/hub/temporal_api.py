@@ -3,6 +3,7 @@ as temporal representations — normalized, temporalValues or aggregatedValues."
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import replace
 from typing import Any
 
@@ -282,7 +283,9 @@ class TemporalApi:
         await self.hub.entities.create(tenant, current, ctx.terms)
         kept = {id(i) for i in latest.values()}
         await self._add(tenant, entity_id, [(a, i) for a, i in pairs if id(i) not in kept], now)
-        location = f"{PREFIX}/temporal/entities/{entity_id}"
+        # Percent-encoded as for Create Entity: an id may hold any character a URI allows, and
+        # a header only latin-1.
+        location = f"{PREFIX}/temporal/entities/{urllib.parse.quote(entity_id, safe=':')}"
         return Response(status_code=201, headers={"Location": location})
 
     async def delete_entity(self, request: Request) -> Response:

@@ -42,11 +42,11 @@ ATTR_ID = path_param("attr_id", "An attribute name (a term of the @context, or a
 
 
 def list_param(name: str, description: str) -> dict[str, Any]:
-    """A comma-separated list parameter."""
+    """A comma-separated list parameter (empty elements are ignored)."""
     return query(
         name,
         description,
-        {"type": "array", "items": {"type": "string", "minLength": 1}},
+        {"type": "array", "items": {"type": "string"}},
         style="form",
         explode=False,
     )
