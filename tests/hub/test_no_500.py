@@ -183,6 +183,9 @@ FOUND_BY_FUZZING = [
     ("GET", "/temporal/entities?local=true&offset=99999999999999999999", None, 400),
     ("GET", "/entities?type=T&local=yes", None, 400),
     ("GET", "/temporal/entities?local=1", None, 400),
+    # Adding to an existing entity's history took a body without a type.
+    ("POST", "/temporal/entities", {"id": E, "a": {"type": "Property", "value": 2}}, 400),
+    ("POST", "/temporal/entities", {"id": E, "type": 5}, 400),
 ]
 
 

@@ -20,7 +20,7 @@ from cidade.hub.http import (
     list_param,
     tenant_of,
 )
-from cidade.hub.model import check_entity_id, check_name, normalize_instance
+from cidade.hub.model import check_entity_id, check_name, expand_types, normalize_instance
 from cidade.hub.querying import projection
 from cidade.hub.temporal import (
     TemporalQuery,
@@ -263,6 +263,9 @@ class TemporalApi:
         if not isinstance(body, dict):
             raise BadRequestData("a temporal representation must be a JSON object")
         entity_id = check_entity_id(body.get("id"))
+        # The body is a temporal representation of an entity, which has a type (§5.6.11): checked
+        # here, since adding to an existing entity's history does not otherwise read it.
+        expand_types(body.get("type"), ctx.terms)
         now = timefmt.now()
         pairs = self._instances(body, ctx.terms, now)
         if await self.store.get_entity(tenant, entity_id) is not None:
