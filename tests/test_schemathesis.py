@@ -8,10 +8,11 @@ schema.
 The app under test and the headers every request carries come from one fixture, ``target``
 (e.g. credentials, once the platform authenticates).
 
-One thing is kept out of the generated requests: references to remote @contexts (a Link header,
-an ``@context`` member). Resolving them needs the network, and an unreachable one is, by the
-specification, 503 LdContextNotAvailable; the fuzzer would only measure the sandbox's network.
-They are replaced by the core @context, so @context handling is still exercised.
+One thing is kept out of the generated requests: references to remote @contexts (in a Link
+header, in an ``@context`` member). Resolving them needs the network, and an unreachable one is,
+by the specification, 503 LdContextNotAvailable: the fuzzer would only measure the sandbox's
+network. Such references become the core @context; malformed Link headers and inline @contexts
+are sent as generated.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from starlette.applications import Starlette
 
 from cidade.app import build_app
 from cidade.config import Settings
+from cidade.hub.errors import NgsiError
+from cidade.hub.jsonld import is_core_context_url, parse_link_header
 from cidade.openapi import build_document
 
 NGSI = "/ngsi-ld/v1"
@@ -142,7 +145,9 @@ def seed(target: Target) -> None:
 def target(tmp_path: Path) -> Iterator[Target]:
     """A fresh app per operation: schemathesis ends an app's lifespan with the test that started
     it, and a closed store does not reopen."""
-    target = Target(build_app(Settings(store=f"sqlite:///{tmp_path}/x.db")))
+    # Small pages of temporal instances, so the seeded history is served in 206 pages too.
+    settings = Settings(store=f"sqlite:///{tmp_path}/x.db", temporal_max_instances=2)
+    target = Target(build_app(settings))
     seed(target)
     yield target
 
@@ -152,22 +157,43 @@ def target(tmp_path: Path) -> Iterator[Target]:
 schema = schemathesis.openapi.from_dict(build_document())
 
 
-def _offline_context(value: Any) -> Any:
-    """The core @context instead of any @context member of a body (an entity, or a batch)."""
-    if isinstance(value, dict) and "@context" in value:
+def _fetches(context: Any) -> bool:
+    """Whether resolving this @context would fetch a document (as ContextResolver._load walks
+    it): a reference to anything but the core @context, at the top, in an array, in @import or in
+    a scoped @context. Relative references are refused (400) without fetching."""
+    if isinstance(context, str):
+        return ":" in context and not is_core_context_url(context)
+    if isinstance(context, list):
+        return any(_fetches(c) for c in context)
+    if isinstance(context, dict):
+        if _fetches(context.get("@import")):
+            return True
+        return any(isinstance(v, dict) and _fetches(v.get("@context")) for v in context.values())
+    return False
+
+
+def _offline_body(value: Any) -> Any:
+    if isinstance(value, dict) and _fetches(value.get("@context")):
         return {**value, "@context": CORE}
     if isinstance(value, list):
-        return [_offline_context(v) for v in value]
+        return [_offline_body(v) for v in value]
     return value
 
 
 def stay_offline(case: Any) -> None:
+    """Generated @contexts that would need the network become the core @context; malformed ones
+    and inline ones stay, and must be refused or used."""
     headers = case.headers or {}
     for name in list(headers):
         if name.lower() == "link":
-            headers[name] = CORE_LINK
+            try:
+                url = parse_link_header(headers[name])
+            except NgsiError:
+                continue  # malformed: 400 without fetching anything
+            if url is not None and not is_core_context_url(url):
+                headers[name] = CORE_LINK
     if isinstance(case.body, (dict, list)):
-        case.body = _offline_context(case.body)
+        case.body = _offline_body(case.body)
 
 
 @schema.parametrize()

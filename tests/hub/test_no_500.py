@@ -186,6 +186,9 @@ FOUND_BY_FUZZING = [
     # Adding to an existing entity's history took a body without a type.
     ("POST", "/temporal/entities", {"id": E, "a": {"type": "Property", "value": 2}}, 400),
     ("POST", "/temporal/entities", {"id": E, "type": 5}, 400),
+    # "@context": null in an application/json body read as no @context at all.
+    ("POST", "/temporal/entities", {"id": E, "type": "T", "@context": None}, 400),
+    ("PATCH", f"/entities/{E}", {"@context": None}, 400),
 ]
 
 

@@ -132,6 +132,10 @@ async def context_for_body(
     body_context = None
     if isinstance(body, dict):
         body_context = body.get("@context")
+        if body_context is None and "@context" in body:
+            # Read as "no @context" it slipped past the media type rules (a @context member with
+            # application/json is 400) and would reset the context to nothing.
+            raise BadRequestData("the @context member must be a URL, an object or an array")
     elif isinstance(body, list) and kind == JSON_LD:
         contexts = [e.get("@context") for e in body if isinstance(e, dict)]
         if any(c is None for c in contexts):

@@ -21,6 +21,9 @@ STRING = {"type": "string"}
 # A URI as the hub checks one (hub/model.py is_uri): a scheme, a colon, no spaces or <>"{}|\^`.
 URI = {"type": "string", "pattern": '^[A-Za-z][A-Za-z0-9+.\\-]*:[^\\s<>"{}|\\\\^`]*$'}
 STRINGS = {"type": "array", "items": STRING}
+# A name (entity type, attribute) as the hub checks one (hub/model.py check_name).
+NAME = {"type": "string", "pattern": "^[^\\s<>\"'=;()\\[\\]{}\\\\|^`]+$"}
+NAMES = {"anyOf": [NAME, {"type": "array", "items": NAME, "minItems": 1}]}
 STRING_OR_STRINGS = {"anyOf": [STRING, STRINGS]}
 DATE_TIME = {"type": "string", "description": "ISO 8601 UTC date-time, e.g. 2026-01-01T10:00:00Z"}
 
@@ -69,7 +72,7 @@ ENTITY_INPUT: Schema = {
     "required": ["id", "type"],
     "properties": {
         "id": {**URI, "description": "the entity id, a URI"},
-        "type": STRING_OR_STRINGS,
+        "type": NAMES,
         "scope": STRING_OR_STRINGS,
         "@context": LD_CONTEXT,
     },

@@ -25,7 +25,7 @@ from cidade.openapi.build import (
     query,
 )
 from cidade.openapi.hub import ATTR_ID, ATTRS, ENTITY_FILTERS, ENTITY_ID, list_param
-from cidade.openapi.schemas import DATE_TIME, LD_CONTEXT, STRING_OR_STRINGS, URI, Schema, ref
+from cidade.openapi.schemas import DATE_TIME, LD_CONTEXT, NAMES, STRING_OR_STRINGS, URI, Schema, ref
 
 TAG = "Temporal"
 
@@ -49,7 +49,7 @@ TEMPORAL_INPUT: Schema = {
     "description": "A temporal representation to write: `id` (a URI) and `type`, and per "
     "attribute an instance or an array of instances (each with its observedAt).",
     "required": ["id", "type"],
-    "properties": {"id": URI, "type": STRING_OR_STRINGS, "@context": LD_CONTEXT},
+    "properties": {"id": URI, "type": NAMES, "@context": LD_CONTEXT},
 }
 
 TEMPORAL_FRAGMENT: Schema = {
