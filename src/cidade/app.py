@@ -32,6 +32,7 @@ from cidade.hub.notify import Notifier
 from cidade.hub.retention import Purger, RetentionPolicy, parse_retention
 from cidade.hub.subscriptions_api import SubscriptionApi
 from cidade.hub.temporal_api import TemporalApi
+from cidade.openapi import openapi_route
 from cidade.store import Store, open_store
 
 log = logging.getLogger("cidade")
@@ -151,6 +152,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
 
     routes = [
         guarded("/health", {"GET": (health, PUBLIC)}),
+        openapi_route(),
         *AuthApi(settings, accounts, audit, gate).routes(),
         *hub.routes(),
         *TemporalApi(hub).routes(),

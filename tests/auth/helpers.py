@@ -36,3 +36,27 @@ def bearer(token: str, tenant: str | None = None) -> dict[str, str]:
     if tenant is not None:
         headers["NGSILD-Tenant"] = tenant
     return headers
+
+
+def provision_admin(store_url: str, name: str = "platform-admin") -> str:
+    """A platform administrator and a key of theirs, made on the store before any app runs on
+    it (as `cidade user add` and `cidade key add` do); the key."""
+    import asyncio
+
+    from cidade.auth.accounts import Accounts
+    from cidade.auth.audit import Audit
+    from cidade.store import open_store
+
+    async def make() -> str:
+        store = open_store(store_url)
+        await store.open()
+        try:
+            accounts = Accounts(store, Audit(store), session_max_age=3600)
+            await accounts.create(ROOT, name, roles=["admin"], tenants=[EVERY_TENANT])
+            owner = account_principal(await store.get_account(name))
+            token, _ = await accounts.create_key(owner, {"label": "tests"})
+            return token
+        finally:
+            await store.close()
+
+    return asyncio.run(make())

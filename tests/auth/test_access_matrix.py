@@ -38,6 +38,7 @@ ADMIN = {"admin"}
 N = "/ngsi-ld/v1"
 EXPECTED: dict[tuple[str, str], set[str]] = {
     ("/health", "GET"): EVERYONE,
+    ("/openapi.json", "GET"): EVERYONE,
     ("/auth/login", "GET"): EVERYONE,
     ("/auth/login", "POST"): EVERYONE,
     ("/auth/logout", "POST"): EVERYONE,

@@ -47,6 +47,8 @@ def check_name(name: object) -> str:
 
 
 def check_tenants(tenants: object) -> list[str]:
+    if isinstance(tenants, tuple):
+        tenants = list(tenants)
     if not isinstance(tenants, list) or not all(isinstance(t, str) for t in tenants):
         raise AccountError('tenants must be a list of tenant names ("" is the default tenant)')
     bad = [t for t in tenants if t and t != EVERY_TENANT and not _TENANT.match(t)]
@@ -94,15 +96,19 @@ class Accounts:
         *,
         password: object = None,
         roles: object = (),
-        tenants: object = None,
+        tenants: object = ("",),
         departments: object = (),
     ) -> dict[str, Any]:
         name = check_name(name)
         try:
-            role_list = check_roles(roles if isinstance(roles, list | tuple) else [roles])
+            role_list = check_roles(
+                _strings(list(roles), "roles")
+                if isinstance(roles, list | tuple)
+                else _strings(roles, "roles")
+            )
         except ValueError as exc:
             raise AccountError(str(exc)) from None
-        tenant_list = check_tenants([""] if tenants is None else tenants)
+        tenant_list = check_tenants(tenants)
         dept_list = _strings(
             list(departments) if isinstance(departments, tuple) else departments, "departments"
         )

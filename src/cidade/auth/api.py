@@ -272,7 +272,7 @@ class AuthApi:
                 body.get("name"),
                 password=body.get("password"),
                 roles=body.get("roles", []),
-                tenants=body.get("tenants"),
+                tenants=body.get("tenants", [""]),
                 departments=body.get("departments", []),
             )
         except AccountError as exc:
@@ -332,6 +332,8 @@ class AuthApi:
             raise InvalidRequest("limit and before must be integers") from None
         if not 1 <= limit <= 1000:
             raise BadRequestData("limit must be between 1 and 1000")
+        if before is not None and not 0 <= before < 2**62:
+            raise BadRequestData("before must be a sequence number of the log")
         tenants: list[str] | None = None
         if "tenant" in params:
             tenants = [params["tenant"]]

@@ -134,7 +134,7 @@ class HubApi:
             limit=limit,
             offset=offset,
             count=count,
-            require_filter=params.get("local", "false") != "true",
+            require_filter=not _boolean(params, "local"),
         )
 
     @staticmethod
@@ -533,6 +533,14 @@ class EntityIdConvertor(Convertor[str]):
 
 
 register_url_convertor("entity_id", EntityIdConvertor())
+
+
+def _boolean(params: Any, name: str) -> bool:
+    """A true/false query parameter (false when absent); 400 for any other value."""
+    value = params.get(name, "false")
+    if value not in ("true", "false"):
+        raise BadRequestData(f"{name} must be true or false")
+    return value == "true"
 
 
 def _strip_context(body: Any) -> Any:

@@ -132,6 +132,10 @@ async def context_for_body(
     body_context = None
     if isinstance(body, dict):
         body_context = body.get("@context")
+        if body_context is None and "@context" in body:
+            # Read as "no @context" it slipped past the media type rules (a @context member with
+            # application/json is 400) and would reset the context to nothing.
+            raise BadRequestData("the @context member must be a URL, an object or an array")
     elif isinstance(body, list) and kind == JSON_LD:
         contexts = [e.get("@context") for e in body if isinstance(e, dict)]
         if any(c is None for c in contexts):
@@ -226,12 +230,19 @@ class JsonBytes(Response):
         self.raw_headers = raw
 
 
+# Far beyond any real result set, and far enough below 2^63 that offset + limit still fits the
+# 64-bit integers SQLite and PostgreSQL bind: a larger offset is refused, not an overflow (500).
+MAX_OFFSET = 2**62
+
+
 def page_params(request: Request, *, default: int, maximum: int) -> tuple[int, int, bool]:
     params = request.query_params
     limit = _int_param(params.get("limit"), "limit", default)
     offset = _int_param(params.get("offset"), "offset", 0)
     if limit < 0 or offset < 0:
         raise BadRequestData("limit and offset must not be negative")
+    if offset > MAX_OFFSET:
+        raise BadRequestData(f"offset {offset} is above the maximum of {MAX_OFFSET}")
     if limit > maximum:
         raise TooManyResults(f"limit {limit} is above this broker's maximum of {maximum}")
     count = params.get("count", "false").lower()

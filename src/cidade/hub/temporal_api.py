@@ -3,6 +3,7 @@ as temporal representations — normalized, temporalValues or aggregatedValues."
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +21,7 @@ from cidade.hub.http import (
     list_param,
     tenant_of,
 )
-from cidade.hub.model import check_entity_id, check_name, normalize_instance
+from cidade.hub.model import check_entity_id, check_name, expand_types, normalize_instance
 from cidade.hub.querying import projection
 from cidade.hub.temporal import (
     TemporalQuery,
@@ -268,6 +269,9 @@ class TemporalApi:
         if not isinstance(body, dict):
             raise BadRequestData("a temporal representation must be a JSON object")
         entity_id = check_entity_id(body.get("id"))
+        # The body is a temporal representation of an entity, which has a type (§5.6.11): checked
+        # here, since adding to an existing entity's history does not otherwise read it.
+        expand_types(body.get("type"), ctx.terms)
         now = timefmt.now()
         pairs = self._instances(body, ctx.terms, now)
         if await self.store.get_entity(tenant, entity_id) is not None:
@@ -288,7 +292,9 @@ class TemporalApi:
         await self.hub.entities.create(tenant, current, ctx.terms)
         kept = {id(i) for i in latest.values()}
         await self._add(tenant, entity_id, [(a, i) for a, i in pairs if id(i) not in kept], now)
-        location = f"{PREFIX}/temporal/entities/{entity_id}"
+        # Percent-encoded as for Create Entity: an id may hold any character a URI allows, and
+        # a header only latin-1.
+        location = f"{PREFIX}/temporal/entities/{urllib.parse.quote(entity_id, safe=':')}"
         return Response(status_code=201, headers={"Location": location})
 
     async def delete_entity(self, request: Request) -> Response:
