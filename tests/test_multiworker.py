@@ -125,3 +125,18 @@ def test_tenant_and_context_made_on_one_worker_are_known_to_the_other(workers):
             break
         time.sleep(0.05)
     assert r.status_code == 503
+
+
+def test_a_key_revoked_on_one_worker_stops_on_the_other_at_once(workers):
+    a, b = workers
+    made = a.post("/auth/keys", json={"label": "to revoke"})
+    assert made.status_code == 201, made.text
+    key = {"Authorization": f"Bearer {made.json()['key']}"}
+    # Used on the other worker first, so that worker holds it in its cache.
+    assert b.get(f"{NGSI}/subscriptions", headers=key).status_code == 200
+    assert a.delete(f"/auth/keys/{made.json()['id']}").status_code == 204
+    # The cache lives 10 s; the store's "auth" announcement must empty it well before.
+    deadline = time.monotonic() + 2
+    while b.get(f"{NGSI}/subscriptions", headers=key).status_code != 401:
+        assert time.monotonic() < deadline, "the other worker still takes the revoked key"
+        time.sleep(0.05)

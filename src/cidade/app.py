@@ -95,6 +95,12 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
                 "ACCESS CONTROL IS OFF (CIDADE_AUTH=off): every caller is an administrator."
                 " Use this for local development only, never on a network."
             )
+        elif not settings.oidc_issuer and not await store.list_accounts():
+            log.warning(
+                "no account exists yet: create the first administrator with"
+                " `cidade user add NAME --role admin --tenant '*' --store %s`",
+                settings.store.split("?")[0] if settings.store.startswith("sqlite") else "...",
+            )
         await resolver.sync_stored()
         # Another worker changed an account or a key: forget what this one cached about them.
         await store.listen("auth", gate.forget)

@@ -571,3 +571,9 @@ def test_staff_see_and_change_only_their_own_subscriptions(client):
     assert client.delete(f"{NGSI}/subscriptions/{theirs}", headers=bearer(op)).status_code == 204
     # The update kept the owner: still Ana's.
     assert client.get(f"{NGSI}/subscriptions/{mine}", headers=bearer(ana)).status_code == 200
+
+
+def test_a_new_platform_says_how_to_make_the_first_administrator(make_client, caplog):
+    with caplog.at_level(logging.WARNING, logger="cidade"):
+        make_client()
+    assert any("cidade user add" in r.getMessage() for r in caplog.records)
