@@ -58,9 +58,18 @@ def check_tenants(tenants: object) -> list[str]:
 
 
 def _strings(value: object, what: str) -> list[str]:
+    if isinstance(value, tuple):
+        value = list(value)
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise AccountError(f"{what} must be a list of non-empty strings")
     return sorted(set(value))
+
+
+def _roles(value: object) -> list[str]:
+    try:
+        return check_roles(_strings(value, "roles"))
+    except ValueError as exc:
+        raise AccountError(str(exc)) from None
 
 
 def public_account(account: dict[str, Any]) -> dict[str, Any]:
@@ -100,19 +109,10 @@ class Accounts:
         departments: object = (),
     ) -> dict[str, Any]:
         name = check_name(name)
-        try:
-            role_list = check_roles(
-                _strings(list(roles), "roles")
-                if isinstance(roles, list | tuple)
-                else _strings(roles, "roles")
-            )
-        except ValueError as exc:
-            raise AccountError(str(exc)) from None
+        role_list = _roles(roles)
         tenant_list = check_tenants(tenants)
-        dept_list = _strings(
-            list(departments) if isinstance(departments, tuple) else departments, "departments"
-        )
-        self._may_grant(by, role_list, tenant_list)
+        dept_list = _strings(departments, "departments")
+        self._may_grant(by, tenant_list)
         now = timefmt.now()
         account: dict[str, Any] = {
             "name": name,
@@ -137,13 +137,12 @@ class Accounts:
         )
         return public_account(account)
 
-    def _may_grant(self, by: Principal, roles: list[str], tenants: list[str]) -> None:
-        """An administrator gives only tenants it holds; only a platform administrator (every
-        tenant) creates another one."""
+    @staticmethod
+    def _may_grant(by: Principal, tenants: list[str]) -> None:
+        """An administrator gives only tenants it holds, so only a platform administrator
+        (every tenant, "*") makes another one."""
         if not _within(tenants, by):
             raise AccountError("you may only give tenants you belong to")
-        if "admin" in roles and not _within(tenants, by):
-            raise AccountError("you may only make administrators of your own tenants")
 
     async def get(self, by: Principal, name: str) -> dict[str, Any]:
         account = await self.store.get_account(name)
@@ -165,10 +164,7 @@ class Accounts:
         before = {k: account.get(k) for k in ("roles", "tenants", "departments", "disabled")}
         updated = dict(account)
         if "roles" in changes:
-            try:
-                updated["roles"] = check_roles(_strings(changes["roles"], "roles"))
-            except ValueError as exc:
-                raise AccountError(str(exc)) from None
+            updated["roles"] = _roles(changes["roles"])
         if "tenants" in changes:
             updated["tenants"] = check_tenants(changes["tenants"])
         if "departments" in changes:
@@ -178,8 +174,8 @@ class Accounts:
                 raise AccountError("disabled must be true or false")
             updated["disabled"] = changes["disabled"]
         # Both the old and the new tenants must be the administrator's own.
-        self._may_grant(by, updated["roles"], updated["tenants"])
-        self._may_grant(by, account["roles"], account["tenants"])
+        self._may_grant(by, updated["tenants"])
+        self._may_grant(by, account["tenants"])
         if "password" in changes:
             try:
                 updated["password_hash"] = await self.passwords.hash(
@@ -202,7 +198,7 @@ class Accounts:
 
     async def delete(self, by: Principal, name: str) -> None:
         account = await self.get(by, name)
-        self._may_grant(by, account["roles"], account["tenants"])
+        self._may_grant(by, account["tenants"])
         for key in await self.store.list_api_keys(owner=name):
             if not key.get("revoked"):
                 await self._revoke(by, key)
@@ -279,10 +275,7 @@ class Accounts:
         label = spec.get("label", "")
         if not isinstance(label, str) or len(label) > 200:
             raise AccountError("label must be a string of at most 200 characters")
-        try:
-            roles = check_roles(_strings(spec.get("roles", sorted(by.roles)), "roles"))
-        except ValueError as exc:
-            raise AccountError(str(exc)) from None
+        roles = _roles(spec.get("roles", sorted(by.roles)))
         device = roles == ["device"]
         if device:
             if "entities.write" not in permissions_of(by.roles):
