@@ -46,3 +46,23 @@ def test_history_retention_setting():
     s = load_settings({"CIDADE_HISTORY_RETENTION": value, "CIDADE_TEMPORAL_MAX_INSTANCES": "50"})
     assert s.history_retention == value and s.temporal_max_instances == 50
     assert load_settings(settings_to_env(s)) == s
+
+
+def test_access_control_off_only_on_loopback():
+    assert load_settings({"CIDADE_AUTH": "false"}).auth is False
+    with pytest.raises(SystemExit, match="local development"):
+        load_settings({"CIDADE_AUTH": "false", "CIDADE_HOST": "0.0.0.0"})
+    assert load_settings({"CIDADE_HOST": "0.0.0.0"}).auth is True
+
+
+def test_bad_access_settings_stop_at_start():
+    with pytest.raises(SystemExit, match="CIDADE_RATE_LIMIT"):
+        load_settings({"CIDADE_RATE_LIMIT": "-1"})
+    with pytest.raises(SystemExit, match="CIDADE_OIDC"):
+        load_settings(
+            {"CIDADE_OIDC_ISSUER": "https://sso.example", "CIDADE_OIDC_ALGORITHMS": "none"}
+        )
+    with pytest.raises(SystemExit, match="CIDADE_OIDC"):
+        load_settings(
+            {"CIDADE_OIDC_ISSUER": "https://sso.example", "CIDADE_OIDC_ALGORITHMS": "HS256"}
+        )

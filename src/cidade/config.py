@@ -168,6 +168,11 @@ def _check(settings: Settings) -> None:
         parse_retention(settings.history_retention)
     except ValueError as exc:
         raise SystemExit(f"CIDADE_HISTORY_RETENTION: {exc}") from None
+    if not settings.auth and settings.host not in ("127.0.0.1", "localhost", "::1"):
+        raise SystemExit(
+            "CIDADE_AUTH=false lets anyone in as an administrator: it is for local development,"
+            f" served on 127.0.0.1 only, not on {settings.host}"
+        )
     if settings.rate_limit < 0 or settings.rate_limit_anonymous < 0:
         raise SystemExit("CIDADE_RATE_LIMIT and CIDADE_RATE_LIMIT_ANONYMOUS must be 0 or more")
     if not settings.session_max_age > 0:
