@@ -35,6 +35,7 @@ test: install lint
 bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/notify.py
+	$(BIN)/python bench/gate.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

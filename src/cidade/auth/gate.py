@@ -153,12 +153,25 @@ class Gate:
         self.cache.clear()
 
     async def enter(self, request: Request, permission: str) -> Grant:
-        tenant = _tenant(request)
+        # One pass over the raw headers: this runs before every request, and Starlette's
+        # header lookups scan the list once per name.
+        tenant = ""
+        authorization = api_key = None
+        cookies = False
+        for name, value in request.scope["headers"]:
+            if name == b"authorization":
+                authorization = value.decode("latin-1")
+            elif name == b"ngsild-tenant":
+                tenant = _check_tenant(value.decode("latin-1"))
+            elif name == b"x-api-key":
+                api_key = value.decode("latin-1")
+            elif name == b"cookie":
+                cookies = True
         if not self.enabled:
             grant = Grant(DEVELOPER, tenant, permission)
             request.scope[GRANT] = grant
             return grant
-        principal = await self.authenticate(request)
+        principal = await self.authenticate(request, authorization, api_key, cookies)
         self._throttle(request, principal)
         # Outside its tenants a principal is the public there: public reads at most.
         member = principal.member_of(tenant)
@@ -191,12 +204,15 @@ class Gate:
         request.scope[GRANT] = grant
         return grant
 
-    async def authenticate(self, request: Request) -> Principal:
+    async def authenticate(
+        self,
+        request: Request,
+        authorization: str | None,
+        api_key: str | None,
+        cookies: bool,
+    ) -> Principal:
         """The caller, or ANONYMOUS when it presents nothing; 401 when what it presents does
         not hold (never a silent fall-back to the public)."""
-        headers = request.headers
-        authorization = headers.get("authorization")
-        api_key = headers.get("x-api-key")
         if authorization is not None:
             scheme, _, token = authorization.partition(" ")
             if scheme.lower() == "bearer" and token:
@@ -207,7 +223,7 @@ class Gate:
             await self._fail(request, "unsupported authorization scheme")
         if api_key is not None:
             return await self._token(request, api_key.strip())
-        cookie = request.cookies.get(SESSION_COOKIE)
+        cookie = request.cookies.get(SESSION_COOKIE) if cookies else None
         if cookie:
             principal = await self.accounts.session_principal(cookie)
             if principal is None:
@@ -288,8 +304,7 @@ def _where(request: Request) -> str:
     return f"{request.method} {request.url.path}"
 
 
-def _tenant(request: Request) -> str:
-    tenant = request.headers.get("ngsild-tenant", "")
+def _check_tenant(tenant: str) -> str:
     if tenant and (len(tenant) > 256 or any(c.isspace() or c in "/\\" for c in tenant)):
         raise BadRequestData(f"invalid NGSILD-Tenant header {tenant!r}")
     return tenant
