@@ -82,6 +82,18 @@ class Settings:
     # CIDADE_SESSION_MAX_AGE: seconds a web session lasts after log-in
     session_max_age: float = 8 * 3600.0
 
+    # -- devices (docs/devices.md) -----------------------------------------------------------
+    # CIDADE_MQTT: the broker devices publish to, mqtt://user:password@host:1883 or mqtts://...
+    # (TLS); empty: no MQTT (devices may still post to /iot/json)
+    mqtt: str = ""
+    # CIDADE_MQTT_CLIENT_ID: this platform's MQTT client id; its persistent session keeps the
+    # messages published while Cidade was down (QoS 1)
+    mqtt_client_id: str = "cidade"
+    # CIDADE_MQTT_CA_FILE: CA certificates to verify the broker with over TLS (default: system's)
+    mqtt_ca_file: str = ""
+    # CIDADE_COMMAND_TIMEOUT: seconds a command waits for its device's answer before EXPIRED
+    command_timeout: float = 30.0
+
     @property
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
@@ -125,6 +137,10 @@ _ENV = {
     "rate_limit": ("CIDADE_RATE_LIMIT", int),
     "rate_limit_anonymous": ("CIDADE_RATE_LIMIT_ANONYMOUS", int),
     "session_max_age": ("CIDADE_SESSION_MAX_AGE", float),
+    "mqtt": ("CIDADE_MQTT", str),
+    "mqtt_client_id": ("CIDADE_MQTT_CLIENT_ID", str),
+    "mqtt_ca_file": ("CIDADE_MQTT_CA_FILE", str),
+    "command_timeout": ("CIDADE_COMMAND_TIMEOUT", float),
 }
 
 _TRUE = {"1", "true", "yes", "on"}

@@ -155,7 +155,7 @@ class Gate:
     async def enter(self, request: Request, permission: str) -> Grant:
         # One pass over the raw headers: this runs before every request, and Starlette's
         # header lookups scan the list once per name.
-        tenant = ""
+        tenant = service = None
         authorization = api_key = None
         cookies = False
         for name, value in request.scope["headers"]:
@@ -167,6 +167,13 @@ class Gate:
                 api_key = value.decode("latin-1")
             elif name == b"cookie":
                 cookies = True
+            elif name == b"fiware-service":
+                service = _check_tenant(value.decode("latin-1"))
+        # FIWARE tools (IoT agents and their provisioning scripts) name the tenant
+        # Fiware-Service; it is the same tenant, checked the same way.
+        if service is not None and tenant is not None and service != tenant:
+            raise BadRequestData("NGSILD-Tenant and Fiware-Service name different tenants")
+        tenant = tenant if tenant is not None else service or ""
         if not self.enabled:
             grant = Grant(DEVELOPER, tenant, permission)
             request.scope[GRANT] = grant

@@ -26,6 +26,7 @@ PERMISSIONS = {
     "contexts.read": "list the hosted @contexts",
     "contexts.write": "add and delete hosted @contexts",
     "credentials.own": "change one's own password; create, list and revoke one's own API keys",
+    "devices.manage": "provision service groups and devices (the IoT agent's API)",
     "accounts.manage": "create accounts, change their roles and tenants, revoke anyone's keys",
     "audit.read": "query the audit log",
 }
@@ -46,6 +47,7 @@ ROLES: dict[str, frozenset[str]] = {
             "contexts.read",
             "contexts.write",
             "credentials.own",
+            "devices.manage",
         }
     ),
     # A department's staff: reads the city's data, follows it with subscriptions; what they may

@@ -333,6 +333,41 @@ class Store(Protocol):
         """Events matching ``query``, newest first, each with its ``seq``."""
         ...
 
+    # -- devices (devices/): the IoT agent's service groups and devices ----------------------
+    # Plain dicts stored as JSON beside their keys, as the IoT Agent's provisioning API shows
+    # them. Every change is announced on the "devices" topic (``listen``), so every worker's
+    # agent drops what it cached.
+
+    async def save_service_group(self, tenant: str, group: dict[str, Any], *, create: bool) -> bool:
+        """Insert (``create``: False when a group with this ``apikey`` and ``resource`` exists,
+        in any tenant: the apikey alone routes a device's messages) or replace (False when the
+        tenant has no such group) ``{"apikey", "resource", ...}``."""
+        ...
+
+    async def service_groups(
+        self, tenant: str | None = None, *, apikey: str | None = None
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(tenant, group) of every group of ``tenant`` (None: every tenant), or of the groups
+        with ``apikey``; by apikey, then resource."""
+        ...
+
+    async def delete_service_group(self, tenant: str, apikey: str, resource: str) -> bool: ...
+
+    async def save_device(self, tenant: str, device: dict[str, Any], *, create: bool) -> bool:
+        """Insert (False when the tenant has a device with this ``device_id``) or replace
+        (False when absent) ``{"device_id", ...}``."""
+        ...
+
+    async def get_device(self, tenant: str, device_id: str) -> dict[str, Any] | None: ...
+
+    async def list_devices(
+        self, tenant: str, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of a tenant's devices by device_id, and how many it has."""
+        ...
+
+    async def delete_device(self, tenant: str, device_id: str) -> bool: ...
+
 
 def open_store(url: str, *, history: bool = True, history_after_delete: bool = False) -> Store:
     """The backend for a store URL (not yet opened); ``history`` keeps every attribute change,

@@ -1,0 +1,52 @@
+"""What the transports (MQTT, HTTP) hand the agent, and what the agent hands them back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Measure:
+    """One message of a device as received, before any check: the agent parses and maps it.
+
+    ``/<apikey>/<device_id>/attrs`` (or ``/json/...``) carries a JSON object of measures;
+    ``.../attrs/<object_id>`` a single value (``object_id`` set); ``POST /iot/json?k=&i=`` the
+    same object over HTTP."""
+
+    apikey: str
+    device_id: str
+    payload: bytes
+    object_id: str | None = None
+    received_at: str = ""  # stored timestamp format (hub/timefmt.py)
+    transport: str = "mqtt"  # "mqtt" | "http"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAnswer:
+    """A device's answer on ``/json/<apikey>/<device_id>/cmdexe``: {command: result}."""
+
+    apikey: str
+    device_id: str
+    payload: bytes
+    received_at: str = ""
+
+
+class Ingest(Protocol):
+    """The agent, as the transports see it."""
+
+    async def ingest(self, measures: Sequence[Measure]) -> list[str | None]:
+        """Apply a batch of messages: per message, None when it was written, else why it was
+        refused (counted and logged by the agent; a refused message writes nothing)."""
+        ...
+
+    async def command_answers(self, answers: Sequence[CommandAnswer]) -> None: ...
+
+
+class CommandSink(Protocol):
+    """The transport commands leave through."""
+
+    async def send_command(self, apikey: str, device_id: str, body: bytes) -> None:
+        """Publish ``body`` ({command: value} as JSON) to ``/<apikey>/<device_id>/cmd``, QoS 1."""
+        ...
