@@ -30,6 +30,18 @@ class BatchResult:
         return {"success": self.success, "errors": self.errors}
 
 
+def updated_with(current: Entity, new: Entity) -> Entity:
+    """Upsert with options=update: ``new``'s types added, its attributes added or overwritten."""
+    entity = copy.deepcopy(current)
+    entity["type"] = sorted(set(entity["type"]) | set(new["type"]))
+    if "scope" in new:
+        entity["scope"] = new["scope"]
+    for iri, instances in new["attrs"].items():
+        put_instances(entity, iri, instances, new["modifiedAt"])
+    entity["modifiedAt"] = new["modifiedAt"]
+    return entity
+
+
 def _entity_id(item: object) -> Any:
     return item.get("id") if isinstance(item, dict) else None
 
@@ -96,14 +108,7 @@ class BatchService:
                 return new
             if not update:  # options=replace: the entity as sent, created when it was
                 return {**new, "createdAt": current["createdAt"]}
-            entity = copy.deepcopy(current)  # options=update: attributes added or overwritten
-            entity["type"] = sorted(set(entity["type"]) | set(new["type"]))
-            if "scope" in new:
-                entity["scope"] = new["scope"]
-            for iri, instances in new["attrs"].items():
-                put_instances(entity, iri, instances, new["modifiedAt"])
-            entity["modifiedAt"] = new["modifiedAt"]
-            return entity
+            return updated_with(current, new)
 
         def on_ok(entity_id: str) -> None:
             if created:

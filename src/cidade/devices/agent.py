@@ -1,0 +1,172 @@
+"""The device agent: messages in, entity updates out (the southbound half of an IoT agent).
+
+Transports (MQTT, HTTP) hand it batches of raw messages. For each, the agent finds the device's
+profile (its service group by apikey, its own provisioning, or provisions it when the group
+allows), maps the measures onto one NGSI-LD fragment, and writes every message of the batch in
+one store transaction, each as its own atomic upsert: a refused message writes nothing and the
+rest go on. Refusals are counted by reason and logged with the device id (never the apikey).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from cidade.devices.mapping import MappingError, Profile, build_profile, single_value, to_fragment
+from cidade.devices.messages import CommandAnswer, Measure
+from cidade.hub import timefmt
+from cidade.hub.batch import updated_with
+from cidade.hub.errors import NgsiError
+from cidade.hub.model import Terms, normalize_entity
+from cidade.store.base import Entity, Store, WriteOp
+
+log = logging.getLogger("cidade.devices")
+
+PROFILE_TTL = 10.0  # seconds a device's profile is trusted before it is read again
+HTTP_RESOURCE = "/iot/json"
+
+
+class Refused(Exception):
+    def __init__(self, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.kind = kind  # the counter it goes to
+
+
+class Agent:
+    def __init__(self, store: Store, terms: Terms) -> None:
+        self.store = store
+        self.terms = terms
+        self.counts: Counter[str] = Counter()
+        self._profiles: dict[tuple[str, str], tuple[float, Profile]] = {}
+        self._last_log: dict[str, float] = {}
+
+    def forget(self) -> None:
+        """Drop every cached profile (a group or a device changed)."""
+        self._profiles.clear()
+
+    # -- profiles -------------------------------------------------------------------------------
+
+    async def profile(self, apikey: str, device_id: str, resource: str | None = None) -> Profile:
+        key = (apikey, device_id)
+        hit = self._profiles.get(key)
+        if hit is not None and hit[0] > time.monotonic():
+            return hit[1]
+        groups = await self.store.service_groups(apikey=apikey)
+        if not groups:
+            raise Refused("unknown apikey", "unknown_apikey")
+        chosen = [g for g in groups if resource is None or g[1].get("resource") == resource]
+        tenant, group = (chosen or groups)[0]
+        device = await self.store.get_device(tenant, device_id)
+        if device is None:
+            if group.get("autoprovision", True) is False:
+                raise Refused(
+                    "unknown device, and its group does not provision devices", "unknown_device"
+                )
+            device = {
+                "device_id": device_id,
+                "apikey": apikey,
+                "entity_type": group.get("entity_type") or "Thing",
+                "protocol": "IoTA-JSON",
+                "transport": "HTTP" if resource else "MQTT",
+                "service_path": group.get("service_path", "/"),
+                "autoprovisioned": True,
+            }
+            # Another worker may provision it at the same moment: either record will do.
+            await self.store.save_device(tenant, device, create=True)
+            device = await self.store.get_device(tenant, device_id) or device
+            self.counts["autoprovisioned"] += 1
+        elif device.get("apikey") not in (None, "", apikey):
+            raise Refused("the device belongs to another apikey", "wrong_apikey")
+        profile = build_profile(tenant, device_id, apikey, group, device)
+        self._profiles[key] = (time.monotonic() + PROFILE_TTL, profile)
+        return profile
+
+    # -- measures -------------------------------------------------------------------------------
+
+    async def ingest(
+        self, measures: Sequence[Measure], resource: str | None = None
+    ) -> list[str | None]:
+        """Write a batch of messages; per message, None when written, else why not."""
+        outcome: list[str | None] = [None] * len(measures)
+        # Per tenant, rounds in which no entity appears twice: each message is its own change
+        # of the entity (its own history instance), even two of one device in one batch.
+        rounds: dict[str, list[list[tuple[int, WriteOp]]]] = {}
+        seen: dict[str, list[set[str]]] = {}
+        now = timefmt.now()
+        for n, measure in enumerate(measures):
+            self.counts["received"] += 1
+            try:
+                profile = await self.profile(measure.apikey, measure.device_id, resource)
+                op = self._op(profile, measure, now)
+            except Refused as exc:
+                outcome[n] = self._refuse(measure, exc.reason, exc.kind)
+                continue
+            tenant_rounds = rounds.setdefault(profile.tenant, [])
+            tenant_seen = seen.setdefault(profile.tenant, [])
+            for r, ids in enumerate(tenant_seen):
+                if op.entity_id not in ids:
+                    ids.add(op.entity_id)
+                    tenant_rounds[r].append((n, op))
+                    break
+            else:
+                tenant_seen.append({op.entity_id})
+                tenant_rounds.append([(n, op)])
+        for tenant, tenant_rounds in rounds.items():
+            for batch in tenant_rounds:
+                results = await self.store.write(tenant, [op for _, op in batch])
+                for (n, _), result in zip(batch, results, strict=True):
+                    if isinstance(result, NgsiError):
+                        outcome[n] = self._refuse(
+                            measures[n], result.detail or result.title, "invalid"
+                        )
+                    elif isinstance(result, Exception):
+                        raise result
+                    else:
+                        self.counts["written"] += 1
+        return outcome
+
+    def _op(self, profile: Profile, measure: Measure, now: str) -> WriteOp:
+        try:
+            if measure.object_id is not None:
+                measures: Any = single_value(profile, measure.object_id, measure.payload)
+            else:
+                try:
+                    measures = orjson.loads(measure.payload)
+                except orjson.JSONDecodeError:
+                    raise MappingError("the message is not valid JSON") from None
+            fragment = to_fragment(profile, measures, measure.received_at or now)
+            new = normalize_entity(fragment, self.terms, now)
+        except MappingError as exc:
+            raise Refused(str(exc), "invalid") from None
+        except NgsiError as exc:
+            raise Refused(exc.detail or exc.title, "invalid") from None
+
+        def apply(current: Entity | None) -> Entity:
+            return new if current is None else updated_with(current, new)
+
+        return WriteOp(new["id"], apply)
+
+    def _refuse(self, measure: Measure, reason: str, kind: str) -> str:
+        self.counts[f"refused_{kind}"] += 1
+        # One line per device and reason every 10 s at most: a broken device must not drown
+        # the log. The apikey is a shared secret of the group: it is not logged.
+        key = f"{measure.device_id}\x00{kind}"
+        now = time.monotonic()
+        if now - self._last_log.get(key, 0.0) >= 10.0:
+            self._last_log[key] = now
+            if len(self._last_log) > 10_000:
+                self._last_log.clear()
+            log.warning("message of device %r refused: %s", measure.device_id[:200], reason)
+        return reason
+
+    # -- commands -------------------------------------------------------------------------------
+
+    async def command_answers(self, answers: Sequence[CommandAnswer]) -> None:
+        # Commands arrive with the commands capability; until then answers are only counted.
+        self.counts["command_answers"] += len(answers)
