@@ -28,6 +28,9 @@ EVENTS = {
     "account.changed": "an account's roles, tenants, departments or state changed",
     "account.deleted": "an account deleted",
     "password.changed": "a password changed",
+    "command.sent": "a command sent to a device (who, which entity, which command, its value)",
+    "command.refused": "a command that could not be sent (no such command, no transport)",
+    "command.result": "a device's answer to a command, or its expiry (OK, ERROR, EXPIRED)",
 }
 
 

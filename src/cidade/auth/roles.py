@@ -29,6 +29,7 @@ PERMISSIONS = {
     "devices.manage": "provision service groups and devices (the IoT agent's API)",
     "accounts.manage": "create accounts, change their roles and tenants, revoke anyone's keys",
     "audit.read": "query the audit log",
+    "commands.send": "send commands to actuators (an update of a command attribute)",
 }
 
 ROLES: dict[str, frozenset[str]] = {
@@ -48,6 +49,7 @@ ROLES: dict[str, frozenset[str]] = {
             "contexts.write",
             "credentials.own",
             "devices.manage",
+            "commands.send",
         }
     ),
     # A department's staff: reads the city's data, follows it with subscriptions; what they may

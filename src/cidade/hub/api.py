@@ -61,6 +61,9 @@ class HubApi:
         self.entities = EntityService(store)
         self.batch = BatchService(self.entities)
         self.discovery = Discovery(store)
+        # Devices plug in here: an update of a device's command attribute becomes a command
+        # (devices/commands.py). None: no devices capability.
+        self.commands: Any = None
 
     # -- helpers --------------------------------------------------------------------------------
 
@@ -161,6 +164,13 @@ class HubApi:
             ids.extend(b.get("id") if isinstance(b, dict) else b for b in body)
         grant.check_writes(ids)
 
+    async def with_commands(self, request: Request, tenant: str, entity_id: str, body: Any) -> Any:
+        """The body to write, once the command attributes it holds (if the entity is a
+        device's) have been sent on to the device."""
+        if self.commands is None or not isinstance(body, dict):
+            return body
+        return await self.commands.intercept(grant_of(request), tenant, entity_id, body)
+
     async def run_query(self, request: Request, tenant: str, query: EntityQuery) -> QueryResult:
         narrowed = self.narrow(request, query)
         if narrowed is None:
@@ -228,7 +238,9 @@ class HubApi:
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request, merge=True)
-        await self.entities.merge(tenant, request.path_params["entity_id"], body, ctx.terms)
+        entity_id = request.path_params["entity_id"]
+        body = await self.with_commands(request, tenant, entity_id, body)
+        await self.entities.merge(tenant, entity_id, body, ctx.terms)
         return _no_content()
 
     # -- §6.6, §6.7 attributes ------------------------------------------------------------------
@@ -239,9 +251,9 @@ class HubApi:
         self.check_writes(request)
         body, ctx = await self.read_body(request)
         mode = "append-keep" if "noOverwrite" in options_param(request) else "append"
-        result = await self.entities.update_attrs(
-            tenant, request.path_params["entity_id"], body, ctx.terms, mode=mode
-        )
+        entity_id = request.path_params["entity_id"]
+        body = await self.with_commands(request, tenant, entity_id, body)
+        result = await self.entities.update_attrs(tenant, entity_id, body, ctx.terms, mode=mode)
         if result.not_updated:
             return json_response(result.body(), status=207)
         return _no_content()
@@ -251,9 +263,13 @@ class HubApi:
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request)
-        result = await self.entities.update_attrs(
-            tenant, request.path_params["entity_id"], body, ctx.terms, mode="update"
-        )
+        entity_id = request.path_params["entity_id"]
+        sent = await self.with_commands(request, tenant, entity_id, body)
+        if sent is not body:
+            # Commands went out: their status attributes are new, so append what remains.
+            await self.entities.update_attrs(tenant, entity_id, sent, ctx.terms, mode="append")
+            return _no_content()
+        result = await self.entities.update_attrs(tenant, entity_id, body, ctx.terms, mode="update")
         if result.not_updated:
             return json_response(result.body(), status=207)
         return _no_content()
@@ -264,6 +280,10 @@ class HubApi:
         self.check_writes(request)
         body, ctx = await self.read_body(request)
         p = request.path_params
+        sent = await self.with_commands(request, tenant, p["entity_id"], {p["attr_id"]: body})
+        if set(sent) != {p["attr_id"]}:
+            await self.entities.update_attrs(tenant, p["entity_id"], sent, ctx.terms, mode="append")
+            return _no_content()
         await self.entities.patch_attribute(
             tenant, p["entity_id"], p["attr_id"], body, ctx.terms, replace=False
         )

@@ -1,0 +1,207 @@
+"""Commands to actuators: an attribute update that becomes a message to the device.
+
+A device's provisioning (or its group's) names its commands, e.g. ``raise`` and ``lower`` on a
+bollard. An update of such an attribute of the device's entity, by a principal who may send
+commands, is published to ``/<apikey>/<device_id>/cmd`` as ``{"raise": value}`` (or posted to the
+device's HTTP endpoint), and the entity gets ``raise_status`` = PENDING. The device's answer on
+``.../cmdexe`` sets ``raise_status`` to OK (or ERROR) and ``raise_info`` to what it said; with no
+answer within ``CIDADE_COMMAND_TIMEOUT`` the status becomes EXPIRED. Every step is audited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from cidade.auth.audit import Audit
+from cidade.auth.errors import AccessDenied
+from cidade.auth.gate import Grant
+from cidade.auth.roles import permissions_of
+from cidade.devices.agent import Agent, Refused
+from cidade.devices.mapping import Profile, build_profile
+from cidade.devices.messages import CommandAnswer, CommandSink
+from cidade.hub import timefmt
+from cidade.hub.entities import EntityService
+from cidade.hub.model import Terms
+from cidade.store.base import Store
+
+log = logging.getLogger("cidade.devices")
+
+PENDING, OK, ERROR, EXPIRED = "PENDING", "OK", "ERROR", "EXPIRED"
+INDEX_TTL = 10.0
+
+
+@dataclass(slots=True)
+class Pending:
+    tenant: str
+    entity_id: str
+    command: str
+    device_id: str
+    deadline: float
+    actor: str
+
+
+def _status(value: str) -> dict[str, Any]:
+    return {"type": "Property", "value": value, "observedAt": timefmt.now()}
+
+
+class Commands:
+    def __init__(
+        self,
+        store: Store,
+        entities: EntityService,
+        agent: Agent,
+        audit: Audit,
+        terms: Terms,
+        *,
+        timeout: float,
+    ) -> None:
+        self.store = store
+        self.entities = entities
+        self.agent = agent
+        self.audit = audit
+        self.terms = terms
+        self.timeout = timeout
+        self.sink: CommandSink | None = None
+        self.pending: dict[tuple[str, str, str], Pending] = {}
+        self._index: dict[str, tuple[float, dict[str, Profile]]] = {}
+
+    def forget(self) -> None:
+        self._index.clear()
+
+    async def device_of(self, tenant: str, entity_id: str) -> Profile | None:
+        """The profile of the device whose entity this is, when that device takes commands."""
+        hit = self._index.get(tenant)
+        if hit is None or hit[0] < time.monotonic():
+            groups = {g.get("apikey"): g for _, g in await self.store.service_groups(tenant)}
+            devices, _ = await self.store.list_devices(tenant, 1_000_000, 0)
+            index = {}
+            for device in devices:
+                apikey = device.get("apikey") or ""
+                profile = build_profile(
+                    tenant, device["device_id"], apikey, groups.get(apikey), device
+                )
+                if profile.commands:
+                    index[profile.entity_id] = profile
+            hit = (time.monotonic() + INDEX_TTL, index)
+            self._index[tenant] = hit
+        return hit[1].get(entity_id)
+
+    async def intercept(
+        self, grant: Grant, tenant: str, entity_id: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The attributes to write for an update of ``entity_id``: its command attributes are
+        sent to the device and written with their PENDING status; the rest pass unchanged."""
+        profile = await self.device_of(tenant, entity_id)
+        if profile is None:
+            return body
+        named = [n for n in body if n in profile.commands]
+        if not named:
+            return body
+        who = grant.principal
+        if "commands.send" not in permissions_of(who.roles) or not who.member_of(tenant):
+            for name in named:
+                await self.audit.record(
+                    "command.refused",
+                    who,
+                    tenant=tenant,
+                    outcome="denied",
+                    target=entity_id,
+                    command=name,
+                )
+            raise AccessDenied("sending commands to devices needs the operator or admin role")
+        out = dict(body)
+        for name in named:
+            attribute = body[name]
+            value = attribute.get("value") if isinstance(attribute, dict) else attribute
+            status, info = PENDING, None
+            try:
+                await self._send(profile, orjson.dumps({name: value}))
+            except Exception as exc:  # the transport failed: the command did not leave
+                status, info = ERROR, f"not sent: {exc}"[:300]
+            await self.audit.record(
+                "command.sent" if status == PENDING else "command.refused",
+                who,
+                tenant=tenant,
+                outcome="pending" if status == PENDING else "error",
+                target=entity_id,
+                command=name,
+                value=value,
+            )
+            out[f"{name}_status"] = _status(status)
+            if info is not None:
+                out[f"{name}_info"] = {"type": "Property", "value": info}
+            if status == PENDING:
+                self.pending[(tenant, entity_id, name)] = Pending(
+                    tenant,
+                    entity_id,
+                    name,
+                    profile.device_id,
+                    time.monotonic() + self.timeout,
+                    who.subject,
+                )
+        return out
+
+    async def _send(self, profile: Profile, body: bytes) -> None:
+        if self.sink is None:
+            raise RuntimeError("no MQTT broker is configured (CIDADE_MQTT)")
+        await self.sink.send_command(profile.apikey, profile.device_id, body)
+
+    async def answers(self, answers: Sequence[CommandAnswer]) -> None:
+        for answer in answers:
+            try:
+                profile = await self.agent.profile(answer.apikey, answer.device_id)
+                result = orjson.loads(answer.payload)
+            except (Refused, orjson.JSONDecodeError) as exc:
+                log.warning("command answer of device %r refused: %s", answer.device_id[:200], exc)
+                continue
+            if not isinstance(result, dict):
+                continue
+            for name, said in result.items():
+                if name not in profile.commands:
+                    continue
+                failed = (isinstance(said, dict) and "error" in said) or (
+                    isinstance(said, str) and said.upper().startswith("ERROR")
+                )
+                await self._settle(
+                    profile.tenant, profile.entity_id, name, ERROR if failed else OK, said
+                )
+
+    async def _settle(
+        self, tenant: str, entity_id: str, name: str, status: str, info: object
+    ) -> None:
+        pending = self.pending.pop((tenant, entity_id, name), None)
+        body = {
+            f"{name}_status": _status(status),
+            f"{name}_info": {"type": "Property", "value": info if info is not None else ""},
+        }
+        try:
+            await self.entities.update_attrs(tenant, entity_id, body, self.terms, mode="append")
+        except Exception as exc:
+            log.warning("command status of %s not written: %s", entity_id, exc)
+        await self.audit.record(
+            "command.result",
+            f"device:{pending.device_id}" if pending else "device",
+            tenant=tenant,
+            outcome=status.lower(),
+            target=entity_id,
+            command=name,
+            sentBy=pending.actor if pending else None,
+        )
+
+    async def run_expiry(self, interval: float = 0.5) -> None:
+        """Expire the commands nobody answered in time (the app runs this while it serves)."""
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for key, p in list(self.pending.items()):
+                if p.deadline <= now and key in self.pending:
+                    await self._settle(
+                        p.tenant, p.entity_id, p.command, EXPIRED, "no answer in time"
+                    )
