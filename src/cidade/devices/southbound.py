@@ -48,11 +48,13 @@ class Southbound:
             return iot_error(
                 415, "UNSUPPORTED_CONTENT_TYPE", "measures are sent as application/json"
             )
-        body = b""
+        chunks, size = [], 0
         async for chunk in request.stream():
-            body += chunk
-            if len(body) > self.max_body_bytes:
+            size += len(chunk)
+            if size > self.max_body_bytes:
                 return iot_error(413, "PAYLOAD_TOO_LARGE", f"at most {self.max_body_bytes} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         if "t" in params:
             try:
                 measures: Any = orjson.loads(body)
