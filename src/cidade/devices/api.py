@@ -78,7 +78,7 @@ class ProvisioningApi:
         out: list[int | None] = []
         for name, fallback in (("limit", default), ("offset", 0)):
             raw = params.get(name)
-            if raw is None or raw == "":
+            if raw is None:
                 out.append(fallback)
                 continue
             if not raw.isascii() or not raw.isdigit() or len(raw) > 9:
