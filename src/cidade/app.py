@@ -24,6 +24,8 @@ from cidade.auth.gate import Gate, parse_public_types
 from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
 from cidade.config import Settings
+from cidade.devices.api import ProvisioningApi
+from cidade.devices.provisioning import DeviceProvisioning
 from cidade.hub.api import HubApi
 from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
 from cidade.hub.http import LiteralPlus, MethodNotAllowed, problem_response
@@ -76,6 +78,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         oidc=oidc,
     )
     notifier = Notifier(store, resolver, settings)
+    provisioning = DeviceProvisioning(store)
     ready = {"ok": False}
     background: set[asyncio.Task] = set()
 
@@ -163,6 +166,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         *hub.routes(),
         *TemporalApi(hub).routes(),
         *SubscriptionApi(hub).routes(),
+        *ProvisioningApi(settings, provisioning).routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -179,6 +183,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.accounts = accounts
     app.state.store = store
     app.state.hub = hub
+    app.state.provisioning = provisioning
     app.state.notifier = notifier
     app.state.purger = purger
     return app

@@ -34,6 +34,7 @@ CONTEXT_READ = {"admin", "operator", "staff", "publisher"}
 CONTEXT_WRITE = {"admin", "operator"}
 OWN_CREDENTIALS = {"admin", "operator", "staff", "publisher", "citizen"}
 ADMIN = {"admin"}
+DEVICES = {"admin", "operator"}
 
 N = "/ngsi-ld/v1"
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -53,6 +54,15 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("/auth/accounts/{name}", "PATCH"): ADMIN,
     ("/auth/accounts/{name}", "DELETE"): ADMIN,
     ("/auth/audit", "GET"): ADMIN,
+    ("/iot/services", "GET"): DEVICES,
+    ("/iot/services", "POST"): DEVICES,
+    ("/iot/services", "PUT"): DEVICES,
+    ("/iot/services", "DELETE"): DEVICES,
+    ("/iot/devices", "GET"): DEVICES,
+    ("/iot/devices", "POST"): DEVICES,
+    ("/iot/devices/{device_id}", "GET"): DEVICES,
+    ("/iot/devices/{device_id}", "PUT"): DEVICES,
+    ("/iot/devices/{device_id}", "DELETE"): DEVICES,
     (f"{N}/entities", "GET"): READ,
     (f"{N}/entities", "POST"): WRITE,
     (f"{N}/entities/{{entity_id}}", "GET"): READ,
@@ -108,6 +118,7 @@ SAMPLES = {
     "instance_id": "urn:ngsi-ld:Instance:none",
     "key_id": "0123456789abcdef",
     "name": "nobody",
+    "device_id": "no-such-device",
 }
 
 

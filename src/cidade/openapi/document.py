@@ -22,6 +22,7 @@ from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
 from cidade.openapi.auth import auth_part
 from cidade.openapi.build import ERRORS, ApiPart, error_responses
+from cidade.openapi.devices import devices_part
 from cidade.openapi.hub import hub_part
 from cidade.openapi.platform import platform_part
 from cidade.openapi.schemas import SCHEMAS
@@ -34,6 +35,7 @@ PARTS: tuple[Callable[[], ApiPart], ...] = (
     hub_part,
     temporal_part,
     subscription_part,
+    devices_part,
 )
 
 PARAMETERS: dict[str, Any] = {

@@ -228,7 +228,8 @@ class Store(Protocol):
 
     async def listen(self, topic: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever another process commits a change of ``topic`` ("outbox",
-        "contexts", "auth"). A store that only one process uses has nothing to listen to."""
+        "contexts", "auth", "devices"). A store that only one process uses has nothing to
+        listen to."""
         ...
 
     async def claim_lanes(self, owner: str, now: float, lease: float) -> list[str]:

@@ -50,6 +50,7 @@ from cidade.store.history import (
 )
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.postgres.auth import PostgresAuth
+from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
 
 log = logging.getLogger("cidade.store")
@@ -92,7 +93,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-class PostgresStore(PostgresAuth):
+class PostgresStore(PostgresAuth, PostgresDevices):
     def __init__(
         self,
         url: str,
@@ -139,7 +140,7 @@ class PostgresStore(PostgresAuth):
     async def listen(self, topic: str, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever any worker commits a change of ``topic`` ("outbox":
         notifications enqueued; "contexts": a hosted @context added or deleted; "auth": an
-        account or an API key changed), through one PostgreSQL LISTEN connection per process:
+        account or an API key changed; "devices": a service group or a device changed), through one PostgreSQL LISTEN connection per process:
         the topic is the NOTIFY payload, so any topic works."""
         if self._listener is None:
             self._listener = await asyncpg.connect(self.dsn, server_settings=self.server_settings)

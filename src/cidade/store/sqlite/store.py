@@ -41,6 +41,7 @@ from cidade.store.history import (
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.sqlite.auth import SqliteAuth
 from cidade.store.sqlite.database import Database
+from cidade.store.sqlite.devices import SqliteDevices
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -88,7 +89,7 @@ def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
     return "(" + joiner.join(_type_sql(p, params, rid) for p in parts) + ")"
 
 
-class SqliteStore(SqliteAuth):
+class SqliteStore(SqliteAuth, SqliteDevices):
     def __init__(
         self, path: str, *, history: bool = True, history_after_delete: bool = False
     ) -> None:
