@@ -218,9 +218,8 @@ class Route:
             d -= length
         return len(self.lengths) - 1, self.lengths[-1]
 
-    def position(self, distance: float) -> tuple[float, float, float]:
-        """(lon, lat, heading in degrees) at ``distance`` along the loop."""
-        i, into = self.locate(distance)
+    def point(self, i: int, into: float) -> tuple[float, float, float]:
+        """(lon, lat, heading in degrees) ``into`` metres along segment ``i``."""
         (x1, y1), (x2, y2) = self.points[i], self.points[i + 1]
         f = into / self.lengths[i] if self.lengths[i] else 0.0
         return x1 + (x2 - x1) * f, y1 + (y2 - y1) * f, bearing(x1, y1, x2, y2)
@@ -242,6 +241,8 @@ class DevicePlan:
     timezone: str  # the city's, for the daily rhythms
     #: attributes that do not change (the model's names): name, category, refParkingSite, ...
     static: dict[str, Any] = field(default_factory=dict, hash=False)
+    #: the simulation's knobs for this device (not published): capacity, fillRate, shift, ...
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
     route: Route | None = None  # fleet vehicles only
     fault_rate: float = 0.0001  # chance per message period that a fault starts
     outlier_rate: float = 0.002  # chance per message of a spike
@@ -277,7 +278,14 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
     wanted = counts(city, scale)
     plans: list[DevicePlan] = []
 
-    def add(kind: str, lon: float, lat: float, static: dict[str, Any], route: Route | None = None):
+    def add(
+        kind: str,
+        lon: float,
+        lat: float,
+        static: dict[str, Any],
+        params: dict[str, Any] | None = None,
+        route: Route | None = None,
+    ):
         spec = KINDS[kind]
         n = sum(1 for p in plans if p.kind == kind) + 1
         device_id = f"{spec.prefix}-{n:03d}"
@@ -294,6 +302,7 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 period=spec.period,
                 timezone=city.timezone,
                 static=static,
+                params=params or {},
                 route=route,
             )
         )
@@ -308,8 +317,8 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 "name": " / ".join(names[:2]) or f"junction {node}",
                 "deviceCategory": ["actuator"],
                 "controlledProperty": ["trafficFlow"],
-                "osmNode": node,
             },
+            {"osmNode": node},
         )
 
     for street, forward in _counted_streets(city, rng, wanted["vehicle_counter"], junctions):
@@ -323,6 +332,8 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 "laneId": 1,
                 "laneDirection": "forward" if forward else "backward",
                 "vehicleType": "car",
+            },
+            {
                 "capacity": 900 if street.major else 400,  # vehicles per hour at saturation
                 "freeSpeed": street.speed,
             },
@@ -337,8 +348,8 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 "name": place.name or "pedestrian zone",
                 "deviceCategory": ["actuator"],
                 "controlledProperty": ["trafficFlow"],
-                "deliveryWindow": [6, 11],  # lowered for deliveries, local hours
             },
+            {"deliveryWindow": [6, 11]},  # lowered for deliveries, local hours
         )
 
     fleet = (
@@ -358,8 +369,8 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 "category": ["municipalServices", "tracked"],
                 "serviceProvided": services,
                 "fleetVehicleId": f"F{i + 1:03d}",
-                "shift": [6, 22] if i % 4 else [0, 24],  # local hours on the road
             },
+            {"shift": [6, 22] if i % 4 else [0, 24]},  # local hours on the road
             route,
         )
 
@@ -389,6 +400,8 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 "storedWasteKind": waste,
                 "category": [rng.choice(["ground", "ground", "underground"])],
                 "binCapacity": rng.choice([800, 1100, 2500]),
+            },
+            {
                 "fillRate": round(rng.uniform(0.035, 0.09), 4),  # per busy hour
                 # organic waste goes daily, the rest twice a week; the round starts at 6:00
                 "collectionDays": list(range(7))
@@ -690,10 +703,10 @@ Behaviour = Callable[[DevicePlan, DeviceState, datetime, datetime, float, random
 
 def _counter(plan, state, at, local, dt, rng) -> dict:
     level = min(1.0, traffic_level(local) * rng.uniform(0.9, 1.1))
-    cap = plan.static.get("capacity", 600)
+    cap = plan.params.get("capacity", 600)
     intensity = _poisson(rng, cap * level * dt / 3600)
     occupancy = min(0.95, max(0.0, 0.5 * level**1.8 + rng.gauss(0, 0.01)))
-    free = plan.static.get("freeSpeed", 40.0)
+    free = plan.params.get("freeSpeed", 40.0)
     speed = max(4.0, free * (1 - 0.7 * level**2) + rng.gauss(0, 2))
     start = at - timedelta(seconds=dt)
     return {
@@ -769,8 +782,8 @@ def _parking(plan, state, at, local, dt, rng) -> dict:
 def _collections(plan: DevicePlan, local: datetime) -> datetime:
     """The last collection round (local time) at or before ``local``."""
     days, minute = (
-        plan.static.get("collectionDays", [0, 3]),
-        plan.static.get("collectionMinute", 420),
+        plan.params.get("collectionDays", [0, 3]),
+        plan.params.get("collectionMinute", 420),
     )
     for back in range(8):
         day = (local - timedelta(days=back)).replace(hour=0, minute=0, second=0, microsecond=0)
@@ -786,7 +799,7 @@ def _waste_activity(h: float) -> float:
 
 
 def _waste(plan, state, at, local, dt, rng) -> dict:
-    rate = plan.static.get("fillRate", 0.05)
+    rate = plan.params.get("fillRate", 0.05)
     slot = _collections(plan, local)
     d = state.data
     if "fill" not in d:  # a container found as it is: filled since its last collection
@@ -815,7 +828,7 @@ def _streetlight(plan, state, at, local, dt, rng) -> dict:
     # a lamp out now and then, repaired within one to three days
     if d.get("defect") and at >= d["repaired"]:
         d["defect"] = None
-    if not d.get("defect") and rng.random() < 0.0003 * dt / plan.period:
+    if not d.get("defect") and rng.random() < 0.00002 * dt / plan.period:
         d["defect"] = rng.choice(["defectiveLamp", "defectiveLamp", "brokenLantern", "columnIssue"])
         d["repaired"] = at + timedelta(hours=rng.uniform(24, 72))
     override = d.get("override")  # (since, level): a switch or dim command, for six hours
@@ -869,7 +882,7 @@ def _traffic_light(plan, state, at, local, dt, rng) -> dict:
 
 
 def scheduled_position(plan: DevicePlan, local: datetime) -> str:
-    start, end = plan.static.get("deliveryWindow", [6, 11])
+    start, end = plan.params.get("deliveryWindow", [6, 11])
     return "lowered" if start <= _hours(local) < end else "raised"
 
 
@@ -887,49 +900,42 @@ def _bollard(plan, state, at, local, dt, rng) -> dict:
 def _fleet(plan, state, at, local, dt, rng) -> dict:
     route = plan.route
     d = state.data
-    start, end = plan.static.get("shift", [0, 24])
+    start, end = plan.params.get("shift", [0, 24])
     on_duty = start <= _hours(local) < end
-    if "s" not in d:
-        d.update(
-            s=0.0 if not on_duty else rng.uniform(0, route.total),
-            km=rng.uniform(5_000, 80_000),
-            dwell=0.0,
-        )
+    if "seg" not in d:
+        seg, into = route.locate(rng.uniform(0, route.total)) if on_duty else (0, 0.0)
+        d.update(seg=seg, into=into, km=rng.uniform(5_000, 80_000), dwell=0.0)
     speed_kmh = 0.0
     if not on_duty:
-        d["s"], d["dwell"] = 0.0, 0.0  # parked at the depot, starts its round there
-    else:
+        d.update(seg=0, into=0.0, dwell=0.0)  # parked at the depot, starts its round there
+    elif route.total > 0:
         remaining = dt
         factor = (1 - 0.5 * traffic_level(local)) * rng.uniform(0.85, 1.05)
-        while remaining > 1e-9 and route.total > 0:
+        while remaining > 1e-9:
             if d["dwell"] > 0:
                 used = min(d["dwell"], remaining)
                 d["dwell"] -= used
                 remaining -= used
-                speed_kmh = 0.0
                 continue
-            i, into = route.locate(d["s"])
+            i = d["seg"]
             v = max(1.0, route.speeds[i] * factor / 3.6)  # m/s
-            left = route.lengths[i] - into
-            if left / v > remaining:
-                d["s"] += v * remaining
+            left = route.lengths[i] - d["into"]
+            speed_kmh = v * 3.6
+            if left > v * remaining:
+                d["into"] += v * remaining
                 d["km"] += v * remaining / 1000
                 remaining = 0.0
-                speed_kmh = v * 3.6
-            else:
-                d["s"] = (d["s"] + left) % route.total if left > 0 else d["s"] + 1e-6
+            else:  # on to the next segment
                 d["km"] += left / 1000
                 remaining -= left / v
-                speed_kmh = v * 3.6
-                if rng.random() < 0.12:  # a red light, a stop to work
-                    d["dwell"] = rng.uniform(15, 90)
+                d["seg"], d["into"] = (i + 1) % len(route.lengths), 0.0
+                if rng.random() < 1 - math.exp(-route.lengths[i] / 400):
+                    d["dwell"] = rng.uniform(10, 60)  # a red light, a stop to work: every ~400 m
         if d["dwell"] > 0:
             speed_kmh = 0.0
-    lon, lat, heading = route.position(d["s"])
-    status = "parked"
-    if on_duty:
-        services = plan.static.get("serviceProvided", [])
-        status = "onRoute" + (f",{services[0]}" if services else "")
+    lon, lat, heading = route.point(d["seg"], d["into"])
+    # the schema's enum has no room for the "onRoute,garbageCollection" modifiers its text shows
+    status = "onRoute" if on_duty else "parked"
     return {
         "l": {"type": "Point", "coordinates": [round(lon, 7), round(lat, 7)]},
         "s": round(speed_kmh, 1),
