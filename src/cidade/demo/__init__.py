@@ -1,0 +1,2 @@
+"""The demo city: a real OpenStreetMap extract and simulated devices on its streets
+(docs/demo.md)."""
