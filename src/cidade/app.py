@@ -24,8 +24,11 @@ from cidade.auth.gate import Gate, parse_public_types
 from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
 from cidade.config import Settings
+from cidade.devices.agent import Agent
 from cidade.devices.api import ProvisioningApi
+from cidade.devices.commands import Commands
 from cidade.devices.provisioning import DeviceProvisioning
+from cidade.devices.southbound import Southbound
 from cidade.hub.api import HubApi
 from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
 from cidade.hub.http import LiteralPlus, MethodNotAllowed, problem_response
@@ -79,6 +82,18 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     )
     notifier = Notifier(store, resolver, settings)
     provisioning = DeviceProvisioning(store)
+    agent = Agent(store, resolver.core)
+    commands = Commands(
+        store, hub.entities, agent, audit, resolver.core, timeout=settings.command_timeout
+    )
+    agent.on_answers = commands.answers
+    hub.commands = commands
+
+    def devices_changed() -> None:
+        agent.forget()
+        commands.forget()
+
+    provisioning.on_change.append(devices_changed)
     ready = {"ok": False}
     background: set[asyncio.Task] = set()
 
@@ -109,6 +124,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         await store.listen("auth", gate.forget)
         # Another worker added or deleted a hosted @context: follow it within milliseconds.
         await store.listen("contexts", lambda: spawn(resolver.sync_stored()))
+        # Another worker provisioned or changed a device: its profile is read again.
+        await store.listen("devices", devices_changed)
         await notifier.start()
         # Everything built so far lives as long as the process: keep the collector from walking it
         # again and again (gen-2 passes over long-lived objects show up as latency spikes).
@@ -116,6 +133,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         purging = None
         if settings.history and policy.active:
             purging = asyncio.create_task(purger.run(), name="history retention")
+        expiring = asyncio.create_task(commands.run_expiry(), name="command expiry")
         ready["ok"] = True
         try:
             yield
@@ -125,10 +143,11 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
                 await asyncio.wait_for(notifier.stop(), 10)
             except TimeoutError:
                 log.warning("the notifier did not stop within 10 s; going on with shutdown")
-            if purging is not None:
-                purging.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
+            for task in (purging, expiring):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await resolver.aclose()
             if oidc is not None:
                 await oidc.aclose()
@@ -167,6 +186,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         *TemporalApi(hub).routes(),
         *SubscriptionApi(hub).routes(),
         *ProvisioningApi(settings, provisioning).routes(),
+        *Southbound(agent, settings.max_body_bytes).routes(),
     ]
     app = Starlette(
         routes=routes,
@@ -184,6 +204,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.store = store
     app.state.hub = hub
     app.state.provisioning = provisioning
+    app.state.agent = agent
+    app.state.commands = commands
     app.state.notifier = notifier
     app.state.purger = purger
     return app

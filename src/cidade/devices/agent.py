@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import orjson
@@ -45,6 +45,8 @@ class Agent:
         self.counts: Counter[str] = Counter()
         self._profiles: dict[tuple[str, str], tuple[float, Profile]] = {}
         self._last_log: dict[str, float] = {}
+        # Where devices' answers to commands go (devices/commands.py).
+        self.on_answers: Callable[[Sequence[CommandAnswer]], Awaitable[None]] | None = None
 
     def forget(self) -> None:
         """Drop every cached profile (a group or a device changed)."""
@@ -168,5 +170,6 @@ class Agent:
     # -- commands -------------------------------------------------------------------------------
 
     async def command_answers(self, answers: Sequence[CommandAnswer]) -> None:
-        # Commands arrive with the commands capability; until then answers are only counted.
         self.counts["command_answers"] += len(answers)
+        if self.on_answers is not None:
+            await self.on_answers(answers)

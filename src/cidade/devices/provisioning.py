@@ -389,14 +389,32 @@ def _list_of(body: Any, key: str) -> list[Any]:
     return items
 
 
+def _announced(method: Any) -> Any:
+    """After a change (made, or tried and undone), those who cache groups and devices forget."""
+
+    @functools.wraps(method)
+    async def wrapper(self: DeviceProvisioning, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            for forget in self.on_change:
+                forget()
+
+    return wrapper
+
+
 class DeviceProvisioning:
     """The provisioning operations on the store; every check before the first write."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        # Called after every change, in this process (other workers hear the store's
+        # "devices" announcement).
+        self.on_change: list[Callable[[], None]] = []
 
     # -- service groups -------------------------------------------------------------------------
 
+    @_announced
     async def create_groups(self, tenant: str, service_path: str, body: Any) -> None:
         """All or nothing: every group is checked, and none may exist yet, before the first is
         written; should one be taken meanwhile, those written are removed again."""
@@ -437,6 +455,7 @@ class DeviceProvisioning:
             f"Couldn't find device group for apikey {apikey} and resource {resource}",
         )
 
+    @_announced
     async def update_group(
         self, tenant: str, service_path: str, apikey: str, resource: str, body: Any
     ) -> None:
@@ -445,6 +464,7 @@ class DeviceProvisioning:
         if not await self.store.save_service_group(tenant, group, create=False):
             await self._group(tenant, apikey, resource)  # deleted meanwhile: 404
 
+    @_announced
     async def delete_group(self, tenant: str, apikey: str, resource: str) -> None:
         if not await self.store.delete_service_group(tenant, apikey, resource):
             await self._group(tenant, apikey, resource)  # raises 404
@@ -464,6 +484,7 @@ class DeviceProvisioning:
         own.sort(key=lambda g: g["resource"] != DEFAULT_RESOURCE)
         return own[0] if own else None
 
+    @_announced
     async def create_devices(self, tenant: str, service_path: str, body: Any) -> None:
         items = _list_of(body, "devices")
         devices = []
@@ -500,6 +521,7 @@ class DeviceProvisioning:
     async def get_device(self, tenant: str, device_id: str) -> dict[str, Any]:
         return render_device(tenant, await self._device(tenant, device_id))
 
+    @_announced
     async def update_device(
         self, tenant: str, service_path: str, device_id: str, body: Any
     ) -> None:
@@ -510,6 +532,7 @@ class DeviceProvisioning:
         if not await self.store.save_device(tenant, device, create=False):
             raise _device_not_found(device_id)
 
+    @_announced
     async def delete_device(self, tenant: str, device_id: str) -> None:
         if not await self.store.delete_device(tenant, check_device_id(device_id)):
             raise _device_not_found(device_id)

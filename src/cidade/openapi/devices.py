@@ -333,9 +333,66 @@ def devices_paths() -> dict[str, Any]:
     }
 
 
+def southbound_paths() -> dict[str, Any]:
+    key = r"^[^\s/#+?%]+$"
+    return {
+        "/iot/json": {
+            "post": operation(
+                "sendMeasures",
+                "A device's measures over HTTP (the IoT Agent for JSON's HTTP binding)",
+                {
+                    "200": {"description": "Written to the device's entity."},
+                    "400": _error(
+                        "The measures break a rule (BAD_REQUEST), k or i is missing "
+                        "(MANDATORY_PARAMS_NOT_FOUND); or the gate's ProblemDetails.",
+                        gate=True,
+                    ),
+                    "404": _error(
+                        "No group has this apikey (DEVICE_GROUP_NOT_FOUND), or the device is "
+                        "unknown and its group does not provision devices (DEVICE_NOT_FOUND)."
+                    ),
+                    "413": _error("The body is too large (PAYLOAD_TOO_LARGE)."),
+                    "415": _error("The body is not application/json (UNSUPPORTED_CONTENT_TYPE)."),
+                },
+                tag=TAG,
+                parameters=[
+                    {
+                        "name": "k",
+                        "in": "query",
+                        "required": True,
+                        "description": "the service group's apikey",
+                        "schema": {"type": "string", "pattern": key},
+                    },
+                    {
+                        "name": "i",
+                        "in": "query",
+                        "required": True,
+                        "description": "the device id",
+                        "schema": {"type": "string", "pattern": key},
+                    },
+                    {
+                        "name": "t",
+                        "in": "query",
+                        "required": False,
+                        "description": "when the measures were taken (ISO 8601), as TimeInstant",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                request_body=_body(
+                    {
+                        "type": "object",
+                        "description": "measures by object_id; TimeInstant dates them",
+                    },
+                    "The measures.",
+                ),
+            )
+        }
+    }
+
+
 def devices_part() -> ApiPart:
     return ApiPart(
-        paths=devices_paths(),
+        paths={**devices_paths(), **southbound_paths()},
         tags={
             TAG: "The FIWARE IoT Agent's provisioning API: service groups and devices "
             "(docs/devices.md)."

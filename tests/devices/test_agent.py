@@ -1,0 +1,242 @@
+"""Measures in, entities out; commands out, answers in: the agent through the real app."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from cidade.devices.messages import CommandAnswer, Measure
+from tests.auth.helpers import account_with_key, bearer, key_of
+from tests.conftest import NGSI, problem_type
+from tests.devices.test_provisioning import agent_error
+
+AQ = "urn:ngsi-ld:AirQualityObserved:aq1"
+BOLLARD = "urn:ngsi-ld:Device:bollard-1"
+CITY = {"Fiware-Service": "city", "NGSILD-Tenant": "city"}
+
+
+def provision(client: Any, **group: Any) -> None:
+    body = {
+        "apikey": "k1",
+        "entity_type": "AirQualityObserved",
+        "attributes": [
+            {
+                "object_id": "n",
+                "name": "no2",
+                "type": "Number",
+                "metadata": {"unitCode": {"type": "Text", "value": "GQ"}},
+            },
+            {"object_id": "l", "name": "location", "type": "geo:point"},
+        ],
+        **group,
+    }
+    r = client.post("/iot/services", json={"services": [body]}, headers=CITY)
+    assert r.status_code == 201, r.text
+
+
+def send(client: Any, device: str, body: Any, apikey: str = "k1", **params: str) -> Any:
+    return client.post("/iot/json", params={"k": apikey, "i": device, **params}, json=body)
+
+
+def entity(client: Any, eid: str) -> Any:
+    return client.get(f"{NGSI}/entities/{eid}", headers={"NGSILD-Tenant": "city"})
+
+
+def test_measures_over_http_update_the_devices_entity(client):
+    provision(client)
+    r = send(client, "aq1", {"n": 41.5, "l": "41.15, -8.61", "TimeInstant": "2026-11-26T10:00:00Z"})
+    assert r.status_code == 200, r.text
+    got = entity(client, AQ).json()
+    assert got["type"] == "AirQualityObserved"
+    assert got["no2"] == {
+        "type": "Property",
+        "value": 41.5,
+        "unitCode": "GQ",
+        "observedAt": "2026-11-26T10:00:00.000Z",
+    }
+    assert got["location"]["value"] == {"type": "Point", "coordinates": [-8.61, 41.15]}
+    # Auto-provisioned in its group's tenant.
+    device = client.get("/iot/devices/aq1", headers=CITY)
+    assert device.status_code == 200 and device.json()["entity_type"] == "AirQualityObserved"
+    assert send(client, "aq1", {"n": 40}, t="2026-11-26T10:15:00Z").status_code == 200
+    history = client.get(
+        f"{NGSI}/temporal/entities/{AQ}",
+        headers={"NGSILD-Tenant": "city"},
+        params={"attrs": "no2", "options": "temporalValues"},
+    ).json()
+    assert [v[0] for v in history["no2"]["values"]] == [41.5, 40]
+
+
+def test_refused_messages_write_nothing(client):
+    provision(client)
+    assert send(client, "aq1", {"n": 1}).status_code == 200
+    agent_error(send(client, "aq1", {"n": 2}, apikey="nope"), 404, "DEVICE_GROUP_NOT_FOUND")
+    agent_error(send(client, "aq1", {"n": "high", "l": "41.1, -8.6"}), 400, "BAD_REQUEST")
+    agent_error(send(client, "aq1", {"n": 3, "l": "north"}), 400, "BAD_REQUEST")
+    agent_error(send(client, "aq1", {"n": 3, "l": "91, 500"}), 400, "BAD_REQUEST")
+    agent_error(
+        client.post("/iot/json", params={"k": "k1"}, json={"n": 1}),
+        400,
+        "MANDATORY_PARAMS_NOT_FOUND",
+    )
+    agent_error(
+        client.post(
+            "/iot/json",
+            params={"k": "k1", "i": "aq1"},
+            content=b"n=1",
+            headers={"Content-Type": "text/plain"},
+        ),
+        415,
+        "UNSUPPORTED_CONTENT_TYPE",
+    )
+    got = entity(client, AQ).json()
+    assert got["no2"]["value"] == 1 and "location" not in got
+    counts = client.app.state.agent.counts
+    assert counts["refused_unknown_apikey"] == 1 and counts["refused_invalid"] == 3
+
+
+def test_a_group_without_autoprovisioning_takes_only_its_devices(client):
+    provision(client, autoprovision=False)
+    agent_error(send(client, "aq9", {"n": 1}), 404, "DEVICE_NOT_FOUND")
+    assert client.get("/iot/devices/aq9", headers=CITY).status_code == 404
+    r = client.post(
+        "/iot/devices",
+        json={
+            "devices": [
+                {
+                    "device_id": "aq9",
+                    "apikey": "k1",
+                    "entity_type": "AirQualityObserved",
+                    "entity_name": "urn:ngsi-ld:AirQualityObserved:boavista",
+                }
+            ]
+        },
+        headers=CITY,
+    )
+    assert r.status_code == 201, r.text
+    assert send(client, "aq9", {"n": 7}).status_code == 200
+    assert entity(client, "urn:ngsi-ld:AirQualityObserved:boavista").json()["no2"]["value"] == 7
+
+
+def test_one_batch_two_messages_of_one_device_both_in_history(client):
+    provision(client)
+    agent = client.app.state.agent
+    batch = [
+        Measure("k1", "aq1", b'{"n": 1, "TimeInstant": "2026-11-26T10:00:00Z"}'),
+        Measure("k1", "aq2", b'{"n": 5}'),
+        Measure("k1", "aq1", b'{"n": 2, "TimeInstant": "2026-11-26T10:01:00Z"}'),
+        Measure("k1", "aq1", b"not json"),
+        Measure("k1", "aq1", b"3", object_id="n"),
+    ]
+    outcome = client.portal.call(agent.ingest, batch)
+    assert outcome[:3] == [None, None, None] and outcome[3] and outcome[4] is None
+    history = client.get(
+        f"{NGSI}/temporal/entities/{AQ}",
+        headers={"NGSILD-Tenant": "city"},
+        params={"attrs": "no2", "options": "temporalValues"},
+    ).json()
+    assert sorted(v[0] for v in history["no2"]["values"]) == [1, 2, 3]
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+class RecordingSink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, bytes]] = []
+
+    async def send_command(self, apikey: str, device_id: str, body: bytes) -> None:
+        self.sent.append((apikey, device_id, body))
+
+
+@pytest.fixture
+def bollard(client):
+    r = client.post(
+        "/iot/services",
+        json={
+            "services": [
+                {
+                    "apikey": "kb",
+                    "entity_type": "Device",
+                    "commands": [
+                        {"name": "raise", "type": "command"},
+                        {"name": "lower", "type": "command"},
+                    ],
+                }
+            ]
+        },
+        headers=CITY,
+    )
+    assert r.status_code == 201, r.text
+    r = client.post(
+        "/iot/devices",
+        json={"devices": [{"device_id": "bollard-1", "apikey": "kb", "entity_type": "Device"}]},
+        headers=CITY,
+    )
+    assert r.status_code == 201, r.text
+    assert send(client, "bollard-1", {"deviceState": "raised"}, apikey="kb").status_code == 200
+    sink = RecordingSink()
+    client.app.state.commands.sink = sink
+    return sink
+
+
+def command(client: Any, name: str, value: Any, headers: dict[str, str] | None = None) -> Any:
+    return client.patch(
+        f"{NGSI}/entities/{BOLLARD}/attrs",
+        json={name: {"type": "Property", "value": value}},
+        headers={"NGSILD-Tenant": "city", **(headers or {})},
+    )
+
+
+def test_a_command_goes_to_the_device_and_its_answer_comes_back(client, bollard):
+    r = command(client, "lower", {"reason": "delivery"})
+    assert r.status_code == 204, r.text
+    assert bollard.sent == [("kb", "bollard-1", b'{"lower":{"reason":"delivery"}}')]
+    assert entity(client, BOLLARD).json()["lower_status"]["value"] == "PENDING"
+    answer = CommandAnswer("kb", "bollard-1", b'{"lower": "lowered in 4 s"}')
+    client.portal.call(client.app.state.agent.command_answers, [answer])
+    got = entity(client, BOLLARD).json()
+    assert got["lower_status"]["value"] == "OK" and got["lower_info"]["value"] == "lowered in 4 s"
+    client.portal.call(
+        client.app.state.agent.command_answers,
+        [CommandAnswer("kb", "bollard-1", b'{"raise": {"error": "obstacle"}}')],
+    )
+    assert entity(client, BOLLARD).json()["raise_status"]["value"] == "ERROR"
+    audit = client.get("/auth/audit", params={"tenant": "city"}).json()
+    sent = [e for e in audit if e["event"] == "command.sent"]
+    assert sent and sent[0]["target"] == BOLLARD and sent[0]["detail"]["command"] == "lower"
+    assert sent[0]["actor"].startswith("key:")
+    results = sorted(e["outcome"] for e in audit if e["event"] == "command.result")
+    assert results == ["error", "ok"]
+
+
+def test_only_operators_and_admins_send_commands(client, bollard):
+    app = client.app
+    client.portal.call(account_with_key, app, "op", ["operator"], ["city"])
+    device = client.portal.call(lambda: key_of(app, "op", roles=["device"], entities=[BOLLARD]))
+    refused = command(client, "raise", True, bearer(device))
+    assert refused.status_code == 403 and problem_type(refused) == "AccessDenied"
+    assert bollard.sent == []
+    assert "raise_status" not in entity(client, BOLLARD).json()
+
+
+def test_an_unanswered_command_expires(client, bollard):
+    client.app.state.commands.timeout = 0.3
+    assert command(client, "raise", True).status_code == 204
+    deadline = time.monotonic() + 5
+    while entity(client, BOLLARD).json()["raise_status"]["value"] != "EXPIRED":
+        assert time.monotonic() < deadline, "the command did not expire"
+        time.sleep(0.1)
+    assert (
+        client.get("/auth/audit", params={"event": "command.result"}).json()[0]["outcome"]
+        == "expired"
+    )
+
+
+def test_without_a_transport_the_command_is_an_error(client, bollard):
+    client.app.state.commands.sink = None
+    assert command(client, "raise", True).status_code == 204
+    got = entity(client, BOLLARD).json()
+    assert got["raise_status"]["value"] == "ERROR" and "not sent" in got["raise_info"]["value"]
