@@ -54,7 +54,7 @@ def test_measures_over_http_update_the_devices_entity(client):
         "type": "Property",
         "value": 41.5,
         "unitCode": "GQ",
-        "observedAt": "2026-11-26T10:00:00.000Z",
+        "observedAt": "2026-11-26T10:00:00.000000Z",
     }
     assert got["location"]["value"] == {"type": "Point", "coordinates": [-8.61, 41.15]}
     # Auto-provisioned in its group's tenant.
