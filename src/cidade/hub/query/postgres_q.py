@@ -355,7 +355,7 @@ def _refuse(pattern: str, what: str) -> BadRequestData:
 
 
 class _RegexWriter:
-    __slots__ = ("captured", "groups", "pattern", "repeated")
+    __slots__ = ("captured", "constrained", "groups", "pattern", "repeated")
 
     def __init__(self, pattern: str) -> None:
         self.pattern = pattern
@@ -364,6 +364,7 @@ class _RegexWriter:
         # lookaround ARE does not capture; in a repetition Python keeps what an earlier
         # iteration captured and ARE does not.
         self.groups: dict[int, int | None] = {}
+        self.constrained: set[int] = set()  # groups whose translation holds a lookaround
         self.repeated = 0  # depth of repetitions (more than once) around the current node
 
     def seq(self, items: Any, flags: int, look: bool) -> str:
@@ -395,7 +396,12 @@ class _RegexWriter:
             # Numbered when it opens, in Python as in ARE, so before the groups inside it.
             self.captured += 1
             self.groups[group] = None if self.repeated else self.captured
-            return f"({self.seq(sub, sub_flags, look)})"
+            inner = self.seq(sub, sub_flags, look)
+            if "(?=" in inner or "(?!" in inner or "(?<" in inner:
+                # PostgreSQL's engine misjudges a back reference to a group that holds a
+                # lookaround (as $ and \b become): "((?:a|(?=$)))\1" does not find "ab".
+                self.constrained.add(group)
+            return f"({inner})"
         if op is sre_c.BRANCH:
             return "(?:" + "|".join(self.seq(alt, flags, look) for alt in av[1]) + ")"
         if op in (sre_c.MAX_REPEAT, sre_c.MIN_REPEAT):
@@ -412,6 +418,10 @@ class _RegexWriter:
                 raise _refuse(self.pattern, "a back reference under IGNORECASE")
             if look:
                 raise _refuse(self.pattern, "a back reference inside a lookaround")
+            if av in self.constrained:
+                raise _refuse(
+                    self.pattern, "a back reference to a group holding an anchor or a lookaround"
+                )
             target = self.groups.get(av)
             if target is None:
                 raise _refuse(
