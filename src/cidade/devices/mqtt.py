@@ -301,7 +301,7 @@ class MqttBridge:
 
     # -- connection
 
-    def _new_client(self) -> aiomqtt.Client:
+    def _new_client(self, inbox: asyncio.Queue) -> aiomqtt.Client:
         properties = Properties(PacketTypes.CONNECT)
         properties.SessionExpiryInterval = self.session_expiry
         properties.ReceiveMaximum = self.receive_maximum
@@ -317,6 +317,7 @@ class MqttBridge:
             keepalive=self.keepalive,
             timeout=self.timeout,
             tls_context=self.address.ssl_context(),
+            queue_type=lambda maxsize=0: inbox,  # type: ignore[arg-type]
         )
         paho_client = client._client  # manual PUBACK: not exposed by aiomqtt
         paho_client.manual_ack_set(True)
@@ -324,10 +325,10 @@ class MqttBridge:
 
     async def _run(self) -> None:
         delay = self.backoff_initial
-        loop = asyncio.get_running_loop()
         while not self._stopping.is_set():
             try:
-                client = self._new_client()
+                inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+                client = self._new_client(inbox)
                 async with client:
                     self._client = client
                     self.counters.connections += 1
@@ -335,7 +336,7 @@ class MqttBridge:
                     await self._subscribe(client)
                     log.info("MQTT: connected to %s as %r", self.address.safe(), self.client_id)
                     self._connected.set()
-                    await self._consume(client, loop)
+                    await self._consume(client, inbox)
                     return  # stopping
             except aiomqtt.MqttError as exc:
                 if self._stopping.is_set():
@@ -369,11 +370,15 @@ class MqttBridge:
 
     # -- receiving
 
-    async def _consume(self, client: aiomqtt.Client, loop: asyncio.AbstractEventLoop) -> None:
-        # One `anext` at a time, never cancelled by a timeout: a message that the cancelled
-        # `anext` had already taken from aiomqtt's queue would be dropped (left unacknowledged
-        # until the next connection). A batch waits for it with asyncio.wait instead.
+    async def _consume(self, client: aiomqtt.Client, inbox: asyncio.Queue) -> None:
+        """Batches: the first message, then whatever is already in ``inbox`` (aiomqtt's queue,
+        ours), then what comes within ``batch_wait``, up to ``batch_max``."""
+        # aiomqtt's iterator is what notices a lost connection; it is awaited by one task at a
+        # time, never cancelled by a timeout (a message it had already taken would be dropped,
+        # unacknowledged until the next connection), and the inbox is only drained directly
+        # while no such task waits (so the order stays the broker's).
         messages = client.messages
+        loop = asyncio.get_running_loop()
         waiting: asyncio.Task[aiomqtt.Message] | None = None
 
         async def receive(timeout: float | None) -> aiomqtt.Message | None:
@@ -391,19 +396,18 @@ class MqttBridge:
                 self._idle = True
                 if self._stopping.is_set():
                     return
-                first = await receive(None)
+                message = await receive(None)
                 self._idle = False
-                assert first is not None
-                batch = [first]
+                batch: list[aiomqtt.Message] = []
                 deadline = loop.time() + self.batch_wait
-                while len(batch) < self.batch_max:
-                    remaining = None if len(messages) else deadline - loop.time()
-                    if remaining is not None and remaining <= 0:
+                while message is not None:
+                    batch.append(message)
+                    while len(batch) < self.batch_max and not inbox.empty():
+                        batch.append(inbox.get_nowait())
+                    remaining = deadline - loop.time()
+                    if len(batch) >= self.batch_max or remaining <= 0:
                         break
                     message = await receive(remaining)
-                    if message is None:
-                        break
-                    batch.append(message)
                 await self._deliver(client, batch)
         finally:
             if waiting is not None:
