@@ -27,6 +27,7 @@ from cidade.config import Settings
 from cidade.devices.agent import Agent
 from cidade.devices.api import ProvisioningApi
 from cidade.devices.commands import Commands
+from cidade.devices.mqtt import MqttBridge
 from cidade.devices.provisioning import DeviceProvisioning
 from cidade.devices.southbound import Southbound
 from cidade.hub.api import HubApi
@@ -94,6 +95,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         commands.forget()
 
     provisioning.on_change.append(devices_changed)
+    bridge = MqttBridge(settings, agent) if settings.mqtt else None
     ready = {"ok": False}
     background: set[asyncio.Task] = set()
 
@@ -134,11 +136,20 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         if settings.history and policy.active:
             purging = asyncio.create_task(purger.run(), name="history retention")
         expiring = asyncio.create_task(commands.run_expiry(), name="command expiry")
+        if bridge is not None:
+            # Devices' messages in, commands out; it connects (and reconnects) on its own.
+            await bridge.start()
+            commands.sink = bridge
         ready["ok"] = True
         try:
             yield
         finally:
             ready["ok"] = False
+            if bridge is not None:
+                try:
+                    await asyncio.wait_for(bridge.stop(), 10)
+                except TimeoutError:
+                    log.warning("the MQTT bridge did not stop within 10 s; going on with shutdown")
             try:
                 await asyncio.wait_for(notifier.stop(), 10)
             except TimeoutError:
@@ -206,6 +217,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.provisioning = provisioning
     app.state.agent = agent
     app.state.commands = commands
+    app.state.bridge = bridge
     app.state.notifier = notifier
     app.state.purger = purger
     return app

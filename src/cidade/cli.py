@@ -12,13 +12,19 @@ from cidade.config import load_settings, settings_to_env
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = load_settings(store=args.store, host=args.host, port=args.port, workers=args.workers)
+    settings = load_settings(
+        store=args.store, host=args.host, port=args.port, workers=args.workers, mqtt=args.mqtt
+    )
     os.environ.update(settings_to_env(settings))
     from granian.constants import Interfaces
     from granian.server import Server
 
     print(f"Cidade {__version__} serving on http://{settings.host}:{settings.port}", flush=True)
     print(f"  store: {settings.store}", flush=True)
+    if settings.mqtt:
+        from cidade.devices.mqtt import parse_broker_url
+
+        print(f"  devices: MQTT {parse_broker_url(settings.mqtt).safe()}", flush=True)
     server = Server(
         "cidade.app:app_from_env",
         address=settings.host,
@@ -176,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--port", type=int, help="port to listen on (CIDADE_PORT, default 8000)")
     serve.add_argument("--store", help="store URL (CIDADE_STORE, default sqlite:///cidade.db)")
     serve.add_argument("--workers", type=int, help="worker processes (CIDADE_WORKERS, default 1)")
+    serve.add_argument(
+        "--mqtt",
+        help="the broker devices publish to: mqtt://[user:password@]host:1883 or mqtts://"
+        " (CIDADE_MQTT)",
+    )
     serve.set_defaults(func=_serve)
 
     migrate = sub.add_parser("migrate", help="bring the store's schema up to date")
