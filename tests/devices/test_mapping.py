@@ -53,10 +53,10 @@ def test_time_instant_dates_every_measure_in_the_devices_timezone():
     f = to_fragment(
         profile(timezone="Europe/Lisbon"), {"n": 1, "TimeInstant": "2026-07-01T09:00:00"}, AT
     )
-    assert f["no2"]["observedAt"] == "2026-07-01T08:00:00.000Z"  # Lisbon is UTC+1 in summer
+    assert f["no2"]["observedAt"] == "2026-07-01T08:00:00.000000Z"  # Lisbon is UTC+1 in summer
     assert "TimeInstant" not in f
     g = to_fragment(profile(), {"n": 1, "TimeInstant": "2026-07-01T09:00:00+02:00"}, AT)
-    assert g["no2"]["observedAt"] == "2026-07-01T07:00:00.000Z"
+    assert g["no2"]["observedAt"] == "2026-07-01T07:00:00.000000Z"
 
 
 def test_undeclared_measures_pass_unless_explicit():

@@ -140,7 +140,7 @@ def observed_at(value: object, timezone: str | None) -> str:
             raise MappingError(f"unknown timezone {timezone!r}") from None
         parsed = parsed.replace(tzinfo=zone)
     utc = parsed.astimezone(UTC).replace(tzinfo=None)
-    return utc.isoformat(timespec="milliseconds") + "Z"
+    return utc.isoformat(timespec="microseconds") + "Z"  # the hub's stored format
 
 
 def to_fragment(profile: Profile, measures: object, received_at: str) -> dict[str, Any]:

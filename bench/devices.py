@@ -1,0 +1,239 @@
+"""Device messages through Cidade: from MQTT publish to entity updated, next to the broker alone.
+
+    .venv/bin/python bench/devices.py [--seconds 60] [--devices 1000] [--window 64]
+
+One run, one private Mosquitto (persistence on, ``max_queued_messages 0`` as docs/devices.md
+asks of a production broker), two phases with the same publisher and the same messages:
+
+1. the broker alone: IoT Agent for JSON measures (``/json/<apikey>/sensor-<n>/attrs``, QoS 1,
+   --window publishes awaiting their PUBACK) counted by a plain subscriber in another process
+   (bench/mqtt_broker.py's): the most any MQTT consumer on this broker is handed;
+2. through Cidade: ``cidade serve --mqtt`` (SQLite, history on, access control on) with the
+   service group provisioned; the same publisher for the same time; the figure is messages
+   divided by the time from the first publish until every device's entity shows its last
+   message (polled through the NGSI-LD API), so a backlog still queued in the broker counts.
+
+Aim (issue 5): >= 5,000 messages/s through Cidade and >= 50% of the broker's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import aiomqtt
+import httpx
+
+from mqtt_broker import subscriber
+from run import make_admin_key
+
+NGSI = "/ngsi-ld/v1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_broker(folder: Path) -> tuple[subprocess.Popen, int]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    port = free_port()
+    config = folder / "mosquitto.conf"
+    config.write_text(
+        textwrap.dedent(
+            f"""\
+            listener {port} 127.0.0.1
+            allow_anonymous true
+            persistence true
+            persistence_location {folder}/
+            max_queued_messages 0
+            """
+        )
+        + ("user root\n" if os.geteuid() == 0 else "")
+    )
+    proc = subprocess.Popen(
+        [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    for _ in range(100):
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return proc, port
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit("mosquitto did not start")
+
+
+def payload(seq: int) -> bytes:
+    return b'{"seq": %d, "no2": %d.25, "t": %d.5}' % (seq, seq % 90, 15 + seq % 20)
+
+
+async def publish(port: int, apikey: str, seconds: float, devices: int, window: int):
+    """(sent, seconds, {device: its last seq})"""
+    sent = 0
+    last: dict[int, int] = {}
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        identifier=f"bench-pub-{uuid.uuid4().hex[:8]}",
+        max_inflight_messages=window,
+    ) as c:
+        c.pending_calls_threshold = window + 1
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def lane(k: int) -> None:
+            nonlocal sent
+            i = k
+            while time.perf_counter() < deadline:
+                device = i % devices
+                await c.publish(f"/json/{apikey}/sensor-{device}/attrs", payload(i), qos=1)
+                last[device] = max(last.get(device, -1), i)
+                sent += 1
+                i += window
+
+        await asyncio.gather(*(lane(k) for k in range(window)))
+        elapsed = time.perf_counter() - start
+        await c.publish(f"/bench/{apikey}/end", str(sent).encode(), qos=1)
+    return sent, elapsed, last, start
+
+
+def broker_rate(port: int, seconds: float, devices: int, window: int) -> tuple[float, int, int]:
+    apikey = f"alone{uuid.uuid4().hex[:6]}"
+    ctx = multiprocessing.get_context("spawn")
+    ready, result = ctx.Event(), ctx.Queue()
+    process = ctx.Process(
+        target=subscriber, args=("127.0.0.1", port, apikey, ready, result), daemon=True
+    )
+    process.start()
+    if not ready.wait(15):
+        raise SystemExit("the counting subscriber did not start")
+    sent, _, _, _ = asyncio.run(publish(port, apikey, seconds, devices, window))
+    received, span = result.get(timeout=300)
+    process.join(10)
+    return received / span if span else 0.0, sent, received
+
+
+def start_cidade(store: str, broker_port: int) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIDADE_")}
+    env.update({"CIDADE_RATE_LIMIT": "0", "CIDADE_MQTT_CLIENT_ID": "cidade-bench"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cidade.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--store",
+            store,
+            "--mqtt",
+            f"mqtt://127.0.0.1:{broker_port}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit("cidade did not start")
+
+
+def all_written(http: httpx.Client, base: str, last: dict[int, int]) -> bool:
+    seen: dict[str, int] = {}
+    offset = 0
+    while True:
+        r = http.get(
+            f"{base}{NGSI}/entities",
+            params={
+                "type": "AirQualityObserved",
+                "attrs": "seq",
+                "options": "keyValues",
+                "limit": "1000",
+                "offset": str(offset),
+            },
+        )
+        r.raise_for_status()
+        page = r.json()
+        for e in page:
+            seen[e["id"]] = e.get("seq", -1)
+        if len(page) < 1000:
+            break
+        offset += 1000
+    return all(
+        seen.get(f"urn:ngsi-ld:AirQualityObserved:sensor-{d}", -1) >= seq for d, seq in last.items()
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument("--window", type=int, default=64, help="publishes awaiting PUBACK")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="cidade-devices-bench-"))
+    broker, port = start_broker(folder)
+    try:
+        # The broker alone first: no Cidade session exists yet to queue these for.
+        alone, sent_alone, received_alone = broker_rate(
+            port, args.seconds, args.devices, args.window
+        )
+        store = f"sqlite:///{folder}/cidade.db"
+        auth = {"Authorization": f"Bearer {make_admin_key(store)}"}
+        cidade, base = start_cidade(store, port)
+        try:
+            with httpx.Client(timeout=60, headers=auth) as http:
+                group = {
+                    "apikey": "bench",
+                    "entity_type": "AirQualityObserved",
+                    "attributes": [
+                        {"object_id": "seq", "name": "seq", "type": "Integer"},
+                        {"object_id": "no2", "name": "no2", "type": "Number"},
+                        {"object_id": "t", "name": "temperature", "type": "Number"},
+                    ],
+                }
+                http.post(f"{base}/iot/services", json={"services": [group]}).raise_for_status()
+                time.sleep(1.0)  # the bridge connects
+                sent, _, last, start = asyncio.run(
+                    publish(port, "bench", args.seconds, args.devices, args.window)
+                )
+                while not all_written(http, base, last):
+                    time.sleep(0.25)
+                through = sent / (time.perf_counter() - start)
+        finally:
+            os.killpg(cidade.pid, signal.SIGTERM)
+            cidade.wait(30)
+    finally:
+        broker.terminate()
+        broker.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+    lost = f" ({sent_alone - received_alone} dropped)" if received_alone < sent_alone else ""
+    print(f"broker alone: {alone:,.0f} messages/s received by a plain subscriber{lost}")
+    print(
+        f"through Cidade (publish -> entity updated, history on, SQLite): {through:,.0f} "
+        f"messages/s, {sent:,} messages in {args.seconds:.0f} s of publishing"
+    )
+    print(f"ratio to the broker: {through / alone:.3f}  (aim: >= 5,000/s and >= 0.5)")
+
+
+if __name__ == "__main__":
+    main()
