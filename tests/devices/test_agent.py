@@ -240,3 +240,21 @@ def test_without_a_transport_the_command_is_an_error(client, bollard):
     assert command(client, "raise", True).status_code == 204
     got = entity(client, BOLLARD).json()
     assert got["raise_status"]["value"] == "ERROR" and "not sent" in got["raise_info"]["value"]
+
+
+def test_an_array_of_measures_is_all_or_nothing(client):
+    provision(client)
+    both = [
+        {"n": 1, "TimeInstant": "2026-11-26T09:00:00Z"},
+        {"n": 2, "TimeInstant": "2026-11-26T09:05:00Z"},
+    ]
+    assert send(client, "aq1", both).status_code == 200
+    bad = [{"n": 3, "TimeInstant": "2026-11-26T09:10:00Z"}, {"n": "lots"}]
+    agent_error(send(client, "aq1", bad), 400, "BAD_REQUEST")
+    history = client.get(
+        f"{NGSI}/temporal/entities/{AQ}",
+        headers={"NGSILD-Tenant": "city"},
+        params={"attrs": "no2", "options": "temporalValues"},
+    ).json()
+    assert [v[0] for v in history["no2"]["values"]] == [1, 2]
+    assert entity(client, AQ).json()["no2"]["value"] == 2

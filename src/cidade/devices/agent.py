@@ -105,20 +105,24 @@ class Agent:
             self.counts["received"] += 1
             try:
                 profile = await self.profile(measure.apikey, measure.device_id, resource)
-                op = self._op(profile, measure, now)
+                ops = self._ops(profile, measure, now)
             except Refused as exc:
                 outcome[n] = self._refuse(measure, exc.reason, exc.kind)
                 continue
             tenant_rounds = rounds.setdefault(profile.tenant, [])
             tenant_seen = seen.setdefault(profile.tenant, [])
-            for r, ids in enumerate(tenant_seen):
-                if op.entity_id not in ids:
-                    ids.add(op.entity_id)
-                    tenant_rounds[r].append((n, op))
-                    break
-            else:
-                tenant_seen.append({op.entity_id})
-                tenant_rounds.append([(n, op)])
+            after = -1  # the updates of one message (an array of measures) go in order
+            for op in ops:
+                for r in range(after + 1, len(tenant_seen)):
+                    if op.entity_id not in tenant_seen[r]:
+                        tenant_seen[r].add(op.entity_id)
+                        tenant_rounds[r].append((n, op))
+                        after = r
+                        break
+                else:
+                    tenant_seen.append({op.entity_id})
+                    tenant_rounds.append([(n, op)])
+                    after = len(tenant_seen) - 1
         for tenant, tenant_rounds in rounds.items():
             for batch in tenant_rounds:
                 results = await self.store.write(tenant, [op for _, op in batch])
@@ -133,7 +137,9 @@ class Agent:
                         self.counts["written"] += 1
         return outcome
 
-    def _op(self, profile: Profile, measure: Measure, now: str) -> WriteOp:
+    def _ops(self, profile: Profile, measure: Measure, now: str) -> list[WriteOp]:
+        """One update per object of measures (a message may hold an array of them, as the IoT
+        agent's multi-measures), every one checked before any is written."""
         try:
             if measure.object_id is not None:
                 measures: Any = single_value(profile, measure.object_id, measure.payload)
@@ -142,17 +148,18 @@ class Agent:
                     measures = orjson.loads(measure.payload)
                 except orjson.JSONDecodeError:
                     raise MappingError("the message is not valid JSON") from None
-            fragment = to_fragment(profile, measures, measure.received_at or now)
-            new = normalize_entity(fragment, self.terms, now)
+            many = measures if isinstance(measures, list) and measures else [measures]
+            news = [
+                normalize_entity(
+                    to_fragment(profile, m, measure.received_at or now), self.terms, now
+                )
+                for m in many
+            ]
         except MappingError as exc:
             raise Refused(str(exc), "invalid") from None
         except NgsiError as exc:
             raise Refused(exc.detail or exc.title, "invalid") from None
-
-        def apply(current: Entity | None) -> Entity:
-            return new if current is None else updated_with(current, new)
-
-        return WriteOp(new["id"], apply)
+        return [_upsert(new) for new in news]
 
     def _refuse(self, measure: Measure, reason: str, kind: str) -> str:
         self.counts[f"refused_{kind}"] += 1
@@ -173,3 +180,10 @@ class Agent:
         self.counts["command_answers"] += len(answers)
         if self.on_answers is not None:
             await self.on_answers(answers)
+
+
+def _upsert(new: Entity) -> WriteOp:
+    def apply(current: Entity | None) -> Entity:
+        return new if current is None else updated_with(current, new)
+
+    return WriteOp(new["id"], apply)
