@@ -577,3 +577,20 @@ def test_a_new_platform_says_how_to_make_the_first_administrator(make_client, ca
     with caplog.at_level(logging.WARNING, logger="cidade"):
         make_client()
     assert any("cidade user add" in r.getMessage() for r in caplog.records)
+
+
+def test_every_way_of_presenting_a_key(client):
+    token = call(client, account_with_key, "ana", ["operator"], [""])
+    for headers in (
+        {"Authorization": f"Bearer {token}"},
+        {"X-API-Key": token},
+        {"Authorization": token},  # as CKAN clients send their API token
+    ):
+        assert client.get(f"{NGSI}/types", headers=headers).status_code == 200, headers
+    for headers in (
+        {"Authorization": "Basic YW5hOnNlY3JldA=="},
+        {"Authorization": "Bearer not-a-key"},
+        {"X-API-Key": token[:-2] + "xx"},
+    ):
+        refused = client.get(f"{NGSI}/types", headers=headers)
+        assert refused.status_code == 401 and problem_type(refused) == "Unauthenticated", headers
