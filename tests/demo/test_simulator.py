@@ -4,9 +4,13 @@ sent through the NGSI-LD API reach the simulated bollards and their answers come
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
+import httpx
 import pytest
 
 from cidade.app import build_app
@@ -145,3 +149,65 @@ def test_the_city_comes_alive_through_mqtt(tmp_path, city):
             check_bollard_command(client)
     finally:
         broker.stop()
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def test_cidade_demo_help():
+    r = subprocess.run(
+        [sys.executable, "-m", "cidade.cli", "demo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, r.stderr
+    for option in ("--osm", "--mqtt", "--port", "--store", "--speed", "--scale"):
+        assert option in r.stdout
+
+
+@pytest.mark.server
+def test_cidade_demo_serves_a_living_city(tmp_path):
+    from tests.test_server import free_port, stop
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CIDADE_")}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cidade.cli",
+            "demo",
+            "--port",
+            str(port),
+            "--store",
+            f"sqlite:///{tmp_path}/demo.db",
+            "--scale",
+            "0.3",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        seen: set[str] = set()
+        while time.monotonic() < deadline and len(seen) < 4:
+            assert proc.poll() is None, proc.stdout.read().decode()
+            try:
+                for t in TYPES:
+                    # anonymous: the demo's types are public
+                    r = httpx.get(f"{base}{NGSI}/entities", params={"type": t}, timeout=2)
+                    if r.status_code == 200 and r.json():
+                        seen.add(t)
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert len(seen) >= 4, seen
+        assert httpx.get(f"{base}/openapi.json", timeout=5).status_code == 200
+    finally:
+        stop(proc)
+    out = proc.stdout.read().decode()
+    assert "demo / cidade-demo-password" in out and "KEY=" in out, out
