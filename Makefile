@@ -15,11 +15,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: install
-	@printf 'cidade-demo-password\n' | $(BIN)/cidade user add demo --role admin --tenant '*' \
-		--password-stdin --if-absent --store sqlite:///cidade.db
-	@echo "Log in at http://127.0.0.1:8000/auth/login as demo / cidade-demo-password,"
-	@echo "or make a key: .venv/bin/cidade key add --owner demo"
-	$(BIN)/cidade serve --host 127.0.0.1 --port 8000 --store sqlite:///cidade.db
+	$(BIN)/cidade demo
 
 lint: install
 	$(BIN)/ruff check src tests bench

