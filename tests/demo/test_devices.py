@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import random
 from collections import Counter
 from dataclasses import replace
@@ -29,7 +30,23 @@ from cidade.demo.devices import (
 HELSINKI = ZoneInfo("Europe/Helsinki")
 TUESDAY = datetime(2025, 10, 14, tzinfo=HELSINKI)  # a working day in autumn
 SATURDAY = datetime(2025, 10, 18, tzinfo=HELSINKI)
-MODELS = Path(__file__).resolve().parents[3] / "shared" / "standards" / "smart-data-models"
+# The team's reference copies sit beside the checkout (../shared); CIDADE_STANDARDS names them
+# elsewhere, as in a clone made somewhere else.
+MODELS = (
+    Path(os.environ["CIDADE_STANDARDS"])
+    if os.environ.get("CIDADE_STANDARDS")
+    else next(
+        (
+            p
+            for p in (
+                Path(__file__).resolve().parents[3] / "shared" / "standards",
+                Path("/work/shared/standards"),
+            )
+            if p.is_dir()
+        ),
+        Path(__file__).resolve().parents[3] / "shared" / "standards",
+    )
+) / "smart-data-models"
 
 
 @pytest.fixture(scope="module")
