@@ -258,3 +258,33 @@ def test_an_array_of_measures_is_all_or_nothing(client):
     ).json()
     assert [v[0] for v in history["no2"]["values"]] == [1, 2]
     assert entity(client, AQ).json()["no2"]["value"] == 2
+
+
+def test_a_device_that_provisioned_itself_takes_commands_at_once(client):
+    r = client.post(
+        "/iot/services",
+        json={
+            "services": [
+                {
+                    "apikey": "kl",
+                    "entity_type": "Streetlight",
+                    "commands": [{"name": "switch", "type": "command"}],
+                }
+            ]
+        },
+        headers=CITY,
+    )
+    assert r.status_code == 201, r.text
+    sink = RecordingSink()
+    client.app.state.commands.sink = sink
+    # The commands index is read before the device exists...
+    assert command(client, "switch", "on").status_code == 404
+    # ...and the device's first message makes it commandable without waiting for a refresh.
+    assert send(client, "lamp-7", {"powerState": "off"}, apikey="kl").status_code == 200
+    r = client.patch(
+        f"{NGSI}/entities/urn:ngsi-ld:Streetlight:lamp-7/attrs",
+        json={"switch": {"type": "Property", "value": "on"}},
+        headers={"NGSILD-Tenant": "city"},
+    )
+    assert r.status_code == 204, r.text
+    assert sink.sent == [("kl", "lamp-7", b'{"switch":"on"}')]
