@@ -6,7 +6,6 @@ reports each failure as {entityId, error: ProblemDetails} in a BatchOperationRes
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +30,12 @@ class BatchResult:
 
 
 def updated_with(current: Entity, new: Entity) -> Entity:
-    """Upsert with options=update: ``new``'s types added, its attributes added or overwritten."""
-    entity = copy.deepcopy(current)
+    """Upsert with options=update: ``new``'s types added, its attributes added or overwritten.
+
+    ``current`` is left as it was: its attribute map and instance lists are copied, which is all
+    put_instances changes (the instances themselves are replaced, never edited), and far cheaper
+    than a deep copy on the device agent's hot path."""
+    entity = {**current, "attrs": {iri: list(insts) for iri, insts in current["attrs"].items()}}
     entity["type"] = sorted(set(entity["type"]) | set(new["type"]))
     if "scope" in new:
         entity["scope"] = new["scope"]
