@@ -594,3 +594,25 @@ def test_every_way_of_presenting_a_key(client):
     ):
         refused = client.get(f"{NGSI}/types", headers=headers)
         assert refused.status_code == 401 and problem_type(refused) == "Unauthenticated", headers
+
+
+def test_fiware_service_names_the_tenant_handlers_act_in(client):
+    lisbon = call(client, account_with_key, "lis-op", ["operator"], ["lisboa"])
+    root = call(client, account_with_key, "root", ["admin"], ["*"])
+    made = client.post(
+        f"{NGSI}/entities",
+        json=entity("urn:ngsi-ld:Building:fs1"),
+        headers={"Authorization": f"Bearer {lisbon}", "Fiware-Service": "lisboa"},
+    )
+    assert made.status_code == 201, made.text
+    # Written where the gate authorised it, not in the default tenant.
+    assert (
+        client.get(
+            f"{NGSI}/entities/urn:ngsi-ld:Building:fs1", headers=bearer(root, "lisboa")
+        ).status_code
+        == 200
+    )
+    assert (
+        client.get(f"{NGSI}/entities/urn:ngsi-ld:Building:fs1", headers=bearer(root)).status_code
+        == 404
+    )

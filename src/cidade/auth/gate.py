@@ -27,6 +27,7 @@ from cidade.auth.oidc import OidcVerifier, TokenRejected, looks_like_jwt
 from cidade.auth.principal import ANONYMOUS, EVERY_TENANT, Principal
 from cidade.auth.roles import (
     EVERY_SUBSCRIPTION,
+    PERMISSIONS,
     PUBLIC,
     PUBLIC_READERS,
     ROLES,
@@ -44,6 +45,8 @@ GRANT = "cidade.grant"
 _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 # Roles whose reads of entities are not narrowed (to public types, or to own entities).
 _READ_ALL = frozenset(r for r in ROLES if r not in PUBLIC_READERS and r != "device")
+
+_EVERY_PERMISSION = frozenset(PERMISSIONS)
 
 # The principal every request has when access control is off (local development only).
 DEVELOPER = Principal(
@@ -67,6 +70,12 @@ class Grant:
     own_entities: tuple[str, ...] | None = None
     # The owner whose subscriptions alone it sees and changes; None: every subscription.
     subscriber: str | None = None
+    # Every permission the caller holds here (its roles in this tenant, narrowed by a key's
+    # scope): what a handler checks beyond the route's own permission (commands.send).
+    permissions: frozenset[str] = frozenset()
+
+    def may(self, permission: str) -> bool:
+        return permission in self.permissions
 
     def owns(self, entity_id: str) -> bool:
         if self.own_entities is None:
@@ -175,7 +184,7 @@ class Gate:
             raise BadRequestData("NGSILD-Tenant and Fiware-Service name different tenants")
         tenant = tenant if tenant is not None else service or ""
         if not self.enabled:
-            grant = Grant(DEVELOPER, tenant, permission)
+            grant = Grant(DEVELOPER, tenant, permission, permissions=_EVERY_PERMISSION)
             request.scope[GRANT] = grant
             return grant
         principal = await self.authenticate(request, authorization, api_key, cookies)
@@ -207,6 +216,7 @@ class Gate:
             read_types=self.public_types if narrowed and "device" not in roles else None,
             own_entities=principal.entities if narrowed and "device" in roles else None,
             subscriber=None if roles & EVERY_SUBSCRIPTION else owner_of(principal),
+            permissions=granted,
         )
         request.scope[GRANT] = grant
         return grant

@@ -22,7 +22,6 @@ import orjson
 from cidade.auth.audit import Audit
 from cidade.auth.errors import AccessDenied
 from cidade.auth.gate import Grant
-from cidade.auth.roles import permissions_of
 from cidade.devices.agent import Agent, Refused
 from cidade.devices.mapping import Profile, build_profile
 from cidade.devices.messages import CommandAnswer, CommandSink
@@ -105,7 +104,8 @@ class Commands:
         if not named:
             return body
         who = grant.principal
-        if "commands.send" not in permissions_of(who.roles) or not who.member_of(tenant):
+        # The grant's permissions: the caller's roles in this tenant, narrowed by a key's scope.
+        if not grant.may("commands.send"):
             for name in named:
                 await self.audit.record(
                     "command.refused",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cidade.hub import timefmt
 from cidade.hub.model import is_uri
 
 # The measure that dates a message, as the IoT agents name it.
@@ -139,8 +140,7 @@ def observed_at(value: object, timezone: str | None) -> str:
         except (ZoneInfoNotFoundError, ValueError):
             raise MappingError(f"unknown timezone {timezone!r}") from None
         parsed = parsed.replace(tzinfo=zone)
-    utc = parsed.astimezone(UTC).replace(tzinfo=None)
-    return utc.isoformat(timespec="microseconds") + "Z"  # the hub's stored format
+    return timefmt.from_datetime(parsed)
 
 
 def to_fragment(profile: Profile, measures: object, received_at: str) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from cidade.auth.routes import GuardedRoute, guarded
 from cidade.devices.agent import HTTP_RESOURCE, Agent
 from cidade.devices.messages import Measure
 from cidade.hub import timefmt
+from cidade.hub.errors import PayloadTooLarge
+from cidade.hub.http import read_capped
 
 
 def iot_error(status: int, name: str, message: str) -> Response:
@@ -48,13 +50,10 @@ class Southbound:
             return iot_error(
                 415, "UNSUPPORTED_CONTENT_TYPE", "measures are sent as application/json"
             )
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return iot_error(413, "PAYLOAD_TOO_LARGE", f"at most {self.max_body_bytes} bytes")
-            chunks.append(chunk)
-        body = b"".join(chunks)
+        try:
+            body = await read_capped(request, self.max_body_bytes)
+        except PayloadTooLarge:
+            return iot_error(413, "PAYLOAD_TOO_LARGE", f"at most {self.max_body_bytes} bytes")
         if "t" in params:
             try:
                 measures: Any = orjson.loads(body)

@@ -8,6 +8,8 @@ from cidade.openapi.build import (
     LOCATION,
     TENANT,
     ApiPart,
+    json_body,
+    json_ok,
     merge,
     no_content,
     operation,
@@ -166,16 +168,6 @@ AUDIT_EVENT: Schema = {
 }
 
 
-def _json_body(schema: Schema, description: str) -> dict[str, Any]:
-    return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
-
-
-def _ok(schema: Schema, description: str, status: int = 200, **extra: Any) -> dict[str, Any]:
-    return {
-        str(status): {"description": description, "content": {JSON: {"schema": schema}}, **extra}
-    }
-
-
 def auth_paths() -> dict[str, Any]:
     write = (400, 413, 415)
     return {
@@ -190,7 +182,7 @@ def auth_paths() -> dict[str, Any]:
                 "logIn",
                 "Log in: a session cookie",
                 merge(
-                    _ok(ref("Session"), "Logged in (JSON); the cookie cidade_session is set."),
+                    json_ok(ref("Session"), "Logged in (JSON); the cookie cidade_session is set."),
                     {
                         "303": {
                             "description": "Logged in (form): off to `next`.",
@@ -211,7 +203,7 @@ def auth_paths() -> dict[str, Any]:
             "post": operation("logOut", "Log out: the session ends", no_content(), tag=TAG)
         },
         "/auth/me": {
-            "get": operation("me", "Who the caller is", _ok(ref("Me"), "The caller."), tag=TAG)
+            "get": operation("me", "Who the caller is", json_ok(ref("Me"), "The caller."), tag=TAG)
         },
         "/auth/me/password": {
             "post": operation(
@@ -219,14 +211,16 @@ def auth_paths() -> dict[str, Any]:
                 "Change one's own password (every session ends)",
                 merge(no_content(), problems(*write)),
                 tag=TAG,
-                request_body=_json_body(PASSWORD_CHANGE, "The current and the new password."),
+                request_body=json_body(PASSWORD_CHANGE, "The current and the new password."),
             )
         },
         "/auth/keys": {
             "get": operation(
                 "listKeys",
                 "The caller's API keys (all=true: every key of an administrator's tenants)",
-                merge(_ok({"type": "array", "items": ref("ApiKey")}, "The keys."), problems(400)),
+                merge(
+                    json_ok({"type": "array", "items": ref("ApiKey")}, "The keys."), problems(400)
+                ),
                 tag=TAG,
                 parameters=[TENANT, query("all", "every key", {"enum": ["true", "false"]})],
             ),
@@ -234,7 +228,7 @@ def auth_paths() -> dict[str, Any]:
                 "createKey",
                 "Create an API key (shown once)",
                 merge(
-                    _ok(
+                    json_ok(
                         ref("NewApiKey"),
                         "Created; `key` is shown this once.",
                         201,
@@ -244,7 +238,7 @@ def auth_paths() -> dict[str, Any]:
                 ),
                 tag=TAG,
                 parameters=[TENANT],
-                request_body=_json_body(ref("KeySpec"), "What the key may do."),
+                request_body=json_body(ref("KeySpec"), "What the key may do."),
             ),
         },
         "/auth/keys/{key_id}": {
@@ -260,17 +254,17 @@ def auth_paths() -> dict[str, Any]:
             "get": operation(
                 "listAccounts",
                 "The accounts of the administrator's tenants",
-                _ok({"type": "array", "items": ref("Account")}, "The accounts."),
+                json_ok({"type": "array", "items": ref("Account")}, "The accounts."),
                 tag=TAG,
                 parameters=[TENANT],
             ),
             "post": operation(
                 "createAccount",
                 "Create an account",
-                merge(_ok(ref("Account"), "Created.", 201, headers=LOCATION), problems(*write)),
+                merge(json_ok(ref("Account"), "Created.", 201, headers=LOCATION), problems(*write)),
                 tag=TAG,
                 parameters=[TENANT],
-                request_body=_json_body(ref("AccountInput"), "The new account."),
+                request_body=json_body(ref("AccountInput"), "The new account."),
             ),
         },
         "/auth/accounts/{name}": {
@@ -287,15 +281,15 @@ def auth_paths() -> dict[str, Any]:
                     "get",
                     "getAccount",
                     "One account",
-                    merge(_ok(ref("Account"), "The account."), problems(404)),
+                    merge(json_ok(ref("Account"), "The account."), problems(404)),
                     {},
                 ),
                 (
                     "patch",
                     "changeAccount",
                     "Change an account's roles, tenants, state, password",
-                    merge(_ok(ref("Account"), "Changed."), problems(404, *write)),
-                    {"request_body": _json_body(ref("AccountChange"), "What changes.")},
+                    merge(json_ok(ref("Account"), "Changed."), problems(404, *write)),
+                    {"request_body": json_body(ref("AccountChange"), "What changes.")},
                 ),
                 (
                     "delete",
@@ -311,7 +305,7 @@ def auth_paths() -> dict[str, Any]:
                 "auditLog",
                 "Audit events, newest first",
                 merge(
-                    _ok(
+                    json_ok(
                         {"type": "array", "items": ref("AuditEvent")},
                         "The events.",
                         headers={

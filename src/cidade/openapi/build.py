@@ -190,6 +190,18 @@ def ok(
     return {str(status): response}
 
 
+def json_ok(
+    schema: Schema, description: str, status: int = 200, headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A success answer in plain application/json (the platform's own APIs: /auth, /iot)."""
+    return ok(schema, description, status=status, ld=False, headers=headers)
+
+
+def json_body(schema: Schema, description: str) -> dict[str, Any]:
+    """A required application/json request body (the platform's own APIs)."""
+    return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
+
+
 def no_content(description: str = "Done; no body.") -> dict[str, Any]:
     return {"204": {"description": description}}
 

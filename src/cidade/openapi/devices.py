@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from cidade.openapi.build import TENANT, ApiPart, merge, no_content, operation, path_param, query
+from cidade.openapi.build import (
+    TENANT,
+    ApiPart,
+    json_body,
+    json_ok,
+    merge,
+    no_content,
+    operation,
+    path_param,
+    query,
+)
 from cidade.openapi.schemas import STRING, Schema, ref
 
 TAG = "Devices"
@@ -203,15 +213,7 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(c): _error(texts[c], gate=c == 400) for c in codes}
 
 
-def _ok(schema: Schema, description: str, status: int = 200) -> dict[str, Any]:
-    return {str(status): {"description": description, "content": {JSON: {"schema": schema}}}}
-
-
-CREATED = _ok({"type": "object", "maxProperties": 0}, "Created: every one of them.", 201)
-
-
-def _body(schema: Schema, description: str) -> dict[str, Any]:
-    return {"required": True, "description": description, "content": {JSON: {"schema": schema}}}
+CREATED = json_ok({"type": "object", "maxProperties": 0}, "Created: every one of them.", 201)
 
 
 def _many(key: str, item: Schema) -> Schema:
@@ -231,7 +233,7 @@ def devices_paths() -> dict[str, Any]:
                 "listServiceGroups",
                 "The tenant's service groups",
                 merge(
-                    _ok(
+                    json_ok(
                         {
                             "type": "object",
                             "required": ["count", "services"],
@@ -258,7 +260,7 @@ def devices_paths() -> dict[str, Any]:
                 merge(CREATED, _errors(*write, 409)),
                 tag=TAG,
                 parameters=HEADERS,
-                request_body=_body(_many("services", ref("IotService")), "The groups."),
+                request_body=json_body(_many("services", ref("IotService")), "The groups."),
             ),
             "put": operation(
                 "updateServiceGroup",
@@ -266,7 +268,7 @@ def devices_paths() -> dict[str, Any]:
                 merge(no_content(), _errors(*write, 404)),
                 tag=TAG,
                 parameters=[*HEADERS, *GROUP_KEY],
-                request_body=_body(ref("IotServiceChange"), "The members to change."),
+                request_body=json_body(ref("IotServiceChange"), "The members to change."),
             ),
             "delete": operation(
                 "deleteServiceGroup",
@@ -281,7 +283,7 @@ def devices_paths() -> dict[str, Any]:
                 "listDevices",
                 "The tenant's devices",
                 merge(
-                    _ok(
+                    json_ok(
                         {
                             "type": "object",
                             "required": ["count", "devices"],
@@ -303,14 +305,14 @@ def devices_paths() -> dict[str, Any]:
                 merge(CREATED, _errors(*write, 409)),
                 tag=TAG,
                 parameters=HEADERS,
-                request_body=_body(_many("devices", ref("IotDevice")), "The devices."),
+                request_body=json_body(_many("devices", ref("IotDevice")), "The devices."),
             ),
         },
         "/iot/devices/{device_id}": {
             "get": operation(
                 "getDevice",
                 "One device",
-                merge(_ok(ref("IotDeviceOut"), "The device."), _errors(400, 404)),
+                merge(json_ok(ref("IotDeviceOut"), "The device."), _errors(400, 404)),
                 tag=TAG,
                 parameters=[*HEADERS, DEVICE_ID],
             ),
@@ -320,7 +322,7 @@ def devices_paths() -> dict[str, Any]:
                 merge(no_content(), _errors(*write, 404)),
                 tag=TAG,
                 parameters=[*HEADERS, DEVICE_ID],
-                request_body=_body(ref("IotDeviceChange"), "The members to change."),
+                request_body=json_body(ref("IotDeviceChange"), "The members to change."),
             ),
             "delete": operation(
                 "deleteDevice",
@@ -378,7 +380,7 @@ def southbound_paths() -> dict[str, Any]:
                         "schema": {"type": "string"},
                     },
                 ],
-                request_body=_body(
+                request_body=json_body(
                     {
                         "type": "object",
                         "description": "measures by object_id; TimeInstant dates them",
