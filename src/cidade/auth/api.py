@@ -15,7 +15,13 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from cidade.auth.accounts import AccountError, Accounts, NotFound, account_principal
+from cidade.auth.accounts import (
+    AccountError,
+    Accounts,
+    NotFound,
+    account_principal,
+    public_account,
+)
 from cidade.auth.audit import EVENTS, Audit
 from cidade.auth.credentials import new_token, same
 from cidade.auth.errors import TooManyRequests, Unauthenticated
@@ -281,8 +287,6 @@ class AuthApi:
         return _json(account, status=201, headers={"Location": location})
 
     async def get_account(self, request: Request) -> Response:
-        from cidade.auth.accounts import public_account
-
         try:
             account = await self.accounts.get(
                 grant_of(request).principal, request.path_params["name"]
