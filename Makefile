@@ -32,6 +32,7 @@ bench: install
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/notify.py
 	$(BIN)/python bench/gate.py
+	$(BIN)/python bench/mqtt_clients.py
 	$(BIN)/python bench/devices.py
 
 clean:

@@ -17,9 +17,10 @@ returned, that is after the store committed it. A crash between receipt and comm
 message unacknowledged in the broker's session, which delivers it again at the next connection:
 delivery is at least once, a message may come twice, never zero times.
 
-aiomqtt does not expose paho-mqtt's manual acknowledgement (``manual_ack`` / ``ack(mid, qos)``),
-so the bridge switches it on through aiomqtt's paho client (``Client._client``): the one place
-that reaches inside aiomqtt, checked when the bridge is built and by tests/devices/test_mqtt.py.
+The MQTT client is gmqtt: with ``optimistic_acknowledgement`` off it sends a message's PUBACK
+when the coroutine handling it returns, which is what acknowledging after commit needs, and
+its receive path costs a sixth of paho-mqtt's for MQTT 5 (bench/mqtt_clients.py). The bridge
+reconnects by itself, with backoff, on a new client each time (``_Client.reconnect``).
 """
 
 from __future__ import annotations
@@ -29,15 +30,14 @@ import logging
 import random
 import ssl
 import urllib.parse
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import aiomqtt
-import paho.mqtt.client as paho
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
+import gmqtt
+from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.storage import PersistentStorage
 
 from cidade.config import Settings
 from cidade.devices.messages import CommandAnswer, Ingest, Measure
@@ -205,6 +205,61 @@ class MqttCounters:
         return asdict(self)
 
 
+# -- the MQTT client ------------------------------------------------------------------------------
+
+
+class _Quiet(logging.LoggerAdapter):
+    """gmqtt's own log lines, at DEBUG: the bridge reports connections, losses and refusals
+    itself, and gmqtt's wording ("not reconnecting") would contradict what the bridge does."""
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if self.logger.isEnabledFor(logging.DEBUG):
+            self.logger.log(logging.DEBUG, msg, *args, **kwargs)
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+        return self.logger.isEnabledFor(logging.DEBUG)
+
+
+def _demote(record: logging.LogRecord) -> bool:
+    # gmqtt's protocol module logs through its own logger, e.g. a PUBACK that found its
+    # connection already closed (the broker delivers that message again: nothing is lost).
+    record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+    return True
+
+
+class _Outbox(PersistentStorage):
+    """gmqtt's store of our unacknowledged QoS 1 publishes, telling who waits for a PUBACK."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_mid: int | None = None
+        self.waiting: dict[int, asyncio.Future[None]] = {}
+
+    def push_message(self, mid: int, raw_package: bytes) -> None:
+        super().push_message(mid, raw_package)
+        self.last_mid = mid
+
+    def remove_message_by_mid(self, mid: int) -> None:
+        super().remove_message_by_mid(mid)
+        waiter = self.waiting.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class _Client(gmqtt.Client):
+    """One connection's client. gmqtt would reconnect by itself (with a fixed delay, on the same
+    client); the bridge does it instead, with backoff and on a new client, so a lost connection
+    is only reported here."""
+
+    def __init__(self, client_id: str, lost: asyncio.Event, **kwargs: Any) -> None:
+        self.outbox = _Outbox()
+        super().__init__(client_id, persistent_storage=self.outbox, **kwargs)
+        self.lost = lost
+
+    async def reconnect(self, delay: bool = False) -> None:
+        self.lost.set()
+
+
 # -- the bridge ----------------------------------------------------------------------------------
 
 
@@ -218,7 +273,7 @@ class MqttBridge:
         settings: Settings,
         ingest: Ingest,
         *,
-        batch_max: int = 500,
+        batch_max: int = 1000,
         batch_wait: float = 0.005,
         receive_maximum: int | None = None,
         session_expiry: int = WEEK,
@@ -245,13 +300,19 @@ class MqttBridge:
         self.timeout = timeout
         self.topics = tuple(topics)
         self.counters = MqttCounters()
-        self._client: aiomqtt.Client | None = None
+        self._client: _Client | None = None
         self._connected = asyncio.Event()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._idle = True  # waiting for a message (nothing in hand that a stop would waste)
-        if not callable(getattr(paho.Client, "ack", None)):
-            raise RuntimeError("paho-mqtt without manual acknowledgement (needs paho-mqtt >= 2)")
+        # Messages received and not yet acknowledged, in arrival order: (client, topic,
+        # payload, the future its PUBACK waits for; None for QoS 0).
+        self._inbox: deque[tuple[_Client, str, bytes, asyncio.Future[None] | None]] = deque()
+        self._wake = asyncio.Event()
+        self._log = _Quiet(log.getChild("gmqtt"), {})
+        protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
+        if _demote not in protocol_log.filters:
+            protocol_log.addFilter(_demote)
 
     # -- life cycle
 
@@ -275,6 +336,7 @@ class MqttBridge:
         if task is None:
             return
         self._stopping.set()
+        self._wake.set()
         if self._idle:
             task.cancel()
         done, _ = await asyncio.wait({task}, timeout=timeout)
@@ -291,54 +353,70 @@ class MqttBridge:
         broker's PUBACK; MqttUnavailable when not connected or not acknowledged in time."""
         topic = command_topic(apikey, device_id)
         client = self._client
-        if client is None or not self._connected.is_set():
+        if client is None or not self._connected.is_set() or client.lost.is_set():
             raise MqttUnavailable(f"not connected to {self.address.safe()}")
+        acked = asyncio.get_running_loop().create_future()
+        client.publish(topic, body, qos=1)
+        mid = client.outbox.last_mid
+        assert mid is not None
+        client.outbox.waiting[mid] = acked
         try:
-            await client.publish(topic, body, qos=1, timeout=self.timeout)
-        except aiomqtt.MqttError as exc:
-            raise MqttUnavailable(f"{self.address.safe()}: {exc}") from None
+            await asyncio.wait_for(acked, self.timeout)
+        except TimeoutError:
+            client.outbox.waiting.pop(mid, None)
+            raise MqttUnavailable(
+                f"{self.address.safe()} did not acknowledge the command in time"
+            ) from None
         self.counters.commands_sent += 1
 
     # -- connection
 
-    def _new_client(self, inbox: asyncio.Queue) -> aiomqtt.Client:
-        properties = Properties(PacketTypes.CONNECT)
-        properties.SessionExpiryInterval = self.session_expiry
-        properties.ReceiveMaximum = self.receive_maximum
-        client = aiomqtt.Client(
-            self.address.host,
-            self.address.port,
-            username=self.address.username,
-            password=self.address.password,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=properties,
-            keepalive=self.keepalive,
-            timeout=self.timeout,
-            tls_context=self.address.ssl_context(),
-            queue_type=lambda maxsize=0: inbox,  # type: ignore[arg-type]
+    def _new_client(self, lost: asyncio.Event) -> _Client:
+        client = _Client(
+            self.client_id,
+            lost,
+            clean_session=False,
+            optimistic_acknowledgement=False,  # PUBACK once the handler returned: after commit
+            logger=self._log,
+            session_expiry_interval=self.session_expiry,
+            receive_maximum=self.receive_maximum,
         )
-        paho_client = client._client  # manual PUBACK: not exposed by aiomqtt
-        paho_client.manual_ack_set(True)
+        if self.address.username is not None:
+            client.set_auth_credentials(self.address.username, self.address.password)
+        client.on_message = self._on_message
+        client.on_disconnect = lambda *_: lost.set()
         return client
 
     async def _run(self) -> None:
         delay = self.backoff_initial
         while not self._stopping.is_set():
+            lost = asyncio.Event()
+            client = self._new_client(lost)
             try:
-                inbox: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
-                client = self._new_client(inbox)
-                async with client:
-                    self._client = client
-                    self.counters.connections += 1
-                    delay = self.backoff_initial
-                    await self._subscribe(client)
-                    log.info("MQTT: connected to %s as %r", self.address.safe(), self.client_id)
-                    self._connected.set()
-                    await self._consume(client, inbox)
-                    return  # stopping
-            except aiomqtt.MqttError as exc:
+                try:
+                    await asyncio.wait_for(
+                        client.connect(
+                            self.address.host,
+                            self.address.port,
+                            ssl=self.address.ssl_context() or False,
+                            keepalive=self.keepalive,
+                            version=MQTTv50,
+                        ),
+                        self.timeout,
+                    )
+                except TimeoutError:
+                    raise ConnectionError("no answer to CONNECT in time") from None
+                self._client = client
+                self.counters.connections += 1
+                delay = self.backoff_initial
+                await self._subscribe(client)
+                log.info("MQTT: connected to %s as %r", self.address.safe(), self.client_id)
+                self._connected.set()
+                await self._consume(client)
+                if self._stopping.is_set():
+                    return
+                raise ConnectionError("connection lost")
+            except (OSError, gmqtt.MQTTConnectError) as exc:
                 if self._stopping.is_set():
                     return
                 self.counters.connection_failures += 1
@@ -353,6 +431,7 @@ class MqttBridge:
             finally:
                 self._connected.clear()
                 self._client = None
+                await self._close(client)
             self._idle = True
             try:
                 pause = delay * random.uniform(0.8, 1.2)
@@ -361,66 +440,91 @@ class MqttBridge:
                 pass
             delay = min(delay * 2, self.backoff_max)
 
-    async def _subscribe(self, client: aiomqtt.Client) -> None:
-        granted = await client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
+    async def _close(self, client: _Client) -> None:
+        """Disconnect (the session stays with the broker), then let go of the messages of this
+        connection that were never acknowledged: with the connection closed, no PUBACK leaves
+        for them and the broker delivers them again."""
+        client.lost.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(client.disconnect()), 5.0)
+        except Exception:  # already gone: nothing to say goodbye to
+            pass
+        kept: deque[tuple[_Client, str, bytes, asyncio.Future[None] | None]] = deque()
+        for item in self._inbox:
+            if item[0] is client:
+                if item[3] is not None and not item[3].done():
+                    item[3].set_result(None)
+            else:
+                kept.append(item)
+        self._inbox = kept
+
+    async def _subscribe(self, client: _Client) -> None:
+        answered: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
+
+        def on_subscribe(_client: Any, mid: int, granted: tuple[int, ...], _props: Any) -> None:
+            if not answered.done():
+                answered.set_result(granted)
+
+        client.on_subscribe = on_subscribe
+        client.subscribe([gmqtt.Subscription(t, qos=1) for t in self.topics])
+        try:
+            granted = await asyncio.wait_for(answered, self.timeout)
+        except TimeoutError:
+            raise ConnectionError("no answer to SUBSCRIBE in time") from None
         for topic, code in zip(self.topics, granted, strict=False):
-            value = getattr(code, "value", code)
-            if value != 1:
+            if code != 1:
                 log.warning("MQTT: subscription %s granted %s, not QoS 1", topic, code)
 
     # -- receiving
 
-    async def _consume(self, client: aiomqtt.Client, inbox: asyncio.Queue) -> None:
-        """Batches: the first message, then whatever is already in ``inbox`` (aiomqtt's queue,
-        ours), then what comes within ``batch_wait``, up to ``batch_max``."""
-        # aiomqtt's iterator is what notices a lost connection; it is awaited by one task at a
-        # time, never cancelled by a timeout (a message it had already taken would be dropped,
-        # unacknowledged until the next connection), and the inbox is only drained directly
-        # while no such task waits (so the order stays the broker's).
-        messages = client.messages
-        loop = asyncio.get_running_loop()
-        waiting: asyncio.Task[aiomqtt.Message] | None = None
+    async def _on_message(
+        self, client: _Client, topic: str, payload: bytes, qos: int, properties: Any
+    ) -> int:
+        """gmqtt's handler of one message: its PUBACK leaves when this returns, that is once
+        the batch holding it was handed to the agent (or dropped with its connection)."""
+        if qos == 0:
+            self._inbox.append((client, topic, payload, None))
+            self._wake.set()
+            return 0
+        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._inbox.append((client, topic, payload, acked))
+        self._wake.set()
+        await acked
+        return 0
 
-        async def receive(timeout: float | None) -> aiomqtt.Message | None:
-            nonlocal waiting
-            if waiting is None:
-                waiting = asyncio.ensure_future(anext(messages))
-            done, _ = await asyncio.wait({waiting}, timeout=timeout)
-            if not done:
-                return None
-            task, waiting = waiting, None
-            return task.result()
-
-        try:
-            while True:
-                self._idle = True
+    async def _consume(self, client: _Client) -> None:
+        """Batches: what is in the inbox, after waiting ``batch_wait`` for more when it holds
+        less than ``batch_max``; until the connection is lost or the bridge stops."""
+        while True:
+            self._idle = True
+            while not self._inbox and not client.lost.is_set():
                 if self._stopping.is_set():
                     return
-                message = await receive(None)
-                self._idle = False
-                batch: list[aiomqtt.Message] = []
-                deadline = loop.time() + self.batch_wait
-                while message is not None:
-                    batch.append(message)
-                    while len(batch) < self.batch_max and not inbox.empty():
-                        batch.append(inbox.get_nowait())
-                    remaining = deadline - loop.time()
-                    if len(batch) >= self.batch_max or remaining <= 0:
-                        break
-                    message = await receive(remaining)
-                await self._deliver(client, batch)
-        finally:
-            if waiting is not None:
-                waiting.cancel()
+                self._wake.clear()
+                lost = asyncio.ensure_future(client.lost.wait())
+                woken = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait({lost, woken}, return_when=asyncio.FIRST_COMPLETED)
+                lost.cancel()
+                woken.cancel()
+            if client.lost.is_set() or self._stopping.is_set():
+                return
+            self._idle = False
+            if len(self._inbox) < self.batch_max and self.batch_wait > 0:
+                await asyncio.sleep(self.batch_wait)
+            batch = []
+            while self._inbox and len(batch) < self.batch_max:
+                batch.append(self._inbox.popleft())
+            await self._deliver(batch)
 
-    async def _deliver(self, client: aiomqtt.Client, batch: list[aiomqtt.Message]) -> None:
+    async def _deliver(
+        self, batch: list[tuple[_Client, str, bytes, asyncio.Future[None] | None]]
+    ) -> None:
         """Hand a batch to the agent in arrival order, one call per run of the same kind, and
         acknowledge each run once the agent returned (PUBACKs leave in arrival order)."""
         received_at = timefmt.now()
         runs: list[tuple[str, list[Any], int]] = []  # kind, items, index of its last message
-        for index, message in enumerate(batch):
+        for index, (_, topic, payload, _) in enumerate(batch):
             self.counters.received += 1
-            topic = message.topic.value
             route = parse_topic(topic)
             if route is None:
                 self.counters.malformed_topics += 1
@@ -428,17 +532,9 @@ class MqttBridge:
                     "MQTT: ignored a message on %s: not a device topic", _topic_for_log(topic)
                 )
                 continue
-            payload = message.payload
-            if not isinstance(payload, bytes):
-                payload = str(payload).encode() if payload is not None else b""
             if route.kind == MEASURE:
                 item: Any = Measure(
-                    route.apikey,
-                    route.device_id,
-                    payload,
-                    route.object_id,
-                    received_at,
-                    "mqtt",
+                    route.apikey, route.device_id, payload, route.object_id, received_at, "mqtt"
                 )
             else:
                 item = CommandAnswer(route.apikey, route.device_id, payload, received_at)
@@ -450,10 +546,12 @@ class MqttBridge:
         acked = 0
         for kind, items, last in runs:
             if not await self._hand_over(kind, items):
-                return  # stopping: unacknowledged, the broker delivers them again
-            self._ack(client, batch[acked : last + 1])
+                # Stopping: put them back unacknowledged; closing the connection lets them go.
+                self._inbox.extendleft(reversed(batch[acked:]))
+                return
+            self._ack(batch[acked : last + 1])
             acked = last + 1
-        self._ack(client, batch[acked:])
+        self._ack(batch[acked:])
         self.counters.batches += 1
 
     async def _hand_over(self, kind: str, items: list[Any]) -> bool:
@@ -491,11 +589,10 @@ class MqttBridge:
                 delay = min(delay * 2, 5.0)
 
     @staticmethod
-    def _ack(client: aiomqtt.Client, messages: Sequence[aiomqtt.Message]) -> None:
-        paho_client = client._client
-        for message in messages:
-            if message.qos > 0:
-                paho_client.ack(message.mid, message.qos)
+    def _ack(messages: Sequence[tuple[_Client, str, bytes, asyncio.Future[None] | None]]) -> None:
+        for _, _, _, acked in messages:
+            if acked is not None and not acked.done():
+                acked.set_result(None)
 
 
 __all__ = [
