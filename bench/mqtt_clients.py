@@ -22,9 +22,10 @@ from pathlib import Path
 
 import aiomqtt
 import gmqtt
-from devices import publish, start_broker
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+
+from devices import publish, start_broker
 
 
 def cpu() -> float:

@@ -216,7 +216,7 @@ class _Quiet(logging.LoggerAdapter):
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.log(logging.DEBUG, msg, *args, **kwargs)
 
-    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 (logging's name)
+    def isEnabledFor(self, level: int) -> bool:
         return self.logger.isEnabledFor(logging.DEBUG)
 
 
