@@ -153,3 +153,106 @@ def test_history_can_outlive_the_entity(keeping_store):
     put(s, loop, "urn:s:6", None)
     got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:6"])))
     assert [i["value"] for i in got["urn:s:6"][T]] == [1]
+
+
+# -- SQLite: history appended to history_recent, merged into attr_history in sorted runs -----
+
+
+@pytest.fixture
+def sqlite_store(tmp_path):
+    with running_store("sqlite", tmp_path) as opened:
+        yield opened
+
+
+def rows_in(s, loop, table: str) -> int:
+    return loop.run_until_complete(
+        s.db.read(lambda c: c.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    )
+
+
+def test_recent_history_is_merged_in_runs_and_reads_see_all(sqlite_store, monkeypatch):
+    from cidade.store.sqlite import store as sqlite_store_module
+
+    monkeypatch.setattr(sqlite_store_module, "RECENT_MERGE_ROWS", 7)
+    s, loop = sqlite_store
+    times = [f"2026-03-01T10:00:{n:02d}.000000Z" for n in range(20)]
+    for n, at in enumerate(times):
+        ops = [
+            WriteOp(
+                f"urn:s:{k}",
+                lambda _c, k=k, n=n, at=at: entity(
+                    f"urn:s:{k}", {T: [reading(100 * k + n, at)]}, at
+                ),
+            )
+            for k in range(3)
+        ]
+        loop.run_until_complete(s.write("", ops))
+        # Every 7 rows or so a batch merges what came before it, itself included.
+        assert rows_in(s, loop, "history_recent") < 7 + 3
+    assert rows_in(s, loop, "attr_history") >= 60 - 9
+    hist = loop.run_until_complete(
+        s.history("", HistoryQuery(entity_ids=["urn:s:0", "urn:s:1", "urn:s:2"]))
+    )
+    for k in range(3):
+        assert [i["value"] for i in hist[f"urn:s:{k}"][T]] == [100 * k + n for n in range(20)]
+        assert [i["_t"] for i in hist[f"urn:s:{k}"][T]] == times
+    # The read moved the rest: nothing of these entities is left behind.
+    assert rows_in(s, loop, "history_recent") == 0
+    assert rows_in(s, loop, "attr_history") == 60
+
+
+def test_a_read_merges_only_when_its_entities_have_recent_rows(sqlite_store):
+    s, loop = sqlite_store
+    at = "2026-03-01T10:00:00.000000Z"
+    put(s, loop, "urn:s:a", entity("urn:s:a", {T: [reading(1, at)]}, at))
+    put(s, loop, "urn:s:b", entity("urn:s:b", {T: [reading(2, at)]}, at))
+    assert rows_in(s, loop, "history_recent") == 2
+    assert loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:x"]))) == {}
+    assert rows_in(s, loop, "history_recent") == 2  # nothing of urn:s:x: no merge
+    got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:b"])))
+    assert [i["value"] for i in got["urn:s:b"][T]] == [2]
+    assert rows_in(s, loop, "history_recent") == 0
+
+
+def test_changes_to_history_reach_rows_not_merged_yet(sqlite_store):
+    s, loop = sqlite_store
+    at = "2026-03-01T10:00:00.000000Z"
+    later = "2026-03-01T11:00:00.000000Z"
+    put(s, loop, "urn:s:c", entity("urn:s:c", {T: [reading(1, at)], H: [reading(5, at)]}, at))
+    put(s, loop, "urn:s:c", entity("urn:s:c", {T: [reading(2, later)], H: [reading(5, at)]}, later))
+    assert rows_in(s, loop, "history_recent") == 3
+    # Deleting one instance by its id finds it although it was still in history_recent.
+    first = loop.run_until_complete(
+        s.db.read(
+            lambda c: c.execute(
+                "SELECT instance_id FROM history_recent WHERE attr = ? ORDER BY time", (T,)
+            ).fetchone()[0]
+        )
+    )
+    assert loop.run_until_complete(s.delete_history_instance("", "urn:s:c", T, first))
+    got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:c"])))
+    assert [i["value"] for i in got["urn:s:c"][T]] == [2]
+    # A write after that, then the entity's deletion: its whole history goes, merged or not.
+    put(s, loop, "urn:s:c", entity("urn:s:c", {T: [reading(3, later)]}, later))
+    assert rows_in(s, loop, "history_recent") == 1
+    put(s, loop, "urn:s:c", None)
+    assert rows_in(s, loop, "history_recent") == 0
+    assert rows_in(s, loop, "attr_history") == 0
+
+
+def test_closing_the_store_merges_what_is_recent(tmp_path):
+    from cidade.store.sqlite import SqliteStore
+
+    at = "2026-03-01T10:00:00.000000Z"
+    with running_store("sqlite", tmp_path) as (s, loop):
+        put(s, loop, "urn:s:d", entity("urn:s:d", {T: [reading(1, at)]}, at))
+        assert rows_in(s, loop, "history_recent") == 1
+    again = SqliteStore(str(tmp_path / "store.db"))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(again.open())
+    try:
+        assert rows_in(again, loop, "history_recent") == 0
+        assert rows_in(again, loop, "attr_history") == 1
+    finally:
+        loop.run_until_complete(again.close())
+        loop.close()

@@ -89,6 +89,10 @@ class Database:
         self._writer.start()
         self._inline = self._new_connection()
 
+    @property
+    def started(self) -> bool:
+        return self._writer is not None
+
     def stop(self) -> None:
         if self._writer is not None:
             self._queue.put(_STOP)

@@ -99,12 +99,31 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         self.watch: ChangeWatch | None = None
         # (subscription epoch, {tenant: compiled subscriptions}); only the writer thread uses it
         self.watching: tuple[int, dict[str, list[Any]]] = (-1, {})
+        # History rows appended to history_recent since the last merge, as far as this process
+        # knows (another process writing the same file merges its own): only the writer thread.
+        self.recent_rows = 0
 
     async def open(self) -> None:
         self.db.start(_init)
 
     async def close(self) -> None:
+        if self.db.started:
+            try:  # leave the history whole in attr_history (the next start would manage anyway)
+                await self.db.write(merge_recent)
+            except Exception:
+                pass
         self.db.stop()
+
+    async def _settle_history(self, where: str, params: Sequence[Any]) -> None:
+        """Merge history_recent first when it holds rows a read is about to ask for (reads look
+        at attr_history only); ``where`` is a condition on its tenant and entity_id columns."""
+        pending = await self.db.read(
+            lambda c: c.execute(
+                f"SELECT 1 FROM history_recent WHERE {where} LIMIT 1", params
+            ).fetchone()
+        )
+        if pending is not None:
+            await self.db.write(merge_recent)
 
     # -- tenants --------------------------------------------------------------------------------
 
@@ -278,6 +297,10 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
         if not query.entity_ids:
             return {}
+        await self._settle_history(
+            f"tenant = ? AND entity_id IN ({','.join('?' * len(query.entity_ids))})",
+            [tenant, *query.entity_ids],
+        )
         return await self.db.read(run)
 
     async def history_stats(
@@ -334,6 +357,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
                 out.setdefault(attr, {}).setdefault(ds, []).append(tuple(row))
             return out
 
+        await self._settle_history("tenant = ? AND entity_id = ?", [tenant, entity_id])
         return await self.db.read(run)
 
     async def add_history(self, tenant: str, entity_id: str, rows: list[HistoryRow]) -> None:
@@ -373,7 +397,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         if not every:
             sql += " AND dataset_id = ?"
             params.append(dataset_id or "")
-        return await self.db.write(lambda c: c.execute(sql, params).rowcount)
+        return await self.db.write(lambda c: _settled(c).execute(sql, params).rowcount)
 
     async def replace_history_instance(
         self, tenant: str, entity_id: str, attr: str, row: HistoryRow
@@ -382,7 +406,8 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         a, d, i, t, o, m, c, inst = row
         return await self.db.write(
             lambda conn: (
-                conn.execute(
+                _settled(conn)
+                .execute(
                     "UPDATE attr_history SET dataset_id = ?, time = ?, observed_at = ?,"
                     " modified_at = ?, created_at = ?, instance = ?, num = ?"
                     " WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id = ?",
@@ -399,7 +424,8 @@ class SqliteStore(SqliteAuth, SqliteDevices):
                         a,
                         i,
                     ),
-                ).rowcount
+                )
+                .rowcount
                 > 0
             )
         )
@@ -409,11 +435,13 @@ class SqliteStore(SqliteAuth, SqliteDevices):
     ) -> bool:
         return await self.db.write(
             lambda c: (
-                c.execute(
+                _settled(c)
+                .execute(
                     "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ? AND attr = ?"
                     " AND instance_id = ?",
                     (tenant, entity_id, attr, instance_id),
-                ).rowcount
+                )
+                .rowcount
                 > 0
             )
         )
@@ -464,6 +492,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             found = [{"id": i, "type": orjson.loads(t), "deletedAt": at} for i, t, at in rows]
             return QueryResult(found, count)
 
+        await self._settle_history("tenant = ?", [tenant])
         return await self.db.read(run)
 
     async def forget_history(self, tenant: str, entity_id: str) -> bool:
@@ -471,9 +500,14 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         was any."""
 
         def run(conn: sqlite3.Connection) -> bool:
-            rows = conn.execute(
-                "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", (tenant, entity_id)
-            ).rowcount
+            rows = (
+                _settled(conn)
+                .execute(
+                    "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?",
+                    (tenant, entity_id),
+                )
+                .rowcount
+            )
             marks = conn.execute(
                 "DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
             ).rowcount
@@ -500,6 +534,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         )
         params.append(default or "")
         expiring = await self.db.read(lambda c: c.execute(sql, params).fetchall())
+        await self.db.write(merge_recent)
         deleted = 0
         for start in range(0, len(expiring), 500):
             chunk = expiring[start : start + 500]
@@ -513,6 +548,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             )
 
         def untyped_and_marks(conn: sqlite3.Connection) -> int:
+            merge_recent(conn)
             count = 0
             if default is not None:
                 # History no entity record names a type for (kept before migration 0005): the default.
@@ -799,6 +835,37 @@ def _deleted_type_sql(expr: TypeExpr, params: list[Any]) -> str:
     return "(" + joiner.join(_deleted_type_sql(p, params) for p in parts) + ")"
 
 
+RECENT_MERGE_ROWS = 10_000  # history rows appended to history_recent before a merge
+
+_HISTORY_COLUMNS = (
+    "tenant, entity_id, attr, dataset_id, instance_id, time, observed_at, modified_at,"
+    " created_at, instance, num"
+)
+
+
+def merge_recent(conn: sqlite3.Connection) -> int:
+    """Move every row of history_recent into attr_history, in attr_history's order (one sorted
+    run: each series' pages are written once), inside the caller's transaction; how many.
+    A row whose key is already there replaces it (the later write of the same instance)."""
+    top = conn.execute("SELECT max(rowid) FROM history_recent").fetchone()[0]
+    if top is None:
+        return 0
+    moved = conn.execute(
+        f"INSERT OR REPLACE INTO attr_history({_HISTORY_COLUMNS}) SELECT {_HISTORY_COLUMNS}"
+        " FROM history_recent WHERE rowid <= ?"
+        " ORDER BY tenant, entity_id, attr, time, instance_id, rowid",
+        (top,),
+    ).rowcount
+    conn.execute("DELETE FROM history_recent WHERE rowid <= ?", (top,))
+    return moved
+
+
+def _settled(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """The connection, once history_recent is merged (before a change to attr_history's rows)."""
+    merge_recent(conn)
+    return conn
+
+
 def _write_batch(
     conn: sqlite3.Connection, tenant: str, ops: Sequence[WriteOp], store: SqliteStore
 ) -> tuple[list[Any], bool]:
@@ -913,15 +980,20 @@ def _write_batch(
         "INSERT INTO geo_rows(gid, tenant, rid, attr, geometry) VALUES (?, ?, ?, ?, ?)", geo_rows
     )
     conn.executemany("INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)", geo_boxes)
+    if forgotten:
+        merge_recent(conn)
     conn.executemany("DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", forgotten)
     conn.executemany("DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", forgotten)
     conn.executemany("INSERT OR REPLACE INTO deleted_entities VALUES (?, ?, ?, ?)", tombstones)
-    conn.executemany(
-        "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-        " observed_at, modified_at, created_at, instance, num)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        history_rows,
-    )
+    if history_rows:
+        conn.executemany(
+            f"INSERT INTO history_recent({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            history_rows,
+        )
+        store.recent_rows += len(history_rows)
+        if store.recent_rows >= RECENT_MERGE_ROWS:
+            merge_recent(conn)
+            store.recent_rows = 0
     entries: list[OutboxEntry] = []
     if store.watch is not None and applied.changed:
         watching = _watching(conn, store, tenant)
