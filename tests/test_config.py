@@ -55,6 +55,13 @@ def test_access_control_off_only_on_loopback():
     assert load_settings({"CIDADE_HOST": "0.0.0.0"}).auth is True
 
 
+def test_one_mqtt_session_means_one_worker():
+    assert load_settings({"CIDADE_MQTT": "mqtt://127.0.0.1", "CIDADE_WORKERS": "1"}).workers == 1
+    assert load_settings({"CIDADE_WORKERS": "4"}).workers == 4
+    with pytest.raises(SystemExit, match="CIDADE_WORKERS=1"):
+        load_settings({"CIDADE_MQTT": "mqtt://127.0.0.1", "CIDADE_WORKERS": "2"})
+
+
 def test_bad_access_settings_stop_at_start():
     with pytest.raises(SystemExit, match="CIDADE_RATE_LIMIT"):
         load_settings({"CIDADE_RATE_LIMIT": "-1"})

@@ -221,6 +221,12 @@ def _check(settings: Settings) -> None:
                 hour = -1.0
             if not 0 <= hour < 24:
                 raise SystemExit("CIDADE_DEMO_HOUR must be an hour from 0 to 24 (e.g. 7.5)")
+    if settings.mqtt and settings.workers > 1:
+        # Every worker would open the bridge's MQTT session under the same client id, and the
+        # broker would hand it from one to the other without end.
+        raise SystemExit(
+            "CIDADE_MQTT needs CIDADE_WORKERS=1: the device bridge holds one MQTT session"
+        )
     if settings.oidc_issuer:
         from cidade.auth.oidc import OidcVerifier
 
