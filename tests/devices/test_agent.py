@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from typing import Any
 
 import pytest
 
+from cidade.app import build_app
 from cidade.devices.messages import CommandAnswer, Measure
 from tests.auth.helpers import account_with_key, bearer, key_of
-from tests.conftest import NGSI, problem_type
+from tests.conftest import NGSI, admin_client, problem_type
 from tests.devices.test_provisioning import agent_error
 
 AQ = "urn:ngsi-ld:AirQualityObserved:aq1"
@@ -153,6 +155,10 @@ class RecordingSink:
 
 @pytest.fixture
 def bollard(client):
+    return provision_bollard(client)
+
+
+def provision_bollard(client: Any) -> RecordingSink:
     r = client.post(
         "/iot/services",
         json={
@@ -233,6 +239,55 @@ def test_an_unanswered_command_expires(client, bollard):
         client.get("/auth/audit", params={"event": "command.result"}).json()[0]["outcome"]
         == "expired"
     )
+
+
+def test_a_command_pending_when_cidade_stops_expires_after_the_restart(settings):
+    with admin_client(build_app(settings), raise_server_exceptions=False) as first:
+        provision_bollard(first)
+        assert command(first, "raise", True).status_code == 204
+        assert entity(first, BOLLARD).json()["raise_status"]["value"] == "PENDING"
+    again = dataclasses.replace(settings, command_timeout=0.3)
+    with admin_client(build_app(again), raise_server_exceptions=False) as second:
+        deadline = time.monotonic() + 5
+        while entity(second, BOLLARD).json()["raise_status"]["value"] != "EXPIRED":
+            assert time.monotonic() < deadline, "the command did not expire after the restart"
+            time.sleep(0.1)
+        (result,) = second.get("/auth/audit", params={"event": "command.result"}).json()
+        assert result["outcome"] == "expired" and result["target"] == BOLLARD
+
+
+def test_a_command_pending_at_a_restart_can_still_be_answered(settings):
+    with admin_client(build_app(settings), raise_server_exceptions=False) as first:
+        provision_bollard(first)
+        assert command(first, "lower", 1).status_code == 204
+    with admin_client(build_app(settings), raise_server_exceptions=False) as second:
+        commands = second.app.state.commands
+        deadline = time.monotonic() + 5
+        while ("city", BOLLARD, "lower") not in commands.pending:
+            assert time.monotonic() < deadline, "the pending command was not found again"
+            time.sleep(0.05)
+        answer = CommandAnswer("kb", "bollard-1", b'{"lower": "done"}')
+        second.portal.call(second.app.state.agent.command_answers, [answer])
+        assert entity(second, BOLLARD).json()["lower_status"]["value"] == "OK"
+        assert commands.pending == {}
+
+
+def test_an_expiry_does_not_overwrite_an_answer_it_did_not_see(client, bollard):
+    commands = client.app.state.commands
+    assert command(client, "raise", True).status_code == 204
+    pending = commands.pending[("city", BOLLARD, "raise")]
+    # Another writer settles it (as another process's bridge would), behind this one's back.
+    client.patch(
+        f"{NGSI}/entities/{BOLLARD}/attrs",
+        json={"raise_status": {"type": "Property", "value": "OK"}},
+        headers={"NGSILD-Tenant": "city"},
+    )
+    pending.deadline = 0.0
+    deadline = time.monotonic() + 5
+    while ("city", BOLLARD, "raise") in commands.pending:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert entity(client, BOLLARD).json()["raise_status"]["value"] == "OK"
 
 
 def test_without_a_transport_the_command_is_an_error(client, bollard):

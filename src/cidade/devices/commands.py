@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -43,11 +44,12 @@ class Pending:
     command: str
     device_id: str
     deadline: float
-    actor: str
+    actor: str | None  # None: sent before Cidade restarted
+    sent_at: str = ""  # the observedAt of its PENDING status
 
 
-def _status(value: str) -> dict[str, Any]:
-    return {"type": "Property", "value": value, "observedAt": timefmt.now()}
+def _status(value: str, at: str | None = None) -> dict[str, Any]:
+    return {"type": "Property", "value": value, "observedAt": at or timefmt.now()}
 
 
 class Commands:
@@ -134,7 +136,8 @@ class Commands:
                 command=name,
                 value=value,
             )
-            out[f"{name}_status"] = _status(status)
+            sent_at = timefmt.now()
+            out[f"{name}_status"] = _status(status, sent_at)
             if info is not None:
                 out[f"{name}_info"] = {"type": "Property", "value": info}
             if status == PENDING:
@@ -145,6 +148,7 @@ class Commands:
                     profile.device_id,
                     time.monotonic() + self.timeout,
                     who.subject,
+                    sent_at,
                 )
         return out
 
@@ -195,13 +199,69 @@ class Commands:
             sentBy=pending.actor if pending else None,
         )
 
+    async def resume(self) -> int:
+        """The commands a previous run of Cidade sent and nobody answered: their ``_status`` is
+        still PENDING on the entity. Those past their timeout expire now; the others are waited
+        for again. How many were found."""
+        found = 0
+        for tenant in await self.store.device_tenants():
+            await self.device_of(tenant, "")
+            for entity_id, profile in self._index[tenant][1].items():
+                entity = await self.store.get_entity(tenant, entity_id)
+                if entity is None:
+                    continue
+                for name in profile.commands:
+                    sent_at = self._pending_since(entity, name)
+                    key = (tenant, entity_id, name)
+                    if sent_at is None or key in self.pending:
+                        continue
+                    found += 1
+                    sent = datetime.fromisoformat(sent_at[:26]).replace(tzinfo=UTC)
+                    left = self.timeout - (datetime.now(UTC) - sent).total_seconds()
+                    self.pending[key] = Pending(
+                        tenant,
+                        entity_id,
+                        name,
+                        profile.device_id,
+                        time.monotonic() + max(left, 0.0),
+                        None,
+                        sent_at,
+                    )
+        return found
+
+    def _pending_since(self, entity: dict[str, Any], name: str) -> str | None:
+        """When the command's PENDING status was set, or None when it is not PENDING."""
+        for inst in entity["attrs"].get(self.terms.expand(f"{name}_status"), ()):
+            if "datasetId" not in inst and inst.get("value") == PENDING:
+                return inst.get("observedAt") or inst.get("modifiedAt")
+        return None
+
+    async def _still_pending(self, p: Pending) -> bool:
+        """Whether the entity still says PENDING since ``p`` was sent (another writer, or the
+        answer, may have come first)."""
+        entity = await self.store.get_entity(p.tenant, p.entity_id)
+        if entity is None:
+            return False
+        since = self._pending_since(entity, p.command)
+        return since is not None and (not p.sent_at or since == p.sent_at)
+
     async def run_expiry(self, interval: float = 0.5) -> None:
-        """Expire the commands nobody answered in time (the app runs this while it serves)."""
+        """Expire the commands nobody answered in time (the app runs this while it serves),
+        those a previous run sent included."""
+        try:
+            found = await self.resume()
+            if found:
+                log.info("%d commands sent before the restart are awaited or expired", found)
+        except Exception:
+            log.exception("the commands pending before the restart could not be read")
         while True:
-            await asyncio.sleep(interval)
             now = time.monotonic()
             for key, p in list(self.pending.items()):
-                if p.deadline <= now and key in self.pending:
-                    await self._settle(
-                        p.tenant, p.entity_id, p.command, EXPIRED, "no answer in time"
-                    )
+                if p.deadline <= now and self.pending.get(key) is p:
+                    if await self._still_pending(p):
+                        await self._settle(
+                            p.tenant, p.entity_id, p.command, EXPIRED, "no answer in time"
+                        )
+                    else:
+                        self.pending.pop(key, None)
+            await asyncio.sleep(interval)

@@ -367,6 +367,10 @@ class Store(Protocol):
         """A page of a tenant's devices by device_id, and how many it has."""
         ...
 
+    async def device_tenants(self) -> list[str]:
+        """The tenants that have devices or service groups."""
+        ...
+
     async def delete_device(self, tenant: str, device_id: str) -> bool: ...
 
 

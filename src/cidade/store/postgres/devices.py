@@ -103,6 +103,13 @@ class PostgresDevices:
             )
         return [r["doc"] for r in rows], total
 
+    async def device_tenants(self) -> list[str]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT tenant FROM devices UNION SELECT tenant FROM service_groups"
+            )
+        return [r["tenant"] for r in rows]
+
     async def delete_device(self, tenant: str, device_id: str) -> bool:
         return await self._changed(
             "DELETE FROM devices WHERE tenant = $1 AND device_id = $2", tenant, device_id

@@ -100,6 +100,16 @@ class SqliteDevices:
 
         return await self.db.read(run)
 
+    async def device_tenants(self) -> list[str]:
+        return await self.db.read(
+            lambda c: [
+                r[0]
+                for r in c.execute(
+                    "SELECT tenant FROM devices UNION SELECT tenant FROM service_groups"
+                )
+            ]
+        )
+
     async def delete_device(self, tenant: str, device_id: str) -> bool:
         return await self.db.write(
             lambda c: (
