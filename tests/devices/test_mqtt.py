@@ -130,7 +130,10 @@ class Recorder:
         self.refuse = refuse
         self.failures = failures
 
-    async def ingest(self, measures: Sequence[Measure]) -> list[str | None]:
+    async def prepare(self, measures: Sequence[Measure]) -> Sequence[Measure]:
+        return measures
+
+    async def commit(self, measures: Sequence[Measure]) -> list[str | None]:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("store unavailable")
@@ -418,7 +421,10 @@ from cidade.config import Settings
 from cidade.devices.mqtt import MqttBridge
 
 class Crash:
-    async def ingest(self, measures):
+    async def prepare(self, measures):
+        return measures
+
+    async def commit(self, measures):
         print("received", len(measures), flush=True)
         os._exit(3)  # dies before the store would have committed
 

@@ -71,6 +71,46 @@ def test_type_expressions(city):
     assert q(city, "type=(Sensor").status_code == 400
 
 
+def near(client, lon: float, lat: float):
+    return found(
+        q(
+            client,
+            "type=Sensor,Car",
+            georel="near;maxDistance==100",
+            geometry="Point",
+            coordinates=f"[{lon},{lat}]",
+        )
+    )
+
+
+def test_indexes_follow_updates_that_keep_or_change_types_and_places(city):
+    sensor = "urn:ngsi-ld:Sensor:2"
+    # A change of value only: the type and the place found it before and still do.
+    r = city.patch(
+        f"{NGSI}/entities/{sensor}/attrs", json={"temp": {"type": "Property", "value": 7}}
+    )
+    assert r.status_code == 204, r.text
+    assert sensor in found(q(city, "type=Sensor", q="temp==7"))
+    assert near(city, -8.6291, 41.1579) == [sensor]
+    # Moved: found at the new place only.
+    moved = {"location": {"type": "GeoProperty", "value": point(-8.5855, 41.1487)["value"]}}
+    assert city.patch(f"{NGSI}/entities/{sensor}/attrs", json=moved).status_code == 204
+    assert near(city, -8.6291, 41.1579) == []
+    assert near(city, -8.5855, 41.1487) == [sensor, "urn:ngsi-ld:Sensor:3"]
+    # A type added by an upsert: found by either type, and still in its place.
+    r = city.post(
+        f"{NGSI}/entityOperations/upsert",
+        params={"options": "update"},
+        json=[{"id": sensor, "type": "Car", "speed": {"type": "Property", "value": 3}}],
+    )
+    assert r.status_code == 204, r.text
+    assert sensor in found(q(city, "type=Car")) and sensor in found(q(city, "type=Sensor"))
+    assert near(city, -8.5855, 41.1487) == [sensor, "urn:ngsi-ld:Sensor:3"]
+    # Its place deleted: no longer near anything.
+    assert city.delete(f"{NGSI}/entities/{sensor}/attrs/location").status_code == 204
+    assert near(city, -8.5855, 41.1487) == ["urn:ngsi-ld:Sensor:3"]
+
+
 def test_ids_and_pattern(city):
     assert found(q(city, "id=urn:ngsi-ld:Sensor:1,urn:ngsi-ld:Car:1")) == [
         "urn:ngsi-ld:Car:1",

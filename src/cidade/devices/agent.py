@@ -13,6 +13,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -36,6 +37,15 @@ class Refused(Exception):
         super().__init__(reason)
         self.reason = reason
         self.kind = kind  # the counter it goes to
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A batch mapped and checked, its writes in rounds (Agent.prepare), not written yet."""
+
+    measures: Sequence[Measure]
+    outcome: list[str | None]  # per message: None, or why it was refused
+    rounds: dict[str, list[list[tuple[int, WriteOp]]]]  # per tenant, writes no entity twice
 
 
 class Agent:
@@ -99,6 +109,12 @@ class Agent:
         self, measures: Sequence[Measure], resource: str | None = None
     ) -> list[str | None]:
         """Write a batch of messages; per message, None when written, else why not."""
+        return await self.commit(await self.prepare(measures, resource))
+
+    async def prepare(self, measures: Sequence[Measure], resource: str | None = None) -> Prepared:
+        """Everything before the store: profiles found (devices provisioned when their group
+        allows), messages mapped and checked, writes ordered. ``commit`` writes them; a
+        transport may prepare the next batch while the previous one is being committed."""
         outcome: list[str | None] = [None] * len(measures)
         # Per tenant, rounds in which no entity appears twice: each message is its own change
         # of the entity (its own history instance), even two of one device in one batch.
@@ -127,18 +143,36 @@ class Agent:
                     tenant_seen.append({op.entity_id})
                     tenant_rounds.append([(n, op)])
                     after = len(tenant_seen) - 1
-        for tenant, tenant_rounds in rounds.items():
-            for batch in tenant_rounds:
+        return Prepared(measures, outcome, rounds)
+
+    async def commit(self, prepared: Prepared) -> list[str | None]:
+        """Write a prepared batch, round after round; per message, None when written, else why
+        not. It may be called again after it raised: a round already written is not again."""
+        outcome = prepared.outcome
+        for tenant, tenant_rounds in prepared.rounds.items():
+            while tenant_rounds:
+                batch = tenant_rounds[0]
                 results = await self.store.write(tenant, [op for _, op in batch])
                 for (n, _), result in zip(batch, results, strict=True):
                     if isinstance(result, NgsiError):
                         outcome[n] = self._refuse(
-                            measures[n], result.detail or result.title, "invalid"
+                            prepared.measures[n], result.detail or result.title, "invalid"
                         )
                     elif isinstance(result, Exception):
-                        raise result
+                        # A fault of ours, not of the message: refused, and said loudly.
+                        log.error(
+                            "writing a message of device %r failed",
+                            prepared.measures[n].device_id[:200],
+                            exc_info=result,
+                        )
+                        outcome[n] = self._refuse(
+                            prepared.measures[n],
+                            f"internal error ({type(result).__name__})",
+                            "failed",
+                        )
                     else:
                         self.counts["written"] += 1
+                tenant_rounds.pop(0)
         return outcome
 
     def _ops(self, profile: Profile, measure: Measure, now: str) -> list[WriteOp]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,13 @@ class Ingest(Protocol):
         """Apply a batch of messages: per message, None when it was written, else why it was
         refused (counted and logged by the agent; a refused message writes nothing)."""
         ...
+
+    async def prepare(self, measures: Sequence[Measure]) -> Any:
+        """``ingest`` in two steps, so that a transport can prepare a batch (profiles, mapping:
+        this thread's work) while the previous one is committed (the store's)."""
+        ...
+
+    async def commit(self, prepared: Any) -> list[str | None]: ...
 
     async def command_answers(self, answers: Sequence[CommandAnswer]) -> None: ...
 

@@ -31,7 +31,7 @@ import random
 import ssl
 import urllib.parse
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -255,12 +255,22 @@ class _Client(gmqtt.Client):
         self.outbox = _Outbox()
         super().__init__(client_id, persistent_storage=self.outbox, **kwargs)
         self.lost = lost
+        # The PUBACKs this connection owes, oldest first (acknowledged ones leave from the left).
+        self.unacked: deque[asyncio.Future[None]] = deque()
 
     async def reconnect(self, delay: bool = False) -> None:
         self.lost.set()
 
 
 # -- the bridge ----------------------------------------------------------------------------------
+
+# A message received, not acknowledged yet: (its connection's client, topic, payload, the future
+# its PUBACK waits for; None for QoS 0).
+_Inboxed = tuple[_Client, str, bytes, "asyncio.Future[None] | None"]
+# What a batch becomes: (kind, the agent's prepared measures or the answers, messages, index of
+# the batch's last message in it).
+_Step = tuple[str, Any, int, int]
+_STOPPED = object()
 
 
 class MqttBridge:
@@ -307,7 +317,7 @@ class MqttBridge:
         self._idle = True  # waiting for a message (nothing in hand that a stop would waste)
         # Messages received and not yet acknowledged, in arrival order: (client, topic,
         # payload, the future its PUBACK waits for; None for QoS 0).
-        self._inbox: deque[tuple[_Client, str, bytes, asyncio.Future[None] | None]] = deque()
+        self._inbox: deque[_Inboxed] = deque()
         self._wake = asyncio.Event()
         self._log = _Quiet(log.getChild("gmqtt"), {})
         protocol_log = logging.getLogger("gmqtt.mqtt.protocol")
@@ -449,14 +459,11 @@ class MqttBridge:
             await asyncio.wait_for(asyncio.shield(client.disconnect()), 5.0)
         except Exception:  # already gone: nothing to say goodbye to
             pass
-        kept: deque[tuple[_Client, str, bytes, asyncio.Future[None] | None]] = deque()
-        for item in self._inbox:
-            if item[0] is client:
-                if item[3] is not None and not item[3].done():
-                    item[3].set_result(None)
-            else:
-                kept.append(item)
-        self._inbox = kept
+        self._inbox = deque(item for item in self._inbox if item[0] is not client)
+        for acked in client.unacked:
+            if not acked.done():
+                acked.set_result(None)
+        client.unacked.clear()
 
     async def _subscribe(self, client: _Client) -> None:
         answered: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
@@ -488,39 +495,53 @@ class MqttBridge:
             return 0
         acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._inbox.append((client, topic, payload, acked))
+        client.unacked.append(acked)
         self._wake.set()
         await acked
         return 0
 
     async def _consume(self, client: _Client) -> None:
         """Batches: what is in the inbox, after waiting ``batch_wait`` for more when it holds
-        less than ``batch_max``; until the connection is lost or the bridge stops."""
-        while True:
-            self._idle = True
-            while not self._inbox and not client.lost.is_set():
-                if self._stopping.is_set():
+        less than ``batch_max`` and nothing is being committed; until the connection is lost
+        or the bridge stops. Pipelined: a batch is prepared (profiles, mapping) while the one
+        before it is committed, and committed only after it, so the order stays the broker's."""
+        committing: asyncio.Task[bool] | None = None
+        try:
+            while True:
+                self._idle = committing is None
+                while not self._inbox and not client.lost.is_set():
+                    if self._stopping.is_set():
+                        return
+                    self._wake.clear()
+                    lost = asyncio.ensure_future(client.lost.wait())
+                    woken = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait({lost, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    lost.cancel()
+                    woken.cancel()
+                if client.lost.is_set() or self._stopping.is_set():
                     return
-                self._wake.clear()
-                lost = asyncio.ensure_future(client.lost.wait())
-                woken = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait({lost, woken}, return_when=asyncio.FIRST_COMPLETED)
-                lost.cancel()
-                woken.cancel()
-            if client.lost.is_set() or self._stopping.is_set():
-                return
-            self._idle = False
-            if len(self._inbox) < self.batch_max and self.batch_wait > 0:
-                await asyncio.sleep(self.batch_wait)
-            batch = []
-            while self._inbox and len(batch) < self.batch_max:
-                batch.append(self._inbox.popleft())
-            await self._deliver(batch)
+                self._idle = False
+                if committing is None and len(self._inbox) < self.batch_max and self.batch_wait:
+                    await asyncio.sleep(self.batch_wait)
+                batch = []
+                while self._inbox and len(batch) < self.batch_max:
+                    batch.append(self._inbox.popleft())
+                steps = await self._prepare(batch)
+                if committing is not None:
+                    done, committing = await committing, None
+                    if not done:
+                        return
+                if steps is None:
+                    return  # stopping: the batch goes unacknowledged
+                committing = asyncio.ensure_future(self._commit(client, batch, steps))
+        finally:
+            if committing is not None:
+                # The batch in hand is committed and acknowledged before the bridge stops.
+                await asyncio.shield(committing)
 
-    async def _deliver(
-        self, batch: list[tuple[_Client, str, bytes, asyncio.Future[None] | None]]
-    ) -> None:
-        """Hand a batch to the agent in arrival order, one call per run of the same kind, and
-        acknowledge each run once the agent returned (PUBACKs leave in arrival order)."""
+    async def _prepare(self, batch: list[_Inboxed]) -> list[_Step] | None:
+        """Runs of the same kind in arrival order: measures prepared by the agent, command
+        answers as they are; None when the bridge stops first."""
         received_at = timefmt.now()
         runs: list[tuple[str, list[Any], int]] = []  # kind, items, index of its last message
         for index, (_, topic, payload, _) in enumerate(batch):
@@ -543,56 +564,74 @@ class MqttBridge:
                 runs[-1] = (route.kind, runs[-1][1], index)
             else:
                 runs.append((route.kind, [item], index))
-        acked = 0
+        steps: list[_Step] = []
         for kind, items, last in runs:
-            if not await self._hand_over(kind, items):
-                # Stopping: put them back unacknowledged; closing the connection lets them go.
-                self._inbox.extendleft(reversed(batch[acked:]))
-                return
-            self._ack(batch[acked : last + 1])
-            acked = last + 1
-        self._ack(batch[acked:])
-        self.counters.batches += 1
+            if kind == MEASURE:
+                prepared = await self._retrying(lambda items=items: self.ingest.prepare(items))
+                if prepared is _STOPPED:
+                    return None
+                steps.append((kind, prepared, len(items), last))
+            else:
+                steps.append((kind, items, len(items), last))
+        return steps
 
-    async def _hand_over(self, kind: str, items: list[Any]) -> bool:
-        """Give items to the agent until it takes them; False when the bridge stops first."""
+    async def _commit(self, client: _Client, batch: list[_Inboxed], steps: list[_Step]) -> bool:
+        """Hand the steps to the agent in order, acknowledging each once the agent returned
+        (PUBACKs leave in arrival order); False when the bridge stops first."""
+        acked = 0
+        for kind, work, count, last in steps:
+            if kind == MEASURE:
+                outcome = await self._retrying(lambda work=work: self.ingest.commit(work))
+                if outcome is _STOPPED:
+                    return False
+                self.counters.measures += count
+                self.counters.refused += sum(1 for reason in outcome if reason is not None)
+            else:
+                if await self._retrying(lambda work=work: self.ingest.command_answers(work)) is (
+                    _STOPPED
+                ):
+                    return False
+                self.counters.command_answers += count
+            self._ack(client, batch[acked : last + 1])
+            acked = last + 1
+        self._ack(client, batch[acked:])
+        self.counters.batches += 1
+        return True
+
+    async def _retrying(self, work: Callable[[], Awaitable[Any]]) -> Any:
+        """``work()`` until it returns; ``_STOPPED`` when the bridge stops first."""
         delay = 0.1
         while True:
             try:
-                if kind == MEASURE:
-                    outcome = await self.ingest.ingest(items)
-                    self.counters.measures += len(items)
-                    self.counters.refused += sum(1 for reason in outcome if reason is not None)
-                else:
-                    await self.ingest.command_answers(items)
-                    self.counters.command_answers += len(items)
-                return True
+                return await work()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 self.counters.ingest_failures += 1
                 log.warning(
-                    "MQTT: the agent could not take %d messages (%s: %s); trying again in %.1f s",
-                    len(items),
+                    "MQTT: the agent could not take a batch (%s: %s); trying again in %.1f s",
                     type(exc).__name__,
                     exc,
                     delay,
                     exc_info=self.counters.ingest_failures == 1,
                 )
                 if self._stopping.is_set():
-                    return False
+                    return _STOPPED
                 try:
                     await asyncio.wait_for(self._stopping.wait(), delay)
-                    return False
+                    return _STOPPED
                 except TimeoutError:
                     pass
                 delay = min(delay * 2, 5.0)
 
     @staticmethod
-    def _ack(messages: Sequence[tuple[_Client, str, bytes, asyncio.Future[None] | None]]) -> None:
+    def _ack(client: _Client, messages: Sequence[_Inboxed]) -> None:
         for _, _, _, acked in messages:
             if acked is not None and not acked.done():
                 acked.set_result(None)
+        unacked = client.unacked
+        while unacked and unacked[0].done():
+            unacked.popleft()
 
 
 __all__ = [

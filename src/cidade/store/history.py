@@ -6,7 +6,7 @@ Both stores call ``changed_instances(before, after)`` inside the transaction tha
 
 from __future__ import annotations
 
-import random
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,9 +19,9 @@ HistoryRow = tuple[str, str, str, str, str | None, str, str, dict[str, Any]]
 
 
 def instance_id() -> str:
-    # 128 random bits, like a UUID4's, without a system call per instance (this runs for every
-    # attribute of every device message): unique, not secret, so the seeded generator will do.
-    return f"urn:ngsi-ld:attribute:instance:{random.getrandbits(128):032x}"
+    # 128 random bits, like a UUID4, without the uuid module's cost (this runs per instance).
+    # Not the random module: whoever seeds it (a test, a library) would repeat the ids.
+    return f"urn:ngsi-ld:attribute:instance:{os.urandom(16).hex()}"
 
 
 def changed_instances(before: Entity | None, after: Entity | None) -> Iterator[HistoryRow]:

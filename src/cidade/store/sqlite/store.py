@@ -860,6 +860,16 @@ def merge_recent(conn: sqlite3.Connection) -> int:
     return moved
 
 
+def _geometries(doc: Entity) -> list[tuple[str, Any]]:
+    """(attribute, GeoJSON value) of every GeoProperty instance of an entity, in order."""
+    return [
+        (attr, inst["value"])
+        for attr, instances in doc["attrs"].items()
+        for inst in instances
+        if inst["type"] == "GeoProperty"
+    ]
+
+
 def _settled(conn: sqlite3.Connection) -> sqlite3.Connection:
     """The connection, once history_recent is merged (before a change to attr_history's rows)."""
     merge_recent(conn)
@@ -892,17 +902,35 @@ def _write_batch(
             rids[eid] = rid
             stored[eid] = orjson.loads(doc)
     applied = apply_ops(ops, stored)
-    # Rewrite the entities whose state changed: drop their derived rows, write the new ones.
-    old_rids = [rids[eid] for eid in applied.changed if eid in rids]
-    for start in range(0, len(old_rids), 500):
-        chunk = old_rids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        conn.execute(f"DELETE FROM entity_types WHERE rid IN ({marks})", chunk)
-        conn.execute(
-            f"DELETE FROM geo_index WHERE gid IN (SELECT gid FROM geo_rows WHERE rid IN ({marks}))",
-            chunk,
-        )
-        conn.execute(f"DELETE FROM geo_rows WHERE rid IN ({marks})", chunk)
+    # Rewrite the derived rows of the entities whose state changed, where they changed: a
+    # device's update changes values, seldom its types or its place (type rows and the R*Tree
+    # are B-trees of their own, each rewrite dirtying pages of its own).
+    retyped: set[str] = set()
+    moved: set[str] = set()
+    for eid in applied.changed:
+        doc = applied.after[eid]
+        old = stored.get(eid)
+        if old is None or doc is None or doc["type"] != old["type"]:
+            retyped.add(eid)
+        if (_geometries(old) if old else ()) != (_geometries(doc) if doc else ()):
+            moved.add(eid)
+    for rewritten, statements in (
+        (retyped, ("DELETE FROM entity_types WHERE rid IN ({marks})",)),
+        (
+            moved,
+            (
+                "DELETE FROM geo_index WHERE gid IN"
+                " (SELECT gid FROM geo_rows WHERE rid IN ({marks}))",
+                "DELETE FROM geo_rows WHERE rid IN ({marks})",
+            ),
+        ),
+    ):
+        old_rids = [rids[eid] for eid in rewritten if eid in rids]
+        for start in range(0, len(old_rids), 500):
+            chunk = old_rids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for statement in statements:
+                conn.execute(statement.format(marks=marks), chunk)
     # One writer holds the write lock, so ids taken from max() cannot collide.
     next_rid = (conn.execute("SELECT max(rid) FROM entities").fetchone()[0] or 0) + 1
     next_gid = (conn.execute("SELECT max(gid) FROM geo_rows").fetchone()[0] or 0) + 1
@@ -953,19 +981,18 @@ def _write_batch(
             inserts.append((rid, tenant, eid, orjson.dumps(doc).decode()))
         else:
             updates.append((orjson.dumps(doc).decode(), rid))
-        type_rows.extend((tenant, t, rid) for t in doc["type"])
-        for attr, instances in doc["attrs"].items():
-            for inst in instances:
-                if inst["type"] == "GeoProperty":
-                    try:
-                        box = geometry_bbox(inst["value"])
-                    except Exception:
-                        continue  # validated on the way in; a value we cannot box is not indexed
-                    geo_rows.append(
-                        (next_gid, tenant, rid, attr, orjson.dumps(inst["value"]).decode())
-                    )
-                    geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
-                    next_gid += 1
+        if eid in retyped:
+            type_rows.extend((tenant, t, rid) for t in doc["type"])
+        if eid not in moved:
+            continue
+        for attr, value in _geometries(doc):
+            try:
+                box = geometry_bbox(value)
+            except Exception:
+                continue  # validated on the way in; a value we cannot box is not indexed
+            geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(value).decode()))
+            geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
+            next_gid += 1
     conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
     conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
     conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
