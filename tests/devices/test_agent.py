@@ -343,3 +343,37 @@ def test_a_device_that_provisioned_itself_takes_commands_at_once(client):
     )
     assert r.status_code == 204, r.text
     assert sink.sent == [("kl", "lamp-7", b'{"switch":"on"}')]
+
+
+def test_a_commit_that_failed_is_taken_again_without_writing_twice(client):
+    provision(client)
+    agent = client.app.state.agent
+    store = agent.store
+    real_write, calls = store.write, []
+
+    async def flaky_write(tenant, ops):
+        calls.append(len(ops))
+        if len(calls) == 2:  # the second round: its transaction fails
+            raise RuntimeError("disk full")
+        return await real_write(tenant, ops)
+
+    store.write = flaky_write
+    try:
+        # Two messages of one device in one batch: two rounds, two history instances.
+        batch = [
+            Measure("k1", "aq1", b'{"n": 1, "TimeInstant": "2026-11-26T09:00:00Z"}'),
+            Measure("k1", "aq1", b'{"n": 2, "TimeInstant": "2026-11-26T09:05:00Z"}'),
+        ]
+        prepared = client.portal.call(agent.prepare, batch)
+        with pytest.raises(RuntimeError, match="disk full"):
+            client.portal.call(agent.commit, prepared)
+        assert client.portal.call(agent.commit, prepared) == [None, None]
+    finally:
+        store.write = real_write
+    history = client.get(
+        f"{NGSI}/temporal/entities/{AQ}",
+        headers={"NGSILD-Tenant": "city"},
+        params={"attrs": "no2", "options": "temporalValues"},
+    ).json()
+    assert [v[0] for v in history["no2"]["values"]] == [1, 2]
+    assert entity(client, AQ).json()["no2"]["value"] == 2

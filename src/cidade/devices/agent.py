@@ -9,6 +9,7 @@ rest go on. Refusals are counted by reason and logged with the device id (never 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -148,32 +149,49 @@ class Agent:
     async def commit(self, prepared: Prepared) -> list[str | None]:
         """Write a prepared batch, round after round; per message, None when written, else why
         not. It may be called again after it raised: a round already written is not again."""
-        outcome = prepared.outcome
         for tenant, tenant_rounds in prepared.rounds.items():
             while tenant_rounds:
-                batch = tenant_rounds[0]
-                results = await self.store.write(tenant, [op for _, op in batch])
-                for (n, _), result in zip(batch, results, strict=True):
-                    if isinstance(result, NgsiError):
-                        outcome[n] = self._refuse(
-                            prepared.measures[n], result.detail or result.title, "invalid"
-                        )
-                    elif isinstance(result, Exception):
-                        # A fault of ours, not of the message: refused, and said loudly.
-                        log.error(
-                            "writing a message of device %r failed",
-                            prepared.measures[n].device_id[:200],
-                            exc_info=result,
-                        )
-                        outcome[n] = self._refuse(
-                            prepared.measures[n],
-                            f"internal error ({type(result).__name__})",
-                            "failed",
-                        )
+                # A store that commits writes in the order they are asked for (SQLite's one
+                # writer) is given every round at once and commits them together, each in its
+                # turn; another one round after round.
+                rounds = tenant_rounds if self.store.writes_in_order else tenant_rounds[:1]
+                written = await asyncio.gather(
+                    *(self.store.write(tenant, [op for _, op in batch]) for batch in rounds),
+                    return_exceptions=True,
+                )
+                failed: BaseException | None = None
+                again = []  # not written: tried again at the next call
+                for batch, results in zip(rounds, written, strict=True):
+                    if isinstance(results, BaseException):
+                        failed = failed or results
+                        again.append(batch)
                     else:
-                        self.counts["written"] += 1
-                tenant_rounds.pop(0)
-        return outcome
+                        self._settle(prepared, batch, results)
+                tenant_rounds[:] = again + tenant_rounds[len(rounds) :]
+                if failed is not None:
+                    raise failed
+        return prepared.outcome
+
+    def _settle(
+        self, prepared: Prepared, batch: list[tuple[int, WriteOp]], results: list[Any]
+    ) -> None:
+        for (n, _), result in zip(batch, results, strict=True):
+            if isinstance(result, NgsiError):
+                prepared.outcome[n] = self._refuse(
+                    prepared.measures[n], result.detail or result.title, "invalid"
+                )
+            elif isinstance(result, Exception):
+                # A fault of ours, not of the message: refused, and said loudly.
+                log.error(
+                    "writing a message of device %r failed",
+                    prepared.measures[n].device_id[:200],
+                    exc_info=result,
+                )
+                prepared.outcome[n] = self._refuse(
+                    prepared.measures[n], f"internal error ({type(result).__name__})", "failed"
+                )
+            else:
+                self.counts["written"] += 1
 
     def _ops(self, profile: Profile, measure: Measure, now: str) -> list[WriteOp]:
         """One update per object of measures (a message may hold an array of them, as the IoT

@@ -283,7 +283,7 @@ class MqttBridge:
         settings: Settings,
         ingest: Ingest,
         *,
-        batch_max: int = 1000,
+        batch_max: int = 4000,
         batch_wait: float = 0.005,
         receive_maximum: int | None = None,
         session_expiry: int = WEEK,

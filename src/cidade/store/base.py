@@ -138,6 +138,10 @@ class Store(Protocol):
 
     async def get_entity(self, tenant: str, entity_id: str) -> Entity | None: ...
 
+    # Whether writes asked for one after the other, without waiting, commit in that order
+    # (SQLite's one writer thread: yes; a pool of connections: no).
+    writes_in_order: bool
+
     async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
         """Run each op atomically; the result list holds, per op, the new entity (or None when it
         was deleted) or the exception that op raised (its changes rolled back)."""

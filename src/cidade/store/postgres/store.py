@@ -94,6 +94,8 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class PostgresStore(PostgresAuth, PostgresDevices):
+    writes_in_order = False  # a pool of connections: concurrent transactions
+
     def __init__(
         self,
         url: str,

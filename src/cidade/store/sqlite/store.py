@@ -90,6 +90,8 @@ def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
 
 
 class SqliteStore(SqliteAuth, SqliteDevices):
+    writes_in_order = True  # one writer thread takes them first come, first served
+
     def __init__(
         self, path: str, *, history: bool = True, history_after_delete: bool = False
     ) -> None:
