@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cidade.devices.mapping import MappingError, build_profile, single_value, to_fragment
 
@@ -107,3 +109,47 @@ def test_single_value_topics():
     assert single_value(profile(), "s", b"ok") == {"s": "ok"}
     f = to_fragment(profile(), single_value(profile(), "n", b"7"), AT)
     assert f["no2"]["value"] == 7
+
+
+# -- the agent's stored form of a fragment: the hub's normalize_entity, checked less ------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=6), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    measures=st.dictionaries(
+        st.sampled_from(["n", "p", "l", "s", "on", "r", "c", "free", "x y", "TimeInstant"]),
+        JSON_VALUES | st.sampled_from(["41.1, -8.6", "urn:ngsi-ld:Device:d1", "2026-11-26T10:00Z"]),
+        max_size=6,
+    ),
+    received=st.sampled_from([AT, "2026-11-26T10:00:00Z", "2026-11-26T11:00:00+01:00"]),
+)
+def test_the_agents_stored_form_is_the_hubs(measures, received):
+    from cidade.devices.agent import Agent
+    from cidade.hub.errors import NgsiError
+    from cidade.hub.jsonld import ContextResolver
+    from cidade.hub.model import normalize_entity
+
+    terms = ContextResolver().core
+    agent = Agent(None, terms)  # type: ignore[arg-type]
+    profile = build_profile("", "d1", "k1", GROUP, None)
+    try:
+        fragment = to_fragment(profile, measures, received)
+    except MappingError:
+        return
+    try:
+        expected = normalize_entity(fragment, terms, AT)
+    except NgsiError as exc:
+        with pytest.raises(NgsiError) as raised:
+            agent.stored(fragment, AT)
+        assert raised.value.detail == exc.detail
+        return
+    assert agent.stored(fragment, AT) == expected
+    assert agent.stored(fragment, AT) == expected  # and again, from what it remembered

@@ -24,11 +24,19 @@ from cidade.devices.messages import CommandAnswer, Measure
 from cidade.hub import timefmt
 from cidade.hub.batch import updated_with
 from cidade.hub.errors import NgsiError
-from cidade.hub.model import Terms, normalize_entity
+from cidade.hub.model import (
+    Terms,
+    check_entity_id,
+    check_name,
+    expand_types,
+    normalize_attribute,
+)
 from cidade.store.base import Entity, Store, WriteOp
 
 log = logging.getLogger("cidade.devices")
 
+# The members mapping.to_fragment gives a Property, each already checked by it.
+_MAPPED_MEMBERS = frozenset({"type", "value", "observedAt", "unitCode"})
 PROFILE_TTL = 10.0  # seconds a device's profile is trusted before it is read again
 HTTP_RESOURCE = "/iot/json"
 
@@ -55,6 +63,9 @@ class Agent:
         self.terms = terms
         self.counts: Counter[str] = Counter()
         self._profiles: dict[tuple[str, str], tuple[float, Profile]] = {}
+        # What stored() already checked and expanded: (id, type) -> (id, types); name -> IRI.
+        self._heads: dict[tuple[str, Any], tuple[str, list[str]]] = {}
+        self._iris: dict[str, str] = {}
         self._last_log: dict[str, float] = {}
         # Where devices' answers to commands go (devices/commands.py).
         self.on_answers: Callable[[Sequence[CommandAnswer]], Awaitable[None]] | None = None
@@ -206,16 +217,51 @@ class Agent:
                     raise MappingError("the message is not valid JSON") from None
             many = measures if isinstance(measures, list) and measures else [measures]
             news = [
-                normalize_entity(
-                    to_fragment(profile, m, measure.received_at or now), self.terms, now
-                )
-                for m in many
+                self.stored(to_fragment(profile, m, measure.received_at or now), now) for m in many
             ]
         except MappingError as exc:
             raise Refused(str(exc), "invalid") from None
         except NgsiError as exc:
             raise Refused(exc.detail or exc.title, "invalid") from None
         return [_upsert(new) for new in news]
+
+    def stored(self, fragment: dict[str, Any], now: str) -> Entity:
+        """The fragment in the stored form: what ``normalize_entity`` makes of it, without its
+        general checks where mapping made them already (a Property's members: a value that is
+        not null, observedAt in the stored format, a unitCode that is a string); every other
+        attribute goes through the hub's own ``normalize_attribute``."""
+        head = (fragment["id"], fragment["type"])
+        known = self._heads.get(head)
+        if known is None:
+            known = (check_entity_id(head[0]), expand_types(head[1], self.terms))
+            if len(self._heads) >= 10_000:
+                self._heads.clear()
+            self._heads[head] = known
+        attrs: dict[str, list[dict[str, Any]]] = {}
+        for name, attribute in fragment.items():
+            if name == "id" or name == "type":
+                continue
+            iri = self._iris.get(name)
+            if iri is None:
+                iri = self.terms.expand(check_name(name))
+                if len(self._iris) >= 10_000:
+                    self._iris.clear()
+                self._iris[name] = iri
+            if attribute.get("type") == "Property" and attribute.keys() <= _MAPPED_MEMBERS:
+                instance = {**attribute, "createdAt": now, "modifiedAt": now}
+                at = instance.get("observedAt")
+                if at is not None and (len(at) != 27 or at[-1] != "Z"):
+                    instance["observedAt"] = timefmt.normalize(at, f"observedAt of {name}")
+                attrs[iri] = [instance]
+            else:
+                attrs[iri] = normalize_attribute(name, attribute, self.terms, now)
+        return {
+            "id": known[0],
+            "type": list(known[1]),
+            "createdAt": now,
+            "modifiedAt": now,
+            "attrs": attrs,
+        }
 
     def _refuse(self, measure: Measure, reason: str, kind: str) -> str:
         self.counts[f"refused_{kind}"] += 1

@@ -837,7 +837,7 @@ def _deleted_type_sql(expr: TypeExpr, params: list[Any]) -> str:
     return "(" + joiner.join(_deleted_type_sql(p, params) for p in parts) + ")"
 
 
-RECENT_MERGE_ROWS = 10_000  # history rows appended to history_recent before a merge
+RECENT_MERGE_ROWS = 50_000  # history rows appended to history_recent before a merge
 
 _HISTORY_COLUMNS = (
     "tenant, entity_id, attr, dataset_id, instance_id, time, observed_at, modified_at,"
