@@ -377,3 +377,32 @@ def test_a_commit_that_failed_is_taken_again_without_writing_twice(client):
     ).json()
     assert [v[0] for v in history["no2"]["values"]] == [1, 2]
     assert entity(client, AQ).json()["no2"]["value"] == 2
+
+
+@pytest.mark.parametrize(
+    ("operation", "params"),
+    [("update", {}), ("upsert", {"options": "update"}), ("merge", {})],
+)
+def test_batch_operations_send_commands_too(client, bollard, operation, params):
+    r = client.post(
+        f"{NGSI}/entityOperations/{operation}",
+        params=params,
+        json=[{"id": BOLLARD, "type": "Device", "lower": {"type": "Property", "value": 2}}],
+        headers={"NGSILD-Tenant": "city"},
+    )
+    assert r.status_code == 204, r.text
+    assert bollard.sent == [("kb", "bollard-1", b'{"lower":2}')]
+    assert entity(client, BOLLARD).json()["lower_status"]["value"] == "PENDING"
+
+
+def test_batch_commands_need_the_permission_like_the_rest(client, bollard):
+    app = client.app
+    client.portal.call(account_with_key, app, "viewer", ["operator"], ["city"])
+    device = client.portal.call(lambda: key_of(app, "viewer", roles=["device"], entities=[BOLLARD]))
+    r = client.post(
+        f"{NGSI}/entityOperations/update",
+        json=[{"id": BOLLARD, "type": "Device", "raise": {"type": "Property", "value": True}}],
+        headers={"NGSILD-Tenant": "city", **bearer(device)},
+    )
+    assert r.status_code == 403 and problem_type(r) == "AccessDenied"
+    assert bollard.sent == []

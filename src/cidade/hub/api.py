@@ -171,6 +171,17 @@ class HubApi:
             return body
         return await self.commands.intercept(grant_of(request), tenant, entity_id, body)
 
+    async def with_batch_commands(self, request: Request, tenant: str, body: Any) -> Any:
+        """A batch's entities, each once its command attributes went to the device."""
+        if self.commands is None or not isinstance(body, list):
+            return body
+        out = []
+        for item in body:
+            if isinstance(item, dict) and isinstance(item.get("id"), str):
+                item = await self.commands.intercept(grant_of(request), tenant, item["id"], item)
+            out.append(item)
+        return out
+
     async def run_query(self, request: Request, tenant: str, query: EntityQuery) -> QueryResult:
         narrowed = self.narrow(request, query)
         if narrowed is None:
@@ -347,6 +358,7 @@ class HubApi:
             raise BadRequestData("options replace and update cannot be combined")
         body, ctx = await self.read_body(request)
         self.check_writes(request, body)
+        body = await self.with_batch_commands(request, tenant, body)
         result = await self.batch.upsert(tenant, body, ctx.terms, update="update" in opts)
         if result.created:
             ok = json_response(result.created, status=201)
@@ -360,6 +372,7 @@ class HubApi:
         no_overwrite = "noOverwrite" in options_param(request)
         body, ctx = await self.read_body(request)
         self.check_writes(request, body)
+        body = await self.with_batch_commands(request, tenant, body)
         result = await self.batch.update(tenant, body, ctx.terms, no_overwrite=no_overwrite)
         return self._batch_response(result, _no_content())
 
@@ -376,6 +389,7 @@ class HubApi:
         tenant = await self.read_tenant(request)
         body, ctx = await self.read_body(request, merge=True)
         self.check_writes(request, body)
+        body = await self.with_batch_commands(request, tenant, body)
         result = await self.batch.merge(tenant, body, ctx.terms)
         return self._batch_response(result, _no_content())
 
