@@ -27,9 +27,11 @@ class Applied:
         """The discovery counters' deltas: old documents out, new documents in."""
         stats: Stats = Counter()
         for eid in self.changed:
-            if eid in self.before:
-                count_attributes(stats, self.before[eid], -1)
-            doc = self.after[eid]
+            old, doc = self.before.get(eid), self.after[eid]
+            if old is not None and doc is not None and _same_shape(old, doc):
+                continue  # new values in the same attributes (a device's update): no change
+            if old is not None:
+                count_attributes(stats, old, -1)
             if doc is not None:
                 count_attributes(stats, doc, 1)
         return stats
@@ -54,6 +56,23 @@ def apply_ops(ops: Sequence[WriteOp], before: dict[str, Entity]) -> Applied:
         applied.results.append(new)
     applied.after = {eid: state[eid] for eid in applied.changed}
     return applied
+
+
+def _same_shape(a: Entity, b: Entity) -> bool:
+    """Whether two states of an entity count the same: types, attributes, instance kinds."""
+    if a["type"] != b["type"]:
+        return False
+    attrs_a, attrs_b = a["attrs"], b["attrs"]
+    if attrs_a.keys() != attrs_b.keys():
+        return False
+    for attr, instances in attrs_a.items():
+        others = attrs_b[attr]
+        if len(instances) != len(others):
+            return False
+        for x, y in zip(instances, others, strict=True):
+            if x["type"] != y["type"]:
+                return False
+    return True
 
 
 def count_attributes(stats: Stats, doc: Entity, sign: int) -> None:
