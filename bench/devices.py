@@ -138,7 +138,6 @@ def start_cidade(store: str, broker_port: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIDADE_")}
     env.update({"CIDADE_RATE_LIMIT": "0", "CIDADE_MQTT_CLIENT_ID": "cidade-bench"})
-    env.update({k[2:]: v for k, v in os.environ.items() if k.startswith("X_CIDADE_")})
     proc = subprocess.Popen(
         [
             sys.executable,
