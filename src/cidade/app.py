@@ -43,7 +43,7 @@ from cidade.store import Store, open_store
 
 log = logging.getLogger("cidade")
 
-GC_YOUNG_THRESHOLD = 50_000  # allocations between two collections of the youngest generation
+GC_YOUNG_THRESHOLD = 200_000  # allocations between two collections of the youngest generation
 
 
 def build_app(settings: Settings, store: Store | None = None) -> Starlette:
@@ -135,10 +135,11 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         # Everything built so far lives as long as the process: keep the collector from walking it
         # again and again (gen-2 passes over long-lived objects show up as latency spikes).
         gc.freeze()
-        # Collect young objects every 50,000 allocations instead of 700: at thousands of device
+        # Collect young objects every 200,000 allocations instead of 700: at thousands of device
         # messages a second (each a task, a future, a few dicts, most freed by reference
         # counting anyway) the collector's passes were a quarter of the process's time
-        # (bench/devices.py's catching up: 7,500-8,000 messages/s before, 9,700-11,500 after).
+        # (catching up on 15 s of messages: 7,500-8,000 a second; with 50,000, 9,700-10,400;
+        # with 200,000, 10,700-12,000).
         collecting = gc.get_threshold()
         gc.set_threshold(GC_YOUNG_THRESHOLD, *collecting[1:])
         purging = None
