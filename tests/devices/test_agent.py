@@ -46,6 +46,15 @@ def entity(client: Any, eid: str) -> Any:
     return client.get(f"{NGSI}/entities/{eid}", headers={"NGSILD-Tenant": "city"})
 
 
+def no2_history(client: Any) -> list[Any]:
+    history = client.get(
+        f"{NGSI}/temporal/entities/{AQ}",
+        headers={"NGSILD-Tenant": "city"},
+        params={"attrs": "no2", "options": "temporalValues"},
+    ).json()
+    return [v[0] for v in history["no2"]["values"]]
+
+
 def test_measures_over_http_update_the_devices_entity(client):
     provision(client)
     r = send(client, "aq1", {"n": 41.5, "l": "41.15, -8.61", "TimeInstant": "2026-11-26T10:00:00Z"})
@@ -306,12 +315,7 @@ def test_an_array_of_measures_is_all_or_nothing(client):
     assert send(client, "aq1", both).status_code == 200
     bad = [{"n": 3, "TimeInstant": "2026-11-26T09:10:00Z"}, {"n": "lots"}]
     agent_error(send(client, "aq1", bad), 400, "BAD_REQUEST")
-    history = client.get(
-        f"{NGSI}/temporal/entities/{AQ}",
-        headers={"NGSILD-Tenant": "city"},
-        params={"attrs": "no2", "options": "temporalValues"},
-    ).json()
-    assert [v[0] for v in history["no2"]["values"]] == [1, 2]
+    assert no2_history(client) == [1, 2]
     assert entity(client, AQ).json()["no2"]["value"] == 2
 
 
@@ -370,12 +374,7 @@ def test_a_commit_that_failed_is_taken_again_without_writing_twice(client):
         assert client.portal.call(agent.commit, prepared) == [None, None]
     finally:
         store.write = real_write
-    history = client.get(
-        f"{NGSI}/temporal/entities/{AQ}",
-        headers={"NGSILD-Tenant": "city"},
-        params={"attrs": "no2", "options": "temporalValues"},
-    ).json()
-    assert [v[0] for v in history["no2"]["values"]] == [1, 2]
+    assert no2_history(client) == [1, 2]
     assert entity(client, AQ).json()["no2"]["value"] == 2
 
 
