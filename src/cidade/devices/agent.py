@@ -63,9 +63,8 @@ class Agent:
         self.terms = terms
         self.counts: Counter[str] = Counter()
         self._profiles: dict[tuple[str, str], tuple[float, Profile]] = {}
-        # What stored() already checked and expanded: (id, type) -> (id, types); name -> IRI.
+        # What stored() already checked and expanded: (id, type) -> (id, types).
         self._heads: dict[tuple[str, Any], tuple[str, list[str]]] = {}
-        self._iris: dict[str, str] = {}
         self._last_log: dict[str, float] = {}
         # Where devices' answers to commands go (devices/commands.py).
         self.on_answers: Callable[[Sequence[CommandAnswer]], Awaitable[None]] | None = None
@@ -241,12 +240,7 @@ class Agent:
         for name, attribute in fragment.items():
             if name == "id" or name == "type":
                 continue
-            iri = self._iris.get(name)
-            if iri is None:
-                iri = self.terms.expand(check_name(name))
-                if len(self._iris) >= 10_000:
-                    self._iris.clear()
-                self._iris[name] = iri
+            iri = self.terms.expand(check_name(name))  # both remember what they saw
             if attribute.get("type") == "Property" and attribute.keys() <= _MAPPED_MEMBERS:
                 instance = {**attribute, "createdAt": now, "modifiedAt": now}
                 at = instance.get("observedAt")

@@ -78,6 +78,11 @@ class Commands:
 
     async def device_of(self, tenant: str, entity_id: str) -> Profile | None:
         """The profile of the device whose entity this is, when that device takes commands."""
+        return (await self._commandable(tenant)).get(entity_id)
+
+    async def _commandable(self, tenant: str) -> dict[str, Profile]:
+        """The tenant's devices that take commands, by entity id (read again every INDEX_TTL
+        seconds, or after ``forget``)."""
         hit = self._index.get(tenant)
         if hit is None or hit[0] < time.monotonic():
             groups = {g.get("apikey"): g for _, g in await self.store.service_groups(tenant)}
@@ -92,7 +97,7 @@ class Commands:
                     index[profile.entity_id] = profile
             hit = (time.monotonic() + INDEX_TTL, index)
             self._index[tenant] = hit
-        return hit[1].get(entity_id)
+        return hit[1]
 
     async def intercept(
         self, grant: Grant, tenant: str, entity_id: str, body: dict[str, Any]
@@ -205,8 +210,7 @@ class Commands:
         for again. How many were found."""
         found = 0
         for tenant in await self.store.device_tenants():
-            await self.device_of(tenant, "")
-            for entity_id, profile in self._index[tenant][1].items():
+            for entity_id, profile in (await self._commandable(tenant)).items():
                 entity = await self.store.get_entity(tenant, entity_id)
                 if entity is None:
                     continue

@@ -367,25 +367,8 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-                " observed_at, modified_at, created_at, instance, num)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        tenant,
-                        entity_id,
-                        a,
-                        d,
-                        i,
-                        t,
-                        o,
-                        m,
-                        c,
-                        orjson.dumps(inst).decode(),
-                        numeric_value(inst),
-                    )
-                    for a, d, i, t, o, m, c, inst in rows
-                ],
+                f"INSERT INTO attr_history({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [_history_record(tenant, entity_id, row) for row in rows],
             )
 
         await self.db.write(run)
@@ -862,6 +845,24 @@ def merge_recent(conn: sqlite3.Connection) -> int:
     return moved
 
 
+def _history_record(tenant: str, entity_id: str, row: HistoryRow) -> tuple:
+    """A history row as the history tables' columns (_HISTORY_COLUMNS) hold it."""
+    attr, dataset, instance_id, t, observed, modified, created, inst = row
+    return (
+        tenant,
+        entity_id,
+        attr,
+        dataset,
+        instance_id,
+        t,
+        observed,
+        modified,
+        created,
+        orjson.dumps(inst).decode(),
+        numeric_value(inst),
+    )
+
+
 def _geometries(doc: Entity) -> list[tuple[str, Any]]:
     """(attribute, GeoJSON value) of every GeoProperty instance of an entity, in order."""
     return [
@@ -908,14 +909,15 @@ def _write_batch(
     # device's update changes values, seldom its types or its place (type rows and the R*Tree
     # are B-trees of their own, each rewrite dirtying pages of its own).
     retyped: set[str] = set()
-    moved: set[str] = set()
+    moved: dict[str, list[tuple[str, Any]]] = {}  # entity id -> its new geometries
     for eid in applied.changed:
         doc = applied.after[eid]
         old = stored.get(eid)
         if old is None or doc is None or doc["type"] != old["type"]:
             retyped.add(eid)
-        if (_geometries(old) if old else ()) != (_geometries(doc) if doc else ()):
-            moved.add(eid)
+        geometries = _geometries(doc) if doc else []
+        if (_geometries(old) if old else []) != geometries:
+            moved[eid] = geometries
     for rewritten, statements in (
         (retyped, ("DELETE FROM entity_types WHERE rid IN ({marks})",)),
         (
@@ -958,20 +960,8 @@ def _write_batch(
                     tombstones.append((tenant, eid, types, deleted_at))
             else:
                 history_rows.extend(
-                    (
-                        tenant,
-                        eid,
-                        a,
-                        d,
-                        i,
-                        t,
-                        o,
-                        m,
-                        c,
-                        orjson.dumps(inst).decode(),
-                        numeric_value(inst),
-                    )
-                    for a, d, i, t, o, m, c, inst in changed_instances(stored.get(eid), doc)
+                    _history_record(tenant, eid, row)
+                    for row in changed_instances(stored.get(eid), doc)
                 )
         if doc is None:
             if rid is not None:
@@ -985,9 +975,7 @@ def _write_batch(
             updates.append((orjson.dumps(doc).decode(), rid))
         if eid in retyped:
             type_rows.extend((tenant, t, rid) for t in doc["type"])
-        if eid not in moved:
-            continue
-        for attr, value in _geometries(doc):
+        for attr, value in moved.get(eid, ()):
             try:
                 box = geometry_bbox(value)
             except Exception:
