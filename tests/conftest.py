@@ -33,7 +33,13 @@ def postgres_unavailable() -> str | None:
     async def probe() -> None:
         conn = await asyncpg.connect(PG_URL, timeout=5)
         try:
-            await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public")
+            # The store's migration lock: test workers starting together on a database without
+            # PostGIS would otherwise race to create it, and the loser would skip every test.
+            from cidade.store.postgres.migrations import MIGRATION_LOCK
+
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS postgis SCHEMA public")
         finally:
             await conn.close()
 

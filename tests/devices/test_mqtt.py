@@ -330,6 +330,31 @@ def test_batches_preserve_order_and_stopped_bridge_misses_nothing(broker):
     assert bridge.counters.refused == n // 3
 
 
+def test_committed_messages_are_acknowledged_and_not_delivered_again(broker):
+    """Every committed QoS 1 message was acknowledged (the bridge writes the PUBACKs of a
+    batch itself): a bridge that comes back on the same session is handed only what is new."""
+    first, second = Recorder(), Recorder()
+    n = 500
+
+    async def main():
+        bridge = bridge_for(broker, first)
+        await bridge.start()
+        await bridge.wait_connected(10)
+        await publish(broker, [(f"/json/k1/dev{i % 7}/attrs", b'{"n": %d}' % i) for i in range(n)])
+        await until(lambda: len(first.measures) == n)
+        await bridge.stop()
+        again = bridge_for(broker, second)
+        await again.start()
+        await again.wait_connected(10)
+        await publish(broker, [("/json/k1/dev0/attrs", b'{"n": -1}')])
+        await until(lambda: len(second.measures) >= 1)
+        await asyncio.sleep(0.5)
+        await again.stop()
+
+    asyncio.run(main())
+    assert [m.payload for m in second.measures] == [b'{"n": -1}']
+
+
 def test_ingest_failure_is_retried_and_nothing_lost(broker):
     agent = Recorder(failures=2)
 

@@ -17,10 +17,12 @@ returned, that is after the store committed it. A crash between receipt and comm
 message unacknowledged in the broker's session, which delivers it again at the next connection:
 delivery is at least once, a message may come twice, never zero times.
 
-The MQTT client is gmqtt: with ``optimistic_acknowledgement`` off it sends a message's PUBACK
-when the coroutine handling it returns, which is what acknowledging after commit needs, and
-its receive path costs a sixth of paho-mqtt's for MQTT 5 (bench/mqtt_clients.py). The bridge
-reconnects by itself, with backoff, on a new client each time (``_Client.reconnect``).
+The MQTT client is gmqtt, whose receive path costs a sixth of paho-mqtt's for MQTT 5
+(bench/mqtt_clients.py). It has no public way to acknowledge a message later than when its
+handler returns but a coroutine per message (a task, a future and a PUBACK written alone, a fifth
+of the bridge's time at full rate), so ``_Client`` takes QoS 1 messages with their packet ids
+from gmqtt's publish handler and writes the PUBACKs of a committed batch at once (``puback``).
+The bridge reconnects by itself, with backoff, on a new client each time (``_Client.reconnect``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import gmqtt
-from gmqtt.mqtt.constants import MQTTv50
+from gmqtt.mqtt.constants import MQTTCommands, MQTTv50
+from gmqtt.mqtt.package import CommandWithMidPacket
 from gmqtt.storage import PersistentStorage
 
 from cidade.config import Settings
@@ -249,24 +252,60 @@ class _Outbox(PersistentStorage):
 class _Client(gmqtt.Client):
     """One connection's client. gmqtt would reconnect by itself (with a fixed delay, on the same
     client); the bridge does it instead, with backoff and on a new client, so a lost connection
-    is only reported here."""
+    is only reported here. QoS 1 messages go to ``received(client, topic, payload, packet id)``
+    and are acknowledged by ``puback``, nothing else."""
 
-    def __init__(self, client_id: str, lost: asyncio.Event, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        client_id: str,
+        lost: asyncio.Event,
+        received: Callable[[_Client, str, bytes, int], None],
+        **kwargs: Any,
+    ) -> None:
         self.outbox = _Outbox()
         super().__init__(client_id, persistent_storage=self.outbox, **kwargs)
         self.lost = lost
-        # The PUBACKs this connection owes, oldest first (acknowledged ones leave from the left).
-        self.unacked: deque[asyncio.Future[None]] = deque()
+        # gmqtt's publish handler parses the packet, then hands a QoS 1 message to this method
+        # with its packet id; in its place, gmqtt would run the message's handler as a task and
+        # send the PUBACK when it returns. Checked here so that a gmqtt that changed fails loudly
+        # at the first connection rather than acknowledging before commit.
+        handler = getattr(self, "_package_handler", None)
+        if not callable(getattr(handler, "_handle_qos_1_publish_packet", None)):
+            raise RuntimeError(
+                f"gmqtt {getattr(gmqtt, '__version__', '?')} has no "
+                "_package_handler._handle_qos_1_publish_packet: the bridge needs gmqtt 0.8"
+            )
+
+        def qos_1(mid: int, payload: bytes, topic: str, _properties: Any) -> None:
+            received(self, topic, payload, mid)
+
+        handler._handle_qos_1_publish_packet = qos_1  # type: ignore[union-attr]
 
     async def reconnect(self, delay: bool = False) -> None:
         self.lost.set()
 
+    def puback(self, mids: Sequence[int]) -> None:
+        """The PUBACKs of these QoS 1 messages, in one write, in order; none once the connection
+        is lost: the broker delivers those messages again on the next one."""
+        connection = self._connection
+        if not mids or connection is None or self.lost.is_set() or connection.is_closing():
+            return
+        version = self._connection_state.protocol_version
+        connection.send_package(
+            b"".join(
+                CommandWithMidPacket.build_package(
+                    MQTTCommands.PUBACK, mid, False, proto_ver=version
+                )
+                for mid in mids
+            )
+        )
+
 
 # -- the bridge ----------------------------------------------------------------------------------
 
-# A message received, not acknowledged yet: (its connection's client, topic, payload, the future
-# its PUBACK waits for; None for QoS 0).
-_Inboxed = tuple[_Client, str, bytes, "asyncio.Future[None] | None"]
+# A message received, not acknowledged yet: (its connection's client, topic, payload, its packet
+# id; None for QoS 0).
+_Inboxed = tuple[_Client, str, bytes, "int | None"]
 # What a batch becomes: (kind, the agent's prepared measures or the answers, messages, index of
 # the batch's last message in it).
 _Step = tuple[str, Any, int, int]
@@ -316,7 +355,7 @@ class MqttBridge:
         self._task: asyncio.Task[None] | None = None
         self._idle = True  # waiting for a message (nothing in hand that a stop would waste)
         # Messages received and not yet acknowledged, in arrival order: (client, topic,
-        # payload, the future its PUBACK waits for; None for QoS 0).
+        # payload, its packet id; None for QoS 0).
         self._inbox: deque[_Inboxed] = deque()
         self._wake = asyncio.Event()
         self._log = _Quiet(log.getChild("gmqtt"), {})
@@ -385,8 +424,11 @@ class MqttBridge:
         client = _Client(
             self.client_id,
             lost,
+            self._received,
             clean_session=False,
-            optimistic_acknowledgement=False,  # PUBACK once the handler returned: after commit
+            # Only QoS 2 would reach gmqtt's acknowledgement, and the subscriptions are QoS 1:
+            # had the broker sent one anyway, it gets no PUBREC before its handler returned.
+            optimistic_acknowledgement=False,
             logger=self._log,
             session_expiry_interval=self.session_expiry,
             receive_maximum=self.receive_maximum,
@@ -460,10 +502,6 @@ class MqttBridge:
         except Exception:  # already gone: nothing to say goodbye to
             pass
         self._inbox = deque(item for item in self._inbox if item[0] is not client)
-        for acked in client.unacked:
-            if not acked.done():
-                acked.set_result(None)
-        client.unacked.clear()
 
     async def _subscribe(self, client: _Client) -> None:
         answered: asyncio.Future[tuple[int, ...]] = asyncio.get_running_loop().create_future()
@@ -484,20 +522,17 @@ class MqttBridge:
 
     # -- receiving
 
-    async def _on_message(
+    def _received(self, client: _Client, topic: str, payload: bytes, mid: int) -> None:
+        """A QoS 1 message: acknowledged once the batch holding it was committed (``_ack``)."""
+        self._inbox.append((client, topic, payload, mid))
+        self._wake.set()
+
+    def _on_message(
         self, client: _Client, topic: str, payload: bytes, qos: int, properties: Any
     ) -> int:
-        """gmqtt's handler of one message: its PUBACK leaves when this returns, that is once
-        the batch holding it was handed to the agent (or dropped with its connection)."""
-        if qos == 0:
-            self._inbox.append((client, topic, payload, None))
-            self._wake.set()
-            return 0
-        acked: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._inbox.append((client, topic, payload, acked))
-        client.unacked.append(acked)
+        """gmqtt's handler of the other messages: QoS 0, which owe no acknowledgement."""
+        self._inbox.append((client, topic, payload, None))
         self._wake.set()
-        await acked
         return 0
 
     async def _consume(self, client: _Client) -> None:
@@ -626,12 +661,7 @@ class MqttBridge:
 
     @staticmethod
     def _ack(client: _Client, messages: Sequence[_Inboxed]) -> None:
-        for _, _, _, acked in messages:
-            if acked is not None and not acked.done():
-                acked.set_result(None)
-        unacked = client.unacked
-        while unacked and unacked[0].done():
-            unacked.popleft()
+        client.puback([mid for _, _, _, mid in messages if mid is not None])
 
 
 __all__ = [
