@@ -11,7 +11,8 @@ the rate of a paho-mqtt one, so the broker rather than the publisher sets the fi
 1. the broker alone: the publisher for --seconds, counted by a plain gmqtt subscriber in
    another process (bench/mqtt_broker.py's): the most any MQTT consumer on this broker is
    handed;
-2. through Cidade: ``cidade serve --mqtt`` (SQLite, history on, access control on) with the
+2. through Cidade: ``cidade serve --mqtt`` (--store: SQLite by default or PostgreSQL in a schema
+   of its own; history on, access control on) with the
    service group provisioned; the same publisher for the same time; the figure is messages
    divided by the time from the first publish until every device's entity shows its last
    message (asked through the NGSI-LD API, twice a second once publishing is over, for the
@@ -44,7 +45,7 @@ from pathlib import Path
 import httpx
 
 from mqtt_broker import publish, subscriber
-from run import make_admin_key
+from run import PG_URL, _drop_schema, make_admin_key, postgres_unavailable
 
 NGSI = "/ngsi-ld/v1"
 
@@ -179,7 +180,17 @@ def main() -> None:
     parser.add_argument(
         "--drain", type=float, default=10, help="seconds of messages queued while Cidade is down"
     )
+    parser.add_argument(
+        "--store", choices=("sqlite", "postgres"), default="sqlite", help="Cidade's store"
+    )
+    parser.add_argument("--postgres", default=PG_URL, help="PostgreSQL for --store postgres")
     args = parser.parse_args()
+    schema = None
+    if args.store == "postgres":
+        reason = postgres_unavailable(args.postgres)
+        if reason:
+            raise SystemExit(f"PostgreSQL not usable at {args.postgres}: {reason}")
+        schema = f"bench_devices_{os.getpid()}"
     drained = queued = 0.0
     folder = Path(tempfile.mkdtemp(prefix="cidade-devices-bench-"))
     broker, port = start_broker(folder)
@@ -188,7 +199,7 @@ def main() -> None:
         alone, sent_alone, received_alone = broker_rate(
             port, args.seconds, args.devices, args.window
         )
-        store = f"sqlite:///{folder}/cidade.db"
+        store = f"{args.postgres}?schema={schema}" if schema else f"sqlite:///{folder}/cidade.db"
         auth = {"Authorization": f"Bearer {make_admin_key(store)}"}
         cidade, base = start_cidade(store, port)
         try:
@@ -245,10 +256,12 @@ def main() -> None:
         broker.terminate()
         broker.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
+        if schema:
+            asyncio.run(_drop_schema(args.postgres, schema))
     lost = f" ({sent_alone - received_alone} dropped)" if received_alone < sent_alone else ""
     print(f"broker alone: {alone:,.0f} messages/s received by a plain subscriber{lost}")
     print(
-        f"through Cidade (publish -> entity updated, history on, SQLite): {through:,.0f} "
+        f"through Cidade (publish -> entity updated, history on, {args.store}): {through:,.0f} "
         f"messages/s, {sent:,} messages in {args.seconds:.0f} s of publishing"
     )
     print(f"ratio to the broker: {through / alone:.3f}  (aim: >= 5,000/s and >= 0.5)")
