@@ -1,6 +1,7 @@
 """Device messages through Cidade: from MQTT publish to entity updated, next to the broker's limit.
 
     .venv/bin/python bench/devices.py [--seconds 60] [--devices 1000] [--window 64] [--drain 10]
+                                [--store sqlite|postgres]
 
 One run, one private Mosquitto (persistence on, ``max_queued_messages 0`` as docs/devices.md
 asks of a production broker), the same publisher and the same messages in every phase: IoT
@@ -11,12 +12,12 @@ the rate of a paho-mqtt one, so the broker rather than the publisher sets the fi
 1. the broker alone: the publisher for --seconds, counted by a plain gmqtt subscriber in
    another process (bench/mqtt_broker.py's): the most any MQTT consumer on this broker is
    handed;
-2. through Cidade: ``cidade serve --mqtt`` (--store: SQLite by default or PostgreSQL in a schema
-   of its own; history on, access control on) with the
-   service group provisioned; the same publisher for the same time; the figure is messages
-   divided by the time from the first publish until every device's entity shows its last
-   message (asked through the NGSI-LD API, twice a second once publishing is over, for the
-   devices still awaited), so a backlog still queued in the broker counts;
+2. through Cidade: ``cidade serve --mqtt`` (history on, access control on; --store sqlite, the
+   default, or postgres in a schema of its own) with the service group provisioned; the same
+   publisher for the same time; the figure is messages divided by the time from the first
+   publish until every device's entity shows its last message (asked through the NGSI-LD API,
+   twice a second once publishing is over, for the devices still awaited), so a backlog still
+   queued in the broker counts;
 3. catching up (--drain seconds, 0 skips): Cidade is stopped, the publisher sends --drain
    seconds of messages, which the broker keeps in Cidade's persistent session; the figure is
    those messages divided by the time from Cidade's restart until every entity shows them:

@@ -5,6 +5,7 @@ persistence in tmp_path, so that it can be stopped and started again); the agent
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import shutil
 import signal
@@ -243,6 +244,26 @@ def test_broker_url_tls(tmp_path):
     context = b.ssl_context()
     assert b.port == 8884 and context.verify_mode == ssl.CERT_REQUIRED
     assert len(context.get_ca_certs()) == 1
+
+
+def test_gmqtt_log_lines_are_demoted_to_debug(caplog):
+    """gmqtt's own lines (warnings included) leave at DEBUG, and only when DEBUG is on: the
+    bridge reports connections, losses and refusals itself."""
+    from cidade.devices.mqtt import _Quiet
+
+    logger = logging.getLogger("cidade.devices.mqtt.gmqtt")
+    quiet = _Quiet(logger, {})
+    with caplog.at_level(logging.INFO, logger="cidade.devices.mqtt"):
+        quiet.warning("[CONNECTION LOST] not reconnecting")
+        quiet.debug("[MqttPackageHandler] RECV %s", "/json/k/d/attrs")
+    assert caplog.records == []
+    with caplog.at_level(logging.DEBUG, logger="cidade.devices.mqtt"):
+        quiet.warning("[CONNECTION LOST] not reconnecting")
+        quiet.debug("[MqttPackageHandler] RECV %s", "/json/k/d/attrs")
+    assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
+        (logging.DEBUG, "[CONNECTION LOST] not reconnecting"),
+        (logging.DEBUG, "[MqttPackageHandler] RECV /json/k/d/attrs"),
+    ]
 
 
 def test_bridge_refuses_an_empty_or_invalid_url():
