@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python bench/gate.py
 	$(BIN)/python bench/mqtt_clients.py
 	$(BIN)/python bench/devices.py
+	$(BIN)/python bench/device_writes.py
 	$(BIN)/python bench/devices_floor.py
 
 clean:
