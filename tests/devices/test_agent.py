@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cidade.app import build_app
+from cidade.devices import commands as commands_module
 from cidade.devices.messages import CommandAnswer, Measure
 from tests.auth.helpers import account_with_key, bearer, key_of
 from tests.conftest import NGSI, admin_client, problem_type
@@ -279,6 +280,37 @@ def test_a_command_pending_at_a_restart_can_still_be_answered(settings):
         second.portal.call(second.app.state.agent.command_answers, [answer])
         assert entity(second, BOLLARD).json()["lower_status"]["value"] == "OK"
         assert commands.pending == {}
+
+
+def test_commands_pending_at_a_restart_are_found_on_every_page(settings, monkeypatch):
+    """Looking for pending commands reads the commandable entities a page at a time: every
+    page counts, and a device with no pending command is left alone."""
+    with admin_client(build_app(settings), raise_server_exceptions=False) as first:
+        provision_bollard(first)
+        bollards = [f"bollard-{n}" for n in range(2, 8)]
+        r = first.post(
+            "/iot/devices",
+            json={"devices": [{"device_id": d, "apikey": "kb"} for d in bollards]},
+            headers=CITY,
+        )
+        assert r.status_code == 201, r.text
+        for device in bollards:
+            assert send(first, device, {"deviceState": "up"}, apikey="kb").status_code == 200
+        for device in ["bollard-1", *bollards[:-1]]:  # the last one is never commanded
+            r = first.patch(
+                f"{NGSI}/entities/urn:ngsi-ld:Device:{device}/attrs",
+                json={"raise": {"type": "Property", "value": True}},
+                headers={"NGSILD-Tenant": "city"},
+            )
+            assert r.status_code == 204, r.text
+    monkeypatch.setattr(commands_module, "RESUME_PAGE", 2)
+    with admin_client(build_app(settings), raise_server_exceptions=False) as second:
+        commands = second.app.state.commands
+        expected = {("city", f"urn:ngsi-ld:Device:bollard-{n}", "raise") for n in range(1, 7)}
+        deadline = time.monotonic() + 5
+        while set(commands.pending) != expected:
+            assert time.monotonic() < deadline, f"found {sorted(commands.pending)}"
+            time.sleep(0.05)
 
 
 def test_an_expiry_does_not_overwrite_an_answer_it_did_not_see(client, bollard):

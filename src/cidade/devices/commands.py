@@ -29,12 +29,13 @@ from cidade.devices.messages import CommandAnswer, CommandSink
 from cidade.hub import timefmt
 from cidade.hub.entities import EntityService
 from cidade.hub.model import Terms
-from cidade.store.base import Store
+from cidade.store.base import EntityQuery, Store
 
 log = logging.getLogger("cidade.devices")
 
 PENDING, OK, ERROR, EXPIRED = "PENDING", "OK", "ERROR", "EXPIRED"
 INDEX_TTL = 10.0
+RESUME_PAGE = 500  # entities read at a time when looking for commands pending at a restart
 
 
 @dataclass(slots=True)
@@ -210,27 +211,38 @@ class Commands:
         for again. How many were found."""
         found = 0
         for tenant in await self.store.device_tenants():
-            for entity_id, profile in (await self._commandable(tenant)).items():
-                entity = await self.store.get_entity(tenant, entity_id)
-                if entity is None:
+            commandable = await self._commandable(tenant)
+            ids = list(commandable)
+            for start in range(0, len(ids), RESUME_PAGE):
+                page = ids[start : start + RESUME_PAGE]
+                result = await self.store.query(tenant, EntityQuery(ids=page, limit=len(page)))
+                found += self._resume_page(tenant, commandable, result.entities)
+        return found
+
+    def _resume_page(
+        self, tenant: str, commandable: dict[str, Profile], entities: list[dict[str, Any]]
+    ) -> int:
+        found = 0
+        for entity in entities:
+            entity_id = entity["id"]
+            profile = commandable[entity_id]
+            for name in profile.commands:
+                sent_at = self._pending_since(entity, name)
+                key = (tenant, entity_id, name)
+                if sent_at is None or key in self.pending:
                     continue
-                for name in profile.commands:
-                    sent_at = self._pending_since(entity, name)
-                    key = (tenant, entity_id, name)
-                    if sent_at is None or key in self.pending:
-                        continue
-                    found += 1
-                    sent = datetime.fromisoformat(sent_at[:26]).replace(tzinfo=UTC)
-                    left = self.timeout - (datetime.now(UTC) - sent).total_seconds()
-                    self.pending[key] = Pending(
-                        tenant,
-                        entity_id,
-                        name,
-                        profile.device_id,
-                        time.monotonic() + max(left, 0.0),
-                        None,
-                        sent_at,
-                    )
+                found += 1
+                sent = datetime.fromisoformat(sent_at[:26]).replace(tzinfo=UTC)
+                left = self.timeout - (datetime.now(UTC) - sent).total_seconds()
+                self.pending[key] = Pending(
+                    tenant,
+                    entity_id,
+                    name,
+                    profile.device_id,
+                    time.monotonic() + max(left, 0.0),
+                    None,
+                    sent_at,
+                )
         return found
 
     def _pending_since(self, entity: dict[str, Any], name: str) -> str | None:
