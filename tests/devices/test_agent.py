@@ -81,6 +81,28 @@ def test_measures_over_http_update_the_devices_entity(client):
     assert [v[0] for v in history["no2"]["values"]] == [41.5, 40]
 
 
+def test_the_t_parameter_times_every_measure_object_of_a_message(client):
+    provision(client)
+    at = "2026-11-26T11:00:00Z"
+    r = client.post("/iot/json", params={"k": "k1", "i": "aq1", "t": at}, json=[{"n": 1}, {"n": 2}])
+    assert r.status_code == 200, r.text
+    history = client.get(
+        f"{NGSI}/temporal/entities/{AQ}",
+        headers={"NGSILD-Tenant": "city"},
+        params={"attrs": "no2", "options": "temporalValues"},
+    ).json()
+    stored = "2026-11-26T11:00:00.000000Z"
+    assert sorted(history["no2"]["values"]) == [[1, stored], [2, stored]]
+    bad = client.post(
+        "/iot/json",
+        params={"k": "k1", "i": "aq1", "t": at},
+        content=b'{"n": 3',
+        headers={"Content-Type": "application/json"},
+    )
+    agent_error(bad, 400, "BAD_REQUEST")
+    assert entity(client, AQ).json()["no2"]["value"] == 2
+
+
 def test_refused_messages_write_nothing(client):
     provision(client)
     assert send(client, "aq1", {"n": 1}).status_code == 200

@@ -215,6 +215,11 @@ class Agent:
                 except orjson.JSONDecodeError:
                     raise MappingError("the message is not valid JSON") from None
             many = measures if isinstance(measures, list) and measures else [measures]
+            if measure.time_instant is not None:
+                many = [
+                    {**m, "TimeInstant": measure.time_instant} if isinstance(m, dict) else m
+                    for m in many
+                ]
             news = [
                 self.stored(to_fragment(profile, m, measure.received_at or now), now) for m in many
             ]

@@ -21,6 +21,8 @@ class Measure:
     object_id: str | None = None
     received_at: str = ""  # stored timestamp format (hub/timefmt.py)
     transport: str = "mqtt"  # "mqtt" | "http"
+    # HTTP's ?t=: the TimeInstant of every measure object of the message, over its own.
+    time_instant: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

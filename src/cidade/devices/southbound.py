@@ -8,8 +8,6 @@ the IoT agent's own envelope, ``{"name", "message"}``.
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
@@ -54,14 +52,9 @@ class Southbound:
             body = await read_capped(request, self.max_body_bytes)
         except PayloadTooLarge:
             return iot_error(413, "PAYLOAD_TOO_LARGE", f"at most {self.max_body_bytes} bytes")
-        if "t" in params:
-            try:
-                measures: Any = orjson.loads(body)
-            except orjson.JSONDecodeError:
-                return iot_error(400, "BAD_REQUEST", "the body is not valid JSON")
-            if isinstance(measures, dict):
-                body = orjson.dumps({**measures, "TimeInstant": params["t"]})
-        measure = Measure(apikey, device_id, body, None, timefmt.now(), "http")
+        measure = Measure(
+            apikey, device_id, body, None, timefmt.now(), "http", time_instant=params.get("t")
+        )
         [refused] = await self.agent.ingest([measure], resource=HTTP_RESOURCE)
         if refused is None:
             return Response(status_code=200)
