@@ -97,7 +97,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         commands.forget()
 
     provisioning.on_change.append(devices_changed)
-    agent.on_provisioned = commands.forget
+    agent.on_provisioned = commands.provisioned
     bridge = MqttBridge(settings, agent) if settings.mqtt else None
     ready = {"ok": False}
     background: set[asyncio.Task] = set()

@@ -68,8 +68,8 @@ class Agent:
         self._last_log: dict[str, float] = {}
         # Where devices' answers to commands go (devices/commands.py).
         self.on_answers: Callable[[Sequence[CommandAnswer]], Awaitable[None]] | None = None
-        # Told when a device provisions itself (its commands become sendable at once).
-        self.on_provisioned: Callable[[], None] | None = None
+        # Told of each device that provisions itself (its commands become sendable at once).
+        self.on_provisioned: Callable[[Profile], None] | None = None
 
     def forget(self) -> None:
         """Drop every cached profile (a group or a device changed)."""
@@ -88,6 +88,7 @@ class Agent:
         chosen = [g for g in groups if resource is None or g[1].get("resource") == resource]
         tenant, group = (chosen or groups)[0]
         device = await self.store.get_device(tenant, device_id)
+        provisioned = device is None
         if device is None:
             if group.get("autoprovision", True) is False:
                 raise Refused(
@@ -106,11 +107,11 @@ class Agent:
             await self.store.save_device(tenant, device, create=True)
             device = await self.store.get_device(tenant, device_id) or device
             self.counts["autoprovisioned"] += 1
-            if self.on_provisioned is not None:
-                self.on_provisioned()
         elif device.get("apikey") not in (None, "", apikey):
             raise Refused("the device belongs to another apikey", "wrong_apikey")
         profile = build_profile(tenant, device_id, apikey, group, device)
+        if provisioned and self.on_provisioned is not None:
+            self.on_provisioned(profile)
         self._profiles[key] = (time.monotonic() + PROFILE_TTL, profile)
         return profile
 

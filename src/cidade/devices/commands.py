@@ -77,6 +77,14 @@ class Commands:
     def forget(self) -> None:
         self._index.clear()
 
+    def provisioned(self, profile: Profile) -> None:
+        """A device that provisioned itself: into its tenant's index when it takes commands,
+        rather than reading every device of the tenant again (a thousand devices appearing
+        at once would each have made the next update read them all)."""
+        hit = self._index.get(profile.tenant)
+        if hit is not None and profile.commands:
+            hit[1][profile.entity_id] = profile
+
     async def device_of(self, tenant: str, entity_id: str) -> Profile | None:
         """The profile of the device whose entity this is, when that device takes commands."""
         return (await self._commandable(tenant)).get(entity_id)
