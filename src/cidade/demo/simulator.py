@@ -420,6 +420,9 @@ class OverMqtt:
                     identifier=f"cidade-demo-{uuid.uuid4().hex[:12]}",
                     tls_context=self.address.ssl_context(),
                 ) as client:
+                    # A tick publishes many devices' messages at once, on purpose: aiomqtt
+                    # would warn about every one of them past its 10 pending calls.
+                    client.pending_calls_threshold = len(self.sim.devices) + 10
                     for kind in kinds:
                         await client.subscribe(f"/{apikey_of(kind)}/+/cmd", qos=1)
                     self.client = client
