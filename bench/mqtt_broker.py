@@ -33,7 +33,9 @@ def payload(i: int) -> bytes:
 
 
 class _Inflight(PersistentStorage):
-    """gmqtt's store of unacknowledged QoS 1 publishes, telling who waits for which PUBACK."""
+    """gmqtt's store of unacknowledged QoS 1 publishes, telling who waits for which PUBACK.
+    The bridge's _Outbox does the same for commands; the load generator keeps its own, so that
+    what drives the benchmark never changes with the code it measures."""
 
     def __init__(self) -> None:
         super().__init__()
