@@ -403,33 +403,71 @@ def test_a_device_that_provisioned_itself_takes_commands_at_once(client):
     assert sink.sent == [("kl", "lamp-7", b'{"switch":"on"}')]
 
 
-def test_a_commit_that_failed_is_taken_again_without_writing_twice(client):
+def test_a_batch_is_one_write_per_tenant_each_message_its_own_change(client):
     provision(client)
     agent = client.app.state.agent
     store = agent.store
     real_write, calls = store.write, []
 
+    async def counting_write(tenant, ops):
+        calls.append((tenant, len(ops)))
+        return await real_write(tenant, ops)
+
+    store.write = counting_write
+    try:
+        # Three messages of one device in one batch: one write, three history instances.
+        batch = [
+            Measure("k1", "aq1", b'{"n": %d, "TimeInstant": "2026-11-26T09:0%d:00Z"}' % (n, n))
+            for n in (1, 2, 3)
+        ]
+        assert client.portal.call(agent.ingest, batch) == [None, None, None]
+    finally:
+        store.write = real_write
+    assert calls == [("city", 3)]
+    assert no2_history(client) == [1, 2, 3]
+    assert entity(client, AQ).json()["no2"]["value"] == 3
+
+
+def test_a_commit_that_failed_is_taken_again_without_writing_twice(client):
+    provision(client)
+    town = {"Fiware-Service": "town", "NGSILD-Tenant": "town"}
+    r = client.post(
+        "/iot/services",
+        json={"services": [{"apikey": "k2", "entity_type": "AirQualityObserved"}]},
+        headers=town,
+    )
+    assert r.status_code == 201, r.text
+    agent = client.app.state.agent
+    store = agent.store
+    real_write, calls = store.write, []
+
     async def flaky_write(tenant, ops):
-        calls.append(len(ops))
-        if len(calls) == 2:  # the second round: its transaction fails
+        calls.append((tenant, len(ops)))
+        if len(calls) == 2:  # the second tenant's transaction fails
             raise RuntimeError("disk full")
         return await real_write(tenant, ops)
 
     store.write = flaky_write
     try:
-        # Two messages of one device in one batch: two rounds, two history instances.
         batch = [
             Measure("k1", "aq1", b'{"n": 1, "TimeInstant": "2026-11-26T09:00:00Z"}'),
+            Measure("k2", "aq9", b'{"no2": 5}'),
             Measure("k1", "aq1", b'{"n": 2, "TimeInstant": "2026-11-26T09:05:00Z"}'),
         ]
         prepared = client.portal.call(agent.prepare, batch)
         with pytest.raises(RuntimeError, match="disk full"):
             client.portal.call(agent.commit, prepared)
-        assert client.portal.call(agent.commit, prepared) == [None, None]
+        assert client.portal.call(agent.commit, prepared) == [None, None, None]
     finally:
         store.write = real_write
+    # The city's write is not made again: its history holds each message once.
+    assert calls == [("city", 2), ("town", 1), ("town", 1)]
     assert no2_history(client) == [1, 2]
     assert entity(client, AQ).json()["no2"]["value"] == 2
+    town_entity = client.get(
+        f"{NGSI}/entities/urn:ngsi-ld:AirQualityObserved:aq9", headers={"NGSILD-Tenant": "town"}
+    )
+    assert town_entity.json()["no2"]["value"] == 5
 
 
 @pytest.mark.parametrize(

@@ -61,3 +61,52 @@ def test_deltas_add_up_to_a_recount(batches):
         count_attributes(recount, doc, 1)
     assert +total == +recount
     assert all(n >= 0 for n in total.values())
+
+
+def _doc(eid: str, value: int) -> dict:
+    return {"id": eid, "type": ["T"], "attrs": {"x": [{"type": "Property", "value": value}]}}
+
+
+def _value(doc: dict | None) -> int | None:
+    return None if doc is None else doc["attrs"]["x"][0]["value"]
+
+
+def test_each_op_is_its_own_step_for_history_and_subscriptions():
+    def fails(_current):
+        raise ValueError("refused")
+
+    ops = [
+        WriteOp("a", lambda _c: _doc("a", 1)),
+        WriteOp("a", lambda _c: _doc("a", 2)),
+        WriteOp("b", lambda _c: _doc("b", 1)),
+        WriteOp("b", fails),  # leaves b as it was, and is no step
+        WriteOp("c", lambda _c: None),  # deleted
+        WriteOp("d", lambda _c: _doc("d", 1)),
+        WriteOp("d", lambda _c: None),  # created and deleted in one batch
+        WriteOp("a", lambda _c: _doc("a", 3)),
+    ]
+    applied = apply_ops(ops, {"c": _doc("c", 7)})
+    steps = [(e, _value(old), _value(new)) for e, old, new in applied.steps]
+    assert steps == [
+        ("a", None, 1),
+        ("a", 1, 2),
+        ("b", None, 1),
+        ("c", 7, None),
+        ("d", None, 1),
+        ("d", 1, None),
+        ("a", 2, 3),
+    ]
+    # History: every step of the entities the batch leaves in place, in order.
+    history = [(e, _value(old), _value(new)) for e, old, new in applied.history_steps()]
+    assert history == [("a", None, 1), ("a", 1, 2), ("b", None, 1), ("a", 2, 3)]
+    # Subscriptions: one change per entity per layer, each with its own before and after.
+    layers = [
+        (ids, {e: _value(d) for e, d in before.items()}, {e: _value(d) for e, d in after.items()})
+        for ids, before, after in applied.layers()
+    ]
+    assert layers == [
+        (["a", "b", "c", "d"], {"c": 7}, {"a": 1, "b": 1, "c": None, "d": 1}),
+        (["a", "d"], {"a": 1, "d": 1}, {"a": 2, "d": None}),
+        (["a"], {"a": 2}, {"a": 3}),
+    ]
+    assert [type(r).__name__ for r in applied.results].count("ValueError") == 1

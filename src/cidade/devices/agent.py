@@ -9,7 +9,6 @@ rest go on. Refusals are counted by reason and logged with the device id (never 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections import Counter
@@ -50,11 +49,12 @@ class Refused(Exception):
 
 @dataclass(slots=True)
 class Prepared:
-    """A batch mapped and checked, its writes in rounds (Agent.prepare), not written yet."""
+    """A batch mapped and checked (Agent.prepare), not written yet."""
 
     measures: Sequence[Measure]
     outcome: list[str | None]  # per message: None, or why it was refused
-    rounds: dict[str, list[list[tuple[int, WriteOp]]]]  # per tenant, writes no entity twice
+    # Per tenant not written yet, its writes in arrival order: (message index, write).
+    writes: dict[str, list[tuple[int, WriteOp]]]
 
 
 class Agent:
@@ -128,10 +128,7 @@ class Agent:
         allows), messages mapped and checked, writes ordered. ``commit`` writes them; a
         transport may prepare the next batch while the previous one is being committed."""
         outcome: list[str | None] = [None] * len(measures)
-        # Per tenant, rounds in which no entity appears twice: each message is its own change
-        # of the entity (its own history instance), even two of one device in one batch.
-        rounds: dict[str, list[list[tuple[int, WriteOp]]]] = {}
-        seen: dict[str, list[set[str]]] = {}
+        writes: dict[str, list[tuple[int, WriteOp]]] = {}
         now = timefmt.now()
         for n, measure in enumerate(measures):
             self.counts["received"] += 1
@@ -141,46 +138,20 @@ class Agent:
             except Refused as exc:
                 outcome[n] = self._refuse(measure, exc.reason, exc.kind)
                 continue
-            tenant_rounds = rounds.setdefault(profile.tenant, [])
-            tenant_seen = seen.setdefault(profile.tenant, [])
-            after = -1  # the updates of one message (an array of measures) go in order
-            for op in ops:
-                for r in range(after + 1, len(tenant_seen)):
-                    if op.entity_id not in tenant_seen[r]:
-                        tenant_seen[r].add(op.entity_id)
-                        tenant_rounds[r].append((n, op))
-                        after = r
-                        break
-                else:
-                    tenant_seen.append({op.entity_id})
-                    tenant_rounds.append([(n, op)])
-                    after = len(tenant_seen) - 1
-        return Prepared(measures, outcome, rounds)
+            writes.setdefault(profile.tenant, []).extend((n, op) for op in ops)
+        return Prepared(measures, outcome, writes)
 
     async def commit(self, prepared: Prepared) -> list[str | None]:
-        """Write a prepared batch, round after round; per message, None when written, else why
-        not. It may be called again after it raised: a round already written is not again."""
-        for tenant, tenant_rounds in prepared.rounds.items():
-            while tenant_rounds:
-                # A store that commits writes in the order they are asked for (SQLite's one
-                # writer) is given every round at once and commits them together, each in its
-                # turn; another one round after round.
-                rounds = tenant_rounds if self.store.writes_in_order else tenant_rounds[:1]
-                written = await asyncio.gather(
-                    *(self.store.write(tenant, [op for _, op in batch]) for batch in rounds),
-                    return_exceptions=True,
-                )
-                failed: BaseException | None = None
-                again = []  # not written: tried again at the next call
-                for batch, results in zip(rounds, written, strict=True):
-                    if isinstance(results, BaseException):
-                        failed = failed or results
-                        again.append(batch)
-                    else:
-                        self._settle(prepared, batch, results)
-                tenant_rounds[:] = again + tenant_rounds[len(rounds) :]
-                if failed is not None:
-                    raise failed
+        """Write a prepared batch, one store write (one transaction) per tenant; per message,
+        None when written, else why not. The store applies a batch's writes in order, each its
+        own change: two messages of one device in one batch are two history instances and two
+        notifications, and the entity's row is written once. It may be called again after it
+        raised: a tenant already written is not again."""
+        while prepared.writes:
+            tenant, batch = next(iter(prepared.writes.items()))
+            results = await self.store.write(tenant, [op for _, op in batch])
+            del prepared.writes[tenant]
+            self._settle(prepared, batch, results)
         return prepared.outcome
 
     def _settle(

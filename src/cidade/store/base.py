@@ -138,13 +138,11 @@ class Store(Protocol):
 
     async def get_entity(self, tenant: str, entity_id: str) -> Entity | None: ...
 
-    # Whether writes asked for one after the other, without waiting, commit in that order
-    # (SQLite's one writer thread: yes; a pool of connections: no).
-    writes_in_order: bool
-
     async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
         """Run each op atomically; the result list holds, per op, the new entity (or None when it
-        was deleted) or the exception that op raised (its changes rolled back)."""
+        was deleted) or the exception that op raised (its changes rolled back). Ops on one
+        entity apply in order, each on the state the previous one left and each its own change:
+        its own history instances, its own notifications."""
         ...
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult: ...

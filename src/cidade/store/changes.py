@@ -5,13 +5,15 @@ and writing the new rows."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cidade.store.base import Entity, WriteOp
 
 Stats = Counter[tuple[str, str, str]]  # (type or "", attribute IRI or "", kind or "") -> delta
+# One op's change of one entity: (id, its state before the op, after it; None when absent).
+Step = tuple[str, "Entity | None", "Entity | None"]
 
 
 @dataclass
@@ -22,6 +24,33 @@ class Applied:
     changed: list[str]  # ids whose state changed, in first-touched order
     before: dict[str, Entity]  # the stored documents as they were
     after: dict[str, Entity | None] = field(default_factory=dict)  # their new state
+    steps: list[Step] = field(default_factory=list)  # every op that did not raise, in order
+
+    def history_steps(self) -> Iterator[Step]:
+        """The steps whose instances go to the history: each op is its own change (an entity
+        updated twice in one batch gets both instances), except for entities the batch leaves
+        deleted, whose history is the store's to forget or keep as it is."""
+        for step in self.steps:
+            if step[2] is not None and self.after[step[0]] is not None:
+                yield step
+
+    def layers(self) -> Iterator[tuple[list[str], dict[str, Entity], dict[str, Entity | None]]]:
+        """The steps as successive changes for subscriptions, each entity once per layer:
+        (ids, states before, states after), the first change of every entity first; a batch
+        touching each entity once is one layer, its ``changed``, ``before`` and ``after``."""
+        layers: list[tuple[list[str], dict[str, Entity], dict[str, Entity | None]]] = []
+        depth: dict[str, int] = {}
+        for eid, old, new in self.steps:
+            n = depth.get(eid, 0)
+            depth[eid] = n + 1
+            if n == len(layers):
+                layers.append(([], {}, {}))
+            ids, before, after = layers[n]
+            ids.append(eid)
+            if old is not None:
+                before[eid] = old
+            after[eid] = new
+        yield from layers
 
     def stats(self) -> Stats:
         """The discovery counters' deltas: old documents out, new documents in."""
@@ -49,6 +78,7 @@ def apply_ops(ops: Sequence[WriteOp], before: dict[str, Entity]) -> Applied:
         except Exception as exc:
             applied.results.append(exc)
             continue
+        applied.steps.append((op.entity_id, state.get(op.entity_id), new))
         state[op.entity_id] = new
         if op.entity_id not in touched:
             touched.add(op.entity_id)

@@ -94,8 +94,6 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
 
 
 class PostgresStore(PostgresAuth, PostgresDevices):
-    writes_in_order = False  # a pool of connections: concurrent transactions
-
     def __init__(
         self,
         url: str,
@@ -954,14 +952,11 @@ async def _write_batch(
     for eid in applied.changed:
         rid = rids.get(eid)
         doc = applied.after[eid]
-        if store.keep_history:
-            if doc is None:
-                if not store.history_after_delete:  # by default an entity's history goes with it
-                    forgotten.append(eid)
-                elif eid in stored:  # kept: remember what the entity was
-                    tombstones.append((eid, stored[eid]["type"]))
-            else:
-                history_rows.extend((eid, *row) for row in changed_instances(stored.get(eid), doc))
+        if store.keep_history and doc is None:
+            if not store.history_after_delete:  # by default an entity's history goes with it
+                forgotten.append(eid)
+            elif eid in stored:  # kept: remember what the entity was
+                tombstones.append((eid, stored[eid]["type"]))
         if doc is None:
             if rid is not None:
                 deletes.append(rid)
@@ -1052,15 +1047,21 @@ async def _write_batch(
             [t[0] for t in tombstones],
             [_pg_array(t[1]) for t in tombstones],
         )
+    if store.keep_history:
+        history_rows = [
+            (eid, *row)
+            for eid, old, new in applied.history_steps()
+            for row in changed_instances(old, new)
+        ]
     if history_rows:
         await _insert_history(conn, store, tenant, history_rows)
     entries: list[OutboxEntry] = []
     if store.watch is not None and applied.changed:
         watching = await _watching(conn, store, tenant, epoch)
         if watching:
-            entries = store.watch.match(
-                watching, applied.changed, applied.before, applied.after, now_iso()
-            )
+            now = now_iso()
+            for changed, before, after in applied.layers():
+                entries += store.watch.match(watching, changed, before, after, now)
             if entries:
                 await _insert_outbox(conn, store, tenant, entries)
     return applied.results, bool(entries)

@@ -90,8 +90,6 @@ def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
 
 
 class SqliteStore(SqliteAuth, SqliteDevices):
-    writes_in_order = True  # one writer thread takes them first come, first served
-
     def __init__(
         self, path: str, *, history: bool = True, history_after_delete: bool = False
     ) -> None:
@@ -951,18 +949,12 @@ def _write_batch(
     for eid in applied.changed:
         rid: int | None = rids.get(eid)
         doc = applied.after[eid]
-        if history:
-            if doc is None:
-                if not history_after_delete:  # by default an entity's history goes with it
-                    forgotten.append((tenant, eid))
-                elif eid in stored:  # kept: remember what the entity was
-                    types = orjson.dumps(stored[eid]["type"]).decode()
-                    tombstones.append((tenant, eid, types, deleted_at))
-            else:
-                history_rows.extend(
-                    _history_record(tenant, eid, row)
-                    for row in changed_instances(stored.get(eid), doc)
-                )
+        if history and doc is None:
+            if not history_after_delete:  # by default an entity's history goes with it
+                forgotten.append((tenant, eid))
+            elif eid in stored:  # kept: remember what the entity was
+                types = orjson.dumps(stored[eid]["type"]).decode()
+                tombstones.append((tenant, eid, types, deleted_at))
         if doc is None:
             if rid is not None:
                 deletes.append((rid,))
@@ -983,6 +975,12 @@ def _write_batch(
             geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(value).decode()))
             geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
             next_gid += 1
+    if history:
+        history_rows = [
+            _history_record(tenant, eid, row)
+            for eid, old, new in applied.history_steps()
+            for row in changed_instances(old, new)
+        ]
     conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
     conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
     conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
@@ -1015,9 +1013,9 @@ def _write_batch(
     if store.watch is not None and applied.changed:
         watching = _watching(conn, store, tenant)
         if watching:
-            entries = store.watch.match(
-                watching, applied.changed, applied.before, applied.after, now_iso()
-            )
+            now = now_iso()
+            for changed, before, after in applied.layers():
+                entries += store.watch.match(watching, changed, before, after, now)
             if entries:
                 _insert_outbox(conn, tenant, entries)
     return applied.results, bool(entries)
