@@ -187,3 +187,20 @@ def test_deleted_at_as_time_property_is_not_implemented(station):
     for url in (f"{TEMPORAL}/{E}", f"{TEMPORAL}?type=AirQualityObserved"):
         r = station.get(f"{url}{'&' if '?' in url else '?'}timeproperty=deletedAt")
         assert r.status_code == 501 and problem_type(r) == "NotImplemented", r.text
+
+
+def test_a_batch_touching_an_entity_twice_records_both_changes(client):
+    """Each entry of a batch is its own change, even two of one entity: both instances are in
+    the history, and the entity shows the last."""
+    batch = [
+        {
+            "id": E,
+            "type": "AirQualityObserved",
+            "no2": {"type": "Property", "value": value, "observedAt": f"2026-03-0{day}T10:00:00Z"},
+        }
+        for day, value in ((1, 10), (2, 20))
+    ]
+    r = client.post(f"{NGSI}/entityOperations/upsert", params={"options": "update"}, json=batch)
+    assert r.status_code in (201, 204), r.text
+    assert [i["value"] for i in client.get(f"{TEMPORAL}/{E}").json()["no2"]] == [10, 20]
+    assert client.get(f"{NGSI}/entities/{E}").json()["no2"]["value"] == 20
