@@ -46,15 +46,9 @@ from pathlib import Path
 import httpx
 
 from mqtt_broker import publish, subscriber
-from run import PG_URL, _drop_schema, make_admin_key, postgres_unavailable
+from run import PG_URL, drop_schema, free_port, make_admin_key, postgres_unavailable
 
 NGSI = "/ngsi-ld/v1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_broker(folder: Path) -> tuple[subprocess.Popen, int]:
@@ -258,7 +252,7 @@ def main() -> None:
         broker.wait(10)
         shutil.rmtree(folder, ignore_errors=True)
         if schema:
-            asyncio.run(_drop_schema(args.postgres, schema))
+            asyncio.run(drop_schema(args.postgres, schema))
     lost = f" ({sent_alone - received_alone} dropped)" if received_alone < sent_alone else ""
     print(f"broker alone: {alone:,.0f} messages/s received by a plain subscriber{lost}")
     print(

@@ -147,7 +147,7 @@ class Stores:
             for suffix in ("", "-wal", "-shm"):
                 Path(where + suffix).unlink(missing_ok=True)
         else:
-            asyncio.run(_drop_schema(self.pg_url, where))
+            asyncio.run(drop_schema(self.pg_url, where))
             self.schemas.remove(where)
 
     def cleanup(self) -> None:
@@ -156,7 +156,7 @@ class Stores:
                 self.drop("postgres", schema)
 
 
-async def _drop_schema(url: str, schema: str) -> None:
+async def drop_schema(url: str, schema: str) -> None:
     import asyncpg
 
     conn = await asyncpg.connect(url)

@@ -147,8 +147,8 @@ class Agent:
         own change: two messages of one device in one batch are two history instances and two
         notifications, and the entity's row is written once. It may be called again after it
         raised: a tenant already written is not again."""
-        while prepared.writes:
-            tenant, batch = next(iter(prepared.writes.items()))
+        for tenant in list(prepared.writes):
+            batch = prepared.writes[tenant]
             results = await self.store.write(tenant, [op for _, op in batch])
             del prepared.writes[tenant]
             self._settle(prepared, batch, results)

@@ -273,13 +273,18 @@ class _Client(gmqtt.Client):
         self.lost = lost
         # gmqtt's publish handler parses the packet, then hands a QoS 1 message to this method
         # with its packet id; in its place, gmqtt would run the message's handler as a task and
-        # send the PUBACK when it returns. Checked here so that a gmqtt that changed fails loudly
-        # at the first connection rather than acknowledging before commit.
+        # send the PUBACK when it returns. puback reads the protocol version from the client's
+        # connection state. Both private to gmqtt 0.8: checked here, so that a gmqtt that
+        # changed fails loudly at the first connection rather than acknowledging before commit.
         handler = getattr(self, "_package_handler", None)
-        if not callable(getattr(handler, "_handle_qos_1_publish_packet", None)):
+        state = getattr(self, "_connection_state", None)
+        if not callable(getattr(handler, "_handle_qos_1_publish_packet", None)) or not hasattr(
+            state, "protocol_version"
+        ):
             raise RuntimeError(
                 f"gmqtt {getattr(gmqtt, '__version__', '?')} has no "
-                "_package_handler._handle_qos_1_publish_packet: the bridge needs gmqtt 0.8"
+                "_package_handler._handle_qos_1_publish_packet or _connection_state: the bridge "
+                "needs gmqtt 0.8"
             )
 
         def qos_1(mid: int, payload: bytes, topic: str, _properties: Any) -> None:

@@ -9,7 +9,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cidade.store.base import Entity, WriteOp
+from cidade.hub.timefmt import now as now_iso
+from cidade.store.base import ChangeWatch, Entity, OutboxEntry, WriteOp
+from cidade.store.history import HistoryRow, changed_instances
 
 Stats = Counter[tuple[str, str, str]]  # (type or "", attribute IRI or "", kind or "") -> delta
 # One op's change of one entity: (id, its state before the op, after it; None when absent).
@@ -33,6 +35,20 @@ class Applied:
         for step in self.steps:
             if step[2] is not None and self.after[step[0]] is not None:
                 yield step
+
+    def history(self) -> Iterator[tuple[str, HistoryRow]]:
+        """(entity id, history row) of every instance the batch adds to the history."""
+        for eid, old, new in self.history_steps():
+            for row in changed_instances(old, new):
+                yield eid, row
+
+    def notifications(self, watch: ChangeWatch, watching: list[Any]) -> list[OutboxEntry]:
+        """The outbox entries the batch's changes cause, layer after layer."""
+        now = now_iso()
+        entries: list[OutboxEntry] = []
+        for changed, before, after in self.layers():
+            entries += watch.match(watching, changed, before, after, now)
+        return entries
 
     def layers(self) -> Iterator[tuple[list[str], dict[str, Entity], dict[str, Entity | None]]]:
         """The steps as successive changes for subscriptions, each entity once per layer:

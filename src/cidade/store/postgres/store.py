@@ -26,7 +26,6 @@ from cidade.hub.errors import BadRequestData
 from cidade.hub.query.geo import GeoQuery
 from cidade.hub.query.postgres_q import to_postgres
 from cidade.hub.timefmt import from_datetime
-from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
     ChangeWatch,
@@ -43,7 +42,6 @@ from cidade.store.base import (
 from cidade.store.changes import apply_ops
 from cidade.store.history import (
     HistoryRow,
-    changed_instances,
     history_source,
     numeric_value,
     value_item,
@@ -943,7 +941,6 @@ async def _write_batch(
         rids[r["id"]] = r["rid"]
         stored[r["id"]] = r["doc"]
     applied = apply_ops(ops, stored)
-    history_rows: list[tuple] = []
     forgotten: list[str] = []
     tombstones: list[tuple[str, list[str]]] = []
     deletes: list[int] = []
@@ -1047,21 +1044,14 @@ async def _write_batch(
             [t[0] for t in tombstones],
             [_pg_array(t[1]) for t in tombstones],
         )
-    if store.keep_history:
-        history_rows = [
-            (eid, *row)
-            for eid, old, new in applied.history_steps()
-            for row in changed_instances(old, new)
-        ]
+    history_rows = [(eid, *row) for eid, row in applied.history()] if store.keep_history else []
     if history_rows:
         await _insert_history(conn, store, tenant, history_rows)
     entries: list[OutboxEntry] = []
     if store.watch is not None and applied.changed:
         watching = await _watching(conn, store, tenant, epoch)
         if watching:
-            now = now_iso()
-            for changed, before, after in applied.layers():
-                entries += store.watch.match(watching, changed, before, after, now)
+            entries = applied.notifications(store.watch, watching)
             if entries:
                 await _insert_outbox(conn, store, tenant, entries)
     return applied.results, bool(entries)

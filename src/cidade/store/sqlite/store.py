@@ -33,7 +33,6 @@ from cidade.store.base import (
 from cidade.store.changes import apply_ops
 from cidade.store.history import (
     HistoryRow,
-    changed_instances,
     history_source,
     numeric_value,
     value_item,
@@ -940,7 +939,6 @@ def _write_batch(
     updates: list[tuple] = []
     deletes: list[tuple] = []
     type_rows: list[tuple] = []
-    history_rows: list[tuple] = []
     forgotten: list[tuple[str, str]] = []
     tombstones: list[tuple[str, str, str, str]] = []
     deleted_at = now_iso()
@@ -975,12 +973,9 @@ def _write_batch(
             geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(value).decode()))
             geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
             next_gid += 1
-    if history:
-        history_rows = [
-            _history_record(tenant, eid, row)
-            for eid, old, new in applied.history_steps()
-            for row in changed_instances(old, new)
-        ]
+    history_rows = (
+        [_history_record(tenant, eid, row) for eid, row in applied.history()] if history else []
+    )
     conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
     conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
     conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
@@ -1013,9 +1008,7 @@ def _write_batch(
     if store.watch is not None and applied.changed:
         watching = _watching(conn, store, tenant)
         if watching:
-            now = now_iso()
-            for changed, before, after in applied.layers():
-                entries += store.watch.match(watching, changed, before, after, now)
+            entries = applied.notifications(store.watch, watching)
             if entries:
                 _insert_outbox(conn, tenant, entries)
     return applied.results, bool(entries)
