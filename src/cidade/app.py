@@ -27,7 +27,7 @@ from cidade.config import Settings
 from cidade.devices.agent import Agent
 from cidade.devices.api import ProvisioningApi
 from cidade.devices.commands import Commands
-from cidade.devices.mqtt import MqttBridge
+from cidade.devices.mqtt_process import BridgeProcess
 from cidade.devices.provisioning import DeviceProvisioning
 from cidade.devices.southbound import Southbound
 from cidade.hub.api import HubApi
@@ -92,13 +92,18 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     agent.on_answers = commands.answers
     hub.commands = commands
 
+    # Devices' messages in, commands out: the MQTT bridge runs in a process of its own
+    # (devices/mqtt_process.py), which maps messages while this one writes them.
+    bridge = BridgeProcess(settings, agent) if settings.mqtt else None
+
     def devices_changed() -> None:
         agent.forget()
         commands.forget()
+        if bridge is not None:
+            bridge.forget()
 
     provisioning.on_change.append(devices_changed)
     agent.on_provisioned = commands.provisioned
-    bridge = MqttBridge(settings, agent) if settings.mqtt else None
     ready = {"ok": False}
     background: set[asyncio.Task] = set()
 
@@ -147,7 +152,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             purging = asyncio.create_task(purger.run(), name="history retention")
         expiring = asyncio.create_task(commands.run_expiry(), name="command expiry")
         if bridge is not None:
-            # Devices' messages in, commands out; it connects (and reconnects) on its own.
+            # It connects (and reconnects) on its own; its process is started again if it dies.
             await bridge.start()
             commands.sink = bridge
         demo = None

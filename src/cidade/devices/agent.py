@@ -9,6 +9,7 @@ rest go on. Refusals are counted by reason and logged with the device id (never 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import Counter
@@ -38,6 +39,7 @@ log = logging.getLogger("cidade.devices")
 _MAPPED_MEMBERS = frozenset({"type", "value", "observedAt", "unitCode"})
 PROFILE_TTL = 10.0  # seconds a device's profile is trusted before it is read again
 HTTP_RESOURCE = "/iot/json"
+YIELD_EVERY = 256  # messages prepared between two turns of the event loop
 
 
 class Refused(Exception):
@@ -53,8 +55,9 @@ class Prepared:
 
     measures: Sequence[Measure]
     outcome: list[str | None]  # per message: None, or why it was refused
-    # Per tenant not written yet, its writes in arrival order: (message index, write).
-    writes: dict[str, list[tuple[int, WriteOp]]]
+    # Per tenant not written yet, its updates in arrival order: (message index, the update in
+    # the stored form). Plain data, so that another process may prepare and this one write.
+    writes: dict[str, list[tuple[int, Entity]]]
 
 
 class Agent:
@@ -128,17 +131,21 @@ class Agent:
         allows), messages mapped and checked, writes ordered. ``commit`` writes them; a
         transport may prepare the next batch while the previous one is being committed."""
         outcome: list[str | None] = [None] * len(measures)
-        writes: dict[str, list[tuple[int, WriteOp]]] = {}
+        writes: dict[str, list[tuple[int, Entity]]] = {}
         now = timefmt.now()
         for n, measure in enumerate(measures):
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                # Preparing thousands of messages takes a tenth of a second or more: let the
+                # event loop meanwhile hand the previous batch's write on and read the socket.
+                await asyncio.sleep(0)
             self.counts["received"] += 1
             try:
                 profile = await self.profile(measure.apikey, measure.device_id, resource)
-                ops = self._ops(profile, measure, now)
+                updates = self._updates(profile, measure, now)
             except Refused as exc:
                 outcome[n] = self._refuse(measure, exc.reason, exc.kind)
                 continue
-            writes.setdefault(profile.tenant, []).extend((n, op) for op in ops)
+            writes.setdefault(profile.tenant, []).extend((n, new) for new in updates)
         return Prepared(measures, outcome, writes)
 
     async def commit(self, prepared: Prepared) -> list[str | None]:
@@ -149,33 +156,32 @@ class Agent:
         raised: a tenant already written is not again."""
         for tenant in list(prepared.writes):
             batch = prepared.writes[tenant]
-            results = await self.store.write(tenant, [op for _, op in batch])
+            verdicts = await self.write(tenant, [new for _, new in batch])
             del prepared.writes[tenant]
-            self._settle(prepared, batch, results)
+            for (n, _), verdict in zip(batch, verdicts, strict=True):
+                if verdict is None:
+                    self.counts["written"] += 1
+                else:
+                    prepared.outcome[n] = self._refuse(prepared.measures[n], *verdict)
         return prepared.outcome
 
-    def _settle(
-        self, prepared: Prepared, batch: list[tuple[int, WriteOp]], results: list[Any]
-    ) -> None:
-        for (n, _), result in zip(batch, results, strict=True):
+    async def write(self, tenant: str, updates: Sequence[Entity]) -> list[tuple[str, str] | None]:
+        """One store write of a tenant's updates (each an upsert of its entity, in order); per
+        update, None when written, else (why not, the counter it goes to)."""
+        results = await self.store.write(tenant, [_upsert(new) for new in updates])
+        verdicts: list[tuple[str, str] | None] = []
+        for new, result in zip(updates, results, strict=True):
             if isinstance(result, NgsiError):
-                prepared.outcome[n] = self._refuse(
-                    prepared.measures[n], result.detail or result.title, "invalid"
-                )
+                verdicts.append((result.detail or result.title, "invalid"))
             elif isinstance(result, Exception):
                 # A fault of ours, not of the message: refused, and said loudly.
-                log.error(
-                    "writing a message of device %r failed",
-                    prepared.measures[n].device_id[:200],
-                    exc_info=result,
-                )
-                prepared.outcome[n] = self._refuse(
-                    prepared.measures[n], f"internal error ({type(result).__name__})", "failed"
-                )
+                log.error("writing an update of %r failed", new["id"][:200], exc_info=result)
+                verdicts.append((f"internal error ({type(result).__name__})", "failed"))
             else:
-                self.counts["written"] += 1
+                verdicts.append(None)
+        return verdicts
 
-    def _ops(self, profile: Profile, measure: Measure, now: str) -> list[WriteOp]:
+    def _updates(self, profile: Profile, measure: Measure, now: str) -> list[Entity]:
         """One update per object of measures (a message may hold an array of them, as the IoT
         agent's multi-measures), every one checked before any is written."""
         try:
@@ -199,7 +205,7 @@ class Agent:
             raise Refused(str(exc), "invalid") from None
         except NgsiError as exc:
             raise Refused(exc.detail or exc.title, "invalid") from None
-        return [_upsert(new) for new in news]
+        return news
 
     def stored(self, fragment: dict[str, Any], now: str) -> Entity:
         """The fragment in the stored form: what ``normalize_entity`` makes of it, without its

@@ -351,8 +351,8 @@ class MqttBridge:
         self.batch_max = batch_max
         self.batch_wait = batch_wait
         # Unacknowledged QoS 1 messages the broker may send before it waits for PUBACKs: one
-        # batch being committed and the next one arriving.
-        self.receive_maximum = min(receive_maximum or 2 * batch_max, 65535)
+        # batch being committed, the next one being prepared and a third one arriving.
+        self.receive_maximum = min(receive_maximum or 3 * batch_max, 65535)
         self.session_expiry = session_expiry
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -580,6 +580,9 @@ class MqttBridge:
                 if steps is None:
                     return  # stopping: the batch goes unacknowledged
                 committing = asyncio.ensure_future(self._commit(client, batch, steps))
+                # Let it hand its first write to the store before the next batch is prepared:
+                # preparing does not yield (profiles are cached), and the write would wait.
+                await asyncio.sleep(0)
         finally:
             if committing is not None:
                 # The batch in hand is committed and acknowledged before the bridge stops.
