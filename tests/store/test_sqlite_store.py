@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
 import pytest
 
@@ -52,6 +53,26 @@ def test_wal_and_full_sync(store):
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+def test_commits_are_checkpointed_off_the_writer(store):
+    """The writer's own checkpoints wait for 64 MiB of WAL; a thread copies commits into the
+    database file meanwhile, so the file grows shortly after a write much smaller than that."""
+    s, loop, path = store
+    writer = s.db._writer
+    assert writer is not None
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # this connection's
+    before = path.stat().st_size
+    docs = [doc(n, -8.6 + n * 1e-4, 41.15) for n in range(3000)]
+    loop.run_until_complete(s.write("t", [WriteOp(d["id"], lambda cur, d=d: d) for d in docs]))
+    wal = path.with_name(path.name + "-wal")
+    assert wal.stat().st_size > 1 << 20  # the write went to the WAL first
+    deadline = time.monotonic() + 5
+    while path.stat().st_size <= before:
+        assert time.monotonic() < deadline, "the database file was never checkpointed"
+        time.sleep(0.02)
+    assert s.db._checkpointer is not None and s.db._checkpointer.is_alive()
 
 
 def test_geo_query_uses_the_rtree_and_visits_only_candidates(store):

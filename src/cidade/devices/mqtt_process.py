@@ -18,7 +18,8 @@ and asks the server for what only the server has:
 The server asks the child to publish commands (``command``) and, at shutdown, to ``stop`` (the
 batch in hand is committed and acknowledged first). The child reports whether it is connected,
 its counters and the agent's counts (``status``). The two talk over a socket pair, in frames of
-a length and a pickle: both ends are this module, started together, never a peer on a network.
+a length and a marshal or pickle: both ends are this module, started together by one Python,
+never a peer on a network.
 
 ``BridgeProcess`` is the server's side, with ``MqttBridge``'s surface (``start``, ``stop``,
 ``connected``, ``send_command``, ``counters``). A child that dies is started again; one whose
@@ -31,6 +32,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import marshal
 import os
 import pickle
 import socket
@@ -51,7 +53,8 @@ from cidade.store.base import Entity
 
 log = logging.getLogger("cidade.devices.mqtt")
 
-_HEADER = struct.Struct("!I")
+_HEADER = struct.Struct("!I")  # a frame's length; then its kind (one byte) and its body
+_MARSHAL, _PICKLE = b"m", b"p"
 STATUS_EVERY = 0.2  # seconds between the child's reports, when something changed
 
 
@@ -81,7 +84,12 @@ class _Channel:
     def _send(self, frame: tuple[Any, ...]) -> None:
         if self.closed:
             raise ChannelClosed("the other process is gone")
-        data = pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
+        try:
+            # A batch's updates are plain dicts, lists and strings: marshal writes and reads
+            # them in a third of pickle's time. Profiles (dataclasses) and the like go as pickles.
+            data = _MARSHAL + marshal.dumps(frame)
+        except ValueError:
+            data = _PICKLE + pickle.dumps(frame, protocol=pickle.HIGHEST_PROTOCOL)
         self._writer.write(_HEADER.pack(len(data)) + data)
 
     async def call(self, method: str, *args: Any) -> Any:
@@ -104,9 +112,14 @@ class _Channel:
             while True:
                 try:
                     (size,) = _HEADER.unpack(await self._reader.readexactly(_HEADER.size))
-                    kind, number, first, rest = pickle.loads(await self._reader.readexactly(size))
+                    data = await self._reader.readexactly(size)
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
+                kind, number, first, rest = (
+                    marshal.loads(memoryview(data)[1:])
+                    if data[:1] == _MARSHAL
+                    else pickle.loads(memoryview(data)[1:])
+                )
                 if kind == "reply":
                     answer = self._waiting.get(number)
                     if answer is not None and not answer.done():
