@@ -409,9 +409,9 @@ def test_a_batch_is_one_write_per_tenant_each_message_its_own_change(client):
     store = agent.store
     real_write, calls = store.write, []
 
-    async def counting_write(tenant, ops):
+    async def counting_write(tenant, ops, chain=None):
         calls.append((tenant, len(ops)))
-        return await real_write(tenant, ops)
+        return await real_write(tenant, ops, chain=chain)
 
     store.write = counting_write
     try:
@@ -441,11 +441,11 @@ def test_a_commit_that_failed_is_taken_again_without_writing_twice(client):
     store = agent.store
     real_write, calls = store.write, []
 
-    async def flaky_write(tenant, ops):
+    async def flaky_write(tenant, ops, chain=None):
         calls.append((tenant, len(ops)))
         if len(calls) == 2:  # the second tenant's transaction fails
             raise RuntimeError("disk full")
-        return await real_write(tenant, ops)
+        return await real_write(tenant, ops, chain=chain)
 
     store.write = flaky_write
     try:

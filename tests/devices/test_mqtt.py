@@ -34,6 +34,7 @@ from cidade.devices.mqtt import (
     parse_broker_url,
     parse_topic,
 )
+from cidade.store.base import WriteChain
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
@@ -134,7 +135,7 @@ class Recorder:
     async def prepare(self, measures: Sequence[Measure]) -> Sequence[Measure]:
         return measures
 
-    async def commit(self, measures: Sequence[Measure]) -> list[str | None]:
+    async def commit(self, measures: Sequence[Measure], *, chain=None) -> list[str | None]:
         if self.failures:
             self.failures -= 1
             raise RuntimeError("store unavailable")
@@ -393,6 +394,70 @@ def test_ingest_failure_is_retried_and_nothing_lost(broker):
     assert bridge.counters.ingest_failures == 2
 
 
+class ChainedStore:
+    """The agent as a store with WriteChains makes it: commits taken one at a time in the order
+    they came, each taking a while; once one fails, the later ones of its chain are refused
+    without being written (store/base.py, WriteChain)."""
+
+    def __init__(self, failing: set[int]) -> None:
+        self.failing = failing  # the commit calls that fail
+        self.calls = 0
+        self.written: list[bytes] = []
+        self.overlapped = 0  # commits handed over while another one was being written
+        self.chains: list[int] = []
+        self._turn = asyncio.Lock()
+        self._busy = False
+
+    async def prepare(self, measures: Sequence[Measure]) -> Sequence[Measure]:
+        return measures
+
+    async def commit(self, measures: Sequence[Measure], *, chain: WriteChain | None = None):
+        assert chain is not None  # the bridge always chains its commits
+        self.chains.append(chain.number)
+        if self._busy:
+            self.overlapped += 1
+        async with self._turn:
+            self._busy = True
+            try:
+                chain.check()
+                self.calls += 1
+                await asyncio.sleep(0.02)
+                if self.calls in self.failing:
+                    chain.broken = RuntimeError("disk full")
+                    raise chain.broken
+                self.written.extend(m.payload for m in measures)
+                return [None] * len(measures)
+            finally:
+                self._busy = False
+
+    async def command_answers(self, answers: Sequence[CommandAnswer]) -> None:
+        pass
+
+
+def test_batches_committed_two_at_a_time_stay_in_order_through_a_failure(broker):
+    """The bridge hands a batch over while the one before it is being written; when that one
+    fails (twice: its first retry too), the one behind it is refused by the chain, and both are
+    written again in order."""
+    agent = ChainedStore(failing={3, 4})
+    payloads = [b"%d" % i for i in range(400)]
+
+    async def main():
+        bridge = bridge_for(broker, agent, batch_max=20, batch_wait=0.0)
+        await bridge.start()
+        await bridge.wait_connected(10)
+        await publish(broker, [("/json/k1/dev1/attrs/n", p) for p in payloads])
+        await until(lambda: len(agent.written) >= 400)
+        await asyncio.sleep(0.2)
+        await bridge.stop()
+        return bridge
+
+    bridge = asyncio.run(main())
+    assert agent.written == payloads  # each once, in the order published
+    assert agent.overlapped > 0  # batches were handed over before the one before was written
+    assert bridge.counters.ingest_failures >= 3  # the failed batch (twice), the one behind it
+    assert len(set(agent.chains)) >= 2  # written again on a new chain
+
+
 def test_send_command_publishes_qos1_on_the_cmd_topic(broker):
     async def main():
         bridge = bridge_for(broker, Recorder())
@@ -470,7 +535,7 @@ class Crash:
     async def prepare(self, measures):
         return measures
 
-    async def commit(self, measures):
+    async def commit(self, measures, chain=None):
         print("received", len(measures), flush=True)
         os._exit(3)  # dies before the store would have committed
 

@@ -14,7 +14,7 @@ from cidade.store.base import EntityQuery, WriteOp
 from cidade.store.postgres import PostgresStore
 from cidade.store.postgres.migrations import available
 from tests.conftest import PG_URL, drop_schema, postgres_unavailable
-from tests.store.test_sqlite_store import D, doc, expand
+from tests.store.test_sqlite_store import D, chain_stops_at_its_first_failed_write, doc, expand
 
 
 @pytest.fixture
@@ -47,6 +47,11 @@ def test_migrations_are_recorded_and_idempotent(pg):
     loop.run_until_complete(again.open())  # nothing left to apply, no error
     loop.run_until_complete(again.close())
     assert loop.run_until_complete(check()) == [v for v, _, _ in available()]
+
+
+def test_a_chain_stops_at_its_first_failed_write(pg):
+    store, loop, _ = pg
+    loop.run_until_complete(chain_stops_at_its_first_failed_write(store))
 
 
 def test_geo_query_uses_gist_and_is_exact(pg):

@@ -10,7 +10,7 @@ import pytest
 
 from cidade.hub.errors import ResourceNotFound
 from cidade.hub.query.geo import parse_geoquery
-from cidade.store.base import EntityQuery, WriteOp
+from cidade.store.base import EntityQuery, WriteChain, WriteChainBroken, WriteOp
 from cidade.store.sqlite import SqliteStore
 from cidade.store.sqlite.store import SCHEMA_VERSION, geo_candidates_sql
 
@@ -73,6 +73,36 @@ def test_commits_are_checkpointed_off_the_writer(store):
         assert time.monotonic() < deadline, "the database file was never checkpointed"
         time.sleep(0.02)
     assert s.db._checkpointer is not None and s.db._checkpointer.is_alive()
+
+
+async def chain_stops_at_its_first_failed_write(store) -> None:
+    """Two writes of one chain handed over at once, the first failing as a whole (its op
+    gives a document without types or attributes): the second is not tried, a write outside
+    the chain is, and a new chain takes the second again. Shared with the PostgreSQL tests."""
+    broken = "urn:ngsi-ld:P:broken"
+    first_doc, free_doc = doc(1, -8.6, 41.1), doc(2, -8.6, 41.2)
+    chain = WriteChain(1)
+    results = await asyncio.gather(
+        store.write("t", [WriteOp(broken, lambda cur: {"id": broken})], chain=chain),
+        store.write("t", [WriteOp(first_doc["id"], lambda cur: first_doc)], chain=chain),
+        store.write("t", [WriteOp(free_doc["id"], lambda cur: free_doc)]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[0], Exception) and not isinstance(results[0], WriteChainBroken)
+    assert isinstance(results[1], WriteChainBroken)
+    assert not isinstance(results[2], BaseException)
+    assert await store.get_entity("t", first_doc["id"]) is None  # never tried
+    assert await store.get_entity("t", free_doc["id"]) is not None
+    with pytest.raises(WriteChainBroken):  # the chain stays broken
+        await store.write("t", [WriteOp(first_doc["id"], lambda cur: first_doc)], chain=chain)
+    again = WriteChain(2)
+    await store.write("t", [WriteOp(first_doc["id"], lambda cur: first_doc)], chain=again)
+    assert await store.get_entity("t", first_doc["id"]) is not None
+
+
+def test_a_chain_stops_at_its_first_failed_write(store):
+    s, loop, _ = store
+    loop.run_until_complete(chain_stops_at_its_first_failed_write(s))
 
 
 def test_geo_query_uses_the_rtree_and_visits_only_candidates(store):

@@ -31,7 +31,7 @@ from cidade.hub.model import (
     expand_types,
     normalize_attribute,
 )
-from cidade.store.base import Entity, Store, WriteOp
+from cidade.store.base import Entity, Store, WriteChain, WriteOp
 
 log = logging.getLogger("cidade.devices")
 
@@ -148,15 +148,18 @@ class Agent:
             writes.setdefault(profile.tenant, []).extend((n, new) for new in updates)
         return Prepared(measures, outcome, writes)
 
-    async def commit(self, prepared: Prepared) -> list[str | None]:
+    async def commit(
+        self, prepared: Prepared, *, chain: WriteChain | None = None
+    ) -> list[str | None]:
         """Write a prepared batch, one store write (one transaction) per tenant; per message,
         None when written, else why not. The store applies a batch's writes in order, each its
         own change: two messages of one device in one batch are two history instances and two
         notifications, and the entity's row is written once. It may be called again after it
-        raised: a tenant already written is not again."""
+        raised: a tenant already written is not again. With a ``chain``, the writes apply
+        after the chain's earlier ones, and only if they did (store/base.py, WriteChain)."""
         for tenant in list(prepared.writes):
             batch = prepared.writes[tenant]
-            verdicts = await self.write(tenant, [new for _, new in batch])
+            verdicts = await self.write(tenant, [new for _, new in batch], chain=chain)
             del prepared.writes[tenant]
             for (n, _), verdict in zip(batch, verdicts, strict=True):
                 if verdict is None:
@@ -165,10 +168,12 @@ class Agent:
                     prepared.outcome[n] = self._refuse(prepared.measures[n], *verdict)
         return prepared.outcome
 
-    async def write(self, tenant: str, updates: Sequence[Entity]) -> list[tuple[str, str] | None]:
+    async def write(
+        self, tenant: str, updates: Sequence[Entity], *, chain: WriteChain | None = None
+    ) -> list[tuple[str, str] | None]:
         """One store write of a tenant's updates (each an upsert of its entity, in order); per
         update, None when written, else (why not, the counter it goes to)."""
-        results = await self.store.write(tenant, [_upsert(new) for new in updates])
+        results = await self.store.write(tenant, [_upsert(new) for new in updates], chain=chain)
         verdicts: list[tuple[str, str] | None] = []
         for new, result in zip(updates, results, strict=True):
             if isinstance(result, NgsiError):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from cidade.store.base import WriteChain
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,11 @@ class Ingest(Protocol):
         this thread's work) while the previous one is committed (the store's)."""
         ...
 
-    async def commit(self, prepared: Any) -> list[str | None]: ...
+    async def commit(self, prepared: Any, *, chain: WriteChain | None = None) -> list[str | None]:
+        """Write what ``prepare`` made; with a ``chain``, after the chain's earlier commits and
+        only if they were written (store/base.py, WriteChain): a transport may commit a batch
+        before the previous one returned."""
+        ...
 
     async def command_answers(self, answers: Sequence[CommandAnswer]) -> None: ...
 

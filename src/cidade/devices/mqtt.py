@@ -28,6 +28,7 @@ The bridge reconnects by itself, with backoff, on a new client each time (``_Cli
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 import ssl
@@ -45,6 +46,7 @@ from gmqtt.storage import PersistentStorage
 from cidade.config import Settings
 from cidade.devices.messages import CommandAnswer, Ingest, Measure
 from cidade.hub import timefmt
+from cidade.store.base import WriteChain
 
 log = logging.getLogger("cidade.devices.mqtt")
 
@@ -323,6 +325,14 @@ _Step = tuple[str, Any, int, int]
 _STOPPED = object()
 
 
+@dataclass(slots=True, eq=False)
+class _Commit:
+    """A batch being committed."""
+
+    task: asyncio.Task[bool] = field(init=False)
+    failed: bool = False  # a write of it failed: tried again before anything after it
+
+
 class MqttBridge:
     """Subscribes to the agent's topics, hands batches to the agent, acknowledges after commit;
     publishes commands (``CommandSink``). ``start()`` returns at once and the bridge connects,
@@ -335,6 +345,7 @@ class MqttBridge:
         *,
         batch_max: int = 4000,
         batch_wait: float = 0.005,
+        pipeline: int = 2,
         receive_maximum: int | None = None,
         session_expiry: int = WEEK,
         backoff_initial: float = 0.5,
@@ -350,9 +361,12 @@ class MqttBridge:
         self.ingest = ingest
         self.batch_max = batch_max
         self.batch_wait = batch_wait
-        # Unacknowledged QoS 1 messages the broker may send before it waits for PUBACKs: one
-        # batch being committed, the next one being prepared and a third one arriving.
-        self.receive_maximum = min(receive_maximum or 3 * batch_max, 65535)
+        self.pipeline = pipeline  # batches handed to the agent at once, each after the other
+        self._chain_numbers = itertools.count(1)
+        self._chain = WriteChain(next(self._chain_numbers))
+        # Unacknowledged QoS 1 messages the broker may send before it waits for PUBACKs: the
+        # batches being committed, the next one being prepared and one more arriving.
+        self.receive_maximum = min(receive_maximum or (pipeline + 2) * batch_max, 65535)
         self.session_expiry = session_expiry
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
@@ -549,12 +563,14 @@ class MqttBridge:
     async def _consume(self, client: _Client) -> None:
         """Batches: what is in the inbox, after waiting ``batch_wait`` for more when it holds
         less than ``batch_max`` and nothing is being committed; until the connection is lost
-        or the bridge stops. Pipelined: a batch is prepared (profiles, mapping) while the one
-        before it is committed, and committed only after it, so the order stays the broker's."""
-        committing: asyncio.Task[bool] | None = None
+        or the bridge stops. Pipelined: a batch is prepared (profiles, mapping) while the ones
+        before it are committed, and handed to the store while the one before it is still
+        being committed (``pipeline`` at once), on one WriteChain, so that the store applies
+        them in the broker's order and none after one that failed; PUBACKs leave in order."""
+        in_flight: deque[_Commit] = deque()
         try:
             while True:
-                self._idle = committing is None
+                self._idle = not in_flight
                 while not self._inbox and not client.lost.is_set():
                     if self._stopping.is_set():
                         return
@@ -567,26 +583,32 @@ class MqttBridge:
                 if client.lost.is_set() or self._stopping.is_set():
                     return
                 self._idle = False
-                if committing is None and len(self._inbox) < self.batch_max and self.batch_wait:
+                if not in_flight and len(self._inbox) < self.batch_max and self.batch_wait:
                     await asyncio.sleep(self.batch_wait)
                 batch = []
                 while self._inbox and len(batch) < self.batch_max:
                     batch.append(self._inbox.popleft())
                 steps = await self._prepare(batch)
-                if committing is not None:
-                    done, committing = await committing, None
-                    if not done:
+                # Nothing handed over behind a batch whose write failed until it is written:
+                # it is tried again on a new chain, which must not let a later batch pass it.
+                while in_flight and (len(in_flight) >= self.pipeline or in_flight[-1].failed):
+                    if not await in_flight.popleft().task:
                         return
                 if steps is None:
                     return  # stopping: the batch goes unacknowledged
-                committing = asyncio.ensure_future(self._commit(client, batch, steps))
+                commit = _Commit()
+                previous = in_flight[-1].task if in_flight else None
+                commit.task = asyncio.ensure_future(
+                    self._commit(client, batch, steps, previous, commit)
+                )
+                in_flight.append(commit)
                 # Let it hand its first write to the store before the next batch is prepared:
                 # preparing does not yield (profiles are cached), and the write would wait.
                 await asyncio.sleep(0)
         finally:
-            if committing is not None:
-                # The batch in hand is committed and acknowledged before the bridge stops.
-                await asyncio.shield(committing)
+            # The batches in hand are committed and acknowledged before the bridge stops.
+            for commit in in_flight:
+                await asyncio.shield(commit.task)
 
     async def _prepare(self, batch: list[_Inboxed]) -> list[_Step] | None:
         """Runs of the same kind in arrival order: measures prepared by the agent, command
@@ -624,18 +646,30 @@ class MqttBridge:
                 steps.append((kind, items, len(items), last))
         return steps
 
-    async def _commit(self, client: _Client, batch: list[_Inboxed], steps: list[_Step]) -> bool:
+    async def _commit(
+        self,
+        client: _Client,
+        batch: list[_Inboxed],
+        steps: list[_Step],
+        previous: asyncio.Task[bool] | None,
+        me: _Commit,
+    ) -> bool:
         """Hand the steps to the agent in order, acknowledging each once the agent returned
-        (PUBACKs leave in arrival order); False when the bridge stops first."""
+        and the batch before this one is acknowledged (PUBACKs leave in arrival order); False
+        when the bridge stops first."""
         acked = 0
         for kind, work, count, last in steps:
             if kind == MEASURE:
-                outcome = await self._retrying(lambda work=work: self.ingest.commit(work))
+                outcome = await self._write_in_order(work, previous, me)
                 if outcome is _STOPPED:
                     return False
+                if previous is not None and not await previous:
+                    return False  # its messages come again: so do these, in the same order
                 self.counters.measures += count
                 self.counters.refused += sum(1 for reason in outcome if reason is not None)
             else:
+                if previous is not None and not await previous:
+                    return False
                 if await self._retrying(lambda work=work: self.ingest.command_answers(work)) is (
                     _STOPPED
                 ):
@@ -643,35 +677,73 @@ class MqttBridge:
                 self.counters.command_answers += count
             self._ack(client, batch[acked : last + 1])
             acked = last + 1
+        if previous is not None and not await previous:
+            return False
         self._ack(client, batch[acked:])
         self.counters.batches += 1
         return True
 
-    async def _retrying(self, work: Callable[[], Awaitable[Any]]) -> Any:
-        """``work()`` until it returns; ``_STOPPED`` when the bridge stops first."""
+    async def _write_in_order(
+        self, work: Any, previous: asyncio.Task[bool] | None, me: _Commit
+    ) -> Any:
+        """``ingest.commit(work)`` on the bridge's chain; when it fails, again once the batches
+        before it are written, on a new chain each time, until it is written (``_STOPPED``
+        when the bridge stops first)."""
+        try:
+            return await self.ingest.commit(work, chain=self._chain)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            me.failed = True
+            self._failed(exc, 0.0)
+        if previous is not None and not await previous:
+            return _STOPPED
+
+        async def again() -> Any:
+            # The oldest batch not written: a new chain cannot let any later one pass it.
+            self._chain = WriteChain(next(self._chain_numbers))
+            return await self.ingest.commit(work, chain=self._chain)
+
+        return await self._retrying(again, first_delay=0.1)
+
+    async def _retrying(self, work: Callable[[], Awaitable[Any]], first_delay: float = 0.0) -> Any:
+        """``work()`` until it returns, after ``first_delay``; ``_STOPPED`` when the bridge
+        stops first."""
         delay = 0.1
+        if first_delay:
+            if await self._pause(first_delay):
+                return _STOPPED
+            delay = min(first_delay * 2, 5.0)
         while True:
             try:
                 return await work()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                self.counters.ingest_failures += 1
-                log.warning(
-                    "MQTT: the agent could not take a batch (%s: %s); trying again in %.1f s",
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                    exc_info=self.counters.ingest_failures == 1,
-                )
-                if self._stopping.is_set():
+                self._failed(exc, delay)
+                if await self._pause(delay):
                     return _STOPPED
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-                    return _STOPPED
-                except TimeoutError:
-                    pass
                 delay = min(delay * 2, 5.0)
+
+    def _failed(self, exc: Exception, delay: float) -> None:
+        self.counters.ingest_failures += 1
+        log.warning(
+            "MQTT: the agent could not take a batch (%s: %s); trying again in %.1f s",
+            type(exc).__name__,
+            exc,
+            delay or 0.1,
+            exc_info=self.counters.ingest_failures == 1,
+        )
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; True when the bridge stops meanwhile."""
+        if self._stopping.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+            return True
+        except TimeoutError:
+            return False
 
     @staticmethod
     def _ack(client: _Client, messages: Sequence[_Inboxed]) -> None:

@@ -49,7 +49,7 @@ from cidade.devices.agent import PROFILE_TTL, Agent, Refused
 from cidade.devices.mapping import Profile
 from cidade.devices.messages import CommandAnswer
 from cidade.devices.mqtt import MqttBridge, MqttCounters, MqttUnavailable
-from cidade.store.base import Entity
+from cidade.store.base import Entity, WriteChain, WriteChainBroken
 
 log = logging.getLogger("cidade.devices.mqtt")
 
@@ -194,6 +194,7 @@ class BridgeProcess:
         self._task: asyncio.Task[None] | None = None
         self._channel: _Channel | None = None
         self._process: subprocess.Popen[bytes] | None = None
+        self._chain: WriteChain | None = None  # the child's current chain of writes
 
     @property
     def connected(self) -> bool:
@@ -286,6 +287,7 @@ class BridgeProcess:
         finally:
             theirs.close()
         self._process = process
+        self._chain = None  # a new child counts its chains from 1 again
         self.starts += 1
         try:
             reader, writer = await asyncio.open_connection(sock=ours)
@@ -321,8 +323,18 @@ class BridgeProcess:
         except Refused as exc:
             return ("refused", exc.reason, exc.kind)
 
-    async def _write(self, tenant: str, updates: Sequence[Entity]) -> list[tuple[str, str] | None]:
-        return await self.agent.write(tenant, updates)
+    async def _write(
+        self, tenant: str, updates: Sequence[Entity], chain: int | None
+    ) -> list[tuple[str, str] | None]:
+        """The child's bridge hands a batch's writes over while the one before is being
+        written, each on its chain (by number: they count up, a new one after a failure)."""
+        if chain is None:
+            return await self.agent.write(tenant, updates)
+        if self._chain is None or chain > self._chain.number:
+            self._chain = WriteChain(chain)
+        elif chain < self._chain.number:
+            raise WriteChainBroken("not tried: a later chain took over")
+        return await self.agent.write(tenant, updates, chain=self._chain)
 
     def _status(self, connected: bool, counters: dict[str, int], counts: dict[str, int]) -> None:
         if connected:
@@ -359,8 +371,11 @@ class _RemoteAgent(Agent):
         self._profiles[key] = (time.monotonic() + PROFILE_TTL, answer[1])
         return answer[1]  # type: ignore[no-any-return]
 
-    async def write(self, tenant: str, updates: Sequence[Entity]) -> list[tuple[str, str] | None]:
-        return await self.channel.call("write", tenant, updates)  # type: ignore[no-any-return]
+    async def write(
+        self, tenant: str, updates: Sequence[Entity], *, chain: WriteChain | None = None
+    ) -> list[tuple[str, str] | None]:
+        number = chain.number if chain is not None else None
+        return await self.channel.call("write", tenant, updates, number)  # type: ignore[no-any-return]
 
     async def command_answers(self, answers: Sequence[CommandAnswer]) -> None:
         await self.channel.call("answers", answers)  # counted by the server's agent

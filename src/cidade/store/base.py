@@ -9,6 +9,7 @@ rest, and a failed operation leaves nothing half-written.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -28,6 +29,31 @@ class WriteOp:
 
     entity_id: str
     apply: Callable[[Entity | None], Entity | None]
+
+
+class WriteChainBroken(Exception):
+    """A write of a chain that was not tried: one handed to the store before it failed."""
+
+
+class WriteChain:
+    """Writes that must apply in the order they are handed to the store, each only if the one
+    before it did. A caller may hand the next write before the previous one returned (the
+    device bridge writes one batch while the next is on its way): SQLite's writer takes them in
+    the order it got them, PostgreSQL one at a time. Once one fails, the later ones fail with
+    WriteChainBroken without being tried; the caller tries again, in order, on a new chain."""
+
+    __slots__ = ("broken", "number", "turn")
+
+    def __init__(self, number: int = 0) -> None:
+        self.number = number  # which chain of its owner this is (they count up)
+        self.broken: BaseException | None = None  # the failure that ended it
+        self.turn = asyncio.Lock()  # where the store runs a chain's writes one at a time
+
+    def check(self) -> None:
+        if self.broken is not None:
+            raise WriteChainBroken(
+                f"not tried: an earlier write failed ({type(self.broken).__name__})"
+            )
 
 
 @dataclass(slots=True)
@@ -138,11 +164,14 @@ class Store(Protocol):
 
     async def get_entity(self, tenant: str, entity_id: str) -> Entity | None: ...
 
-    async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+    async def write(
+        self, tenant: str, ops: Sequence[WriteOp], *, chain: WriteChain | None = None
+    ) -> list[Any]:
         """Run each op atomically; the result list holds, per op, the new entity (or None when it
         was deleted) or the exception that op raised (its changes rolled back). Ops on one
         entity apply in order, each on the state the previous one left and each its own change:
-        its own history instances, its own notifications."""
+        its own history instances, its own notifications. With a ``chain``, the write applies
+        after the chain's earlier writes, and only if they did (``WriteChain``)."""
         ...
 
     async def query(self, tenant: str, query: EntityQuery) -> QueryResult: ...

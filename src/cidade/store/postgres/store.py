@@ -37,6 +37,7 @@ from cidade.store.base import (
     Outcome,
     QueryResult,
     TypeExpr,
+    WriteChain,
     WriteOp,
 )
 from cidade.store.changes import apply_ops
@@ -187,7 +188,22 @@ class PostgresStore(PostgresAuth, PostgresDevices):
             "SELECT doc FROM entities WHERE tenant = $1 AND id = $2", tenant, entity_id
         )
 
-    async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
+    async def write(
+        self, tenant: str, ops: Sequence[WriteOp], *, chain: WriteChain | None = None
+    ) -> list[Any]:
+        if chain is None:
+            return await self._write(tenant, ops)
+        # One write of a chain at a time, in the order they came (asyncio.Lock is fair): each
+        # is committed before the next begins, on whichever pooled connection.
+        async with chain.turn:
+            chain.check()
+            try:
+                return await self._write(tenant, ops)
+            except BaseException as exc:
+                chain.broken = exc
+                raise
+
+    async def _write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
         for attempt in (1, 2):
             try:
                 async with self._pool.acquire() as conn, conn.transaction():

@@ -26,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from cidade.store.base import WriteChain, WriteChainBroken
+
 T = TypeVar("T")
 
 _STOP = object()
@@ -43,6 +45,14 @@ def _settle(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
+
+
+def _broken(chain: WriteChain) -> WriteChainBroken:
+    try:
+        chain.check()
+    except WriteChainBroken as exc:
+        return exc
+    raise AssertionError("the chain is not broken")
 
 
 def _connect(path: str, setup: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
@@ -169,16 +179,24 @@ class Database:
             if stop:
                 return
 
-    def _run_group(self, conn: sqlite3.Connection, group: list[tuple[Callable, Any, Any]]) -> None:
+    def _run_group(
+        self, conn: sqlite3.Connection, group: list[tuple[Callable, Any, Any, Any]]
+    ) -> None:
         """One transaction for the whole group, a savepoint per write; then every waiter is
         told, with one wake-up per event loop rather than one per write (at a thousand writes
         a second the wake-ups alone cost a tenth of a core)."""
         results: list[tuple[Any, Any, bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
-            for fn, loop, fut in group:
-                # A caller that gave up waiting (cancelled, e.g. at shutdown): skip its write.
+            for fn, loop, fut, chain in group:
+                # A caller that gave up waiting (cancelled, e.g. at shutdown): skip its write,
+                # and the later ones of its chain.
                 if fut.cancelled():
+                    if chain is not None and chain.broken is None:
+                        chain.broken = asyncio.CancelledError()
+                    continue
+                if chain is not None and chain.broken is not None:
+                    results.append((loop, fut, False, _broken(chain)))
                     continue
                 conn.execute("SAVEPOINT op")
                 try:
@@ -187,6 +205,8 @@ class Database:
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((loop, fut, False, exc))
+                    if chain is not None:
+                        chain.broken = exc
                 else:
                     conn.execute("RELEASE op")
                     results.append((loop, fut, True, value))
@@ -195,7 +215,10 @@ class Database:
         except BaseException as exc:  # the commit itself failed: nobody's write is acknowledged
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            results = [(loop, fut, False, exc) for _, loop, fut in group]
+            results = [(loop, fut, False, exc) for _, loop, fut, _ in group]
+            for *_, chain in group:
+                if chain is not None and chain.broken is None:
+                    chain.broken = exc
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for loop, fut, ok, value in results:
             by_loop.setdefault(loop, []).append((fut, ok, value))
@@ -205,11 +228,14 @@ class Database:
             except RuntimeError:
                 pass  # that loop is closed: nobody is waiting any more
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` in the writer thread inside a transaction; return once committed."""
+    async def write(
+        self, fn: Callable[[sqlite3.Connection], T], chain: WriteChain | None = None
+    ) -> T:
+        """Run ``fn(conn)`` in the writer thread inside a transaction; return once committed.
+        With a ``chain``, only if the chain's writes queued before it were (store/base.py)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put((fn, loop, fut))
+        self._queue.put((fn, loop, fut, chain))
         return await fut
 
     # -- reads ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from cidade.store.base import (
     Outcome,
     QueryResult,
     TypeExpr,
+    WriteChain,
     WriteOp,
 )
 from cidade.store.changes import apply_ops
@@ -144,8 +145,12 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         )
         return orjson.loads(row[0]) if row else None
 
-    async def write(self, tenant: str, ops: Sequence[WriteOp]) -> list[Any]:
-        results, notified = await self.db.write(lambda conn: _write_batch(conn, tenant, ops, self))
+    async def write(
+        self, tenant: str, ops: Sequence[WriteOp], *, chain: WriteChain | None = None
+    ) -> list[Any]:
+        results, notified = await self.db.write(
+            lambda conn: _write_batch(conn, tenant, ops, self), chain
+        )
         if notified and self.watch is not None:
             self.watch.enqueued()
         return results
