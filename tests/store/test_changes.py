@@ -1,14 +1,19 @@
-"""store/changes.py: the discovery counters' deltas of a batch add up to a recount."""
+"""store/changes.py: the discovery counters' deltas of a batch add up to a recount; a batch's
+steps, history rows and notification layers; the device update's fast paths."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 from collections import Counter
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cidade.hub.batch import updated_with
 from cidade.store.base import WriteOp
 from cidade.store.changes import apply_ops, count_attributes
+from cidade.store.history import INSTANCE_PREFIX, changed_instances, instance_ids
 
 KINDS = st.sampled_from(["Property", "GeoProperty", "Relationship"])
 INSTANCES = st.lists(st.tuples(KINDS, st.integers(0, 3)), min_size=1, max_size=2)
@@ -110,3 +115,71 @@ def test_each_op_is_its_own_step_for_history_and_subscriptions():
         (["a"], {"a": 2}, {"a": 3}),
     ]
     assert [type(r).__name__ for r in applied.results].count("ValueError") == 1
+
+
+# -- what a device's update costs: the fast paths give what the general ones do ------------------
+
+
+def _measure(value, at, **extra):
+    return {"type": "Property", "value": value, "observedAt": at, "createdAt": at,
+            "modifiedAt": at, **extra}  # fmt: skip
+
+
+def test_an_update_replacing_one_instance_keeps_its_creation_and_leaves_the_current_state():
+    first, later = "2026-11-26T08:00:00.000000Z", "2026-11-26T09:00:00.000000Z"
+    current = {
+        "id": "urn:ngsi-ld:X:1",
+        "type": ["T"],
+        "createdAt": first,
+        "modifiedAt": first,
+        "attrs": {
+            "a": [_measure(1, first)],
+            "b": [_measure(2, first)],
+            "m": [_measure(3, first), _measure(4, first, datasetId="urn:d:1")],
+        },
+    }
+    snapshot = copy.deepcopy(current)
+    new = {
+        "id": "urn:ngsi-ld:X:1",
+        "type": ["T", "U"],
+        "createdAt": later,
+        "modifiedAt": later,
+        "attrs": {
+            "a": [_measure(10, later)],  # one instance by another: the fast path
+            "m": [_measure(40, later, datasetId="urn:d:1")],  # by datasetId: the general one
+            "c": [_measure(5, later)],  # a new attribute
+        },
+    }
+    got = updated_with(current, new)
+    assert current == snapshot  # nothing of the current state was changed
+    assert got["type"] == ["T", "U"]
+    assert got["modifiedAt"] == later
+    assert got["attrs"]["a"] == [{**_measure(10, later), "createdAt": first}]
+    assert got["attrs"]["b"] == snapshot["attrs"]["b"]
+    assert got["attrs"]["m"] == [
+        _measure(3, first),
+        {**_measure(40, later, datasetId="urn:d:1"), "createdAt": first},
+    ]
+    assert got["attrs"]["c"] == [_measure(5, later)]
+    # A default instance replaced by one with a datasetId is added beside it, not over it.
+    other = updated_with(got, {**new, "attrs": {"a": [_measure(11, later, datasetId="urn:d:2")]}})
+    assert [i.get("datasetId") for i in other["attrs"]["a"]] == [None, "urn:d:2"]
+
+
+def test_history_rows_of_single_instances_and_fresh_ids():
+    at, later = "2026-11-26T08:00:00.000000Z", "2026-11-26T09:00:00.000000Z"
+    before = {"modifiedAt": at, "attrs": {"a": [_measure(1, at)], "b": [_measure(2, at)]}}
+    after = {
+        "modifiedAt": later,
+        "attrs": {
+            "a": [_measure(1, at)],  # unchanged: no row
+            "b": [_measure(2, at, datasetId="urn:d:1")],  # another instance: a row
+            "c": [_measure(3, later, instanceId="urn:i:given")],  # new, with its own id
+        },
+    }
+    rows = list(changed_instances(before, after, instance_ids(per_read=2)))
+    assert [(r[0], r[1]) for r in rows] == [("b", "urn:d:1"), ("c", "")]
+    assert rows[0][2].startswith(INSTANCE_PREFIX) and len(rows[0][2]) == len(INSTANCE_PREFIX) + 32
+    assert rows[1][2] == "urn:i:given" and "instanceId" not in rows[1][7]
+    ids = list(itertools.islice(instance_ids(per_read=3), 10))  # across several reads
+    assert len(set(ids)) == 10 and all(i.startswith(INSTANCE_PREFIX) for i in ids)

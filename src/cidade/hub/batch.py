@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cidade.hub import timefmt
-from cidade.hub.entities import EntityService, UpdateResult, put_instances
+from cidade.hub.entities import EntityService, UpdateResult, keep_created, put_instances
 from cidade.hub.errors import BadRequestData, NgsiError, ResourceNotFound
 from cidade.hub.model import Terms, normalize_entity
 from cidade.store.base import Entity, WriteOp
@@ -32,16 +32,33 @@ class BatchResult:
 def updated_with(current: Entity, new: Entity) -> Entity:
     """Upsert with options=update: ``new``'s types added, its attributes added or overwritten.
 
-    ``current`` is left as it was: its attribute map and instance lists are copied, which is all
-    put_instances changes (the instances themselves are replaced, never edited), and far cheaper
+    ``current`` is left as it was: its attribute map is copied, and the instance list of each
+    attribute ``new`` puts (the instances themselves are replaced, never edited), far cheaper
     than a deep copy on the device agent's hot path."""
-    entity = {**current, "attrs": {iri: list(insts) for iri, insts in current["attrs"].items()}}
-    entity["type"] = sorted(set(entity["type"]) | set(new["type"]))
+    attrs = dict(current["attrs"])
+    entity = {**current, "attrs": attrs}
+    if new["type"] != current["type"]:
+        entity["type"] = sorted(set(current["type"]) | set(new["type"]))
     if "scope" in new:
         entity["scope"] = new["scope"]
+    now = new["modifiedAt"]
     for iri, instances in new["attrs"].items():
-        put_instances(entity, iri, instances, new["modifiedAt"])
-    entity["modifiedAt"] = new["modifiedAt"]
+        existing = attrs.get(iri)
+        if (
+            existing is not None
+            and len(existing) == 1
+            and len(instances) == 1
+            and "datasetId" not in existing[0]
+            and "datasetId" not in instances[0]
+        ):
+            # The default instance replaced by another (a device's measure): what put_instances
+            # does, without its bookkeeping.
+            attrs[iri] = [keep_created(instances[0], existing[0])]
+            continue
+        if existing is not None:
+            attrs[iri] = list(existing)
+        put_instances(entity, iri, instances, now)
+    entity["modifiedAt"] = now
     return entity
 
 

@@ -46,7 +46,7 @@ def _key(inst: dict[str, Any]) -> str | None:
     return inst.get("datasetId")
 
 
-def _keep_created(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+def keep_created(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
     if old is not None and "createdAt" in old:
         new["createdAt"] = old["createdAt"]
     return new
@@ -68,7 +68,7 @@ def put_instances(
         if n is None:
             existing.append(inst)
         else:
-            existing[n] = _keep_created(inst, existing[n])
+            existing[n] = keep_created(inst, existing[n])
     entity["modifiedAt"] = now
     return True
 
@@ -320,7 +320,7 @@ class EntityService:
             inst = instances[n]
             if replace:
                 new = normalize_instance(attr, fragment, terms, now)
-                instances[n] = _keep_created(new, inst)
+                instances[n] = keep_created(new, inst)
             else:
                 patch = dict(fragment)
                 patch.setdefault("type", inst["type"])

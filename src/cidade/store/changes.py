@@ -11,7 +11,7 @@ from typing import Any
 
 from cidade.hub.timefmt import now as now_iso
 from cidade.store.base import ChangeWatch, Entity, OutboxEntry, WriteOp
-from cidade.store.history import HistoryRow, changed_instances
+from cidade.store.history import HistoryRow, changed_instances, instance_ids
 
 Stats = Counter[tuple[str, str, str]]  # (type or "", attribute IRI or "", kind or "") -> delta
 # One op's change of one entity: (id, its state before the op, after it; None when absent).
@@ -38,8 +38,9 @@ class Applied:
 
     def history(self) -> Iterator[tuple[str, HistoryRow]]:
         """(entity id, history row) of every instance the batch adds to the history."""
+        ids = instance_ids()
         for eid, old, new in self.history_steps():
-            for row in changed_instances(old, new):
+            for row in changed_instances(old, new, ids):
                 yield eid, row
 
     def notifications(self, watch: ChangeWatch, watching: list[Any]) -> list[OutboxEntry]:

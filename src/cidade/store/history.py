@@ -18,35 +18,61 @@ HistoryRow = tuple[str, str, str, str, str | None, str, str, dict[str, Any]]
 # (attr IRI, datasetId or "", instanceId, time, observedAt, modifiedAt, createdAt, instance)
 
 
+INSTANCE_PREFIX = "urn:ngsi-ld:attribute:instance:"
+
+
 def instance_id() -> str:
     # 128 random bits, like a UUID4, without the uuid module's cost (this runs per instance).
     # Not the random module: whoever seeds it (a test, a library) would repeat the ids.
-    return f"urn:ngsi-ld:attribute:instance:{os.urandom(16).hex()}"
+    return f"{INSTANCE_PREFIX}{os.urandom(16).hex()}"
 
 
-def changed_instances(before: Entity | None, after: Entity | None) -> Iterator[HistoryRow]:
+def instance_ids(per_read: int = 256) -> Iterator[str]:
+    """New instance ids without end, as ``instance_id`` makes them, from one read of the OS's
+    random source per ``per_read`` of them: a batch of device updates needs thousands, and a
+    read per id was a twentieth of the store's writer."""
+    while True:
+        blob = os.urandom(16 * per_read).hex()
+        for start in range(0, 32 * per_read, 32):
+            yield INSTANCE_PREFIX + blob[start : start + 32]
+
+
+def changed_instances(
+    before: Entity | None, after: Entity | None, ids: Iterator[str] | None = None
+) -> Iterator[HistoryRow]:
     """Every attribute instance of ``after`` that is new or differs from ``before``: one history
-    row each. The time index is observedAt when the instance has one, else modifiedAt."""
+    row each, its id from ``ids`` when it has none. The time index is observedAt when the
+    instance has one, else modifiedAt."""
     if after is None:
         return
     old_attrs = before["attrs"] if before is not None else {}
+    now = after["modifiedAt"]
     for attr, instances in after["attrs"].items():
-        old = {i.get("datasetId"): i for i in old_attrs.get(attr, ())}
+        olds = old_attrs.get(attr)
+        if olds is not None and len(olds) == 1 and len(instances) == 1:
+            # One instance before and after (a device's measure): compared whole, datasetId
+            # and all, as the general case below would.
+            if olds[0] != instances[0]:
+                yield history_row(attr, instances[0], now, ids)
+            continue
+        old = {i.get("datasetId"): i for i in olds or ()}
         for inst in instances:
-            dataset = inst.get("datasetId")
-            if old.get(dataset) == inst:
-                continue  # untouched by this change
-            yield history_row(attr, inst, after["modifiedAt"])
+            if old.get(inst.get("datasetId")) != inst:
+                yield history_row(attr, inst, now, ids)
 
 
-def history_row(attr: str, inst: dict[str, Any], now: str) -> HistoryRow:
-    """The history row of one instance; ``now`` stands in for missing system times."""
+def history_row(
+    attr: str, inst: dict[str, Any], now: str, ids: Iterator[str] | None = None
+) -> HistoryRow:
+    """The history row of one instance; ``now`` stands in for missing system times, ``ids``
+    gives its id when it has none."""
     modified = inst.get("modifiedAt") or now
     observed = inst.get("observedAt")
+    given = inst.get("instanceId")
     return (
         attr,
         inst.get("datasetId") or "",
-        inst.get("instanceId") or instance_id(),
+        given or (next(ids) if ids is not None else instance_id()),
         observed or modified,
         observed,
         modified,
