@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 
+import orjson
 import pytest
 
 from cidade.store.base import HistoryQuery, WriteOp
@@ -256,3 +257,56 @@ def test_closing_the_store_merges_what_is_recent(tmp_path):
     finally:
         loop.run_until_complete(again.close())
         loop.close()
+
+
+def test_sqlite_history_keeps_nothing_twice_and_reads_whole(sqlite_store):
+    """A history row's instance leaves out the times its columns hold, and an id of ours its
+    prefix; reads give them back, also for rows written whole before, and for ids of others."""
+    from cidade.store.history import INSTANCE_PREFIX, history_row
+
+    s, loop = sqlite_store
+    at = "2026-03-01T10:00:00.000000Z"
+    later = "2026-03-01T11:00:00.000000Z"
+    put(s, loop, "urn:s:k", entity("urn:s:k", {T: [reading(1, at, unitCode="CEL")]}, at))
+    iid, inst = loop.run_until_complete(
+        s.db.read(
+            lambda c: c.execute("SELECT instance_id, instance FROM history_recent").fetchone()
+        )
+    )
+    assert len(iid) == 32 and ":" not in iid
+    assert orjson.loads(inst) == {"type": "Property", "value": 1, "unitCode": "CEL"}
+    # Another's id (the temporal API's own writes), and a row as rows were written before.
+    mine = history_row(T, reading(2, later, instanceId="urn:x:mine"), later)
+    loop.run_until_complete(s.add_history("", "urn:s:k", [mine]))
+    old_id, noon = INSTANCE_PREFIX + "0" * 32, "2026-03-01T12:00:00.000000Z"
+    loop.run_until_complete(
+        s.db.write(
+            lambda c: c.execute(
+                "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
+                " observed_at, modified_at, created_at, instance, num)"
+                " VALUES ('', 'urn:s:k', ?, '', ?, ?, ?, ?, ?, ?, 3)",
+                (T, old_id, noon, noon, noon, noon, orjson.dumps(reading(3, noon)).decode()),
+            )
+        )
+    )  # fmt: skip
+    got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:k"])))
+    items = got["urn:s:k"][T]
+    assert [i["value"] for i in items] == [1, 2, 3]
+    assert items[0] == {
+        **reading(1, at, unitCode="CEL"),
+        "instanceId": INSTANCE_PREFIX + iid,
+        "_t": at,
+    }
+    assert items[1]["instanceId"] == "urn:x:mine" and items[1]["observedAt"] == later
+    assert items[2] == {**reading(3, noon), "instanceId": old_id, "_t": noon}
+    # Each is found by its whole id.
+    for item in items[1:]:
+        assert loop.run_until_complete(
+            s.delete_history_instance("", "urn:s:k", T, item["instanceId"])
+        )
+    replaced = history_row(T, reading(9, at, instanceId=items[0]["instanceId"]), at)
+    assert loop.run_until_complete(s.replace_history_instance("", "urn:s:k", T, replaced))
+    got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:k"])))
+    assert [(i["value"], i["instanceId"]) for i in got["urn:s:k"][T]] == [
+        (9, items[0]["instanceId"])
+    ]
