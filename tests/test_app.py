@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gc
 
-from cidade.app import GC_YOUNG_THRESHOLD, build_app
+from cidade.app import build_app
+from cidade.config import GC_YOUNG_THRESHOLD
 from tests.conftest import admin_client
 
 

@@ -23,7 +23,7 @@ from cidade.auth.audit import Audit
 from cidade.auth.gate import Gate, parse_public_types
 from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
-from cidade.config import Settings
+from cidade.config import GC_YOUNG_THRESHOLD, Settings
 from cidade.devices.agent import Agent
 from cidade.devices.api import ProvisioningApi
 from cidade.devices.commands import Commands
@@ -42,8 +42,6 @@ from cidade.openapi import openapi_route
 from cidade.store import Store, open_store
 
 log = logging.getLogger("cidade")
-
-GC_YOUNG_THRESHOLD = 200_000  # allocations between two collections of the youngest generation
 
 
 def build_app(settings: Settings, store: Store | None = None) -> Starlette:
