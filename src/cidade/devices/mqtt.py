@@ -333,7 +333,33 @@ class _Commit:
     failed: bool = False  # a write of it failed: tried again before anything after it
 
 
-class MqttBridge:
+class ConnectedTask:
+    """What the server sees of a bridge (MqttBridge, mqtt_process.BridgeProcess): a task that
+    ``start()`` begins and returns at once, connected or not, until ``stop()``."""
+
+    _task: asyncio.Task[None] | None
+    _connected: asyncio.Event
+    _stopping: asyncio.Event
+    _task_name = "cidade-mqtt-bridge"
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def start(self) -> None:
+        if self._task is not None and not self._task.done():
+            return
+        self._stopping.clear()
+        self._task = asyncio.create_task(self._run(), name=self._task_name)
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+
+class MqttBridge(ConnectedTask):
     """Subscribes to the agent's topics, hands batches to the agent, acknowledges after commit;
     publishes commands (``CommandSink``). ``start()`` returns at once and the bridge connects,
     and reconnects, in the background."""
@@ -389,19 +415,6 @@ class MqttBridge:
             protocol_log.addFilter(_demote)
 
     # -- life cycle
-
-    @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
-
-    async def start(self) -> None:
-        if self._task is not None and not self._task.done():
-            return
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="cidade-mqtt-bridge")
 
     async def stop(self, timeout: float = 30.0) -> None:
         """Finish the batch in hand (ingest, then PUBACK), then disconnect; the session stays

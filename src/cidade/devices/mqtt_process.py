@@ -49,7 +49,7 @@ from cidade.config import GC_YOUNG_THRESHOLD, Settings, load_settings, settings_
 from cidade.devices.agent import PROFILE_TTL, Agent, Refused
 from cidade.devices.mapping import Profile
 from cidade.devices.messages import CommandAnswer
-from cidade.devices.mqtt import MqttBridge, MqttCounters, MqttUnavailable
+from cidade.devices.mqtt import ConnectedTask, MqttBridge, MqttCounters, MqttUnavailable
 from cidade.store.base import Entity, WriteChain, WriteChainBroken
 
 log = logging.getLogger("cidade.devices.mqtt")
@@ -169,9 +169,11 @@ def _error(name: str, message: str) -> Exception:
 # -- the server's side ----------------------------------------------------------------------------
 
 
-class BridgeProcess:
+class BridgeProcess(ConnectedTask):
     """The MQTT bridge, run in a child process (``python -m cidade.devices.mqtt_process``) that
     this object starts, serves and starts again if it dies."""
+
+    _task_name = "cidade-mqtt-bridge-process"
 
     def __init__(
         self,
@@ -198,22 +200,9 @@ class BridgeProcess:
         self._chain: WriteChain | None = None  # the child's current chain of writes
 
     @property
-    def connected(self) -> bool:
-        return self._connected.is_set()
-
-    @property
     def pid(self) -> int | None:
         """The child's process id, while one runs."""
         return self._process.pid if self._process is not None else None
-
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(self._connected.wait(), timeout)
-
-    async def start(self) -> None:
-        if self._task is not None and not self._task.done():
-            return
-        self._stopping.clear()
-        self._task = asyncio.create_task(self._run(), name="cidade-mqtt-bridge-process")
 
     async def stop(self, timeout: float = 30.0) -> None:
         """The child finishes the batch in hand (written, then acknowledged) and exits."""
