@@ -23,6 +23,10 @@ the rate of a paho-mqtt one, so the broker rather than the publisher sets the fi
    those messages divided by the time from Cidade's restart until every entity shows them:
    Cidade's own rate with the whole machine to itself.
 
+After phases 2 and 3, the CPU time each process spent per message: Cidade's server (the granian
+worker, with the store's writer), its MQTT bridge process, the broker, and this process (the
+publisher, then the reads watching for the last messages): where the time goes, run by run.
+
 Aim (issue 5): >= 5,000 messages/s through Cidade and >= 50% of the broker's rate.
 """
 
@@ -44,6 +48,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import psutil
 
 from mqtt_broker import publish, subscriber
 from run import PG_URL, drop_schema, free_port, make_admin_key, postgres_unavailable
@@ -133,6 +138,45 @@ def start_cidade(store: str, broker_port: int) -> tuple[subprocess.Popen, str]:
     raise SystemExit("cidade did not start")
 
 
+class CpuMeter:
+    """CPU time of the run's processes between ``start()`` and ``stop()``: Cidade's (the server
+    and its children: the granian worker, the MQTT bridge process), the broker's and this
+    process's (the publisher; then the reads that watch the entities)."""
+
+    def __init__(self, cidade: int, broker: int) -> None:
+        self.roots = {"cidade": psutil.Process(cidade), "broker": psutil.Process(broker)}
+        self.spent: dict[str, float] = {}
+
+    def _now(self) -> dict[str, float]:
+        now = {"publisher": time.process_time()}
+        for name, root in self.roots.items():
+            for process in [root, *root.children(recursive=True)]:
+                try:
+                    times = process.cpu_times()
+                    label = name
+                    if name == "cidade":
+                        label = "bridge" if "mqtt_process" in " ".join(process.cmdline()) else name
+                except psutil.Error:
+                    continue  # gone meanwhile
+                now[label] = now.get(label, 0.0) + times.user + times.system
+        return now
+
+    def start(self) -> None:
+        self.spent = self._now()
+
+    def stop(self) -> None:
+        now = self._now()
+        self.spent = {k: now[k] - self.spent.get(k, 0.0) for k in now}
+
+    def per_message(self, messages: int) -> str:
+        names = {"cidade": "server", "bridge": "bridge process", "broker": "broker"}
+        names["publisher"] = "publisher and watcher"
+        return ", ".join(
+            f"{names[k]} {self.spent.get(k, 0.0) / messages * 1e6:.0f} µs"
+            for k in ("cidade", "bridge", "broker", "publisher")
+        )
+
+
 def unwritten(http: httpx.Client, base: str, last: dict[int, int]) -> dict[int, int]:
     """The devices whose entity does not show its last message yet (read through the API,
     asking only for those still awaited, so that watching costs Cidade little)."""
@@ -210,6 +254,8 @@ def main() -> None:
                 }
                 http.post(f"{base}/iot/services", json={"services": [group]}).raise_for_status()
                 time.sleep(1.0)  # the bridge connects
+                through_cpu = CpuMeter(cidade.pid, broker.pid)
+                through_cpu.start()
                 sent, _, last, start = asyncio.run(
                     publish(
                         "127.0.0.1",
@@ -223,6 +269,7 @@ def main() -> None:
                 )
                 wait_written(http, base, last)
                 through = sent / (time.perf_counter() - start)
+                through_cpu.stop()
             if args.drain > 0:
                 # Catching up: what devices sent while Cidade was down, from its restart.
                 os.killpg(cidade.pid, signal.SIGTERM)
@@ -241,9 +288,12 @@ def main() -> None:
                 )
                 restart = time.perf_counter()
                 cidade, base = start_cidade(store, port)
+                drain_cpu = CpuMeter(cidade.pid, broker.pid)
+                drain_cpu.start()
                 with httpx.Client(timeout=60, headers=auth) as http:
                     wait_written(http, base, last)
                 drained = queued / (time.perf_counter() - restart)
+                drain_cpu.stop()
         finally:
             os.killpg(cidade.pid, signal.SIGTERM)
             cidade.wait(30)
@@ -260,11 +310,13 @@ def main() -> None:
         f"messages/s, {sent:,} messages in {args.seconds:.0f} s of publishing"
     )
     print(f"ratio to the broker: {through / alone:.3f}  (aim: >= 5,000/s and >= 0.5)")
+    print(f"  CPU per message: {through_cpu.per_message(sent)}")
     if drained:
         print(
             f"catching up after a restart: {drained:,.0f} messages/s, {queued:,} messages"
             " queued while Cidade was down, from its start until every entity showed them"
         )
+        print(f"  CPU per message: {drain_cpu.per_message(queued)}")
 
 
 if __name__ == "__main__":
