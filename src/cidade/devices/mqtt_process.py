@@ -36,6 +36,7 @@ import logging
 import marshal
 import os
 import pickle
+import signal
 import socket
 import struct
 import subprocess
@@ -431,6 +432,11 @@ async def _first(task: asyncio.Task[None], other: Awaitable[Any], timeout: float
 
 
 def main() -> None:
+    # Ctrl-C in a terminal, or a service manager stopping the whole group, signals this process
+    # too: it leaves stopping to its server, which has it finish the batch in hand first (and
+    # it exits by itself when the server is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Logging as in the server's worker, which granian leaves unconfigured: warnings and
     # errors on stderr.
     asyncio.run(_child(int(sys.argv[1])))
