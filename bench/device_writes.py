@@ -21,9 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from cidade.devices.agent import upsert
 from cidade.hub import timefmt
-from cidade.hub.batch import updated_with
-from cidade.store.base import WriteOp
 from cidade.store.sqlite import SqliteStore
 
 MODEL = "https://smartdatamodels.org/dataModel.Environment/"
@@ -55,13 +54,6 @@ def update(device: int, seq: int, now: str) -> dict:
             "https://smartdatamodels.org/temperature": measure(15.5 + seq % 20),
         },
     }
-
-
-def upsert(new: dict) -> WriteOp:
-    """The agent's write of one message: the entity created, or updated with the measures."""
-    return WriteOp(
-        new["id"], lambda current: new if current is None else updated_with(current, new)
-    )
 
 
 async def run(folder: Path, batches: int, devices: int) -> tuple[int, float, float]:

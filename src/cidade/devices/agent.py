@@ -81,10 +81,20 @@ class Agent:
     # -- profiles -------------------------------------------------------------------------------
 
     async def profile(self, apikey: str, device_id: str, resource: str | None = None) -> Profile:
+        """A device's profile, kept PROFILE_TTL seconds (or until ``forget``)."""
         key = (apikey, device_id)
         hit = self._profiles.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        profile = await self.find_profile(apikey, device_id, resource)
+        self._profiles[key] = (time.monotonic() + PROFILE_TTL, profile)
+        return profile
+
+    async def find_profile(
+        self, apikey: str, device_id: str, resource: str | None = None
+    ) -> Profile:
+        """The device's profile from the store, the device provisioned when its group allows;
+        Refused when there is none."""
         groups = await self.store.service_groups(apikey=apikey)
         if not groups:
             raise Refused("unknown apikey", "unknown_apikey")
@@ -115,7 +125,6 @@ class Agent:
         profile = build_profile(tenant, device_id, apikey, group, device)
         if provisioned and self.on_provisioned is not None:
             self.on_provisioned(profile)
-        self._profiles[key] = (time.monotonic() + PROFILE_TTL, profile)
         return profile
 
     # -- measures -------------------------------------------------------------------------------
@@ -173,7 +182,7 @@ class Agent:
     ) -> list[tuple[str, str] | None]:
         """One store write of a tenant's updates (each an upsert of its entity, in order); per
         update, None when written, else (why not, the counter it goes to)."""
-        results = await self.store.write(tenant, [_upsert(new) for new in updates], chain=chain)
+        results = await self.store.write(tenant, [upsert(new) for new in updates], chain=chain)
         verdicts: list[tuple[str, str] | None] = []
         for new, result in zip(updates, results, strict=True):
             if isinstance(result, NgsiError):
@@ -266,7 +275,9 @@ class Agent:
             await self.on_answers(answers)
 
 
-def _upsert(new: Entity) -> WriteOp:
+def upsert(new: Entity) -> WriteOp:
+    """The write of one message's update: the entity created, or updated with it."""
+
     def apply(current: Entity | None) -> Entity:
         return new if current is None else updated_with(current, new)
 

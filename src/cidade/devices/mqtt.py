@@ -323,6 +323,7 @@ _Inboxed = tuple[_Client, str, bytes, "int | None"]
 # the batch's last message in it).
 _Step = tuple[str, Any, int, int]
 _STOPPED = object()
+RETRY_FIRST, RETRY_MAX = 0.1, 5.0  # seconds before a batch the agent could not take is tried again
 
 
 @dataclass(slots=True, eq=False)
@@ -357,6 +358,16 @@ class ConnectedTask:
 
     async def _run(self) -> None:
         raise NotImplementedError
+
+    async def _pause(self, delay: float) -> bool:
+        """Wait ``delay`` seconds; True when the bridge stops meanwhile."""
+        if self._stopping.is_set():
+            return True
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+            return True
+        except TimeoutError:
+            return False
 
 
 class MqttBridge(ConnectedTask):
@@ -523,11 +534,8 @@ class MqttBridge(ConnectedTask):
                 self._client = None
                 await self._close(client)
             self._idle = True
-            try:
-                pause = delay * random.uniform(0.8, 1.2)
-                await asyncio.wait_for(self._stopping.wait(), pause)
-            except TimeoutError:
-                pass
+            if await self._pause(delay * random.uniform(0.8, 1.2)):
+                return
             delay = min(delay * 2, self.backoff_max)
 
     async def _close(self, client: _Client) -> None:
@@ -616,7 +624,7 @@ class MqttBridge(ConnectedTask):
                 )
                 in_flight.append(commit)
                 # Let it hand its first write to the store before the next batch is prepared:
-                # preparing does not yield (profiles are cached), and the write would wait.
+                # preparing yields only every few hundred messages (profiles are cached).
                 await asyncio.sleep(0)
         finally:
             # The batches in hand are committed and acknowledged before the bridge stops.
@@ -708,7 +716,7 @@ class MqttBridge(ConnectedTask):
             raise
         except Exception as exc:
             me.failed = True
-            self._failed(exc, 0.0)
+            self._failed(exc, RETRY_FIRST)
         if previous is not None and not await previous:
             return _STOPPED
 
@@ -717,16 +725,16 @@ class MqttBridge(ConnectedTask):
             self._chain = WriteChain(next(self._chain_numbers))
             return await self.ingest.commit(work, chain=self._chain)
 
-        return await self._retrying(again, first_delay=0.1)
+        return await self._retrying(again, first_delay=RETRY_FIRST)
 
     async def _retrying(self, work: Callable[[], Awaitable[Any]], first_delay: float = 0.0) -> Any:
         """``work()`` until it returns, after ``first_delay``; ``_STOPPED`` when the bridge
         stops first."""
-        delay = 0.1
+        delay = RETRY_FIRST
         if first_delay:
             if await self._pause(first_delay):
                 return _STOPPED
-            delay = min(first_delay * 2, 5.0)
+            delay = min(first_delay * 2, RETRY_MAX)
         while True:
             try:
                 return await work()
@@ -736,7 +744,7 @@ class MqttBridge(ConnectedTask):
                 self._failed(exc, delay)
                 if await self._pause(delay):
                     return _STOPPED
-                delay = min(delay * 2, 5.0)
+                delay = min(delay * 2, RETRY_MAX)
 
     def _failed(self, exc: Exception, delay: float) -> None:
         self.counters.ingest_failures += 1
@@ -744,19 +752,9 @@ class MqttBridge(ConnectedTask):
             "MQTT: the agent could not take a batch (%s: %s); trying again in %.1f s",
             type(exc).__name__,
             exc,
-            delay or 0.1,
+            delay,
             exc_info=self.counters.ingest_failures == 1,
         )
-
-    async def _pause(self, delay: float) -> bool:
-        """Wait ``delay`` seconds; True when the bridge stops meanwhile."""
-        if self._stopping.is_set():
-            return True
-        try:
-            await asyncio.wait_for(self._stopping.wait(), delay)
-            return True
-        except TimeoutError:
-            return False
 
     @staticmethod
     def _ack(client: _Client, messages: Sequence[_Inboxed]) -> None:

@@ -47,7 +47,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from cidade.config import GC_YOUNG_THRESHOLD, Settings, load_settings, settings_to_env
-from cidade.devices.agent import PROFILE_TTL, Agent, Refused
+from cidade.devices.agent import Agent, Refused
 from cidade.devices.mapping import Profile
 from cidade.devices.messages import CommandAnswer
 from cidade.devices.mqtt import ConnectedTask, MqttBridge, MqttCounters, MqttUnavailable
@@ -162,8 +162,6 @@ class _Channel:
 def _error(name: str, message: str) -> Exception:
     if name == "MqttUnavailable":
         return MqttUnavailable(message)
-    if name == "ChannelClosed":
-        return ChannelClosed(message)
     return RuntimeError(f"{name}: {message}")
 
 
@@ -211,20 +209,18 @@ class BridgeProcess(ConnectedTask):
         if task is None:
             return
         self._stopping.set()
-        channel, process = self._channel, self._process
-        if channel is not None:
+        if self._channel is not None:
             with contextlib.suppress(ChannelClosed, ConnectionError):
-                channel.tell("stop", timeout)
-        if process is not None:
-            try:
-                await asyncio.wait_for(asyncio.to_thread(process.wait), timeout + 5)
-            except TimeoutError:
-                log.warning("MQTT: the bridge process did not stop in time; killing it")
-                process.kill()
-        done, _ = await asyncio.wait({task}, timeout=5.0)
+                self._channel.tell("stop", timeout)
+        # The task ends once the child has exited (``_serve_child`` waits for it).
+        done, _ = await asyncio.wait({task}, timeout=timeout + 5)
         if not done:
-            task.cancel()
-            await asyncio.wait({task}, timeout=5.0)
+            log.warning("MQTT: the bridge process did not stop in time; killing it")
+            if self._process is not None:
+                self._process.kill()
+            done, _ = await asyncio.wait({task}, timeout=5.0)
+            if not done:
+                task.cancel()
 
     def forget(self) -> None:
         """Service groups or devices changed: the child reads profiles again."""
@@ -262,8 +258,8 @@ class BridgeProcess(ConnectedTask):
                 code,
                 delay,
             )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+            if await self._pause(delay):
+                return
             delay = min(delay * 2, self.restart_max)
 
     async def _serve_child(self) -> int | None:
@@ -351,15 +347,12 @@ class _RemoteAgent(Agent):
         self.channel = channel
         self._reported: Counter[str] = Counter()
 
-    async def profile(self, apikey: str, device_id: str, resource: str | None = None) -> Profile:
-        key = (apikey, device_id)
-        hit = self._profiles.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+    async def find_profile(
+        self, apikey: str, device_id: str, resource: str | None = None
+    ) -> Profile:
         answer = await self.channel.call("profile", apikey, device_id)
         if answer[0] == "refused":
             raise Refused(answer[1], answer[2])
-        self._profiles[key] = (time.monotonic() + PROFILE_TTL, answer[1])
         return answer[1]  # type: ignore[no-any-return]
 
     async def write(

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cidade.hub import timefmt
-from cidade.hub.entities import EntityService, UpdateResult, keep_created, put_instances
+from cidade.hub.entities import EntityService, UpdateResult, put_instances
 from cidade.hub.errors import BadRequestData, NgsiError, ResourceNotFound
 from cidade.hub.model import Terms, normalize_entity
 from cidade.store.base import Entity, WriteOp
@@ -43,20 +43,8 @@ def updated_with(current: Entity, new: Entity) -> Entity:
         entity["scope"] = new["scope"]
     now = new["modifiedAt"]
     for iri, instances in new["attrs"].items():
-        existing = attrs.get(iri)
-        if (
-            existing is not None
-            and len(existing) == 1
-            and len(instances) == 1
-            and "datasetId" not in existing[0]
-            and "datasetId" not in instances[0]
-        ):
-            # The default instance replaced by another (a device's measure): what put_instances
-            # does, without its bookkeeping.
-            attrs[iri] = [keep_created(instances[0], existing[0])]
-            continue
-        if existing is not None:
-            attrs[iri] = list(existing)
+        if iri in attrs:
+            attrs[iri] = list(attrs[iri])  # put_instances changes the list it is given
         put_instances(entity, iri, instances, now)
     entity["modifiedAt"] = now
     return entity

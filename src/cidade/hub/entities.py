@@ -46,7 +46,7 @@ def _key(inst: dict[str, Any]) -> str | None:
     return inst.get("datasetId")
 
 
-def keep_created(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
+def _keep_created(new: dict[str, Any], old: dict[str, Any] | None) -> dict[str, Any]:
     if old is not None and "createdAt" in old:
         new["createdAt"] = old["createdAt"]
     return new
@@ -58,6 +58,18 @@ def put_instances(
     """Put attribute instances into an entity (by datasetId). False if one existed and
     ``overwrite`` is off (then nothing is changed)."""
     existing = entity["attrs"].setdefault(iri, [])
+    if (
+        overwrite
+        and len(existing) == 1
+        and len(instances) == 1
+        and "datasetId" not in existing[0]
+        and "datasetId" not in instances[0]
+    ):
+        # The default instance replaced by another (a device's measure, thousands a second):
+        # what the general case below does, without its bookkeeping.
+        existing[0] = _keep_created(instances[0], existing[0])
+        entity["modifiedAt"] = now
+        return True
     by_key = {_key(i): n for n, i in enumerate(existing)}
     if not overwrite and any(_key(i) in by_key for i in instances):
         if not existing:
@@ -68,7 +80,7 @@ def put_instances(
         if n is None:
             existing.append(inst)
         else:
-            existing[n] = keep_created(inst, existing[n])
+            existing[n] = _keep_created(inst, existing[n])
     entity["modifiedAt"] = now
     return True
 
@@ -320,7 +332,7 @@ class EntityService:
             inst = instances[n]
             if replace:
                 new = normalize_instance(attr, fragment, terms, now)
-                instances[n] = keep_created(new, inst)
+                instances[n] = _keep_created(new, inst)
             else:
                 patch = dict(fragment)
                 patch.setdefault("type", inst["type"])

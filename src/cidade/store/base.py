@@ -49,11 +49,18 @@ class WriteChain:
         self.broken: BaseException | None = None  # the failure that ended it
         self.turn = asyncio.Lock()  # where the store runs a chain's writes one at a time
 
+    def refusal(self) -> WriteChainBroken | None:
+        """What a write of the chain fails with, once the chain is broken."""
+        if self.broken is None:
+            return None
+        return WriteChainBroken(
+            f"not tried: an earlier write failed ({type(self.broken).__name__})"
+        )
+
     def check(self) -> None:
-        if self.broken is not None:
-            raise WriteChainBroken(
-                f"not tried: an earlier write failed ({type(self.broken).__name__})"
-            )
+        refusal = self.refusal()
+        if refusal is not None:
+            raise refusal
 
 
 @dataclass(slots=True)

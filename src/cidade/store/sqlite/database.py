@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-from cidade.store.base import WriteChain, WriteChainBroken
+from cidade.store.base import WriteChain
 
 T = TypeVar("T")
 
@@ -45,14 +45,6 @@ def _settle(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
             fut.set_result(value)
         else:
             fut.set_exception(value)
-
-
-def _broken(chain: WriteChain) -> WriteChainBroken:
-    try:
-        chain.check()
-    except WriteChainBroken as exc:
-        return exc
-    raise AssertionError("the chain is not broken")
 
 
 def _connect(path: str, setup: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
@@ -195,8 +187,9 @@ class Database:
                     if chain is not None and chain.broken is None:
                         chain.broken = asyncio.CancelledError()
                     continue
-                if chain is not None and chain.broken is not None:
-                    results.append((loop, fut, False, _broken(chain)))
+                refusal = chain.refusal() if chain is not None else None
+                if refusal is not None:
+                    results.append((loop, fut, False, refusal))
                     continue
                 conn.execute("SAVEPOINT op")
                 try:
