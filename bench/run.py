@@ -336,6 +336,7 @@ def raw_sqlite_rate(batches: list[RawBatch], n: int, path: Path, *, history: boo
     """The floor on SQLite: the prepared rows inserted straight into a fresh database with
     executemany, same schema and pragmas as Cidade, one transaction per batch."""
     from cidade.hub.query.geo import geometry_bbox
+    from cidade.store.sqlite.history import INSERT_HISTORY, record
     from cidade.store.sqlite.store import migrations
 
     conn = sqlite3.connect(path, isolation_level=None)
@@ -344,7 +345,13 @@ def raw_sqlite_rate(batches: list[RawBatch], n: int, path: Path, *, history: boo
     for _, sql in migrations():
         conn.executescript(sql)
     rows = []
+    series: dict[tuple[str, str], int] = {}  # numbered as the store numbers them
     for b in batches:
+        new_series = []
+        for e, a, *_ in b.history if history else ():
+            if (e, a) not in series:
+                series[(e, a)] = len(series) + 1
+                new_series.append((series[(e, a)], "", e, a))
         rows.append(
             (
                 [("", rid, eid, orjson.dumps(doc).decode()) for rid, eid, _, doc in b.docs],
@@ -355,16 +362,12 @@ def raw_sqlite_rate(batches: list[RawBatch], n: int, path: Path, *, history: boo
                     (g, *(lambda x: (x[0], x[2], x[1], x[3]))(geometry_bbox(v)))
                     for g, _, _, v in b.geos
                 ],
-                [
-                    ("", e, a, d, i, t, o, m, c, orjson.dumps(inst).decode())
-                    for e, a, d, i, t, o, m, c, inst in b.history
-                ]
-                if history
-                else [],
+                new_series,
+                [record(series[(e, row[0])], row) for e, *row in b.history] if history else [],
             )
         )
     start = time.perf_counter()
-    for docs, types, stats, geos, boxes, hist in rows:
+    for docs, types, stats, geos, boxes, new_series, hist in rows:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT INTO entities(tenant, rid, id, doc) VALUES (?,?,?,?)", docs)
         conn.executemany("INSERT INTO entity_types(tenant, type, rid) VALUES (?,?,?)", types)
@@ -378,10 +381,9 @@ def raw_sqlite_rate(batches: list[RawBatch], n: int, path: Path, *, history: boo
         )
         conn.executemany("INSERT INTO geo_index VALUES (?,?,?,?,?)", boxes)
         conn.executemany(
-            "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-            " observed_at, modified_at, created_at, instance) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            hist,
+            "INSERT INTO history_series(sid, tenant, entity_id, attr) VALUES (?,?,?,?)", new_series
         )
+        conn.executemany(INSERT_HISTORY, hist)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - start
     conn.close()
@@ -820,6 +822,12 @@ class SqlFloor:
         "SELECT instance_id, time, instance FROM attr_history WHERE tenant = '' AND entity_id = {0}"
         " AND attr = {1} AND time >= {2} AND time < {3} ORDER BY time"
     )
+    # SQLite's history names its series by number (cidade/store/sqlite/history.py).
+    RAW_SQLITE = (
+        "SELECT h.instance_id, h.time, h.instance, h.num FROM history_series s"
+        " JOIN attr_history h ON h.sid = s.sid WHERE s.tenant = '' AND s.entity_id = ?"
+        " AND s.attr = ? AND h.time >= ? AND h.time < ? ORDER BY h.time"
+    )
 
     def __init__(self, kind: str, where: str, pg_url: str) -> None:
         self.kind = kind
@@ -831,12 +839,12 @@ class SqlFloor:
                 t.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z" for t in (lo, hi)
             ]
             self.params: tuple = (SERIES_ID, attr, *stored)
-            self.raw_sql = self.RAW.format("?", "?", "?", "?")
+            self.raw_sql = self.RAW_SQLITE
             self.agg_sql = (
                 "SELECT substr(time, 1, 10) AS day, count(*), avg(v), min(v), max(v) FROM"
-                " (SELECT time, json_extract(instance, '$.value') AS v FROM attr_history"
-                " WHERE tenant = '' AND entity_id = ? AND attr = ? AND time >= ? AND time < ?)"
-                " GROUP BY day ORDER BY day"
+                " (SELECT h.time, h.num AS v FROM history_series s JOIN attr_history h"
+                " ON h.sid = s.sid WHERE s.tenant = '' AND s.entity_id = ? AND s.attr = ?"
+                " AND h.time >= ? AND h.time < ?) GROUP BY day ORDER BY day"
             )
         else:
             import asyncpg

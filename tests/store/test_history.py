@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from cidade.store.base import HistoryQuery, WriteOp
+from cidade.store.history import INSTANCE_PREFIX as INSTANCE_ID
 from tests.conftest import running_store
 
 D = "https://uri.etsi.org/ngsi-ld/default-context/"
@@ -226,7 +227,9 @@ def test_changes_to_history_reach_rows_not_merged_yet(sqlite_store):
     first = loop.run_until_complete(
         s.db.read(
             lambda c: c.execute(
-                "SELECT instance_id FROM history_recent WHERE attr = ? ORDER BY time", (T,)
+                "SELECT instance_id FROM history_recent JOIN history_series USING (sid)"
+                " WHERE attr = ? ORDER BY time",
+                (T,),
             ).fetchone()[0]
         )
     )
@@ -260,21 +263,32 @@ def test_closing_the_store_merges_what_is_recent(tmp_path):
 
 
 def test_sqlite_history_keeps_nothing_twice_and_reads_whole(sqlite_store):
-    """A history row's instance leaves out the times its columns hold, and an id of ours its
-    prefix; reads give them back, also for rows written whole before, and for ids of others."""
+    """A history row names its series by number, leaves out of its instance the times its
+    columns hold, and of an id of ours its prefix; a time equal to the one before it is not
+    kept again, nor an instance that is only a number. Reads give them all back, also for rows
+    written whole before, and for ids of others."""
     from cidade.store.history import INSTANCE_PREFIX, history_row
 
     s, loop = sqlite_store
     at = "2026-03-01T10:00:00.000000Z"
     later = "2026-03-01T11:00:00.000000Z"
-    put(s, loop, "urn:s:k", entity("urn:s:k", {T: [reading(1, at, unitCode="CEL")]}, at))
-    iid, inst = loop.run_until_complete(
+    bare = {**reading(4, at), "modifiedAt": later, "createdAt": later}
+    put(s, loop, "urn:s:k", entity("urn:s:k", {T: [reading(1, at, unitCode="CEL")], H: [bare]}, at))
+    kept = loop.run_until_complete(
         s.db.read(
-            lambda c: c.execute("SELECT instance_id, instance FROM history_recent").fetchone()
+            lambda c: c.execute(
+                "SELECT s.tenant, s.entity_id, s.attr, r.instance_id, r.time, r.observed,"
+                " r.modified_at, r.created_at, r.instance, r.num"
+                " FROM history_recent r JOIN history_series s USING (sid) ORDER BY s.attr"
+            ).fetchall()
         )
     )
+    (_, _, attr_h, _, *bare_row), (tenant, eid, attr, iid, *row) = kept
+    assert (tenant, eid, attr, attr_h) == ("", "urn:s:k", T, H)
     assert len(iid) == 32 and ":" not in iid
-    assert orjson.loads(inst) == {"type": "Property", "value": 1, "unitCode": "CEL"}
+    assert row[:4] == [at, 1, None, None]  # observedAt, modifiedAt, createdAt: all the time
+    assert orjson.loads(row[4]) == {"type": "Property", "value": 1, "unitCode": "CEL"}
+    assert bare_row == [at, 1, later, None, None, 4]  # no JSON: num is the whole instance
     # Another's id (the temporal API's own writes), and a row as rows were written before.
     mine = history_row(T, reading(2, later, instanceId="urn:x:mine"), later)
     loop.run_until_complete(s.add_history("", "urn:s:k", [mine]))
@@ -282,10 +296,10 @@ def test_sqlite_history_keeps_nothing_twice_and_reads_whole(sqlite_store):
     loop.run_until_complete(
         s.db.write(
             lambda c: c.execute(
-                "INSERT INTO attr_history(tenant, entity_id, attr, dataset_id, instance_id, time,"
-                " observed_at, modified_at, created_at, instance, num)"
-                " VALUES ('', 'urn:s:k', ?, '', ?, ?, ?, ?, ?, ?, 3)",
-                (T, old_id, noon, noon, noon, noon, orjson.dumps(reading(3, noon)).decode()),
+                "INSERT INTO attr_history(sid, time, instance_id, dataset_id, observed,"
+                " modified_at, created_at, instance, num)"
+                " SELECT sid, ?, ?, '', 1, NULL, NULL, ?, 3 FROM history_series WHERE attr = ?",
+                (noon, old_id, orjson.dumps(reading(3, noon)).decode(), T),
             )
         )
     )  # fmt: skip
@@ -299,6 +313,9 @@ def test_sqlite_history_keeps_nothing_twice_and_reads_whole(sqlite_store):
     }
     assert items[1]["instanceId"] == "urn:x:mine" and items[1]["observedAt"] == later
     assert items[2] == {**reading(3, noon), "instanceId": old_id, "_t": noon}
+    assert got["urn:s:k"][H] == [
+        {**bare, "instanceId": got["urn:s:k"][H][0]["instanceId"], "_t": at}
+    ]
     # Each is found by its whole id.
     for item in items[1:]:
         assert loop.run_until_complete(
@@ -310,3 +327,83 @@ def test_sqlite_history_keeps_nothing_twice_and_reads_whole(sqlite_store):
     assert [(i["value"], i["instanceId"]) for i in got["urn:s:k"][T]] == [
         (9, items[0]["instanceId"])
     ]
+
+
+def test_history_written_before_series_reads_the_same_after_migration(tmp_path):
+    """A database of schema 9 (rows keyed by tenant, entity and attribute; some still in
+    history_recent, one of those a later write of an instance already merged) opens with its
+    history whole: every instance, its times and its id, as reads gave them before."""
+    import sqlite3
+
+    from cidade.store.sqlite import SqliteStore
+    from cidade.store.sqlite.store import migrations
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for number, sql in migrations():
+        if number <= 9:
+            conn.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version={number};\nCOMMIT;")
+    at = "2026-03-01T10:00:00.000000Z"
+    later = "2026-03-01T11:00:00.000000Z"
+    columns = (
+        "tenant, entity_id, attr, dataset_id, instance_id, time, observed_at, modified_at,"
+        " created_at, instance, num"
+    )
+    conn.executemany(
+        f"INSERT INTO attr_history({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            # written whole, before ids and instances were kept short
+            ("", "urn:s:m", T, "", "urn:ngsi-ld:attribute:instance:" + "a" * 32, at, at, at, at,
+             orjson.dumps(reading(1, at)).decode(), 1),
+            ("", "urn:s:m", T, "", "b" * 32, later, later, later, at,
+             '{"type":"Property","value":2}', 2),
+            ("t2", "urn:s:m", H, "urn:ds:1", "=urn:x:c", at, None, at, at,
+             '{"type":"Property","value":"high","datasetId":"urn:ds:1"}', None),
+        ],
+    )  # fmt: skip
+    conn.executemany(
+        f"INSERT INTO history_recent({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            ("", "urn:s:m", T, "", "b" * 32, later, later, later, at,
+             '{"type":"Property","value":3}', 3),  # the same instance written again: it wins
+            ("", "urn:s:n", T, "", "c" * 32, at, at, later, later,
+             '{"type":"Property","value":4}', 4),
+        ],
+    )  # fmt: skip
+    conn.close()
+    s = SqliteStore(str(path))
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(s.open())
+    try:
+        ids = ["urn:s:m", "urn:s:n"]
+        got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=ids)))
+        assert got == {
+            "urn:s:m": {
+                T: [
+                    {**reading(1, at), "instanceId": INSTANCE_ID + "a" * 32, "_t": at},
+                    {**reading(3, later), "createdAt": at, "instanceId": INSTANCE_ID + "b" * 32,
+                     "_t": later},
+                ]
+            },
+            "urn:s:n": {
+                T: [{**reading(4, at), "createdAt": later, "modifiedAt": later,
+                     "instanceId": INSTANCE_ID + "c" * 32, "_t": at}]
+            },
+        }  # fmt: skip
+        other = loop.run_until_complete(s.history("t2", HistoryQuery(entity_ids=["urn:s:m"])))
+        assert other == {
+            "urn:s:m": {
+                H: [{"type": "Property", "value": "high", "datasetId": "urn:ds:1",
+                     "createdAt": at, "modifiedAt": at, "instanceId": "urn:x:c", "_t": at}]
+            }
+        }  # fmt: skip
+        assert rows_in(s, loop, "history_series") == 3
+        assert rows_in(s, loop, "history_recent") == 0
+        # New rows go on the series the migration numbered.
+        put(s, loop, "urn:s:n", entity("urn:s:n", {T: [reading(5, later)]}, later))
+        got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:n"])))
+        assert [i["value"] for i in got["urn:s:n"][T]] == [4, 5]
+        assert rows_in(s, loop, "history_series") == 3
+    finally:
+        loop.run_until_complete(s.close())
+        loop.close()

@@ -32,17 +32,25 @@ from cidade.store.base import (
     WriteOp,
 )
 from cidade.store.changes import apply_ops
-from cidade.store.history import (
-    INSTANCE_PREFIX,
-    HistoryRow,
-    history_source,
-    numeric_value,
-    value_item,
-)
+from cidade.store.history import HistoryRow, history_source, value_item
 from cidade.store.outbox import status_info, status_rows
 from cidade.store.sqlite.auth import SqliteAuth
 from cidade.store.sqlite.database import Database
 from cidade.store.sqlite.devices import SqliteDevices
+from cidade.store.sqlite.history import (
+    ATTRIBUTE_SERIES,
+    ENTITY_SERIES,
+    INSERT_HISTORY,
+    INSERT_RECENT,
+    RECENT_MERGE_ROWS,
+    forget_entities,
+    full_instance_id,
+    history_records,
+    instance_read,
+    merge_recent,
+    record,
+    short_instance_id,
+)
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -117,10 +125,13 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
     async def _settle_history(self, where: str, params: Sequence[Any]) -> None:
         """Merge history_recent first when it holds rows a read is about to ask for (reads look
-        at attr_history only); ``where`` is a condition on its tenant and entity_id columns."""
+        at attr_history only); ``where`` is a condition on history_series' tenant and
+        entity_id columns."""
         pending = await self.db.read(
             lambda c: c.execute(
-                f"SELECT 1 FROM history_recent WHERE {where} LIMIT 1", params
+                "SELECT 1 FROM history_recent WHERE sid IN"
+                f" (SELECT sid FROM history_series WHERE {where}) LIMIT 1",
+                params,
             ).fetchone()
         )
         if pending is not None:
@@ -267,7 +278,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         if query.before is not None:
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ?")
             params.append(query.before)
-        found = history_source(f"attr_history WHERE {' AND '.join(where)}", column, query)
+        found = history_source(f"history_rows WHERE {' AND '.join(where)}", column, query)
         # Without lastN or a page cut, no window (it sorted every row, instance JSON and all,
         # twice: a year of 15-minute readings took five times as long) and no sort: the primary
         # key's order. An entity id or attribute that every row shares is not read back per row.
@@ -276,13 +287,14 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         if query.values_only:
             sql = (
                 f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
-                f" dataset_id, {column}, num, CASE WHEN num IS NULL THEN instance END {found}"
+                f" dataset_id, {column}, num, instance {found}"
                 f" ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
             )
         else:
             sql = (
                 f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
-                f" instance_id, {column}, instance, observed_at, modified_at, created_at {found}"
+                f" instance_id, {column}, instance, num, observed_at, modified_at, created_at"
+                f" {found}"
                 f" ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
             )
 
@@ -293,9 +305,11 @@ class SqliteStore(SqliteAuth, SqliteDevices):
                     item = value_item(ds, t, num, inst)
                     out.setdefault(eid or one_id, {}).setdefault(attr or one_attr, []).append(item)
                 return out
-            for eid, attr, iid, t, inst, observed, modified, created in conn.execute(sql, params):
-                item = _instance_read(inst, observed, modified, created)
-                item["instanceId"] = _full_instance_id(iid)
+            for eid, attr, iid, t, inst, num, observed, modified, created in conn.execute(
+                sql, params
+            ):
+                item = instance_read(inst, num, observed, modified, created)
+                item["instanceId"] = full_instance_id(iid)
                 item["_t"] = t
                 out.setdefault(eid or one_id, {}).setdefault(attr or one_attr, []).append(item)
             return out
@@ -337,7 +351,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         deviations = "NULL"
         if "stddev" in wanted:
             deviations = (
-                "(SELECT sum((h.num - s.mean) * (h.num - s.mean)) FROM attr_history h"
+                "(SELECT sum((h.num - s.mean) * (h.num - s.mean)) FROM history_rows h"
                 " WHERE h.tenant = ? AND h.entity_id = ? AND h.attr = s.attr"
                 f" AND h.dataset_id = s.ds AND h.{column} >= s.lo AND h.{column} < s.hi)"
             )
@@ -347,7 +361,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             " count(*) AS n, count(h.num) AS nn, sum(h.num) AS total, min(h.num) AS low,"
             f" max(h.num) AS high, sum(h.num * h.num) AS sq, {distinct} AS dc,"
             " avg(h.num) AS mean"
-            f" FROM b JOIN attr_history h ON {match}"
+            f" FROM b JOIN history_rows h ON {match}"
             f" AND h.{column} >= b.lo AND h.{column} < b.hi"
             " GROUP BY h.attr, h.dataset_id, b.k)"
             f" SELECT attr, ds, k, n, nn, total, low, high, sq, dc, {deviations} FROM s"
@@ -370,8 +384,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany(
-                f"INSERT INTO attr_history({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [_history_record(tenant, entity_id, row) for row in rows],
+                INSERT_HISTORY, history_records(conn, tenant, [(entity_id, row) for row in rows])
             )
 
         await self.db.write(run)
@@ -380,7 +393,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         self, tenant: str, entity_id: str, attr: str, dataset_id: str | None, every: bool
     ) -> int:
         """Forget an attribute's history: one datasetId's ("" = the default) or all of it."""
-        sql = "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ? AND attr = ?"
+        sql = f"DELETE FROM attr_history WHERE sid IN ({ATTRIBUTE_SERIES})"
         params: list[Any] = [tenant, entity_id, attr]
         if not every:
             sql += " AND dataset_id = ?"
@@ -391,28 +404,15 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         self, tenant: str, entity_id: str, attr: str, row: HistoryRow
     ) -> bool:
         """Replace one instance (found by its instanceId) in place; False when there is none."""
-        a, d, i, t, o, m, c, inst = row
+        _, t, kept, d, o, m, c, inst, num = record(0, row)
         return await self.db.write(
             lambda conn: (
                 _settled(conn)
                 .execute(
-                    "UPDATE attr_history SET dataset_id = ?, time = ?, observed_at = ?,"
+                    "UPDATE attr_history SET time = ?, dataset_id = ?, observed = ?,"
                     " modified_at = ?, created_at = ?, instance = ?, num = ?"
-                    " WHERE tenant = ? AND entity_id = ? AND attr = ? AND instance_id IN (?, ?)",
-                    (
-                        d,
-                        t,
-                        o,
-                        m,
-                        c,
-                        _instance_written(inst),
-                        numeric_value(inst),
-                        tenant,
-                        entity_id,
-                        a,
-                        _short_instance_id(i),
-                        i,
-                    ),
+                    f" WHERE sid IN ({ATTRIBUTE_SERIES}) AND instance_id IN (?, ?)",
+                    (t, d, o, m, c, inst, num, tenant, entity_id, row[0], kept, row[2]),
                 )
                 .rowcount
                 > 0
@@ -426,9 +426,9 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             lambda c: (
                 _settled(c)
                 .execute(
-                    "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ? AND attr = ?"
+                    f"DELETE FROM attr_history WHERE sid IN ({ATTRIBUTE_SERIES})"
                     " AND instance_id IN (?, ?)",
-                    (tenant, entity_id, attr, _short_instance_id(instance_id), instance_id),
+                    (tenant, entity_id, attr, short_instance_id(instance_id), instance_id),
                 )
                 .rowcount
                 > 0
@@ -452,9 +452,12 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             "NOT EXISTS (SELECT 1 FROM entities e WHERE e.tenant = d.tenant AND e.id = d.id)",
         ]
         params: list[Any] = [tenant]
-        history = "SELECT 1 FROM attr_history h WHERE h.tenant = d.tenant AND h.entity_id = d.id"
+        history = (
+            "SELECT 1 FROM history_series s WHERE s.tenant = d.tenant AND s.entity_id = d.id"
+            " AND EXISTS (SELECT 1 FROM attr_history h WHERE h.sid = s.sid)"
+        )
         if query.attrs:
-            history += f" AND h.attr IN ({','.join('?' * len(query.attrs))})"
+            history += f" AND s.attr IN ({','.join('?' * len(query.attrs))})"
             params.extend(query.attrs)
         where.append(f"EXISTS ({history})")
         if query.ids:
@@ -489,14 +492,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         was any."""
 
         def run(conn: sqlite3.Connection) -> bool:
-            rows = (
-                _settled(conn)
-                .execute(
-                    "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?",
-                    (tenant, entity_id),
-                )
-                .rowcount
-            )
+            rows = forget_entities(_settled(conn), [(tenant, entity_id)])
             marks = conn.execute(
                 "DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
             ).rowcount
@@ -530,7 +526,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             deleted += await self.db.write(
                 lambda c, chunk=chunk: (
                     c.executemany(
-                        "DELETE FROM attr_history WHERE tenant = ? AND entity_id = ? AND time < ?",
+                        f"DELETE FROM attr_history WHERE sid IN ({ENTITY_SERIES}) AND time < ?",
                         chunk,
                     ).rowcount
                 )
@@ -542,15 +538,21 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             if default is not None:
                 # History no entity record names a type for (kept before migration 0005): the default.
                 count = conn.execute(
-                    "DELETE FROM attr_history AS h WHERE h.time < ? AND NOT EXISTS"
-                    " (SELECT 1 FROM entities e WHERE e.tenant = h.tenant AND e.id = h.entity_id)"
+                    "DELETE FROM attr_history WHERE time < ? AND sid IN (SELECT s.sid"
+                    " FROM history_series s WHERE NOT EXISTS (SELECT 1 FROM entities e"
+                    " WHERE e.tenant = s.tenant AND e.id = s.entity_id)"
                     " AND NOT EXISTS (SELECT 1 FROM deleted_entities d"
-                    " WHERE d.tenant = h.tenant AND d.id = h.entity_id)",
+                    " WHERE d.tenant = s.tenant AND d.id = s.entity_id))",
                     (default,),
                 ).rowcount
+            # Series left empty, then the marks of deleted entities with no history left.
             conn.execute(
-                "DELETE FROM deleted_entities AS d WHERE NOT EXISTS (SELECT 1 FROM attr_history h"
-                " WHERE h.tenant = d.tenant AND h.entity_id = d.id)"
+                "DELETE FROM history_series AS s WHERE NOT EXISTS"
+                " (SELECT 1 FROM attr_history h WHERE h.sid = s.sid)"
+            )
+            conn.execute(
+                "DELETE FROM deleted_entities AS d WHERE NOT EXISTS (SELECT 1 FROM history_series s"
+                " WHERE s.tenant = d.tenant AND s.entity_id = d.id)"
             )
             return count
 
@@ -824,92 +826,6 @@ def _deleted_type_sql(expr: TypeExpr, params: list[Any]) -> str:
     return "(" + joiner.join(_deleted_type_sql(p, params) for p in parts) + ")"
 
 
-RECENT_MERGE_ROWS = 50_000  # history rows appended to history_recent before a merge
-
-_HISTORY_COLUMNS = (
-    "tenant, entity_id, attr, dataset_id, instance_id, time, observed_at, modified_at,"
-    " created_at, instance, num"
-)
-
-
-def merge_recent(conn: sqlite3.Connection) -> int:
-    """Move every row of history_recent into attr_history, in attr_history's order (one sorted
-    run: each series' pages are written once), inside the caller's transaction; how many.
-    A row whose key is already there replaces it (the later write of the same instance)."""
-    top = conn.execute("SELECT max(rowid) FROM history_recent").fetchone()[0]
-    if top is None:
-        return 0
-    moved = conn.execute(
-        f"INSERT OR REPLACE INTO attr_history({_HISTORY_COLUMNS}) SELECT {_HISTORY_COLUMNS}"
-        " FROM history_recent WHERE rowid <= ?"
-        " ORDER BY tenant, entity_id, attr, time, instance_id, rowid",
-        (top,),
-    ).rowcount
-    conn.execute("DELETE FROM history_recent WHERE rowid <= ?", (top,))
-    return moved
-
-
-def _history_record(tenant: str, entity_id: str, row: HistoryRow) -> tuple:
-    """A history row as the history tables' columns (_HISTORY_COLUMNS) hold it."""
-    attr, dataset, instance_id, t, observed, modified, created, inst = row
-    return (
-        tenant,
-        entity_id,
-        attr,
-        dataset,
-        _short_instance_id(instance_id),
-        t,
-        observed,
-        modified,
-        created,
-        _instance_written(inst),
-        numeric_value(inst),
-    )
-
-
-# A history row is written once into history_recent and once more by the merge, and each time
-# into the WAL and the database file: its bytes are most of what a device's message costs the
-# writer. So the history keeps nothing twice (a fifth less time per message than with whole
-# instances and ids). Rows written before keep their whole ids and instances and read the same.
-_PREFIX_LENGTH = len(INSTANCE_PREFIX)
-_TIME_MEMBERS = frozenset(("observedAt", "createdAt", "modifiedAt"))
-
-
-def _short_instance_id(instance_id: str) -> str:
-    """An instance id as the history tables keep it: one of ours (instance_ids) without its
-    prefix, any other marked with a leading ``=``."""
-    if instance_id.startswith(INSTANCE_PREFIX):
-        rest = instance_id[_PREFIX_LENGTH:]
-        if rest and ":" not in rest and rest[0] != "=":
-            return rest
-    return "=" + instance_id
-
-
-def _full_instance_id(kept: str) -> str:
-    if kept[:1] == "=":
-        return kept[1:]
-    if ":" in kept:
-        return kept  # written whole, before ids were kept short
-    return INSTANCE_PREFIX + kept
-
-
-def _instance_written(inst: dict[str, Any]) -> str:
-    """An instance as the history's instance column keeps it: without the times its row's own
-    columns hold (observed_at, modified_at, created_at)."""
-    if "observedAt" in inst or "modifiedAt" in inst or "createdAt" in inst:
-        inst = {k: v for k, v in inst.items() if k not in _TIME_MEMBERS}
-    return orjson.dumps(inst).decode()
-
-
-def _instance_read(text: str, observed: str | None, modified: str, created: str) -> dict[str, Any]:
-    item: dict[str, Any] = orjson.loads(text)
-    if observed is not None and "observedAt" not in item:
-        item["observedAt"] = observed
-    item.setdefault("createdAt", created)
-    item.setdefault("modifiedAt", modified)
-    return item
-
-
 def _geometries(doc: Entity) -> list[tuple[str, Any]]:
     """(attribute, GeoJSON value) of every GeoProperty instance of an entity, in order."""
     return [
@@ -1023,9 +939,7 @@ def _write_batch(
             geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(value).decode()))
             geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
             next_gid += 1
-    history_rows = (
-        [_history_record(tenant, eid, row) for eid, row in applied.history()] if history else []
-    )
+    history_rows = history_records(conn, tenant, applied.history()) if history else []
     conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
     conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
     conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
@@ -1041,15 +955,11 @@ def _write_batch(
     )
     conn.executemany("INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)", geo_boxes)
     if forgotten:
-        merge_recent(conn)
-    conn.executemany("DELETE FROM attr_history WHERE tenant = ? AND entity_id = ?", forgotten)
+        forget_entities(_settled(conn), forgotten)
     conn.executemany("DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", forgotten)
     conn.executemany("INSERT OR REPLACE INTO deleted_entities VALUES (?, ?, ?, ?)", tombstones)
     if history_rows:
-        conn.executemany(
-            f"INSERT INTO history_recent({_HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            history_rows,
-        )
+        conn.executemany(INSERT_RECENT, history_rows)
         store.recent_rows += len(history_rows)
         if store.recent_rows >= RECENT_MERGE_ROWS:
             merge_recent(conn)

@@ -1,0 +1,159 @@
+"""How the SQLite store keeps the history: rows of a series (an entity's attribute), compact.
+
+A history row is written once into ``history_recent`` and once more by the merge into
+``attr_history``, and each time into the WAL and the database file: its bytes are most of what a
+device's message costs the writer. So a row names its series by number (``history_series``) and
+keeps nothing twice (migration 0010):
+
+- our instance ids without their 31-character prefix, any other id after a ``=``;
+- ``observed`` (1) rather than the observedAt that is the row's ``time``;
+- no modifiedAt equal to the time, no createdAt equal to the modifiedAt;
+- the instance's JSON without its times, and none at all for a Property that is only a number
+  (``num`` holds it).
+
+Reads go through the ``history_rows`` view, which gives every column whole again; the reader
+completes the instance (``instance_read``). Rows written before keep whole ids, and instances
+with their times, and read the same.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from cidade.store.history import INSTANCE_PREFIX, HistoryRow, numeric_value
+
+RECENT_MERGE_ROWS = 50_000  # history rows appended to history_recent before a merge
+
+HISTORY_COLUMNS = (
+    "sid, time, instance_id, dataset_id, observed, modified_at, created_at, instance, num"
+)
+INSERT_RECENT = f"INSERT INTO history_recent({HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_HISTORY = f"INSERT INTO attr_history({HISTORY_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The series of one entity (parameters: tenant, entity id), of one attribute (and the IRI).
+ENTITY_SERIES = "SELECT sid FROM history_series WHERE tenant = ? AND entity_id = ?"
+ATTRIBUTE_SERIES = ENTITY_SERIES + " AND attr = ?"
+
+_PREFIX_LENGTH = len(INSTANCE_PREFIX)
+_TIME_MEMBERS = frozenset(("observedAt", "createdAt", "modifiedAt"))
+_BARE = frozenset(("type", "value"))
+
+
+def merge_recent(conn: sqlite3.Connection) -> int:
+    """Move every row of history_recent into attr_history, in attr_history's order (one sorted
+    run: each series' pages are written once), inside the caller's transaction; how many.
+    A row whose key is already there replaces it (the later write of the same instance)."""
+    top = conn.execute("SELECT max(rowid) FROM history_recent").fetchone()[0]
+    if top is None:
+        return 0
+    moved = conn.execute(
+        f"INSERT OR REPLACE INTO attr_history({HISTORY_COLUMNS}) SELECT {HISTORY_COLUMNS}"
+        " FROM history_recent WHERE rowid <= ? ORDER BY sid, time, instance_id, rowid",
+        (top,),
+    ).rowcount
+    conn.execute("DELETE FROM history_recent WHERE rowid <= ?", (top,))
+    return moved
+
+
+def series_ids(
+    conn: sqlite3.Connection, tenant: str, wanted: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], int]:
+    """The series number of each (entity id, attribute IRI), those not known yet numbered now,
+    inside the caller's write transaction (one writer holds the lock: max() cannot collide)."""
+    wanted = set(wanted)
+    found: dict[tuple[str, str], int] = {}
+    ids = list({eid for eid, _ in wanted})
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for sid, eid, attr in conn.execute(
+            f"SELECT sid, entity_id, attr FROM history_series WHERE tenant = ?"
+            f" AND entity_id IN ({marks})",
+            (tenant, *chunk),
+        ):
+            if (eid, attr) in wanted:
+                found[(eid, attr)] = sid
+    missing = sorted(wanted - found.keys())
+    if missing:
+        top = conn.execute("SELECT coalesce(max(sid), 0) FROM history_series").fetchone()[0]
+        for n, key in enumerate(missing, top + 1):
+            found[key] = n
+        conn.executemany(
+            "INSERT INTO history_series(sid, tenant, entity_id, attr) VALUES (?, ?, ?, ?)",
+            [(found[key], tenant, *key) for key in missing],
+        )
+    return found
+
+
+def forget_entities(conn: sqlite3.Connection, entities: list[tuple[str, str]]) -> int:
+    """Delete the whole history of each (tenant, entity id), and its series; how many rows.
+    history_recent must be merged first."""
+    rows = conn.executemany(
+        f"DELETE FROM attr_history WHERE sid IN ({ENTITY_SERIES})", entities
+    ).rowcount
+    conn.executemany("DELETE FROM history_series WHERE tenant = ? AND entity_id = ?", entities)
+    return rows
+
+
+def history_records(
+    conn: sqlite3.Connection, tenant: str, rows: Iterable[tuple[str, HistoryRow]]
+) -> list[tuple]:
+    """(entity id, history row) pairs as the history tables' columns (HISTORY_COLUMNS) hold
+    them, their series numbered."""
+    rows = list(rows)
+    sids = series_ids(conn, tenant, {(eid, row[0]) for eid, row in rows})
+    return [record(sids[(eid, row[0])], row) for eid, row in rows]
+
+
+def record(sid: int, row: HistoryRow) -> tuple:
+    """One history row in the compact form (the module's docstring)."""
+    _, dataset, instance_id, t, observed, modified, created, inst = row
+    num = numeric_value(inst)
+    if "observedAt" in inst or "modifiedAt" in inst or "createdAt" in inst:
+        inst = {k: v for k, v in inst.items() if k not in _TIME_MEMBERS}
+    return (
+        sid,
+        t,
+        short_instance_id(instance_id),
+        dataset,
+        1 if observed is not None else None,
+        None if modified == t else modified,
+        None if created == modified else created,
+        None if num is not None and inst.keys() == _BARE else orjson.dumps(inst).decode(),
+        num,
+    )
+
+
+def short_instance_id(instance_id: str) -> str:
+    """An instance id as the history tables keep it: one of ours (instance_ids) without its
+    prefix, any other marked with a leading ``=``."""
+    if instance_id.startswith(INSTANCE_PREFIX):
+        rest = instance_id[_PREFIX_LENGTH:]
+        if rest and ":" not in rest and rest[0] != "=":
+            return rest
+    return "=" + instance_id
+
+
+def full_instance_id(kept: str) -> str:
+    if kept[:1] == "=":
+        return kept[1:]
+    if ":" in kept:
+        return kept  # written whole, before ids were kept short
+    return INSTANCE_PREFIX + kept
+
+
+def instance_read(
+    text: str | None, num: Any, observed: str | None, modified: str, created: str
+) -> dict[str, Any]:
+    """An instance whole again, from a ``history_rows`` row."""
+    item: dict[str, Any] = (
+        {"type": "Property", "value": num} if text is None else orjson.loads(text)
+    )
+    if observed is not None and "observedAt" not in item:
+        item["observedAt"] = observed
+    item.setdefault("createdAt", created)
+    item.setdefault("modifiedAt", modified)
+    return item
