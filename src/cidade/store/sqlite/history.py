@@ -39,7 +39,7 @@ ATTRIBUTE_SERIES = ENTITY_SERIES + " AND attr = ?"
 
 _PREFIX_LENGTH = len(INSTANCE_PREFIX)
 _TIME_MEMBERS = frozenset(("observedAt", "createdAt", "modifiedAt"))
-_BARE = frozenset(("type", "value"))
+_BARE_WITH_TIMES = _TIME_MEMBERS | {"type", "value"}
 
 
 def merge_recent(conn: sqlite3.Connection) -> int:
@@ -112,8 +112,12 @@ def record(sid: int, row: HistoryRow) -> tuple:
     """One history row in the compact form (the module's docstring)."""
     _, dataset, instance_id, t, observed, modified, created, inst = row
     num = numeric_value(inst)
-    if "observedAt" in inst or "modifiedAt" in inst or "createdAt" in inst:
-        inst = {k: v for k, v in inst.items() if k not in _TIME_MEMBERS}
+    if num is not None and inst.keys() <= _BARE_WITH_TIMES:
+        kept = None  # a device's measure, most often: no JSON to make
+    else:
+        if "observedAt" in inst or "modifiedAt" in inst or "createdAt" in inst:
+            inst = {k: v for k, v in inst.items() if k not in _TIME_MEMBERS}
+        kept = orjson.dumps(inst).decode()
     return (
         sid,
         t,
@@ -122,7 +126,7 @@ def record(sid: int, row: HistoryRow) -> tuple:
         1 if observed is not None else None,
         None if modified == t else modified,
         None if created == modified else created,
-        None if num is not None and inst.keys() == _BARE else orjson.dumps(inst).decode(),
+        kept,
         num,
     )
 

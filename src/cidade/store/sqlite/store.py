@@ -944,12 +944,14 @@ def _write_batch(
     conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
     conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
     conn.executemany("INSERT INTO entity_types(tenant, type, rid) VALUES (?, ?, ?)", type_rows)
-    conn.executemany(
-        "INSERT INTO attr_stats VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
-        " SET instances = instances + excluded.instances",
-        [(tenant, *key, n) for key, n in applied.stats().items() if n],
-    )
-    conn.execute("DELETE FROM attr_stats WHERE tenant = ? AND instances <= 0", (tenant,))
+    counted = [(tenant, *key, n) for key, n in applied.stats().items() if n]
+    if counted:  # a device's update changes none: no scan of the tenant's counters
+        conn.executemany(
+            "INSERT INTO attr_stats VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE"
+            " SET instances = instances + excluded.instances",
+            counted,
+        )
+        conn.execute("DELETE FROM attr_stats WHERE tenant = ? AND instances <= 0", (tenant,))
     conn.executemany(
         "INSERT INTO geo_rows(gid, tenant, rid, attr, geometry) VALUES (?, ?, ?, ?, ?)", geo_rows
     )
