@@ -287,7 +287,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         if query.values_only:
             sql = (
                 f"SELECT {'NULL' if one_id else 'entity_id'}, {'NULL' if one_attr else 'attr'},"
-                f" dataset_id, {column}, num, instance {found}"
+                f" dataset_id, {column}, num, CASE WHEN num IS NULL THEN instance END {found}"
                 f" ORDER BY entity_id, attr, {column}, instance_id{_limit(query)}"
             )
         else:
