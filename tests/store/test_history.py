@@ -407,3 +407,66 @@ def test_history_written_before_series_reads_the_same_after_migration(tmp_path):
     finally:
         loop.run_until_complete(s.close())
         loop.close()
+
+
+def test_series_numbers_remembered_by_the_writer_are_forgotten_when_wrong(
+    sqlite_store, tmp_path, monkeypatch
+):
+    """The writer remembers series numbers across writes; a number that a rollback, a deleted
+    history or another connection made wrong is not used again: history written after each of
+    these reads back (with a wrong number it would be written to no series, and lost)."""
+    import sqlite3
+
+    from cidade.store.sqlite import store as sqlite_store_module
+
+    s, loop = sqlite_store
+
+    def values(eid: str) -> list:
+        got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=[eid])))
+        return [i["value"] for i in got.get(eid, {}).get(T, [])]
+
+    times = iter(f"2026-03-01T10:00:{n:02d}.000000Z" for n in range(60))
+
+    def write(eid: str, value: int) -> None:
+        at = next(times)
+        put(s, loop, eid, entity(eid, {T: [reading(value, at)]}, at))
+
+    # A write that fails after numbering its series: rolled back, numbers and all.
+    write("urn:s:r", 1)
+    real = sqlite_store_module._watching
+
+    def failing(*args):
+        raise RuntimeError("a failure after the history rows were made")
+
+    monkeypatch.setattr(sqlite_store_module, "_watching", failing)
+    s.watch = object()  # type: ignore[assignment]  # so that the writer reaches _watching
+    with pytest.raises(RuntimeError):
+        write("urn:s:new", 2)
+    monkeypatch.setattr(sqlite_store_module, "_watching", real)
+    s.watch = None
+    write("urn:s:new", 3)
+    assert values("urn:s:new") == [3]
+    # The entity's history forgotten, then written again.
+    assert loop.run_until_complete(s.forget_history("", "urn:s:new"))
+    write("urn:s:new", 4)
+    assert values("urn:s:new") == [4]
+    # The entity deleted (its history goes with it), then created again.
+    put(s, loop, "urn:s:new", None)
+    write("urn:s:new", 7)
+    assert values("urn:s:new") == [7]
+    # Another connection (a command-line tool) deletes a series and numbers a new one.
+    write("urn:s:r", 5)
+    assert values("urn:s:r") == [1, 5]
+    other = sqlite3.connect(tmp_path / "store.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("DELETE FROM attr_history WHERE sid IN (SELECT sid FROM history_series)")
+    other.execute("DELETE FROM history_series")
+    other.execute(
+        "INSERT INTO history_series(sid, tenant, entity_id, attr) VALUES (1, '', 'urn:s:o', ?)",
+        (H,),
+    )
+    other.execute("COMMIT")
+    other.close()
+    write("urn:s:r", 6)
+    assert values("urn:s:r") == [6]
+    assert values("urn:s:new") == []

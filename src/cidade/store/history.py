@@ -49,6 +49,8 @@ def changed_instances(
     now = after["modifiedAt"]
     for attr, instances in after["attrs"].items():
         olds = old_attrs.get(attr)
+        if olds is instances:
+            continue  # an attribute the change did not touch (updates share such lists)
         if olds is not None and len(olds) == 1 and len(instances) == 1:
             # One instance before and after (a device's measure): compared whole, datasetId
             # and all, as the general case below would.

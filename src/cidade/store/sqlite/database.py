@@ -80,6 +80,9 @@ class Database:
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # a commit the checkpointer has not seen yet
         self._stopping = False
+        # Rollbacks (of a write's savepoint, or of a whole transaction) so far: what the writer
+        # remembers of the database must be forgotten once one happens (SeriesNumbers).
+        self.rollbacks = 0
 
     def _new_connection(self) -> sqlite3.Connection:
         uri = self.path.startswith("file:")
@@ -195,6 +198,7 @@ class Database:
                 try:
                     value = fn(conn)
                 except BaseException as exc:
+                    self.rollbacks += 1
                     conn.execute("ROLLBACK TO op")
                     conn.execute("RELEASE op")
                     results.append((loop, fut, False, exc))
@@ -206,6 +210,7 @@ class Database:
             conn.execute("COMMIT")
             self._committed.set()
         except BaseException as exc:  # the commit itself failed: nobody's write is acknowledged
+            self.rollbacks += 1
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             results = [(loop, fut, False, exc) for _, loop, fut, _ in group]
