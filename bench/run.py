@@ -25,7 +25,7 @@ temporal  A year of 15-minute readings (35,040 instances of ``no2``, plus as man
           POST /temporal/entities then POST /temporal/entities/{id}/attrs in chunks of 5,000
           instances (the fastest way in: a batch upsert records one instance per entity per
           request). Then, ``--requests`` times each, alternating with the equivalent raw SQL
-          query on the store's ``attr_history`` table (timed the same way, from this process):
+          query on the store's history tables (timed the same way, from this process):
           GET /temporal/entities/{id}?attrs=no2&timerel=between&timeAt=..&endTimeAt=.. (all
           35,040 instances, normalized; Cidade caps no instances per response) vs SELECT of the
           rows; and the same with options=aggregatedValues&aggrMethods=avg,min,max&
@@ -816,7 +816,7 @@ def load_series(base: str, auth: dict[str, str]) -> tuple[int, float]:
 
 
 class SqlFloor:
-    """The equivalent raw SQL queries on the store's attr_history, run from this process."""
+    """The equivalent raw SQL queries on the store's history tables, run from this process."""
 
     RAW = (
         "SELECT instance_id, time, instance FROM attr_history WHERE tenant = '' AND entity_id = {0}"

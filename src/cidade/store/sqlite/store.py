@@ -412,7 +412,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         self, tenant: str, entity_id: str, attr: str, row: HistoryRow
     ) -> bool:
         """Replace one instance (found by its instanceId) in place; False when there is none."""
-        _, t, kept, d, o, m, c, inst, num = record(0, row)
+        _, t, kept, d, o, m, c, inst, num = record(0, row)  # its series stays (sid unused)
         return await self.db.write(
             lambda conn: (
                 _settled(conn)
