@@ -23,7 +23,7 @@ from cidade.auth.audit import Audit
 from cidade.auth.gate import Gate, parse_public_types
 from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
-from cidade.config import GC_YOUNG_THRESHOLD, Settings
+from cidade.config import Settings, tune_collector
 from cidade.devices.agent import Agent
 from cidade.devices.api import ProvisioningApi
 from cidade.devices.commands import Commands
@@ -135,16 +135,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         # Another worker provisioned or changed a device: its profile is read again.
         await store.listen("devices", devices_changed)
         await notifier.start()
-        # Everything built so far lives as long as the process: keep the collector from walking it
-        # again and again (gen-2 passes over long-lived objects show up as latency spikes).
-        gc.freeze()
-        # Collect young objects every 200,000 allocations instead of 700: at thousands of device
-        # messages a second (each a task, a future, a few dicts, most freed by reference
-        # counting anyway) the collector's passes were a quarter of the process's time
-        # (catching up on 15 s of messages: 7,500-8,000 a second; with 50,000, 9,700-10,400;
-        # with 200,000, 10,700-12,000).
-        collecting = gc.get_threshold()
-        gc.set_threshold(GC_YOUNG_THRESHOLD, *collecting[1:])
+        collecting = tune_collector()  # everything built so far lives as long as the process
         purging = None
         if settings.history and policy.active:
             purging = asyncio.create_task(purger.run(), name="history retention")

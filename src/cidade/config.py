@@ -5,6 +5,7 @@ Nothing else in Cidade reads the environment; every component receives a ``Setti
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -13,9 +14,22 @@ DEFAULT_STORE = "sqlite:///cidade.db"
 
 
 # Allocations between two collections of the youngest generation, in every process that takes
-# device messages (app.py, devices/mqtt_process.py): at thousands of messages a second, the
-# default 700 made the collector's passes a quarter of the process's time.
+# device messages (app.py, devices/mqtt_process.py): at thousands of messages a second (each a
+# task, a future, a few dicts, most freed by reference counting anyway) the default 700 made
+# the collector's passes a quarter of the process's time (catching up on 15 s of messages:
+# 7,500-8,000 a second; with 50,000, 9,700-10,400; with 200,000, 10,700-12,000).
 GC_YOUNG_THRESHOLD = 200_000
+
+
+def tune_collector() -> tuple[int, ...]:
+    """Set this process's garbage collector for device rates, once what lives as long as the
+    process is built; the thresholds before, to put back. Everything built so far is frozen:
+    the collector no longer walks it again and again (gen-2 passes over long-lived objects
+    show up as latency spikes)."""
+    before = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, *before[1:])
+    return before
 
 
 @dataclass(frozen=True, slots=True)

@@ -725,16 +725,16 @@ class MqttBridge(ConnectedTask):
             self._chain = WriteChain(next(self._chain_numbers))
             return await self.ingest.commit(work, chain=self._chain)
 
-        return await self._retrying(again, first_delay=RETRY_FIRST)
+        return await self._retrying(again, failed_once=True)
 
-    async def _retrying(self, work: Callable[[], Awaitable[Any]], first_delay: float = 0.0) -> Any:
-        """``work()`` until it returns, after ``first_delay``; ``_STOPPED`` when the bridge
-        stops first."""
+    async def _retrying(self, work: Callable[[], Awaitable[Any]], failed_once: bool = False) -> Any:
+        """``work()`` until it returns, after the first pause when it ``failed_once`` already;
+        ``_STOPPED`` when the bridge stops first."""
         delay = RETRY_FIRST
-        if first_delay:
-            if await self._pause(first_delay):
+        if failed_once:
+            if await self._pause(delay):
                 return _STOPPED
-            delay = min(first_delay * 2, RETRY_MAX)
+            delay *= 2
         while True:
             try:
                 return await work()

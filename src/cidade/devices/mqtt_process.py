@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import logging
 import marshal
@@ -46,7 +45,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from cidade.config import GC_YOUNG_THRESHOLD, Settings, load_settings, settings_to_env
+from cidade.config import Settings, load_settings, settings_to_env, tune_collector
 from cidade.devices.agent import Agent, Refused
 from cidade.devices.mapping import Profile
 from cidade.devices.messages import CommandAnswer
@@ -375,8 +374,7 @@ async def _child(fd: int) -> None:
     settings = load_settings()
     # As the server does (app.py): what is built now lives as long as the process, and the
     # young generation is collected every GC_YOUNG_THRESHOLD allocations, not every 700.
-    gc.freeze()
-    gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
+    tune_collector()
     reader, writer = await asyncio.open_connection(sock=socket.socket(fileno=fd))
     stopped = asyncio.Event()
     handlers: dict[str, Callable[..., Any]] = {}

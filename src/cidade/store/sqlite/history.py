@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 
 from cidade.store.history import INSTANCE_PREFIX, HistoryRow, numeric_value
+from cidade.store.sqlite.database import Database
 
 RECENT_MERGE_ROWS = 50_000  # history rows appended to history_recent before a merge
 
@@ -59,94 +60,90 @@ def merge_recent(conn: sqlite3.Connection) -> int:
 
 
 class SeriesNumbers:
-    """The writer thread's memory of series numbers: a batch of a thousand devices' measures
-    would otherwise read three thousand of them back (a twentieth of the writer's time). What
-    it remembers is forgotten whenever it might be wrong: after a rollback (a number given in a
+    """The history's series numbers, given, read and deleted here only, on the writer thread.
+
+    It remembers the numbers between writes: a batch of a thousand devices' measures would
+    otherwise read three thousand of them back (a twentieth of the writer's time). What it
+    remembers is forgotten whenever it might be wrong: after a rollback (a number given in a
     write that did not last), after another connection's commit (``PRAGMA data_version``: a
-    command-line tool, say), when this process deletes series, and past ``LIMIT`` numbers."""
+    command-line tool, say), when series are deleted, and past ``LIMIT`` numbers."""
 
     LIMIT = 200_000
 
-    def __init__(self) -> None:
+    def __init__(self, db: Database) -> None:
+        self._db = db  # counts its rollbacks
         self._known: dict[tuple[str, str, str], int] = {}
         self._seen: tuple[int, int] | None = None
 
-    def check(self, conn: sqlite3.Connection, rollbacks: int) -> dict[tuple[str, str, str], int]:
-        """What is remembered, once checked still right (inside the write transaction)."""
-        seen = (rollbacks, conn.execute("PRAGMA data_version").fetchone()[0])
+    def records(
+        self, conn: sqlite3.Connection, tenant: str, rows: Iterable[tuple[str, HistoryRow]]
+    ) -> list[tuple]:
+        """(entity id, history row) pairs as the history tables' columns (HISTORY_COLUMNS)
+        hold them, their series numbered."""
+        rows = list(rows)
+        sids = self._numbers(conn, tenant, {(eid, row[0]) for eid, row in rows})
+        return [record(sids[(eid, row[0])], row) for eid, row in rows]
+
+    def forget_entities(self, conn: sqlite3.Connection, entities: list[tuple[str, str]]) -> int:
+        """Delete the whole history of each (tenant, entity id), and its series; how many rows.
+        history_recent must be merged first."""
+        rows = conn.executemany(
+            f"DELETE FROM attr_history WHERE sid IN ({ENTITY_SERIES})", entities
+        ).rowcount
+        conn.executemany("DELETE FROM history_series WHERE tenant = ? AND entity_id = ?", entities)
+        self._known.clear()
+        return rows
+
+    def drop_empty(self, conn: sqlite3.Connection) -> None:
+        """Delete the series left without history. history_recent must be merged first."""
+        conn.execute(
+            "DELETE FROM history_series AS s WHERE NOT EXISTS"
+            " (SELECT 1 FROM attr_history h WHERE h.sid = s.sid)"
+        )
+        self._known.clear()
+
+    def _numbers(
+        self, conn: sqlite3.Connection, tenant: str, wanted: set[tuple[str, str]]
+    ) -> dict[tuple[str, str], int]:
+        """The number of each (entity id, attribute IRI), those not known yet numbered now,
+        inside the caller's write transaction (one writer holds the lock: max() cannot
+        collide)."""
+        seen = (self._db.rollbacks, conn.execute("PRAGMA data_version").fetchone()[0])
         if seen != self._seen or len(self._known) > self.LIMIT:
             self._known.clear()
             self._seen = seen
-        return self._known
-
-    def forget(self) -> None:
-        self._known.clear()
-
-
-def series_ids(
-    conn: sqlite3.Connection,
-    tenant: str,
-    wanted: Iterable[tuple[str, str]],
-    known: dict[tuple[str, str, str], int] | None = None,
-) -> dict[tuple[str, str], int]:
-    """The series number of each (entity id, attribute IRI), those not known yet numbered now,
-    inside the caller's write transaction (one writer holds the lock: max() cannot collide).
-    ``known`` (SeriesNumbers.check) saves looking up those it holds, and learns the others."""
-    found: dict[tuple[str, str], int] = {}
-    asked: set[tuple[str, str]] = set()
-    for key in wanted:
-        sid = known.get((tenant, *key)) if known is not None else None
-        if sid is None:
-            asked.add(key)
-        else:
-            found[key] = sid
-    ids = list({eid for eid, _ in asked})
-    for start in range(0, len(ids), 500):
-        chunk = ids[start : start + 500]
-        marks = ",".join("?" * len(chunk))
-        for sid, eid, attr in conn.execute(
-            f"SELECT sid, entity_id, attr FROM history_series WHERE tenant = ?"
-            f" AND entity_id IN ({marks})",
-            (tenant, *chunk),
-        ):
-            if (eid, attr) in asked:
-                found[(eid, attr)] = sid
-    missing = sorted(asked - found.keys())
-    if missing:
-        top = conn.execute("SELECT coalesce(max(sid), 0) FROM history_series").fetchone()[0]
-        for n, key in enumerate(missing, top + 1):
-            found[key] = n
-        conn.executemany(
-            "INSERT INTO history_series(sid, tenant, entity_id, attr) VALUES (?, ?, ?, ?)",
-            [(found[key], tenant, *key) for key in missing],
-        )
-    if known is not None:
+        known = self._known
+        found: dict[tuple[str, str], int] = {}
+        asked: set[tuple[str, str]] = set()
+        for key in wanted:
+            sid = known.get((tenant, *key))
+            if sid is None:
+                asked.add(key)
+            else:
+                found[key] = sid
+        ids = list({eid for eid, _ in asked})
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            for sid, eid, attr in conn.execute(
+                f"SELECT sid, entity_id, attr FROM history_series WHERE tenant = ?"
+                f" AND entity_id IN ({marks})",
+                (tenant, *chunk),
+            ):
+                if (eid, attr) in asked:
+                    found[(eid, attr)] = sid
+        missing = sorted(asked - found.keys())
+        if missing:
+            top = conn.execute("SELECT coalesce(max(sid), 0) FROM history_series").fetchone()[0]
+            for n, key in enumerate(missing, top + 1):
+                found[key] = n
+            conn.executemany(
+                "INSERT INTO history_series(sid, tenant, entity_id, attr) VALUES (?, ?, ?, ?)",
+                [(found[key], tenant, *key) for key in missing],
+            )
         for key in asked:
             known[(tenant, *key)] = found[key]
-    return found
-
-
-def forget_entities(conn: sqlite3.Connection, entities: list[tuple[str, str]]) -> int:
-    """Delete the whole history of each (tenant, entity id), and its series; how many rows.
-    history_recent must be merged first."""
-    rows = conn.executemany(
-        f"DELETE FROM attr_history WHERE sid IN ({ENTITY_SERIES})", entities
-    ).rowcount
-    conn.executemany("DELETE FROM history_series WHERE tenant = ? AND entity_id = ?", entities)
-    return rows
-
-
-def history_records(
-    conn: sqlite3.Connection,
-    tenant: str,
-    rows: Iterable[tuple[str, HistoryRow]],
-    known: dict[tuple[str, str, str], int] | None = None,
-) -> list[tuple]:
-    """(entity id, history row) pairs as the history tables' columns (HISTORY_COLUMNS) hold
-    them, their series numbered (``known``: as series_ids)."""
-    rows = list(rows)
-    sids = series_ids(conn, tenant, {(eid, row[0]) for eid, row in rows}, known)
-    return [record(sids[(eid, row[0])], row) for eid, row in rows]
+        return found
 
 
 def record(sid: int, row: HistoryRow) -> tuple:

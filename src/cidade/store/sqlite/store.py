@@ -44,9 +44,7 @@ from cidade.store.sqlite.history import (
     INSERT_RECENT,
     RECENT_MERGE_ROWS,
     SeriesNumbers,
-    forget_entities,
     full_instance_id,
-    history_records,
     instance_read,
     merge_recent,
     record,
@@ -112,7 +110,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         # History rows appended to history_recent since the last merge, as far as this process
         # knows (another process writing the same file merges its own): only the writer thread.
         self.recent_rows = 0
-        self.series = SeriesNumbers()  # only the writer thread
+        self.series = SeriesNumbers(self.db)  # only the writer thread
 
     async def open(self) -> None:
         self.db.start(_init)
@@ -387,12 +385,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         def run(conn: sqlite3.Connection) -> None:
             conn.executemany(
                 INSERT_HISTORY,
-                history_records(
-                    conn,
-                    tenant,
-                    [(entity_id, row) for row in rows],
-                    self.series.check(conn, self.db.rollbacks),
-                ),
+                self.series.records(conn, tenant, [(entity_id, row) for row in rows]),
             )
 
         await self.db.write(run)
@@ -500,8 +493,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         was any."""
 
         def run(conn: sqlite3.Connection) -> bool:
-            rows = forget_entities(_settled(conn), [(tenant, entity_id)])
-            self.series.forget()
+            rows = self.series.forget_entities(_settled(conn), [(tenant, entity_id)])
             marks = conn.execute(
                 "DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", (tenant, entity_id)
             ).rowcount
@@ -555,11 +547,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
                     (default,),
                 ).rowcount
             # Series left empty, then the marks of deleted entities with no history left.
-            conn.execute(
-                "DELETE FROM history_series AS s WHERE NOT EXISTS"
-                " (SELECT 1 FROM attr_history h WHERE h.sid = s.sid)"
-            )
-            self.series.forget()
+            self.series.drop_empty(conn)
             conn.execute(
                 "DELETE FROM deleted_entities AS d WHERE NOT EXISTS (SELECT 1 FROM history_series s"
                 " WHERE s.tenant = d.tenant AND s.entity_id = d.id)"
@@ -949,13 +937,7 @@ def _write_batch(
             geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(value).decode()))
             geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
             next_gid += 1
-    history_rows = (
-        history_records(
-            conn, tenant, applied.history(), store.series.check(conn, store.db.rollbacks)
-        )
-        if history
-        else []
-    )
+    history_rows = store.series.records(conn, tenant, applied.history()) if history else []
     conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
     conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
     conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
@@ -973,8 +955,7 @@ def _write_batch(
     )
     conn.executemany("INSERT INTO geo_index VALUES (?, ?, ?, ?, ?)", geo_boxes)
     if forgotten:
-        forget_entities(_settled(conn), forgotten)
-        store.series.forget()
+        store.series.forget_entities(_settled(conn), forgotten)
     conn.executemany("DELETE FROM deleted_entities WHERE tenant = ? AND id = ?", forgotten)
     conn.executemany("INSERT OR REPLACE INTO deleted_entities VALUES (?, ?, ?, ?)", tombstones)
     if history_rows:
