@@ -325,6 +325,51 @@ def test_measures_on_every_topic_form(broker):
     assert c.connections == 1 and c.refused == 0
 
 
+def test_messages_with_mqtt5_properties_qos_0_and_long_topics_arrive_whole(broker):
+    """Devices' usual messages (QoS 1, no MQTT 5 properties) are read by the bridge's own
+    parser, any other by gmqtt's: all of them arrive whole, on the right topic."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    agent = Recorder()
+    long_id = "d" * 300  # a topic longer than 255 bytes: both bytes of its length count
+    properties = Properties(PacketTypes.PUBLISH)
+    properties.ContentType = "application/json"
+    properties.UserProperty = [("site", "porto")]
+
+    async def main():
+        bridge = bridge_for(broker, agent)
+        await bridge.start()
+        await bridge.wait_connected(10)
+        async with aiomqtt.Client(
+            "127.0.0.1",
+            broker.port,
+            identifier=f"dev-{uuid.uuid4().hex}",
+            protocol=aiomqtt.ProtocolVersion.V5,
+        ) as c:
+            await c.publish("/json/k1/dev1/attrs", b'{"t": 1}', qos=1, properties=properties)
+            await c.publish("/json/k1/dev1/attrs", b'{"t": 2}', qos=0)
+            await c.publish(f"/json/k1/{long_id}/attrs", b'{"t": 3}', qos=1)
+            await c.publish("/json/k1/sensor-\u00e7/attrs/h", "\u00e9".encode(), qos=1)
+            await c.publish("/json/k1/dev1/attrs/e", b"", qos=1)
+        await until(lambda: bridge.counters.received == 5)
+        await bridge.stop()
+        return bridge
+
+    bridge = asyncio.run(main())
+    got = sorted((m.device_id, m.payload, m.object_id) for m in agent.measures)
+    assert got == sorted(
+        [
+            ("dev1", b'{"t": 1}', None),
+            ("dev1", b'{"t": 2}', None),
+            (long_id, b'{"t": 3}', None),
+            ("sensor-\u00e7", "\u00e9".encode(), "h"),
+            ("dev1", b"", "e"),
+        ]
+    )
+    assert bridge.counters.measures == 5 and bridge.counters.malformed_topics == 0
+
+
 def test_batches_preserve_order_and_stopped_bridge_misses_nothing(broker):
     """Published while the bridge was stopped (its session kept by the broker): all arrive
     after it starts again, in batches, in each device's order."""

@@ -64,6 +64,32 @@ def test_every_change_is_kept_in_time_order(store):
     assert [i["value"] for i in hist["urn:s:1"][H]] == [50]
 
 
+def test_an_instance_keeps_the_id_it_was_written_with(store):
+    """An attribute instance written with its own instanceId is that instance in the history:
+    one of another origin, and one of ours, on a bare number and beside other members."""
+    s, loop = store
+    at = "2026-03-01T10:00:00.000000Z"
+    ours = INSTANCE_ID + "ab" * 16
+    put(
+        s,
+        loop,
+        "urn:s:ids",
+        entity(
+            "urn:s:ids",
+            {
+                T: [reading(21.5, at, instanceId="urn:x:given")],
+                H: [reading(40, at, instanceId=ours, unitCode="P1")],
+            },
+            at,
+        ),
+    )
+    hist = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:ids"])))
+    assert [(i["value"], i["instanceId"]) for i in hist["urn:s:ids"][T]] == [(21.5, "urn:x:given")]
+    (humidity,) = hist["urn:s:ids"][H]
+    assert humidity["instanceId"] == ours and humidity["unitCode"] == "P1"
+    assert humidity["value"] == 40
+
+
 def test_time_window_last_n_and_attrs(store):
     s, loop = store
     times = [f"2026-0{m}-15T00:00:00.000000Z" for m in range(1, 7)]  # six months: six partitions

@@ -43,8 +43,20 @@ def updated_with(current: Entity, new: Entity) -> Entity:
         entity["scope"] = new["scope"]
     now = new["modifiedAt"]
     for iri, instances in new["attrs"].items():
-        if iri in attrs:
-            attrs[iri] = list(attrs[iri])  # put_instances changes the list it is given
+        olds = attrs.get(iri)
+        if olds is None:
+            put_instances(entity, iri, instances, now)
+            continue
+        if len(olds) == 1 and len(instances) == 1:
+            old, inst = olds[0], instances[0]
+            if "datasetId" not in old and "datasetId" not in inst:
+                # The default instance replaced by another (a device's measure, thousands a
+                # second): put_instances' own shortcut, without its call and the list's copy.
+                if "createdAt" in old:
+                    inst["createdAt"] = old["createdAt"]
+                attrs[iri] = [inst]
+                continue
+        attrs[iri] = list(olds)  # put_instances changes the list it is given
         put_instances(entity, iri, instances, now)
     entity["modifiedAt"] = now
     return entity

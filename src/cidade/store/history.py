@@ -31,10 +31,17 @@ def instance_ids(per_read: int = 256) -> Iterator[str]:
     """New instance ids without end, as ``instance_id`` makes them, from one read of the OS's
     random source per ``per_read`` of them: a batch of device updates needs thousands, and a
     read per id was a twentieth of the store's writer."""
+    for suffix in instance_suffixes(per_read):
+        yield INSTANCE_PREFIX + suffix
+
+
+def instance_suffixes(per_read: int = 256) -> Iterator[str]:
+    """What follows INSTANCE_PREFIX in new instance ids (``instance_ids``): for a store that
+    keeps our ids without their prefix."""
     while True:
         blob = os.urandom(16 * per_read).hex()
         for start in range(0, 32 * per_read, 32):
-            yield INSTANCE_PREFIX + blob[start : start + 32]
+            yield blob[start : start + 32]
 
 
 def changed_instances(
@@ -45,8 +52,15 @@ def changed_instances(
     instance has one, else modifiedAt."""
     if after is None:
         return
-    old_attrs = before["attrs"] if before is not None else {}
     now = after["modifiedAt"]
+    for attr, inst in changed_in(before, after):
+        yield history_row(attr, inst, now, ids)
+
+
+def changed_in(before: Entity | None, after: Entity) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(attribute IRI, instance) of every instance of ``after`` that is new or differs from
+    ``before``: what goes to the history (``history_row`` makes its row)."""
+    old_attrs = before["attrs"] if before is not None else {}
     for attr, instances in after["attrs"].items():
         olds = old_attrs.get(attr)
         if olds is instances:
@@ -55,12 +69,12 @@ def changed_instances(
             # One instance before and after (a device's measure): compared whole, datasetId
             # and all, as the general case below would.
             if olds[0] != instances[0]:
-                yield history_row(attr, instances[0], now, ids)
+                yield attr, instances[0]
             continue
         old = {i.get("datasetId"): i for i in olds or ()}
         for inst in instances:
             if old.get(inst.get("datasetId")) != inst:
-                yield history_row(attr, inst, now, ids)
+                yield attr, inst
 
 
 def history_row(

@@ -33,7 +33,9 @@ T = TypeVar("T")
 _STOP = object()
 MAX_GROUP = 256  # writes committed together at most
 WRITER_CHECKPOINT_PAGES = 16_384  # WAL pages (64 MiB) past which a commit checkpoints itself
-CHECKPOINT_PAUSE = 0.05  # seconds between two checkpoints at most: commits in between share one
+# Seconds the checkpointer rests after each checkpoint: the commits meanwhile share the next
+# one, and a page they all rewrote (an entity's, a series') is copied once, not once each.
+CHECKPOINT_PAUSE = 0.5
 
 
 def _settle(items: list[tuple[asyncio.Future, bool, Any]]) -> None:

@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from cidade.store.history import INSTANCE_PREFIX, HistoryRow, numeric_value
+from cidade.store.changes import Step
+from cidade.store.history import INSTANCE_PREFIX, HistoryRow, changed_in, instance_suffixes
 from cidade.store.sqlite.database import Database
 
 RECENT_MERGE_ROWS = 50_000  # history rows appended to history_recent before a merge
@@ -41,6 +42,9 @@ ATTRIBUTE_SERIES = ENTITY_SERIES + " AND attr = ?"
 _PREFIX_LENGTH = len(INSTANCE_PREFIX)
 _TIME_MEMBERS = frozenset(("observedAt", "createdAt", "modifiedAt"))
 _BARE_WITH_TIMES = _TIME_MEMBERS | {"type", "value"}
+_NOT_KEPT = _TIME_MEMBERS | {"instanceId"}
+_BARE = _BARE_WITH_TIMES | {"instanceId"}  # a Property whose number is all that is kept
+_INT64 = 1 << 63
 
 
 def merge_recent(conn: sqlite3.Connection) -> int:
@@ -55,7 +59,9 @@ def merge_recent(conn: sqlite3.Connection) -> int:
         " FROM history_recent WHERE rowid <= ? ORDER BY sid, time, instance_id, rowid",
         (top,),
     ).rowcount
-    conn.execute("DELETE FROM history_recent WHERE rowid <= ?", (top,))
+    # Nothing else writes in between (the caller's transaction): no WHERE, so that SQLite
+    # empties the table whole rather than deleting row by row.
+    conn.execute("DELETE FROM history_recent")
     return moved
 
 
@@ -66,20 +72,49 @@ class SeriesNumbers:
     otherwise read three thousand of them back (a twentieth of the writer's time). What it
     remembers is forgotten whenever it might be wrong: after a rollback (a number given in a
     write that did not last), after another connection's commit (``PRAGMA data_version``: a
-    command-line tool, say), when series are deleted, and past ``LIMIT`` numbers."""
+    command-line tool, say), when series are deleted, and past ``LIMIT`` entities."""
 
-    LIMIT = 200_000
+    LIMIT = 100_000
 
     def __init__(self, db: Database) -> None:
         self._db = db  # counts its rollbacks
-        self._known: dict[tuple[str, str, str], int] = {}
+        # (tenant, entity id) -> {attribute IRI: series number}
+        self._known: dict[tuple[str, str], dict[str, int]] = {}
         self._seen: tuple[int, int] | None = None
+
+    def changes(self, conn: sqlite3.Connection, tenant: str, steps: Iterable[Step]) -> list[tuple]:
+        """The history rows of a write's steps (``Applied.history_steps``: every instance each
+        step changed), as the history tables' columns (HISTORY_COLUMNS) hold them, their
+        series numbered. A device's measures go through here by the thousand: one pass, and
+        the series looked up once per step."""
+        self._check(conn)
+        known = self._known
+        ids = instance_suffixes()
+        rows: list[tuple] = []
+        unnumbered: list[tuple[int, str, str]] = []  # (row, entity id, attribute)
+        for eid, old, new in steps:
+            assert new is not None
+            series = known.get((tenant, eid))
+            now = new["modifiedAt"]
+            for attr, inst in changed_in(old, new):
+                sid = series.get(attr) if series is not None else None
+                if sid is None:
+                    unnumbered.append((len(rows), eid, attr))
+                given = inst.get("instanceId")
+                kept_id = next(ids) if given is None else short_instance_id(given)
+                rows.append(compact(sid or 0, inst, now, kept_id))
+        if unnumbered:
+            sids = self._numbers(conn, tenant, {(eid, attr) for _, eid, attr in unnumbered})
+            for n, eid, attr in unnumbered:
+                rows[n] = (sids[(eid, attr)], *rows[n][1:])
+        return rows
 
     def records(
         self, conn: sqlite3.Connection, tenant: str, rows: Iterable[tuple[str, HistoryRow]]
     ) -> list[tuple]:
-        """(entity id, history row) pairs as the history tables' columns (HISTORY_COLUMNS)
-        hold them, their series numbered."""
+        """(entity id, history row) pairs as the history tables' columns hold them, their
+        series numbered."""
+        self._check(conn)
         rows = list(rows)
         sids = self._numbers(conn, tenant, {(eid, row[0]) for eid, row in rows})
         return [record(sids[(eid, row[0])], row) for eid, row in rows]
@@ -102,21 +137,24 @@ class SeriesNumbers:
         )
         self._known.clear()
 
+    def _check(self, conn: sqlite3.Connection) -> None:
+        """Forget every number when one might be wrong (the class's docstring)."""
+        seen = (self._db.rollbacks, conn.execute("PRAGMA data_version").fetchone()[0])
+        if seen != self._seen or len(self._known) > self.LIMIT:
+            self._known.clear()
+            self._seen = seen
+
     def _numbers(
         self, conn: sqlite3.Connection, tenant: str, wanted: set[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
         """The number of each (entity id, attribute IRI), those not known yet numbered now,
         inside the caller's write transaction (one writer holds the lock: max() cannot
         collide)."""
-        seen = (self._db.rollbacks, conn.execute("PRAGMA data_version").fetchone()[0])
-        if seen != self._seen or len(self._known) > self.LIMIT:
-            self._known.clear()
-            self._seen = seen
         known = self._known
         found: dict[tuple[str, str], int] = {}
         asked: set[tuple[str, str]] = set()
         for key in wanted:
-            sid = known.get((tenant, *key))
+            sid = known.get((tenant, key[0]), {}).get(key[1])
             if sid is None:
                 asked.add(key)
             else:
@@ -141,32 +179,48 @@ class SeriesNumbers:
                 "INSERT INTO history_series(sid, tenant, entity_id, attr) VALUES (?, ?, ?, ?)",
                 [(found[key], tenant, *key) for key in missing],
             )
-        for key in asked:
-            known[(tenant, *key)] = found[key]
+        for eid, attr in asked:
+            known.setdefault((tenant, eid), {})[attr] = found[(eid, attr)]
         return found
 
 
 def record(sid: int, row: HistoryRow) -> tuple:
-    """One history row in the compact form (the module's docstring)."""
-    _, dataset, instance_id, t, observed, modified, created, inst = row
-    num = numeric_value(inst)
-    if num is not None and inst.keys() <= _BARE_WITH_TIMES:
-        kept = None  # a device's measure, most often: no JSON to make
+    """One history row (``history_row``'s) in the compact form (the module's docstring)."""
+    return compact(sid, row[7], row[5], short_instance_id(row[2]))
+
+
+def compact(sid: int, inst: dict[str, Any], now: str, kept_id: str) -> tuple:
+    """The compact row of one instance (``history_row``'s columns, the module's docstring),
+    its id as ``short_instance_id`` keeps it; ``now`` stands in for its missing system times."""
+    modified = inst.get("modifiedAt") or now
+    observed = inst.get("observedAt")
+    t = observed or modified
+    created = inst.get("createdAt") or modified
+    value = inst.get("value")
+    kind = type(value)
+    if inst.get("type") == "Property" and (
+        kind is float or (kind is int and -_INT64 <= value < _INT64)
+    ):
+        num = value  # numeric_value's test, inline: this runs for every instance
+        kept = None if inst.keys() <= _BARE else _json(inst)
     else:
-        if "observedAt" in inst or "modifiedAt" in inst or "createdAt" in inst:
-            inst = {k: v for k, v in inst.items() if k not in _TIME_MEMBERS}
-        kept = orjson.dumps(inst).decode()
+        num, kept = None, _json(inst)
     return (
         sid,
         t,
-        short_instance_id(instance_id),
-        dataset,
+        kept_id,
+        inst.get("datasetId") or "",
         1 if observed is not None else None,
         None if modified == t else modified,
         None if created == modified else created,
         kept,
         num,
     )
+
+
+def _json(inst: dict[str, Any]) -> str:
+    """An instance's JSON as the history keeps it: without its id and times (columns)."""
+    return orjson.dumps({k: v for k, v in inst.items() if k not in _NOT_KEPT}).decode()
 
 
 def short_instance_id(instance_id: str) -> str:

@@ -937,7 +937,7 @@ def _write_batch(
             geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(value).decode()))
             geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
             next_gid += 1
-    history_rows = store.series.records(conn, tenant, applied.history()) if history else []
+    history_rows = store.series.changes(conn, tenant, applied.history_steps()) if history else []
     conn.executemany("DELETE FROM entities WHERE rid = ?", deletes)
     conn.executemany("UPDATE entities SET doc = ? WHERE rid = ?", updates)
     conn.executemany("INSERT INTO entities(rid, tenant, id, doc) VALUES (?, ?, ?, ?)", inserts)
