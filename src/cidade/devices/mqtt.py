@@ -36,7 +36,7 @@ import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import gmqtt
 from gmqtt.mqtt.constants import MQTTCommands, MQTTv50
@@ -128,8 +128,7 @@ def parse_broker_url(url: str, ca_file: str = "") -> BrokerAddress:
 # -- topics --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
+class Route(NamedTuple):
     """What a topic says: a measure (``object_id`` for a single value) or a command answer."""
 
     kind: str
