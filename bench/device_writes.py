@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/device_writes.py [--batches 50] [--devices 1000]
 
-What bench/devices.py's messages become once mapped: per batch, four updates of each of
+What bench/devices.py's messages become once mapped: per batch, eight updates of each of
 --devices AirQualityObserved entities (three Properties with observedAt, in the stored form the
 agent gives the store), written as the agent writes them: one store write per batch, each update
 its own change (its own history instances), history on. The figure is messages (updates) per
@@ -26,7 +26,7 @@ from cidade.hub import timefmt
 from cidade.store.sqlite import SqliteStore
 
 MODEL = "https://smartdatamodels.org/dataModel.Environment/"
-PER_DEVICE = 4  # messages of each device in a batch (4,000 messages, as the bridge's)
+PER_DEVICE = 8  # messages of each device in a batch (8,000 messages, as the bridge's)
 
 
 def update(device: int, seq: int, now: str) -> dict:

@@ -4,7 +4,7 @@
 
 The same private Mosquitto, publisher and messages as bench/devices.py, consumed by a process
 that does only what no consumer storing them can skip: gmqtt receiving them (MQTT 5, QoS 1,
-acknowledged on receipt), one JSON parse each, and per batch of up to 4,000 one SQLite
+acknowledged on receipt), one JSON parse each, and per batch of up to 8,000 one SQLite
 transaction (WAL, synchronous NORMAL, in a thread) that upserts each device's entity as one
 JSON document and appends one history row per measure. No NGSI-LD, no profiles, no checks, no
 instance ids, no indexes. The figure is messages divided by the time from the first publish
@@ -31,7 +31,7 @@ from gmqtt.mqtt.constants import MQTTv50
 from devices import payload, start_broker
 from mqtt_broker import publish
 
-BATCH = 4000
+BATCH = 8000
 
 
 def _write(db: sqlite3.Connection, batch: list[tuple[str, bytes]]) -> int:

@@ -401,7 +401,7 @@ class MqttBridge(ConnectedTask):
         settings: Settings,
         ingest: Ingest,
         *,
-        batch_max: int = 4000,
+        batch_max: int = 8000,
         batch_wait: float = 0.005,
         pipeline: int = 2,
         receive_maximum: int | None = None,
