@@ -23,6 +23,9 @@ the rate of a paho-mqtt one, so the broker rather than the publisher sets the fi
    those messages divided by the time from Cidade's restart until every entity shows them:
    Cidade's own rate with the whole machine to itself.
 
+During phase 2, an operator's write through the NGSI-LD API every half second, timed: at full
+device load it waits for the device batch the store's writer has in hand.
+
 After phases 2 and 3, the CPU time each process spent per message: Cidade's server (the granian
 worker, with the store's writer), its MQTT bridge process, the broker, and this process (the
 publisher, then the reads watching for the last messages): where the time goes, run by run.
@@ -43,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -177,6 +181,55 @@ class CpuMeter:
         )
 
 
+class ApiProbe:
+    """An operator's writes through the NGSI-LD API while devices publish: one attribute update
+    every ``every`` seconds, each timed. At full device load a write waits for the device batch
+    the store's writer has in hand: this says how long that is."""
+
+    def __init__(self, base: str, headers: dict[str, str], every: float = 0.5) -> None:
+        self.base, self.headers, self.every = base, headers, every
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.entity = "urn:ngsi-ld:Note:bench-operator"
+
+    def start(self) -> None:
+        with httpx.Client(timeout=60, headers=self.headers) as http:
+            r = http.post(
+                f"{self.base}{NGSI}/entities",
+                json={"id": self.entity, "type": "Note", "text": {"type": "Property", "value": 0}},
+            )
+            r.raise_for_status()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(60)
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=60, headers=self.headers) as http:
+            n = 0
+            while not self._stop.wait(self.every):
+                n += 1
+                start = time.perf_counter()
+                r = http.patch(
+                    f"{self.base}{NGSI}/entities/{self.entity}/attrs",
+                    json={"text": {"type": "Property", "value": n}},
+                )
+                r.raise_for_status()
+                self.latencies.append(time.perf_counter() - start)
+
+    def summary(self) -> str:
+        if not self.latencies:
+            return "no API write was timed"
+        ms = sorted(x * 1000 for x in self.latencies)
+        p50, p95 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.95))]
+        return (
+            f"an operator's API write while devices publish (every {self.every} s):"
+            f" p50 {p50:.0f} ms, p95 {p95:.0f} ms, max {ms[-1]:.0f} ms ({len(ms)} writes)"
+        )
+
+
 def unwritten(http: httpx.Client, base: str, last: dict[int, int]) -> dict[int, int]:
     """The devices whose entity does not show its last message yet (read through the API,
     asking only for those still awaited, so that watching costs Cidade little)."""
@@ -260,6 +313,8 @@ def main() -> None:
                 }
                 http.post(f"{base}/iot/services", json={"services": [group]}).raise_for_status()
                 time.sleep(1.0)  # the bridge connects
+                probe = ApiProbe(base, auth)
+                probe.start()
                 through_cpu = CpuMeter(cidade.pid, broker.pid)
                 through_cpu.start()
                 sent, _, last, start = asyncio.run(
@@ -273,6 +328,7 @@ def main() -> None:
                         body=payload,
                     )
                 )
+                probe.stop()
                 wait_written(http, base, last)
                 through = sent / (time.perf_counter() - start)
                 through_cpu.stop()
@@ -317,6 +373,7 @@ def main() -> None:
     )
     print(f"ratio to the broker: {through / alone:.3f}  (aim: >= 5,000/s and >= 0.5)")
     print(f"  CPU per message: {through_cpu.per_message(sent)}")
+    print(f"  {probe.summary()}")
     if drained:
         print(
             f"catching up after a restart: {drained:,.0f} messages/s, {queued:,} messages"

@@ -166,3 +166,48 @@ def test_newer_schema_is_refused(tmp_path):
     conn.close()
     with pytest.raises(SystemExit, match="newer"):
         run(SqliteStore(str(path)).open())
+
+
+def test_a_write_outside_a_chain_does_not_wait_for_the_chained_ones_queued_beside_it(store):
+    """While the writer is busy, a device batch (chained) and an operator's write (not) are
+    queued: the operator's write is committed on its own first, and acknowledged before the
+    batch; the chained writes keep their order."""
+    import threading
+
+    s, loop, _ = store
+    order: list[str] = []
+    busy, release = threading.Event(), threading.Event()
+    chain = WriteChain(1)
+
+    def step(name: str, wait: bool = False):
+        def fn(conn: sqlite3.Connection) -> str:
+            if wait:
+                busy.set()
+                release.wait(10)
+            order.append(name)
+            return name
+
+        return fn
+
+    async def main() -> list[str]:
+        done: list[str] = []
+
+        async def write(name: str, chained: bool, wait: bool = False) -> None:
+            await s.db.write(step(name, wait), chain=chain if chained else None)
+            done.append(name)
+
+        first = asyncio.ensure_future(write("batch 1", True, wait=True))
+        await asyncio.to_thread(busy.wait, 10)  # the writer holds batch 1
+        later = [
+            asyncio.ensure_future(write("batch 2", True)),
+            asyncio.ensure_future(write("operator", False)),
+            asyncio.ensure_future(write("batch 3", True)),
+        ]
+        await asyncio.sleep(0.05)  # all three queued behind batch 1
+        release.set()
+        await asyncio.gather(first, *later)
+        return done
+
+    done = loop.run_until_complete(main())
+    assert order == ["batch 1", "operator", "batch 2", "batch 3"]
+    assert done.index("operator") < done.index("batch 2")

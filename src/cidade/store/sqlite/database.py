@@ -172,6 +172,14 @@ class Database:
                     stop = True
                     break
                 group.append(item)
+            # Writes outside a chain (an operator's through the API, the server's own) go first,
+            # in a transaction of their own, when chained writes (a device batch of thousands of
+            # messages) wait beside them: committed together, they would wait for the batch.
+            # Chained writes keep their order; none of these was acknowledged yet.
+            urgent = [item for item in group if item[3] is None]
+            if urgent and len(urgent) < len(group):
+                self._run_group(conn, urgent)
+                group = [item for item in group if item[3] is not None]
             self._run_group(conn, group)
             if stop:
                 return
