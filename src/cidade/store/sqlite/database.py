@@ -6,6 +6,9 @@ queue and runs them in ONE transaction, each in its own SAVEPOINT (a failed writ
 itself), then commits once: with ``synchronous=FULL`` every acknowledged write is on disk, and the
 fsync is shared by everyone who was waiting (group commit).
 
+Writes outside a chain (an operator's through the API) are not held behind a chain's (a device
+batch of thousands of messages): when both wait, the former are committed first, on their own.
+
 Reads use WAL snapshots on other connections and never wait for the writer.
 
 Checkpoints (copying the WAL's pages into the database file) run on a thread of their own: left
