@@ -68,7 +68,6 @@ class Agent:
         self._profiles: dict[tuple[str, str], tuple[float, Profile]] = {}
         # What stored() already checked and expanded: (id, type) -> (id, types).
         self._heads: dict[tuple[str, Any], tuple[str, list[str]]] = {}
-        self._iris: dict[str, str] = {}  # attribute name -> its IRI, checked
         self._last_log: dict[str, float] = {}
         # Where devices' answers to commands go (devices/commands.py).
         self.on_answers: Callable[[Sequence[CommandAnswer]], Awaitable[None]] | None = None
@@ -84,12 +83,18 @@ class Agent:
     async def profile(self, apikey: str, device_id: str, resource: str | None = None) -> Profile:
         """A device's profile, kept PROFILE_TTL seconds (or until ``forget``)."""
         key = (apikey, device_id)
-        hit = self._profiles.get(key)
-        if hit is not None and hit[0] > time.monotonic():
-            return hit[1]
+        cached = self._cached_profile(key, time.monotonic())
+        if cached is not None:
+            return cached
         profile = await self.find_profile(apikey, device_id, resource)
         self._profiles[key] = (time.monotonic() + PROFILE_TTL, profile)
         return profile
+
+    def _cached_profile(self, key: tuple[str, str], clock: float) -> Profile | None:
+        """The profile ``profile()`` keeps for (apikey, device id), while it is fresh at
+        ``clock`` (time.monotonic())."""
+        hit = self._profiles.get(key)
+        return hit[1] if hit is not None and hit[0] > clock else None
 
     async def find_profile(
         self, apikey: str, device_id: str, resource: str | None = None
@@ -143,7 +148,6 @@ class Agent:
         outcome: list[str | None] = [None] * len(measures)
         writes: dict[str, list[tuple[int, Entity]]] = {}
         now = timefmt.now()
-        profiles = self._profiles
         clock = time.monotonic()
         for n, measure in enumerate(measures):
             if n % YIELD_EVERY == YIELD_EVERY - 1:
@@ -152,13 +156,11 @@ class Agent:
                 await asyncio.sleep(0)
                 clock = time.monotonic()
             try:
-                # profile()'s cache, looked into here: most messages find their device's
-                # profile there, and need no coroutine made and awaited.
-                hit = profiles.get((measure.apikey, measure.device_id))
-                if hit is not None and hit[0] > clock:
-                    profile = hit[1]
-                else:
-                    profile = await self.profile(measure.apikey, measure.device_id, resource)
+                # Most messages find their device's profile cached: no coroutine to make and
+                # await for them.
+                profile = self._cached_profile(
+                    (measure.apikey, measure.device_id), clock
+                ) or await self.profile(measure.apikey, measure.device_id, resource)
                 updates = self._updates(profile, measure, now)
             except Refused as exc:
                 outcome[n] = self._refuse(measure, exc.reason, exc.kind)
@@ -244,16 +246,10 @@ class Agent:
                 self._heads.clear()
             self._heads[head] = known
         attrs: dict[str, list[dict[str, Any]]] = {}
-        iris = self._iris
         for name, attribute in fragment.items():
             if name == "id" or name == "type":
                 continue
-            iri = iris.get(name)
-            if iri is None:
-                iri = self.terms.expand(check_name(name))
-                if len(iris) >= 10_000:
-                    iris.clear()
-                iris[name] = iri
+            iri = self.terms.expand(check_name(name))  # both remember what they saw
             if attribute.get("type") == "Property" and attribute.keys() <= _MAPPED_MEMBERS:
                 instance = {**attribute, "createdAt": now, "modifiedAt": now}
                 at = instance.get("observedAt")

@@ -298,20 +298,23 @@ class _Client(gmqtt.Client):
             # What devices send, QoS 1 without MQTT 5 properties, read here in a few slices:
             # gmqtt's parser (format strings built per packet, a properties dict) was a third of
             # this process's time at full rate. Anything else still goes through it.
-            end = 2 + ((packet[0] << 8) | packet[1]) if len(packet) > 1 else 0
-            start = end + 2
-            if state.protocol_version >= MQTTv50:  # type: ignore[union-attr]
-                if start >= len(packet) or packet[start] != 0:
-                    start = 0  # properties: gmqtt's
+            if cmd & 0x06 == 0x02 and len(packet) > 4:  # QoS 1
+                end = 2 + ((packet[0] << 8) | packet[1])  # the topic's, then the packet id
+                start = end + 2
+                if state.protocol_version >= MQTTv50:  # type: ignore[union-attr]
+                    start += 1  # the properties' length: one byte, 0 when there are none
+                    plain = start <= len(packet) and packet[start - 1] == 0
                 else:
-                    start += 1
-            if cmd & 0x06 != 0x02 or end <= 2 or not 0 < start <= len(packet):
-                return parse(cmd, packet)  # type: ignore[no-any-return]
-            try:
-                topic = packet[2:end].decode()
-            except UnicodeDecodeError:
-                return parse(cmd, packet)  # type: ignore[no-any-return]
-            received(self, topic, packet[start:], (packet[end] << 8) | packet[end + 1])
+                    plain = start <= len(packet)
+                if plain and end > 2:
+                    try:
+                        topic = packet[2:end].decode()
+                    except UnicodeDecodeError:
+                        pass
+                    else:
+                        received(self, topic, packet[start:], (packet[end] << 8) | packet[end + 1])
+                        return
+            parse(cmd, packet)
 
         handler._handle_publish_packet = publish  # type: ignore[union-attr]
 

@@ -32,9 +32,9 @@ class BatchResult:
 def updated_with(current: Entity, new: Entity) -> Entity:
     """Upsert with options=update: ``new``'s types added, its attributes added or overwritten.
 
-    ``current`` is left as it was: its attribute map is copied, and the instance list of each
-    attribute ``new`` puts (the instances themselves are replaced, never edited), far cheaper
-    than a deep copy on the device agent's hot path."""
+    ``current`` is left as it was: its attribute map is copied, and put_instances replaces the
+    instance lists it puts rather than changing them (the instances themselves are replaced,
+    never edited), far cheaper than a deep copy on the device agent's hot path."""
     attrs = dict(current["attrs"])
     entity = {**current, "attrs": attrs}
     if new["type"] != current["type"]:
@@ -43,20 +43,6 @@ def updated_with(current: Entity, new: Entity) -> Entity:
         entity["scope"] = new["scope"]
     now = new["modifiedAt"]
     for iri, instances in new["attrs"].items():
-        olds = attrs.get(iri)
-        if olds is None:
-            put_instances(entity, iri, instances, now)
-            continue
-        if len(olds) == 1 and len(instances) == 1:
-            old, inst = olds[0], instances[0]
-            if "datasetId" not in old and "datasetId" not in inst:
-                # The default instance replaced by another (a device's measure, thousands a
-                # second): put_instances' own shortcut, without its call and the list's copy.
-                if "createdAt" in old:
-                    inst["createdAt"] = old["createdAt"]
-                attrs[iri] = [inst]
-                continue
-        attrs[iri] = list(olds)  # put_instances changes the list it is given
         put_instances(entity, iri, instances, now)
     entity["modifiedAt"] = now
     return entity

@@ -56,8 +56,11 @@ def put_instances(
     entity: Entity, iri: str, instances: list[dict], now: str, *, overwrite: bool = True
 ) -> bool:
     """Put attribute instances into an entity (by datasetId). False if one existed and
-    ``overwrite`` is off (then nothing is changed)."""
-    existing = entity["attrs"].setdefault(iri, [])
+    ``overwrite`` is off (then nothing is changed). The attribute's instance list is replaced,
+    never changed in place: an entity made from another by copying only its attribute map
+    (``updated_with``) leaves the other as it was."""
+    attrs = entity["attrs"]
+    existing = attrs.get(iri, [])
     if (
         overwrite
         and len(existing) == 1
@@ -67,20 +70,20 @@ def put_instances(
     ):
         # The default instance replaced by another (a device's measure, thousands a second):
         # what the general case below does, without its bookkeeping.
-        existing[0] = _keep_created(instances[0], existing[0])
+        attrs[iri] = [_keep_created(instances[0], existing[0])]
         entity["modifiedAt"] = now
         return True
     by_key = {_key(i): n for n, i in enumerate(existing)}
     if not overwrite and any(_key(i) in by_key for i in instances):
-        if not existing:
-            del entity["attrs"][iri]
         return False
+    put = list(existing)
     for inst in instances:
         n = by_key.get(_key(inst))
         if n is None:
-            existing.append(inst)
+            put.append(inst)
         else:
-            existing[n] = _keep_created(inst, existing[n])
+            put[n] = _keep_created(inst, put[n])
+    attrs[iri] = put
     entity["modifiedAt"] = now
     return True
 

@@ -25,7 +25,13 @@ from typing import Any
 import orjson
 
 from cidade.store.changes import Step
-from cidade.store.history import INSTANCE_PREFIX, HistoryRow, changed_in, instance_suffixes
+from cidade.store.history import (
+    INSTANCE_PREFIX,
+    HistoryRow,
+    changed_in,
+    instance_suffixes,
+    numeric_value,
+)
 from cidade.store.sqlite.database import Database
 
 RECENT_MERGE_ROWS = 50_000  # history rows appended to history_recent before a merge
@@ -44,7 +50,6 @@ _TIME_MEMBERS = frozenset(("observedAt", "createdAt", "modifiedAt"))
 _BARE_WITH_TIMES = _TIME_MEMBERS | {"type", "value"}
 _NOT_KEPT = _TIME_MEMBERS | {"instanceId"}
 _BARE = _BARE_WITH_TIMES | {"instanceId"}  # a Property whose number is all that is kept
-_INT64 = 1 << 63
 
 
 def merge_recent(conn: sqlite3.Connection) -> int:
@@ -196,15 +201,8 @@ def compact(sid: int, inst: dict[str, Any], now: str, kept_id: str) -> tuple:
     observed = inst.get("observedAt")
     t = observed or modified
     created = inst.get("createdAt") or modified
-    value = inst.get("value")
-    kind = type(value)
-    if inst.get("type") == "Property" and (
-        kind is float or (kind is int and -_INT64 <= value < _INT64)
-    ):
-        num = value  # numeric_value's test, inline: this runs for every instance
-        kept = None if inst.keys() <= _BARE else _json(inst)
-    else:
-        num, kept = None, _json(inst)
+    num = numeric_value(inst)
+    kept = None if num is not None and inst.keys() <= _BARE else _json(inst)
     return (
         sid,
         t,
