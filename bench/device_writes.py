@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from cidade.devices.agent import upsert
-from cidade.hub import timefmt
+from cidade.ngsild import timefmt
 from cidade.store.sqlite import SqliteStore
 
 MODEL = "https://smartdatamodels.org/dataModel.Environment/"

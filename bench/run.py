@@ -304,9 +304,9 @@ class RawBatch:
 
 def raw_batches(entities: list[dict]) -> list[RawBatch]:
     """The very rows Cidade writes for these entities, in the stored form, batch by batch."""
-    from cidade.hub import timefmt
     from cidade.hub.jsonld import ContextResolver
     from cidade.hub.model import normalize_entity
+    from cidade.ngsild import timefmt
     from cidade.store.history import changed_instances
 
     terms = asyncio.run(ContextResolver().term_map(None))
@@ -335,7 +335,7 @@ def raw_batches(entities: list[dict]) -> list[RawBatch]:
 def raw_sqlite_rate(batches: list[RawBatch], n: int, path: Path, *, history: bool) -> float:
     """The floor on SQLite: the prepared rows inserted straight into a fresh database with
     executemany, same schema and pragmas as Cidade, one transaction per batch."""
-    from cidade.hub.query.geo import geometry_bbox
+    from cidade.ngsild.query.geo import geometry_bbox
     from cidade.store.sqlite.history import INSERT_HISTORY, record
     from cidade.store.sqlite.store import migrations
 

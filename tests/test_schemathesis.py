@@ -38,8 +38,8 @@ from schemathesis.specs.openapi.checks import (
 from starlette.applications import Starlette
 
 from cidade.app import build_app
-from cidade.hub.errors import NgsiError
 from cidade.hub.jsonld import is_core_context_url, parse_link_header
+from cidade.ngsild.errors import NgsiError
 from cidade.openapi import build_document
 from tests.auth.helpers import provision_admin
 from tests.conftest import make_settings

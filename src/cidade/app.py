@@ -30,14 +30,15 @@ from cidade.devices.commands import Commands
 from cidade.devices.mqtt_process import BridgeProcess
 from cidade.devices.provisioning import DeviceProvisioning
 from cidade.devices.southbound import Southbound
+from cidade.http.middleware import LiteralPlus
+from cidade.http.responses import problem_response
 from cidade.hub.api import HubApi
-from cidade.hub.errors import InternalError, NgsiError, ResourceNotFound
-from cidade.hub.http import LiteralPlus, MethodNotAllowed, problem_response
 from cidade.hub.jsonld import ContextInfo, ContextResolver
 from cidade.hub.notify import Notifier
 from cidade.hub.retention import Purger, RetentionPolicy, parse_retention
 from cidade.hub.subscriptions_api import SubscriptionApi
 from cidade.hub.temporal_api import TemporalApi
+from cidade.ngsild.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
 from cidade.openapi import openapi_route
 from cidade.store import Store, open_store
 

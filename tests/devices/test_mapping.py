@@ -133,9 +133,9 @@ JSON_VALUES = st.recursive(
 )
 def test_the_agents_stored_form_is_the_hubs(measures, received):
     from cidade.devices.agent import Agent
-    from cidade.hub.errors import NgsiError
     from cidade.hub.jsonld import ContextResolver
     from cidade.hub.model import normalize_entity
+    from cidade.ngsild.errors import NgsiError
 
     terms = ContextResolver().core
     agent = Agent(None, terms)  # type: ignore[arg-type]

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pyproj import Geod
 
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.geo import (
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.geo import (
     CORE_LOCATION,
     GeoQuery,
     distance_m,

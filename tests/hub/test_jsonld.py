@@ -15,12 +15,6 @@ from typing import Any, TypeVar
 
 import pytest
 
-from cidade.hub.errors import (
-    BadRequestData,
-    LdContextNotAvailable,
-    OperationNotSupported,
-    ResourceNotFound,
-)
 from cidade.hub.jsonld import (
     CORE_CONTEXT_URL,
     DEFAULT_VOCAB,
@@ -29,6 +23,12 @@ from cidade.hub.jsonld import (
     ContextResolver,
     is_core_context_url,
     parse_link_header,
+)
+from cidade.ngsild.errors import (
+    BadRequestData,
+    LdContextNotAvailable,
+    OperationNotSupported,
+    ResourceNotFound,
 )
 
 NGSI = "https://uri.etsi.org/ngsi-ld/"

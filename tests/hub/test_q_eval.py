@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cidade.hub.query.q import evaluate, parse_q, temporal
-from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
+from cidade.ngsild.query.q import evaluate, parse_q, temporal
+from cidade.store.sqlite.q import install_sqlite_functions, to_sqlite
 
 D = "https://uri.etsi.org/ngsi-ld/default-context/"
 
@@ -423,7 +423,7 @@ def test_compiled_tests_are_per_term_not_per_equal_term() -> None:
 
 
 def test_largest_queries_run_in_sqlite(conn: sqlite3.Connection) -> None:
-    from cidade.hub.query.q import MAX_DEPTH, MAX_LENGTH, MAX_TERMS
+    from cidade.ngsild.query.q import MAX_DEPTH, MAX_LENGTH, MAX_TERMS
 
     queries = [
         ";".join(["speed==1..100"] * MAX_TERMS),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.q import (
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.q import (
     MAX_DEPTH,
     MAX_LENGTH,
     MAX_TERMS,

@@ -30,9 +30,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.postgres_q import GinIndex, to_postgres, translate_regex
-from cidade.hub.query.q import (
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.q import (
     Compare,
     InList,
     Path,
@@ -44,6 +43,7 @@ from cidade.hub.query.q import (
     render_q,
     temporal,
 )
+from cidade.store.postgres.q import GinIndex, to_postgres, translate_regex
 from tests.hub.test_q_property import (
     DATETIMES,
     FIXED,
@@ -389,7 +389,7 @@ def temporal_texts(draw: st.DrawFn) -> str:
 @settings(max_examples=60, deadline=None)
 @given(texts=st.lists(temporal_texts(), min_size=20, max_size=40))
 def test_temporal_normalization_is_qs(pg: Postgres, texts: list[str]) -> None:
-    from cidade.hub.query.postgres_q import _temporal_sql
+    from cidade.store.postgres.q import _temporal_sql
 
     for kind in ("DateTime", "Date", "Time"):
         rows = pg.fetch(
@@ -402,7 +402,7 @@ def test_temporal_normalization_is_qs(pg: Postgres, texts: list[str]) -> None:
 
 
 def test_temporal_edges(pg: Postgres) -> None:
-    from cidade.hub.query.postgres_q import _temporal_sql
+    from cidade.store.postgres.q import _temporal_sql
 
     texts = [
         "0001-01-01T00:00:00+00:01",  # before year 1 in UTC: None

@@ -18,8 +18,8 @@ from typing import Any
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.q import (
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.q import (
     And,
     Compare,
     Exists,
@@ -36,7 +36,7 @@ from cidade.hub.query.q import (
     render_q,
     temporal,
 )
-from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
+from cidade.store.sqlite.q import install_sqlite_functions, to_sqlite
 
 D = "https://uri.etsi.org/ngsi-ld/default-context/"
 ATTRS = ["a", "b", "ex:c"]

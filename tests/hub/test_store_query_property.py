@@ -13,8 +13,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cidade.hub.query.geo import parse_geoquery
-from cidade.hub.query.q import QNode, evaluate, parse_q
+from cidade.ngsild.query.geo import parse_geoquery
+from cidade.ngsild.query.q import QNode, evaluate, parse_q
 from cidade.store.base import EntityQuery, WriteOp
 from tests.conftest import running_store
 from tests.hub.test_q_property import entity, expand, render_q, trees

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from cidade.hub.errors import BadRequestData
 from cidade.hub.subscriptions import (
     DEFAULT_TRIGGERS,
     merge_subscription,
@@ -21,6 +20,7 @@ from cidade.hub.subscriptions import (
     triggers_on,
     watches,
 )
+from cidade.ngsild.errors import BadRequestData
 
 DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
 NOW = "2030-01-01T00:00:00.000000Z"

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cidade.hub.errors import BadRequestData
 from cidade.hub.temporal import (
     AGGR_METHODS,
     TemporalQuery,
@@ -21,6 +20,7 @@ from cidade.hub.temporal import (
     parse_temporal_query,
     render_temporal,
 )
+from cidade.ngsild.errors import BadRequestData
 
 V = "https://example.org/"
 NGSI = "https://uri.etsi.org/ngsi-ld/"

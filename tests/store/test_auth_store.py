@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cidade.hub.timefmt import now as now_iso
+from cidade.ngsild.timefmt import now as now_iso
 from cidade.store.base import AuditQuery
 from tests.conftest import running_store
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 
-from cidade.hub.query.geo import parse_geoquery
+from cidade.ngsild.query.geo import parse_geoquery
 from cidade.store.base import EntityQuery, WriteOp
 from cidade.store.postgres import PostgresStore
 from cidade.store.postgres.migrations import available
@@ -86,7 +86,7 @@ def test_geo_query_uses_gist_and_is_exact(pg):
 
 def test_concurrent_creates_of_one_id_give_one_entity(pg):
     store, loop, _ = pg
-    from cidade.hub.errors import AlreadyExists
+    from cidade.ngsild.errors import AlreadyExists
 
     def create(current):
         if current is not None:

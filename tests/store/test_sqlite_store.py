@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from cidade.hub.errors import ResourceNotFound
-from cidade.hub.query.geo import parse_geoquery
+from cidade.ngsild.errors import ResourceNotFound
+from cidade.ngsild.query.geo import parse_geoquery
 from cidade.store.base import EntityQuery, WriteChain, WriteChainBroken, WriteOp
 from cidade.store.sqlite import SqliteStore
 from cidade.store.sqlite.store import SCHEMA_VERSION, geo_candidates_sql

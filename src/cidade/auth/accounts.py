@@ -22,7 +22,7 @@ from cidade.auth.credentials import (
 )
 from cidade.auth.principal import EVERY_TENANT, Principal
 from cidade.auth.roles import check_roles, permissions_of
-from cidade.hub import timefmt
+from cidade.ngsild import timefmt
 from cidade.store.base import Store
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9._@-]{0,63}\Z")

@@ -30,9 +30,9 @@ from cidade.auth.principal import EVERY_TENANT
 from cidade.auth.roles import PUBLIC, permissions_of
 from cidade.auth.routes import GuardedRoute, guarded
 from cidade.config import Settings
-from cidade.hub import timefmt
-from cidade.hub.errors import BadRequestData, InvalidRequest, ResourceNotFound
-from cidade.hub.http import JSON, read_json
+from cidade.http.bodies import JSON, read_json
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import BadRequestData, InvalidRequest, ResourceNotFound
 from cidade.store.base import AuditQuery
 
 PREFIX = "/auth"

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from cidade.auth.principal import Principal
-from cidade.hub import timefmt
+from cidade.ngsild import timefmt
 from cidade.store.base import AuditQuery, Store
 
 log = logging.getLogger("cidade.audit")

@@ -6,7 +6,7 @@ Stellio's (``AccessDenied``) so that NGSI-LD clients see the same shape they see
 
 from __future__ import annotations
 
-from cidade.hub.errors import NgsiError
+from cidade.ngsild.errors import NgsiError
 
 
 class Unauthenticated(NgsiError):

@@ -34,7 +34,7 @@ from cidade.auth.roles import (
     permissions_of,
 )
 from cidade.config import Settings
-from cidade.hub.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData
 
 log = logging.getLogger("cidade.auth")
 
@@ -332,8 +332,7 @@ async def read_form(request: Request, max_bytes: int) -> dict[str, str]:
     read within the body size cap; 415 for other media types, 413 when too large."""
     from urllib.parse import parse_qsl
 
-    from cidade.hub.errors import PayloadTooLarge
-    from cidade.hub.http import UnsupportedMediaType
+    from cidade.ngsild.errors import PayloadTooLarge, UnsupportedMediaType
 
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != FORM:

@@ -21,9 +21,7 @@ import orjson
 
 from cidade.devices.mapping import MappingError, Profile, build_profile, single_value, to_fragment
 from cidade.devices.messages import CommandAnswer, Measure
-from cidade.hub import timefmt
 from cidade.hub.batch import updated_with
-from cidade.hub.errors import NgsiError
 from cidade.hub.model import (
     Terms,
     check_entity_id,
@@ -31,6 +29,8 @@ from cidade.hub.model import (
     expand_types,
     normalize_attribute,
 )
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import NgsiError
 from cidade.store.base import Entity, Store, WriteChain, WriteOp
 
 log = logging.getLogger("cidade.devices")

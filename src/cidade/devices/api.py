@@ -28,8 +28,8 @@ from cidade.devices.provisioning import (
     check_service_path,
     from_ngsi,
 )
-from cidade.hub.errors import NgsiError
-from cidade.hub.http import JSON, read_json
+from cidade.http.bodies import JSON, read_json
+from cidade.ngsild.errors import NgsiError
 
 PERMISSION = "devices.manage"
 DEFAULT_LIMIT = 20  # the agent's page of devices

@@ -26,9 +26,9 @@ from cidade.auth.gate import Grant
 from cidade.devices.agent import Agent, Refused
 from cidade.devices.mapping import Profile, build_profile
 from cidade.devices.messages import CommandAnswer, CommandSink
-from cidade.hub import timefmt
 from cidade.hub.entities import EntityService
 from cidade.hub.model import Terms
+from cidade.ngsild import timefmt
 from cidade.store.base import EntityQuery, Store
 
 log = logging.getLogger("cidade.devices")

@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from cidade.hub import timefmt
 from cidade.hub.model import is_uri
+from cidade.ngsild import timefmt
 
 # The measure that dates a message, as the IoT agents name it.
 TIME_INSTANT = "TimeInstant"

@@ -45,7 +45,7 @@ from gmqtt.storage import PersistentStorage
 
 from cidade.config import Settings
 from cidade.devices.messages import CommandAnswer, Ingest, Measure
-from cidade.hub import timefmt
+from cidade.ngsild import timefmt
 from cidade.store.base import WriteChain
 
 log = logging.getLogger("cidade.devices.mqtt")

@@ -15,8 +15,8 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
-from cidade.hub.errors import NgsiError
 from cidade.hub.model import check_name, is_uri
+from cidade.ngsild.errors import NgsiError
 from cidade.store import Store
 
 DEFAULT_RESOURCE = "/iot/json"

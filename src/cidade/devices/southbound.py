@@ -16,9 +16,9 @@ from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import GuardedRoute, guarded
 from cidade.devices.agent import HTTP_RESOURCE, Agent
 from cidade.devices.messages import Measure
-from cidade.hub import timefmt
-from cidade.hub.errors import PayloadTooLarge
-from cidade.hub.http import read_capped
+from cidade.http.bodies import read_capped
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import PayloadTooLarge
 
 
 def iot_error(status: int, name: str, message: str) -> Response:

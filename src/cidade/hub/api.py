@@ -18,14 +18,12 @@ from cidade.auth.gate import grant_of
 from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
 from cidade.config import Settings
+from cidade.http.bodies import GEO_JSON, JSON, read_json
 from cidade.hub.access import narrow_query
 from cidade.hub.batch import BatchResult, BatchService
 from cidade.hub.discovery import Discovery
 from cidade.hub.entities import EntityService
-from cidade.hub.errors import BadRequestData, ResourceNotFound
 from cidade.hub.http import (
-    GEO_JSON,
-    JSON,
     Ctx,
     accepted,
     context_for_body,
@@ -34,7 +32,6 @@ from cidade.hub.http import (
     list_param,
     options_param,
     page_params,
-    read_json,
     reject_unsupported,
     representation,
     tenant_of,
@@ -42,6 +39,7 @@ from cidade.hub.http import (
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.model import View, geojson_feature, render_entity
 from cidade.hub.querying import build_query, projection
+from cidade.ngsild.errors import BadRequestData, ResourceNotFound
 from cidade.store.base import EntityQuery, QueryResult, Store
 
 PREFIX = "/ngsi-ld/v1"

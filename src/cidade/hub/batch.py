@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cidade.hub import timefmt
 from cidade.hub.entities import EntityService, UpdateResult, put_instances
-from cidade.hub.errors import BadRequestData, NgsiError, ResourceNotFound
 from cidade.hub.model import Terms, normalize_entity
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import BadRequestData, NgsiError, ResourceNotFound
 from cidade.store.base import Entity, WriteOp
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from cidade.hub.errors import ResourceNotFound
+from cidade.ngsild.errors import ResourceNotFound
 from cidade.store.base import Store
 
 

@@ -10,8 +10,6 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from cidade.hub import timefmt
-from cidade.hub.errors import AlreadyExists, BadRequestData, NgsiError, ResourceNotFound
 from cidade.hub.model import (
     KINDS,
     NULL,
@@ -24,6 +22,8 @@ from cidade.hub.model import (
     normalize_instance,
     normalize_scope,
 )
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import AlreadyExists, BadRequestData, NgsiError, ResourceNotFound
 from cidade.store.base import Entity, Store, WriteOp
 
 

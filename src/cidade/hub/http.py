@@ -10,48 +10,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cidade.auth.gate import grant_of
-from cidade.hub.errors import (
+from cidade.http.bodies import GEO_JSON, JSON, JSON_LD, MERGE_PATCH
+from cidade.http.responses import JsonBytes
+from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver, TermMap, parse_link_header
+from cidade.ngsild.errors import (
     BadRequestData,
-    InvalidRequest,
-    NgsiError,
+    NotAcceptable,
     NotImplementedFeature,
-    PayloadTooLarge,
     TooManyResults,
 )
-from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver, TermMap, parse_link_header
 
-JSON = "application/json"
-JSON_LD = "application/ld+json"
-GEO_JSON = "application/geo+json"
-MERGE_PATCH = "application/merge-patch+json"
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 TENANT_HEADER = "ngsild-tenant"
 # A merge-patch body takes its @context as a JSON body does (from the Link header).
 MERGE_PATCH_AS_JSON = {MERGE_PATCH: JSON}
-
-
-class NotAcceptable(NgsiError):
-    status = 406
-    kind = "NotAcceptable"
-    title = "Not acceptable"
-
-
-class UnsupportedMediaType(NgsiError):
-    status = 415
-    kind = "UnsupportedMediaType"
-    title = "Unsupported media type"
-
-
-class MethodNotAllowed(NgsiError):
-    status = 405
-    kind = "MethodNotAllowed"
-    title = "Method not allowed"
-
-
-def problem_response(error: NgsiError, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(error.problem()), status_code=error.status, media_type=JSON, headers=headers
-    )
 
 
 @dataclass(slots=True)
@@ -74,60 +46,6 @@ def tenant_of(request: Request) -> str:
     """The request's tenant as the gate read, checked and authorised it (NGSILD-Tenant, or
     Fiware-Service as FIWARE tools name it): handlers never read the header again."""
     return grant_of(request).tenant
-
-
-def media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def read_json(request: Request, max_bytes: int, *, merge: bool = False) -> tuple[Any, str]:
-    """The request body as JSON, and its media type. 415 for other media types, 413 when too
-    large, 400 when not JSON."""
-    kind = media_type(request)
-    allowed = (JSON, JSON_LD, MERGE_PATCH) if merge else (JSON, JSON_LD)
-    if kind not in allowed:
-        raise UnsupportedMediaType(
-            f"Content-Type must be one of {', '.join(allowed)}, got {kind or 'none'}"
-        )
-    raw = await read_capped(request, max_bytes)
-    if not raw:
-        raise InvalidRequest("the request has no body")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the body is not valid JSON: {exc}") from None
-    # A raw NUL byte is not valid JSON, so a NUL can only arrive escaped; the byte search keeps
-    # the common case free. PostgreSQL cannot store NUL in text or jsonb, and both stores must
-    # accept the same data.
-    if b"\\u0000" in raw and _has_nul(body):
-        raise BadRequestData("strings may not contain the NUL character (\\u0000)")
-    return body, kind
-
-
-async def read_capped(request: Request, max_bytes: int) -> bytes:
-    """The request body, at most ``max_bytes`` of it: 413 (PayloadTooLarge) past that, known
-    from Content-Length before reading when the client declares it."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
-        raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"the body is larger than {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any("\x00" in k or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
 
 
 async def context_for_body(
@@ -220,22 +138,6 @@ def json_response(
     return JsonBytes(orjson.dumps(body), status, kind, out_headers)
 
 
-class JsonBytes(Response):
-    """A Response built straight from bytes: Starlette's generic init_headers (charset
-    sniffing, header normalisation) costs more than the rest of a small read."""
-
-    def __init__(self, content: bytes, status: int, kind: str, headers: dict[str, str]) -> None:
-        self.status_code = status
-        self.body = content
-        self.background = None
-        raw = [
-            (b"content-length", str(len(content)).encode()),
-            (b"content-type", kind.encode()),
-        ]
-        raw.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
-        self.raw_headers = raw
-
-
 # Far beyond any real result set, and far enough below 2^63 that offset + limit still fits the
 # 64-bit integers SQLite and PostgreSQL bind: a larger offset is refused, not an overflow (500).
 MAX_OFFSET = 2**62
@@ -319,25 +221,3 @@ def reject_unsupported(request: Request, allowed: tuple[str, ...] = ()) -> None:
     for name in UNSUPPORTED_PARAMS:
         if name not in allowed and name in request.query_params:
             raise NotImplementedFeature(f"the query parameter {name} is not supported")
-
-
-class LiteralPlus:
-    """ASGI middleware: a '+' in a query string is a plus sign (RFC 3986), not a space (the HTML
-    forms convention Starlette follows). NGSI-LD values like ``2026-01-01T10:00:00+01:00`` in
-    ``q`` depend on it; a space is sent as %20."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            query = scope.get("query_string", b"")
-            # NUL can be stored by neither PostgreSQL text nor jsonb: refuse it at the door
-            # rather than let it reach a store as a 500.
-            if b"%00" in query or "\x00" in scope.get("path", ""):
-                error = BadRequestData("the URL may not contain the NUL character (%00)")
-                await problem_response(error)(scope, receive, send)
-                return
-            if b"+" in query:
-                scope = {**scope, "query_string": query.replace(b"+", b"%2B")}
-        await self.app(scope, receive, send)

@@ -53,7 +53,7 @@ from pyld import iri_resolver
 from pyld.context_resolver import ContextResolver as _PyldContextResolver
 from pyld.jsonld import JsonLdError, JsonLdProcessor
 
-from cidade.hub.errors import (
+from cidade.ngsild.errors import (
     BadRequestData,
     LdContextNotAvailable,
     OperationNotSupported,

@@ -13,9 +13,9 @@ import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from cidade.hub import timefmt
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.geo import validate_geojson_geometry
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.geo import validate_geojson_geometry
 
 NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
 NULL = "urn:ngsi-ld:null"  # the merge-patch "delete this" value (§4.5.19? 1.8 §4.20)

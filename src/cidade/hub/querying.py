@@ -6,11 +6,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from cidade.hub.errors import BadRequestData
 from cidade.hub.model import check_name
-from cidade.hub.query.geo import parse_geoquery
-from cidade.hub.query.q import parse_q
-from cidade.hub.query.types import parse_type_expression
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.geo import parse_geoquery
+from cidade.ngsild.query.q import parse_q
+from cidade.ngsild.query.types import parse_type_expression
 from cidade.store.base import EntityQuery
 
 RESERVED_PROJECTION = {"id": "id", "type": "type", "scope": "scope"}

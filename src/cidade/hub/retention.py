@@ -31,10 +31,10 @@ from datetime import UTC, datetime
 
 from dateutil.relativedelta import relativedelta
 
-from cidade.hub import timefmt
-from cidade.hub.errors import BadRequestData
 from cidade.hub.model import Terms, check_name
 from cidade.hub.temporal import AggrPeriod, parse_aggr_period
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import BadRequestData
 
 log = logging.getLogger("cidade.retention")
 

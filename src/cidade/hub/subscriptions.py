@@ -24,12 +24,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from cidade.hub import timefmt
-from cidade.hub.errors import BadRequestData
 from cidade.hub.model import NULL, Terms, check_name, is_uri
-from cidade.hub.query.geo import GeoQuery, parse_geoquery
-from cidade.hub.query.q import QNode, parse_q
-from cidade.hub.query.types import TypeExpr, parse_type_expression, type_matches
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.geo import GeoQuery, parse_geoquery
+from cidade.ngsild.query.q import QNode, parse_q
+from cidade.ngsild.query.types import TypeExpr, parse_type_expression, type_matches
 
 SUBSCRIPTION_TYPE = "Subscription"
 # Internal members of the stored form (never rendered; "_" keeps them apart from spec members):

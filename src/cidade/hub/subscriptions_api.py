@@ -11,9 +11,7 @@ from starlette.responses import Response
 
 from cidade.auth.gate import grant_of, owner_of
 from cidade.auth.routes import guarded
-from cidade.hub import timefmt
 from cidade.hub.api import PREFIX, HubApi
-from cidade.hub.errors import AlreadyExists, BadRequestData, ResourceNotFound
 from cidade.hub.http import (
     accepted,
     context_for_read,
@@ -29,6 +27,8 @@ from cidade.hub.subscriptions import (
     normalize_new_subscription,
     render_subscription,
 )
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import AlreadyExists, BadRequestData, ResourceNotFound
 
 _EVERY = 1_000_000
 

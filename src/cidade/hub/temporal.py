@@ -43,9 +43,9 @@ from typing import Any
 import orjson
 from dateutil.relativedelta import relativedelta
 
-from cidade.hub import timefmt
-from cidade.hub.errors import BadRequestData
 from cidade.hub.model import KINDS, NULL, VALUE_MEMBERS, Terms
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import BadRequestData
 
 TIMERELS = ("before", "after", "between")
 TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")

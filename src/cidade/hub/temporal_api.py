@@ -11,9 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cidade.auth.routes import guarded
-from cidade.hub import timefmt
 from cidade.hub.api import PREFIX, HubApi
-from cidade.hub.errors import BadRequestData, NotImplementedFeature, ResourceNotFound
 from cidade.hub.http import (
     accepted,
     context_for_read,
@@ -32,6 +30,8 @@ from cidade.hub.temporal import (
 )
 from cidade.hub.temporal_paging import Limits, Page, apply_cut, find_cut
 from cidade.hub.temporal_paging import limits as paging_limits
+from cidade.ngsild import timefmt
+from cidade.ngsild.errors import BadRequestData, NotImplementedFeature, ResourceNotFound
 from cidade.store.base import TIME_COLUMNS, EntityQuery, HistoryQuery, QueryResult
 from cidade.store.history import history_row
 

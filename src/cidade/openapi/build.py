@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from cidade.hub.http import GEO_JSON, JSON, JSON_LD, MERGE_PATCH
+from cidade.http.bodies import GEO_JSON, JSON, JSON_LD, MERGE_PATCH
 from cidade.openapi.schemas import Schema, ref
 
 Operation = dict[str, Any]

@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from cidade.hub.timefmt import now as now_iso
+from cidade.ngsild.timefmt import now as now_iso
 
 # The columns of the audit log, in the order both stores write and read them (after ``seq``).
 AUDIT_FIELDS = ("at", "tenant", "actor", "event", "outcome", "target", "detail")

@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from cidade.hub.query.geo import GeoQuery
-from cidade.hub.query.q import QNode
+from cidade.ngsild.query.geo import GeoQuery
+from cidade.ngsild.query.q import QNode
 
 Entity = dict[str, Any]
 

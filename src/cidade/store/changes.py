@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cidade.hub.timefmt import now as now_iso
+from cidade.ngsild.timefmt import now as now_iso
 from cidade.store.base import ChangeWatch, Entity, OutboxEntry, WriteOp
 from cidade.store.history import HistoryRow, changed_instances, instance_ids
 

@@ -27,7 +27,6 @@ import uuid
 from typing import Any
 
 from cidade.config import Settings
-from cidade.hub import timefmt
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.notify.matching import compile_subscription, match_changes, periodic_entry
 from cidade.hub.notify.payload import render_notification
@@ -46,6 +45,7 @@ from cidade.hub.subscriptions import (
     subscription_geoq,
     subscription_q,
 )
+from cidade.ngsild import timefmt
 from cidade.store.base import ChangeWatch, EntityQuery, OutboxItem, Outcome, Store
 
 log = logging.getLogger("cidade.notify")

@@ -20,14 +20,14 @@ from typing import Any
 import orjson
 
 from cidade.hub.model import KINDS, PREVIOUS
-from cidade.hub.query.geo import GeoQuery
-from cidade.hub.query.q import QNode, evaluate
 from cidade.hub.subscriptions import (
     DEFAULT_TRIGGERS,
     subscription_geoq,
     subscription_matches_entity,
     subscription_q,
 )
+from cidade.ngsild.query.geo import GeoQuery
+from cidade.ngsild.query.q import QNode, evaluate
 
 OutboxEntry = tuple[str, str, bytes]  # (lane = endpoint URI, subscription id, body JSON)
 

@@ -15,11 +15,12 @@ from typing import Any
 
 import orjson
 
-from cidade.hub.http import GEO_JSON, JSON, JSON_LD, TENANT_HEADER
+from cidade.http.bodies import GEO_JSON, JSON, JSON_LD
+from cidade.hub.http import TENANT_HEADER
 from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver
 from cidade.hub.model import View, geojson_feature, render_entity
-from cidade.hub.query.geo import CORE_LOCATION
 from cidade.hub.subscriptions import notification_attributes, notification_context
+from cidade.ngsild.query.geo import CORE_LOCATION
 
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 

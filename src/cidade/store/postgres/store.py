@@ -22,10 +22,9 @@ from typing import Any
 import asyncpg
 import orjson
 
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.geo import GeoQuery
-from cidade.hub.query.postgres_q import to_postgres
-from cidade.hub.timefmt import from_datetime
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.geo import GeoQuery
+from cidade.ngsild.timefmt import from_datetime
 from cidade.store.base import (
     TIME_COLUMNS,
     ChangeWatch,
@@ -51,6 +50,7 @@ from cidade.store.outbox import status_info, status_rows
 from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
+from cidade.store.postgres.q import to_postgres
 
 log = logging.getLogger("cidade.store")
 CLOSE_TIMEOUT = 5.0  # seconds a graceful close may take

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cidade.hub.timefmt import now as now_iso
+from cidade.ngsild.timefmt import now as now_iso
 from cidade.store.access import (
     audit_event,
     audit_rows,

@@ -12,11 +12,10 @@ from typing import Any
 
 import orjson
 
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.geo import geometry_bbox
-from cidade.hub.query.q import evaluate
-from cidade.hub.query.sqlite_q import install_sqlite_functions, to_sqlite
-from cidade.hub.timefmt import now as now_iso
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.geo import geometry_bbox
+from cidade.ngsild.query.q import evaluate
+from cidade.ngsild.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
     ChangeWatch,
@@ -50,6 +49,7 @@ from cidade.store.sqlite.history import (
     record,
     short_instance_id,
 )
+from cidade.store.sqlite.q import install_sqlite_functions, to_sqlite
 
 
 def _setup(conn: sqlite3.Connection) -> None:

@@ -11,6 +11,9 @@ Every error the hub raises is an ``NgsiError``; the HTTP layer renders it as
      ├── OperationNotSupported   422
      ├── TooManyResults          403
      ├── PayloadTooLarge         413
+     ├── NotAcceptable           406  (HTTP: no media type of Accept can be served)
+     ├── MethodNotAllowed        405  (HTTP)
+     ├── UnsupportedMediaType    415  (HTTP)
      ├── NotImplementedFeature   501
      ├── LdContextNotAvailable   503
      └── InternalError           500
@@ -93,6 +96,24 @@ class PayloadTooLarge(NgsiError):
     title = "Request entity too large"
 
 
+class NotAcceptable(NgsiError):
+    status = 406
+    kind = "NotAcceptable"
+    title = "Not acceptable"
+
+
+class UnsupportedMediaType(NgsiError):
+    status = 415
+    kind = "UnsupportedMediaType"
+    title = "Unsupported media type"
+
+
+class MethodNotAllowed(NgsiError):
+    status = 405
+    kind = "MethodNotAllowed"
+    title = "Method not allowed"
+
+
 class NotImplementedFeature(NgsiError):
     status = 501
     kind = "NotImplemented"
@@ -115,10 +136,13 @@ __all__ = [
     "InternalError",
     "InvalidRequest",
     "LdContextNotAvailable",
+    "MethodNotAllowed",
     "NgsiError",
+    "NotAcceptable",
     "NotImplementedFeature",
     "OperationNotSupported",
     "PayloadTooLarge",
     "ResourceNotFound",
     "TooManyResults",
+    "UnsupportedMediaType",
 ]

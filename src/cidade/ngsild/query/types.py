@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from cidade.hub.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData
 
 TypeExpr = str | tuple[str, list["TypeExpr"]]
 _TOKEN = re.compile(r"\s*([(),;|]|[^(),;|\s]+)")

@@ -91,7 +91,7 @@ from functools import lru_cache
 from operator import ge, gt, le, lt
 from typing import Any, Literal, TypeAlias
 
-from cidade.hub.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 32

@@ -1,4 +1,4 @@
-"""A parsed ``q`` (``cidade.hub.query.q``) as an SQLite WHERE fragment over the stored form.
+"""A parsed ``q`` (``cidade.ngsild.query.q``) as an SQLite WHERE fragment over the stored form.
 
 ``to_sqlite(node, doc_column)`` returns SQL with ``?`` placeholders and its parameters. The
 fragment selects exactly the entities that ``q.evaluate`` accepts (the property tests in
@@ -33,7 +33,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from cidade.hub.query.q import (
+from cidade.ngsild.query.q import (
     VALUE_MEMBERS,
     And,
     Compare,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-from cidade.hub.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData
 
 
 def now() -> str:

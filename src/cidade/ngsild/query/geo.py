@@ -63,7 +63,7 @@ from shapely.errors import GEOSException
 from shapely.geometry.base import BaseGeometry
 from shapely.ops import nearest_points
 
-from cidade.hub.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData
 
 CORE_LOCATION = "https://uri.etsi.org/ngsi-ld/location"
 

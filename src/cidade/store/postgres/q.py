@@ -1,4 +1,4 @@
-"""A parsed ``q`` (``cidade.hub.query.q``) as a PostgreSQL 15 WHERE fragment over ``jsonb``.
+"""A parsed ``q`` (``cidade.ngsild.query.q``) as a PostgreSQL 15 WHERE fragment over ``jsonb``.
 
 ``to_postgres(node, doc_column, first_param)`` returns SQL with asyncpg placeholders
 ``$first_param, ...`` and the list of their values. The fragment selects exactly the entities
@@ -63,8 +63,8 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Literal, TypeAlias
 
-from cidade.hub.errors import BadRequestData
-from cidade.hub.query.q import (
+from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.query.q import (
     KIND_JSON,
     KIND_LANG,
     KIND_REL,
