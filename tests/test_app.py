@@ -16,3 +16,31 @@ def test_the_collector_is_tuned_while_serving_and_restored_after(settings):
         assert client.get("/health").status_code == 200
         assert gc.get_threshold() == (GC_YOUNG_THRESHOLD, *before[1:])
     assert gc.get_threshold() == before
+
+
+def test_a_trailing_slash_names_the_same_resource(client):
+    # The specification writes resource paths with a trailing slash; clients copy them.
+    sub = {
+        "type": "Subscription",
+        "entities": [{"type": "Room"}],
+        "notification": {"endpoint": {"uri": "http://example.org/notify"}},
+    }
+    created = client.post("/ngsi-ld/v1/subscriptions/", json=sub)
+    assert created.status_code == 201, created.text
+    listed = client.get("/ngsi-ld/v1/subscriptions/")
+    assert listed.status_code == 200
+    assert [s["id"] for s in listed.json()] == [created.headers["Location"].rsplit("/", 1)[1]]
+    entity = {"id": "urn:ngsi-ld:Room:1", "type": "Room"}
+    assert client.post("/ngsi-ld/v1/entities/", json=entity).status_code == 201
+    assert client.get("/ngsi-ld/v1/entities/", params={"type": "Room"}).json()[0]["id"] == (
+        "urn:ngsi-ld:Room:1"
+    )
+    assert client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Room:1/").status_code == 200
+
+
+def test_an_encoded_trailing_slash_is_part_of_an_id(client):
+    entity = {"id": "urn:ngsi-ld:Room:a/", "type": "Room"}
+    assert client.post("/ngsi-ld/v1/entities", json=entity).status_code == 201
+    got = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Room:a%2F")
+    assert got.status_code == 200, got.text
+    assert got.json()["id"] == "urn:ngsi-ld:Room:a/"
