@@ -54,5 +54,7 @@ def test_a_package_imports_only_the_layers_below_it(package: str) -> None:
 
 def test_the_check_sees_imports_inside_functions(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
-    module.write_text("def f():\n    from cidade.hub.model import View\n    import cidade.auth.gate\n")
+    module.write_text(
+        "def f():\n    from cidade.hub.model import View\n    import cidade.auth.gate\n"
+    )
     assert imported_packages(module) == {"hub", "auth"}

@@ -30,7 +30,7 @@ from cidade.devices.commands import Commands
 from cidade.devices.mqtt_process import BridgeProcess
 from cidade.devices.provisioning import DeviceProvisioning
 from cidade.devices.southbound import Southbound
-from cidade.http.middleware import LiteralPlus
+from cidade.http.middleware import LiteralPlus, TrailingSlash
 from cidade.http.responses import problem_response
 from cidade.hub.api import HubApi
 from cidade.hub.jsonld import ContextInfo, ContextResolver
@@ -239,26 +239,6 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.purger = purger
     app.state.simulator = None
     return app
-
-
-class TrailingSlash:
-    """ASGI middleware: a path with a trailing slash names the same resource as without it.
-    The NGSI-LD specification writes resource paths with one (``/subscriptions/``) and clients
-    copy them; routed as written, ``/subscriptions/`` would be ``/subscriptions/{id}`` with an
-    empty id. Only a literal '/' goes: an id that ends in an encoded one (%2F) keeps it."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http":
-            path: str = scope.get("path", "")
-            raw: bytes | None = scope.get("raw_path")
-            if len(path) > 1 and path.endswith("/") and (raw is None or raw.endswith(b"/")):
-                scope = {**scope, "path": path.rstrip("/") or "/"}
-                if raw is not None:
-                    scope["raw_path"] = raw.rstrip(b"/") or b"/"
-        await self.app(scope, receive, send)
 
 
 async def _demo(simulator: Any) -> None:

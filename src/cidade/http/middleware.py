@@ -28,3 +28,23 @@ class LiteralPlus:
             if b"+" in query:
                 scope = {**scope, "query_string": query.replace(b"+", b"%2B")}
         await self.app(scope, receive, send)
+
+
+class TrailingSlash:
+    """ASGI middleware: a path with a trailing slash names the same resource as without it.
+    The NGSI-LD specification writes resource paths with one (``/subscriptions/``) and clients
+    copy them; routed as written, ``/subscriptions/`` would be ``/subscriptions/{id}`` with an
+    empty id. Only a literal '/' goes: an id that ends in an encoded one (%2F) keeps it."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path: str = scope.get("path", "")
+            raw: bytes | None = scope.get("raw_path")
+            if len(path) > 1 and path.endswith("/") and (raw is None or raw.endswith(b"/")):
+                scope = {**scope, "path": path.rstrip("/") or "/"}
+                if raw is not None:
+                    scope["raw_path"] = raw.rstrip(b"/") or b"/"
+        await self.app(scope, receive, send)
