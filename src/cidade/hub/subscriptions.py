@@ -125,18 +125,6 @@ def normalize_subscription(
     return _normalize(body, terms, now, subscription_id=subscription_id, check_expiry=True)
 
 
-def normalize_new_subscription(
-    body: dict[str, Any], terms: Terms, now: str, context: Any = None
-) -> dict[str, Any]:
-    """``normalize_subscription``, recording the @context the request used (its Link URL or its
-    body's @context) so notifications can be compacted with it when ``jsonldContext`` is absent
-    (§5.8.1)."""
-    sub = normalize_subscription(body, terms, now)
-    if context is not None:
-        sub[CONTEXT_MEMBER] = context
-    return sub
-
-
 def _normalize(
     body: object,
     terms: Terms,
@@ -748,7 +736,6 @@ __all__ = [
     "compact_type_expression",
     "is_active",
     "merge_subscription",
-    "normalize_new_subscription",
     "normalize_subscription",
     "notification_attributes",
     "notification_context",
