@@ -36,6 +36,7 @@ bench: install
 	$(BIN)/python bench/devices.py
 	$(BIN)/python bench/device_writes.py
 	$(BIN)/python bench/devices_floor.py
+	$(BIN)/python bench/micro.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

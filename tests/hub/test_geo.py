@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
 
 import numpy as np
 import orjson
@@ -806,27 +805,3 @@ def test_bbox_never_excludes_a_match_near(lon, lat, d, az, f):
     line = geo("LineString", [[tlon, tlat], [elon, elat]])
     if (tlon, tlat) != (elon, elat) and q.matches(line):
         assert boxes_meet(box, geometry_bbox(line))
-
-
-# --------------------------------------------------------------------------------------------
-# Speed (generous bounds: the targets are < 20 µs and < 50 µs on an idle machine)
-# --------------------------------------------------------------------------------------------
-
-
-def test_point_checks_are_fast():
-    polygon = gq("within", "Polygon", HOLED)
-    near = gq("near;maxDistance==2000", "Point", list(CLERIGOS))
-    targets = [pt(CLERIGOS[0] + i * 1e-4, CLERIGOS[1] + i * 1e-4) for i in range(2000)]
-    boxes = [pt(i % 10 + 0.5, (i * 7) % 10 + 0.5) for i in range(2000)]
-    best_within = best_near = math.inf
-    for _ in range(3):
-        start = time.perf_counter()
-        for t in boxes:
-            polygon.matches(t)
-        best_within = min(best_within, (time.perf_counter() - start) / len(boxes))
-        start = time.perf_counter()
-        for t in targets:
-            near.matches(t)
-        best_near = min(best_near, (time.perf_counter() - start) / len(targets))
-    assert best_within < 100e-6
-    assert best_near < 150e-6

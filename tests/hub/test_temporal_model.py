@@ -5,7 +5,6 @@ and the speed of aggregating a year of 15-minute readings."""
 from __future__ import annotations
 
 import math
-import time
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -919,10 +918,11 @@ def test_every_instance_lands_in_the_period_that_holds_it(offsets, period):
         position += count
 
 
-# -- speed --------------------------------------------------------------------------------------
+# -- a year of readings ----------------------------------------------------------------------
 
 
-def test_a_year_of_15_minute_readings_aggregated_per_day_is_fast(capsys):
+def test_a_year_of_15_minute_readings_aggregates_into_its_365_days():
+    # How fast this is, is measured by bench/run.py (--only temporal), not here.
     base = datetime(2025, 1, 1)
     instances = []
     for k in range(35_040):
@@ -951,20 +951,10 @@ def test_a_year_of_15_minute_readings_aggregated_per_day_is_fast(capsys):
         },
         require_timerel=True,
     )
-    runs = []
-    for _ in range(5):
-        started = time.perf_counter()
-        out = render(history, query)
-        runs.append(time.perf_counter() - started)
-    best = min(runs) * 1000
-    with capsys.disabled():
-        print(f"\n35,040 instances, P1D, all 8 aggrMethods: best {best:.1f} ms of 5 runs")
+    out = render(history, query)
     assert len(out["temperature"]["avg"]) == 365
     assert out["temperature"]["totalCount"][0] == [
         96,
         ts("2025-01-01T00:00"),
         ts("2025-01-02T00:00"),
     ]
-    # Generous: ~20 ms on an idle 2-core machine; the bound only catches a regression to
-    # per-instance parsing or similar.
-    assert best < 250
