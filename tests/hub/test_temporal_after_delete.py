@@ -47,7 +47,7 @@ def test_retrieve_serves_the_history_of_a_deleted_entity(client):
     assert [i["value"] for i in body["no2"]] == [10, 20]
     assert body["deletedAt"].endswith("Z")
     r = client.get(f"{TEMPORAL}/{A}?options=temporalValues&lastN=1")
-    assert r.json()["no2"]["values"] == [[20, "2026-03-02T10:00:00.000000Z"]]
+    assert r.json()["no2"]["values"] == [[20, "2026-03-02T10:00:00Z"]]
 
 
 def test_gone_without_history_is_still_404(client):

@@ -20,6 +20,7 @@ from cidade.hub.temporal import (
     render_temporal,
 )
 from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.timefmt import display, normalize
 
 V = "https://example.org/"
 NGSI = "https://uri.etsi.org/ngsi-ld/"
@@ -49,9 +50,14 @@ class FakeTerms:
 TERMS = FakeTerms()
 
 
-def ts(text: str) -> str:
+def stored(text: str) -> str:
     """A short time ("2024-01-01T10:00") in the stored format."""
     return datetime.fromisoformat(text).isoformat(timespec="microseconds") + "Z"
+
+
+def ts(text: str) -> str:
+    """A short time ("2024-01-01T10:00") as representations show it (timefmt.display)."""
+    return display(stored(text))
 
 
 def inst(value: Any, at: str, kind: str = "Property", n: int = 0, **extra: Any) -> dict:
@@ -65,7 +71,7 @@ def inst(value: Any, at: str, kind: str = "Property", n: int = 0, **extra: Any) 
         "ListRelationship": "objectList",
         "JsonProperty": "json",
     }[kind]
-    t = ts(at)
+    t = stored(at)
     out = {"type": kind, member: value, "observedAt": t}
     out.update(extra)
     out.setdefault("createdAt", t)
@@ -124,15 +130,34 @@ def test_time_bounds_follow_4_11():
     before = q(timerel="before", timeAt=at)
     after = q(timerel="after", timeAt=at)
     between = q(timerel="between", timeAt=at, endTimeAt=end)
-    t0, t1 = ts("2024-01-01T00:00"), ts("2024-01-02T00:00")
+    t0, t1 = stored("2024-01-01T00:00"), stored("2024-01-02T00:00")
     # before: exclusive; after: inclusive; between: [timeAt, endTimeAt).
     assert before.time_bounds() == (None, t0, False, False)
     assert after.time_bounds() == (t0, None, True, False)
     assert between.time_bounds() == (t0, t1, True, False)
-    assert not before.in_range(t0) and before.in_range(ts("2023-12-31T23:59:59"))
-    assert after.in_range(t0) and not after.in_range(ts("2023-12-31T23:59:59"))
+    assert not before.in_range(t0) and before.in_range(stored("2023-12-31T23:59:59"))
+    assert after.in_range(t0) and not after.in_range(stored("2023-12-31T23:59:59"))
     assert between.in_range(t0) and not between.in_range(t1)
-    assert between.in_range(ts("2024-01-01T23:59:59.999999"))
+    assert between.in_range(stored("2024-01-01T23:59:59.999999"))
+
+
+@pytest.mark.parametrize(
+    ("stored_time", "shown"),
+    [
+        ("2020-09-01T12:03:00.000000Z", "2020-09-01T12:03:00Z"),
+        ("2020-09-01T12:03:00.250000Z", "2020-09-01T12:03:00.250Z"),
+        ("2020-09-01T12:03:00.000001Z", "2020-09-01T12:03:00.000001Z"),
+        ("2020-09-01T12:03:00.120300Z", "2020-09-01T12:03:00.120300Z"),
+    ],
+)
+def test_representations_show_times_without_a_fraction_of_zeros(stored_time, shown):
+    """Clients write whole seconds and compare the times they get back with the ones they sent
+    (the ETSI suite compares temporalValues' times as strings): the instant, shortest."""
+    assert display(stored_time) == shown
+    assert normalize(shown) == stored_time
+    history = {V + "a": [inst(1, stored_time[:-1])]}
+    assert render(history, q(options="temporalValues"))["a"]["values"] == [[1, shown]]
+    assert render(history, q())["a"][0]["observedAt"] == shown
 
 
 def test_times_are_normalized_to_the_stored_format():
@@ -905,7 +930,11 @@ def test_every_instance_lands_in_the_period_that_holds_it(offsets, period):
         ]
     }
     query = q(options="aggregatedValues", aggrMethods="totalCount", aggrPeriodDuration=period)
-    out = render(history, query)["a"]["totalCount"]
+    # Shown times in the stored format again, to compare them as strings.
+    out = [
+        [n, normalize(start), normalize(end)]
+        for n, start, end in render(history, query)["a"]["totalCount"]
+    ]
     assert sum(c[0] for c in out) == len(offsets)
     starts = [c[1] for c in out]
     assert starts == sorted(set(starts))

@@ -19,13 +19,14 @@ MAX = 3
 
 
 def at(minute: int) -> str:
-    return f"2026-01-02T01:{minute:02d}:00.000000Z"
+    """A time as responses show it (whole seconds without a fraction)."""
+    return f"2026-01-02T01:{minute:02d}:00Z"
 
 
 def just_after(stamp: str) -> str:
     """The next microsecond: where the next forwards page starts (after is inclusive)."""
-    assert stamp.endswith("000000Z")
-    return stamp[:-2] + "1Z"
+    assert stamp.endswith(":00Z")
+    return stamp[:-1] + ".000001Z"
 
 
 def readings(minutes: list[int], base: int = 0) -> list[dict]:

@@ -46,6 +46,7 @@ from dateutil.relativedelta import relativedelta
 from cidade.hub.model import KINDS, NULL, VALUE_MEMBERS, Terms
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.timefmt import display
 
 TIMERELS = ("before", "after", "between")
 TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
@@ -440,7 +441,7 @@ def _normalized(inst: dict[str, Any], terms: Terms, query: TemporalQuery) -> dic
     out = _instance(inst, terms, query.sys_attrs, query.timeproperty)
     prop = query.timeproperty
     if prop not in out and "_t" in inst:
-        out[prop] = inst["_t"]  # the time the instance was selected on is always shown
+        out[prop] = display(inst["_t"])  # the time the instance was selected on is always shown
     if "instanceId" in inst:
         out["instanceId"] = inst["instanceId"]
     return out
@@ -459,12 +460,12 @@ def _instance(
         if key in ("type", member, "_t", "instanceId"):
             continue
         if key in _ALWAYS:
-            out[key] = val
+            out[key] = display(val) if key == "observedAt" else val
         elif key in _SYSTEM:
             # System members only with sysAttrs, but the queried time property and deletedAt
             # (what makes a deletion instance one, §4.5.7) are always shown.
             if sys_attrs or key == shown or key == "deletedAt":
-                out[key] = val
+                out[key] = display(val)
         elif key == "objectType":
             out[key] = terms.compact_vocab_value(val)
         elif ":" in key and isinstance(val, dict):
@@ -492,7 +493,8 @@ def _simplified_series(
             values = None
     if values is None:
         values = [_simple_value(inst, terms) for inst in instances]
-    out[SIMPLIFIED_MEMBERS.get(kind, "values")] = list(map(list, zip(values, times, strict=True)))
+    shown = map(display, times)
+    out[SIMPLIFIED_MEMBERS.get(kind, "values")] = list(map(list, zip(values, shown, strict=True)))
     return out
 
 
@@ -601,7 +603,7 @@ def _aggregate_series(
     for start, end, lo, hi in buckets:
         results = _aggregate(values[lo:hi], kind, methods)
         for method in methods:
-            columns[method].append([results[method], start, end])
+            columns[method].append([results[method], display(start), display(end)])
     out.update(columns)
     return out
 
@@ -800,7 +802,7 @@ def render_stats_series(
                 value = squares
             else:  # stddev, sample (n - 1) as in _numeric
                 value = math.sqrt(deviations / (n - 1)) if n > 1 else None
-            columns[method].append([value, bounds[k], bounds[k + 1]])
+            columns[method].append([value, display(bounds[k]), display(bounds[k + 1])])
     out.update(columns)
     return out
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cidade.hub.temporal import TemporalQuery
+from cidade.ngsild.timefmt import display
 
 History = dict[str, dict[str, list[dict[str, Any]]]]  # {entity id: {attribute IRI: instances}}
 
@@ -65,7 +66,7 @@ class Page:
     size: str
 
     def content_range(self) -> str:
-        return f"date-time {self.start}-{self.end}/{self.size}"
+        return f"date-time {display(self.start)}-{display(self.end)}/{self.size}"
 
 
 @dataclass(frozen=True)

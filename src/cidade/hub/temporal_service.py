@@ -24,6 +24,7 @@ from cidade.hub.temporal_paging import Limits, Page, apply_cut, find_cut
 from cidade.hub.temporal_paging import limits as paging_limits
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData, NotImplementedFeature, ResourceNotFound
+from cidade.ngsild.timefmt import display
 from cidade.store.base import TIME_COLUMNS, Entity, EntityQuery, HistoryQuery, QueryResult, Store
 from cidade.store.history import history_row
 
@@ -83,7 +84,7 @@ class TemporalService:
             emptied=emptied.get(entity_id),
         )
         if "deletedAt" in entity:
-            body["deletedAt"] = entity["deletedAt"]
+            body["deletedAt"] = display(entity["deletedAt"])
         return Evolution(body, page)
 
     async def query(
@@ -109,7 +110,7 @@ class TemporalService:
                 emptied=emptied.get(e["id"]),
             )
             if "deletedAt" in e:
-                rendered["deletedAt"] = e["deletedAt"]
+                rendered["deletedAt"] = display(e["deletedAt"])
             body.append(rendered)
         return Evolution(body, page, found.count)
 
@@ -239,7 +240,7 @@ class TemporalService:
                 series.append(rendered)
             out[terms.compact(attr)] = series[0] if len(series) == 1 else series
         if "deletedAt" in entity:
-            out["deletedAt"] = entity["deletedAt"]
+            out["deletedAt"] = display(entity["deletedAt"])
         return out
 
     # -- writes (§5.6.11 to §5.6.16) --------------------------------------------------------------

@@ -50,3 +50,12 @@ def from_epoch(seconds: float) -> str:
         datetime.fromtimestamp(seconds, UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
         + "Z"
     )
+
+
+def display(stored: str) -> str:
+    """A stored timestamp as responses show it: the same instant, its fraction of a second
+    shortened to milliseconds when the microseconds are zero and left out when it is zero
+    (``2020-09-01T12:03:00Z``, ``2020-09-01T12:03:00.250Z``), as most clients write times."""
+    if len(stored) == 27 and stored.endswith("000Z"):
+        return stored[:19] + "Z" if stored[20:23] == "000" else stored[:23] + "Z"
+    return stored
