@@ -203,3 +203,40 @@ def test_a_batch_touching_an_entity_twice_records_both_changes(client):
     assert r.status_code in (201, 204), r.text
     assert [i["value"] for i in client.get(f"{TEMPORAL}/{E}").json()["no2"]] == [10, 20]
     assert client.get(f"{NGSI}/entities/{E}").json()["no2"]["value"] == 20
+
+
+def test_pick_and_omit_choose_the_members_shown(station):
+    """§4.21 on the temporal representation: pick keeps, omit leaves out, core members too."""
+    r = station.get(f"{TEMPORAL}/{E}?pick=no2")
+    assert r.status_code == 200, r.text
+    assert list(r.json()) == ["no2"] and len(r.json()["no2"]) == 4
+    assert set(station.get(f"{TEMPORAL}/{E}?pick=id,humidity").json()) == {"id", "humidity"}
+    assert set(station.get(f"{TEMPORAL}/{E}?omit=no2").json()) == {"id", "type", "humidity"}
+    assert set(station.get(f"{TEMPORAL}/{E}?omit=type,no2").json()) == {"id", "humidity"}
+    simplified = station.get(f"{TEMPORAL}/{E}?pick=no2&options=temporalValues").json()
+    assert list(simplified) == ["no2"] and len(simplified["no2"]["values"]) == 4
+    both = station.get(f"{TEMPORAL}/{E}?pick=id,no2&omit=humidity").json()
+    assert set(both) == {"id", "no2"}
+    listed = station.get(f"{TEMPORAL}?type=AirQualityObserved&pick=id").json()
+    assert listed == [{"id": E}]
+    listed = station.get(f"{TEMPORAL}?type=AirQualityObserved&omit=no2,type").json()
+    assert [set(e) for e in listed] == [{"id", "humidity"}]
+
+
+def test_pick_and_omit_errors(station):
+    for params in ("pick=no2&omit=no2", "pick=no2&attrs=humidity", "omit=no2&attrs=humidity"):
+        for url in (f"{TEMPORAL}/{E}?{params}", f"{TEMPORAL}?type=AirQualityObserved&{params}"):
+            r = station.get(url)
+            assert r.status_code == 400 and problem_type(r) == "BadRequestData", (url, r.text)
+    # Nothing left to show of the entity: not found.
+    for params in ("pick=unknown", "omit=id,type,no2,humidity"):
+        r = station.get(f"{TEMPORAL}/{E}?{params}")
+        assert r.status_code == 404 and problem_type(r) == "ResourceNotFound", (params, r.text)
+
+
+def test_retrieving_attributes_the_entity_never_had_is_not_found(station):
+    r = station.get(f"{TEMPORAL}/{E}?attrs=unknownAttribute")
+    assert r.status_code == 404 and problem_type(r) == "ResourceNotFound"
+    # An attribute the entity has, with no instance in the range: the entity, without it.
+    r = station.get(f"{TEMPORAL}/{E}?attrs=no2&timerel=after&timeAt=2030-01-01T00:00:00Z")
+    assert r.status_code == 200 and set(r.json()) == {"id", "type"}

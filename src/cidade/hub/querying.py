@@ -4,6 +4,7 @@ one ``EntityQuery`` for the store, whichever way the query arrived."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from cidade.hub.model import check_name
@@ -70,3 +71,50 @@ def build_query(
 
 def projection(terms: Any, names: list[str]) -> list[str]:
     return [RESERVED_PROJECTION.get(n) or terms.expand(check_name(n)) for n in names]
+
+
+@dataclass(frozen=True)
+class Members:
+    """Which top-level members of an entity a response shows: those ``attrs`` names, or those
+    ``pick`` keeps and ``omit`` leaves out (§4.21). Attributes are expanded IRIs; the core
+    members are "id", "type" and "scope" themselves."""
+
+    attrs: tuple[str, ...] = ()
+    pick: frozenset[str] | None = None
+    omit: frozenset[str] = frozenset()
+
+    @property
+    def everything(self) -> bool:
+        return not self.attrs and self.pick is None and not self.omit
+
+    def shows(self, member: str) -> bool:
+        """Whether a member (an attribute IRI, or id, type, scope) is shown."""
+        if member in self.omit:
+            return False
+        if self.pick is not None:
+            return member in self.pick
+        if self.attrs and member not in RESERVED_PROJECTION:
+            return member in self.attrs
+        return True
+
+    def attributes(self) -> list[str] | None:
+        """The attributes named, to read only those: [] when every attribute may be shown, None
+        when none is (a pick of core members only)."""
+        if self.attrs:
+            return list(self.attrs)
+        if self.pick is not None:
+            named = [m for m in self.pick if m not in RESERVED_PROJECTION]
+            return named or None
+        return []
+
+
+def members(terms: Any, attrs: list[str], pick: list[str], omit: list[str]) -> Members:
+    """attrs, pick and omit of a request, checked together (§4.21): pick and omit never name
+    the same member, and neither comes with attrs, which they replace."""
+    if attrs and (pick or omit):
+        raise BadRequestData("attrs cannot be combined with pick or omit")
+    picked = frozenset(projection(terms, pick)) if pick else None
+    omitted = frozenset(projection(terms, omit))
+    if picked is not None and picked & omitted:
+        raise BadRequestData("pick and omit cannot name the same member")
+    return Members(tuple(projection(terms, attrs)), picked, omitted)

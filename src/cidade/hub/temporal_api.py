@@ -12,7 +12,7 @@ from starlette.responses import Response
 from cidade.auth.routes import guarded
 from cidade.hub.api import PREFIX, HubApi
 from cidade.hub.http import accepted, context_for_read, json_response, list_param, tenant_of
-from cidade.hub.querying import projection
+from cidade.hub.querying import Members, members
 from cidade.hub.temporal import parse_temporal_query
 from cidade.hub.temporal_service import Evolution, TemporalService
 from cidade.ngsild.errors import BadRequestData
@@ -31,11 +31,10 @@ class TemporalApi:
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
-        attrs = projection(ctx.terms, list_param(request, "attrs"))
         found = await self.service.retrieve(
             tenant,
             request.path_params["entity_id"],
-            attrs,
+            _members(request, ctx.terms),
             temporal,
             ctx.terms,
             lambda entity: self.hub.visible(request, entity),
@@ -52,7 +51,9 @@ class TemporalApi:
         query = self.hub.query_from_params(request, ctx)
         narrowed = self.hub.narrow(request, query)
         found = (
-            await self.service.query(tenant, narrowed, temporal, ctx.terms)
+            await self.service.query(
+                tenant, narrowed, _members(request, ctx.terms), temporal, ctx.terms
+            )
             if narrowed is not None
             else Evolution([], None, 0 if query.count else None)
         )
@@ -147,6 +148,16 @@ class TemporalApi:
             guarded(f"{attrs}/{{attr_id}}", {"DELETE": (self.delete_attr, w)}),
             guarded(attrs, {"POST": (self.add_attrs, w)}),
         ]
+
+
+def _members(request: Request, terms: Any) -> Members:
+    """The attrs, pick and omit parameters (§4.21)."""
+    return members(
+        terms,
+        list_param(request, "attrs"),
+        list_param(request, "pick"),
+        list_param(request, "omit"),
+    )
 
 
 def _paged(found: Evolution, headers: dict[str, str]) -> tuple[int, dict[str, str]]:

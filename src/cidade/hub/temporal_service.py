@@ -14,6 +14,7 @@ from typing import Any
 
 from cidade.hub.entities import EntityService
 from cidade.hub.model import Terms, check_entity_id, check_name, expand_types, normalize_instance
+from cidade.hub.querying import RESERVED_PROJECTION, Members
 from cidade.hub.temporal import (
     TemporalQuery,
     render_stats_series,
@@ -54,13 +55,14 @@ class TemporalService:
         self,
         tenant: str,
         entity_id: str,
-        attrs: list[str],
+        shown: Members,
         temporal: TemporalQuery,
         terms: Terms,
         visible: Callable[[Entity], bool],
     ) -> Evolution:
-        """§5.7.3 Retrieve Temporal Evolution of an Entity: ``attrs`` (expanded) restricts the
-        attributes; an entity the caller may not see (``visible``) is not found."""
+        """§5.7.3 Retrieve Temporal Evolution of an Entity: ``shown`` says which members (attrs,
+        or pick and omit); an entity the caller may not see (``visible``) is not found, nor one
+        that has none of the attributes asked for, nor one with no member left to show."""
         check_entity_id(entity_id)
         entity = await self.store.get_entity(tenant, entity_id)
         if entity is None:
@@ -69,49 +71,65 @@ class TemporalService:
             entity = await self.store.deleted_entity(tenant, entity_id)
         if entity is None or not visible(entity):
             raise ResourceNotFound(f"entity {entity_id} not found")
-        if temporal.aggregated:
-            aggregated = await self._aggregated_in_store(tenant, entity, attrs, temporal, terms)
-            if aggregated is not None:
-                return Evolution(aggregated)
-        history, page, emptied = await self._history(tenant, [entity_id], attrs, temporal)
-        body = render_temporal(
-            entity_id,
-            entity["type"],
-            history.get(entity_id, {}),
-            terms,
-            temporal,
-            attrs=attrs or None,
-            emptied=emptied.get(entity_id),
-        )
-        if "deletedAt" in entity:
-            body["deletedAt"] = display(entity["deletedAt"])
+        read = shown.attributes()
+        body = None
+        page = None
+        if temporal.aggregated and read is not None:
+            body = await self._aggregated_in_store(tenant, entity, read, temporal, terms)
+        if body is None:
+            history, page, emptied = await self._history(tenant, [entity_id], read, temporal)
+            body = render_temporal(
+                entity_id,
+                entity["type"],
+                _without(history.get(entity_id, {}), shown.omit),
+                terms,
+                temporal,
+                attrs=read or None,
+                emptied=emptied.get(entity_id),
+            )
+            if "deletedAt" in entity:
+                body["deletedAt"] = display(entity["deletedAt"])
+        if shown.attrs and len(body) == 2 + ("deletedAt" in body):
+            # None of the attributes asked for has instances in the range: 404 unless the
+            # entity has one of them now (§5.7.3: the attributes must exist).
+            if not any(a in entity.get("attrs", ()) for a in shown.attrs):
+                raise ResourceNotFound(f"entity {entity_id} has none of the attributes asked for")
+        body = _project(body, shown, terms)
+        if not body:
+            raise ResourceNotFound(f"pick and omit leave nothing of entity {entity_id}")
         return Evolution(body, page)
 
     async def query(
-        self, tenant: str, query: EntityQuery, temporal: TemporalQuery, terms: Terms
+        self,
+        tenant: str,
+        query: EntityQuery,
+        shown: Members,
+        temporal: TemporalQuery,
+        terms: Terms,
     ) -> Evolution:
         """§5.7.4 Query Temporal Evolution of Entities: the entities ``query`` selects (already
-        narrowed to what the caller may see), each with its history."""
+        narrowed to what the caller may see), each with its history, showing the members
+        ``shown`` says."""
         found = await self._entities(tenant, query)
-        expanded = list(query.attrs)
+        read = shown.attributes()
         history, page, emptied = await self._history(
-            tenant, [e["id"] for e in found.entities], expanded, temporal
+            tenant, [e["id"] for e in found.entities], read, temporal
         )
         body: list[dict[str, Any]] = []
         for e in found.entities:
             rendered = render_temporal(
                 e["id"],
                 e["type"],
-                history.get(e["id"], {}),
+                _without(history.get(e["id"], {}), shown.omit),
                 terms,
                 temporal,
-                attrs=expanded or None,
+                attrs=read or None,
                 origin=temporal.time_at,
                 emptied=emptied.get(e["id"]),
             )
             if "deletedAt" in e:
                 rendered["deletedAt"] = display(e["deletedAt"])
-            body.append(rendered)
+            body.append(_project(rendered, shown, terms))
         return Evolution(body, page, found.count)
 
     async def _entities(self, tenant: str, query: EntityQuery) -> QueryResult:
@@ -164,10 +182,13 @@ class TemporalService:
         )
 
     async def _history(
-        self, tenant: str, ids: list[str], attrs: list[str], temporal: TemporalQuery
+        self, tenant: str, ids: list[str], attrs: list[str] | None, temporal: TemporalQuery
     ) -> tuple[History, Page | None, dict[str, dict[str, str]]]:
         """The history of these entities as one response holds it (§6.3.10): the instances, the
-        page when they were cut to one, and per entity the attributes the cut left empty."""
+        page when they were cut to one, and per entity the attributes the cut left empty.
+        ``attrs``: the attributes to read ([] every one, None none)."""
+        if attrs is None or not ids:
+            return {}, None, {}
         if temporal.timeproperty not in TIME_COLUMNS:
             # deletedAt: the history has no deletion time per instance to select on.
             raise NotImplementedFeature(f"timeproperty={temporal.timeproperty} is not supported")
@@ -361,6 +382,27 @@ def _instances(body: Any, terms: Terms, now: str) -> list[tuple[str, dict[str, A
         for inst in raw if isinstance(raw, list) else [raw]:
             out.append((iri, normalize_instance(name, inst, terms, now)))
     return out
+
+
+def _without(history: dict[str, list[dict]], omitted: frozenset[str]) -> dict[str, list[dict]]:
+    """An entity's history without the attributes omit names."""
+    if not omitted or omitted.isdisjoint(history):
+        return history
+    return {iri: instances for iri, instances in history.items() if iri not in omitted}
+
+
+def _project(body: dict[str, Any], shown: Members, terms: Terms) -> dict[str, Any]:
+    """A rendered temporal representation with only the members pick and omit leave (§4.21);
+    an entity-level deletedAt stays unless omitted."""
+    if shown.pick is None and not shown.omit:
+        return body
+
+    def name(member: str) -> str:
+        return member if member in RESERVED_PROJECTION else terms.compact(member)
+
+    picked = None if shown.pick is None else {name(m) for m in shown.pick} | {"deletedAt"}
+    omitted = {name(m) for m in shown.omit}
+    return {k: v for k, v in body.items() if k not in omitted and (picked is None or k in picked)}
 
 
 def _time(inst: dict[str, Any]) -> str:
