@@ -111,11 +111,10 @@ def test_minimal_body_gets_defaults() -> None:
     assert sub["type"] == "Subscription"
     assert sub["entities"] == [{"type": DEFAULT + "Building"}]
     assert sub["notificationTrigger"] == list(DEFAULT_TRIGGERS)
-    assert sub["isActive"] is True
+    # Flags off by default are stored (and shown back) only when the client gave them.
+    assert "isActive" not in sub
     assert sub["notification"] == {
         "format": "normalized",
-        "sysAttrs": False,
-        "showChanges": False,
         "endpoint": {"uri": "http://example.org/notify", "accept": "application/json"},
     }
     assert sub["createdAt"] == sub["modifiedAt"] == NOW
@@ -261,10 +260,19 @@ def _with_endpoint(**members: Any) -> dict[str, Any]:
         (minimal(notification="http://x"), "notification must be an object"),
         (minimal(notification={}), "notification needs an endpoint"),
         (_with_notification(foo=1), "unknown member 'foo' in notification"),
-        (_with_notification(join="flat"), "join is not supported"),
+        (_with_notification(join="deep"), "notification.join"),
+        (_with_notification(join="@none", joinLevel=0), "joinLevel must be a positive integer"),
+        (_with_notification(joinLevel=True), "joinLevel must be a positive integer"),
+        (_with_notification(pick=[]), "notification.pick must be a non-empty array"),
+        (_with_notification(omit="id"), "notification.omit must be a non-empty array"),
+        (_with_notification(pick=["id"], omit=["id"]), "cannot name the same member: id"),
+        (_with_notification(pick=["id"], attributes=["a"]), "attributes cannot be combined"),
+        (_with_notification(omit=["a"], attributes=["a"]), "attributes cannot be combined"),
+        (minimal(datasetId="urn:x"), "datasetId must be a non-empty array"),
+        (minimal(datasetId=["french"]), "datasetId 'french' is not a URI"),
         (_with_notification(attributes=[]), "notification.attributes"),
         (_with_notification(attributes=["a;b"]), "invalid attribute name"),
-        (_with_notification(format="simplified"), "notification.format"),
+        (_with_notification(format="flat"), "notification.format"),
         (_with_notification(sysAttrs="true"), "sysAttrs must be true or false"),
         (_with_notification(showChanges=1), "showChanges must be true or false"),
         (_with_notification(endpoint="http://x"), "endpoint must be an object"),
@@ -319,21 +327,22 @@ def test_merge_replaces_members_and_keeps_others() -> None:
     assert merged["id"] == stored["id"]
 
 
-def test_merge_notification_members() -> None:
+def test_merge_replaces_the_notification_whole() -> None:
+    # §5.8.2: a member of the fragment replaces the stored member; notification is one member.
     stored = stored_full()
-    fmt = merge_subscription(stored, {"notification": {"format": "concise"}}, TERMS, LATER)
-    assert fmt["notification"]["format"] == "concise"
-    assert fmt["notification"]["endpoint"] == stored["notification"]["endpoint"]
-    assert fmt["notification"]["attributes"] == stored["notification"]["attributes"]
-    ep = merge_subscription(
-        stored, {"notification": {"endpoint": {"uri": "http://other.org/n"}}}, TERMS, LATER
-    )
-    # The endpoint is replaced as a whole: MQTT notifierInfo does not survive.
-    assert ep["notification"]["endpoint"] == {
-        "uri": "http://other.org/n",
-        "accept": "application/json",
+    new = {"format": "concise", "endpoint": {"uri": "http://other.org/n"}}
+    merged = merge_subscription(stored, {"notification": new}, TERMS, LATER)
+    assert merged["notification"] == {
+        "format": "concise",
+        "endpoint": {"uri": "http://other.org/n", "accept": "application/json"},
     }
-    assert ep["notification"]["format"] == "keyValues"
+    # Null members of the new notification are absent ones.
+    merged = merge_subscription(stored, {"notification": {**new, "sysAttrs": None}}, TERMS, LATER)
+    assert "sysAttrs" not in merged["notification"]
+    with pytest.raises(BadRequestData, match="notification needs an endpoint"):
+        merge_subscription(stored, {"notification": {"format": "concise"}}, TERMS, LATER)
+    with pytest.raises(BadRequestData, match="notification needs an endpoint"):
+        merge_subscription(stored, {"notification": {"endpoint": None}}, TERMS, LATER)
 
 
 def test_merge_null_removes_member() -> None:
@@ -345,7 +354,7 @@ def test_merge_null_removes_member() -> None:
 def test_merge_does_not_touch_stored() -> None:
     stored = stored_full()
     before = copy.deepcopy(stored)
-    merge_subscription(stored, {"notification": {"format": "concise"}}, TERMS, LATER)
+    merge_subscription(stored, {"throttling": 10, "isActive": True}, TERMS, LATER)
     assert stored == before
 
 
@@ -404,6 +413,25 @@ def test_render_round_trip_gives_back_client_names() -> None:
     # The view is a valid body again and normalizes to the same stored form.
     again = normalize_subscription(view, TERMS, NOW)
     assert again == stored
+
+
+def test_pick_omit_join_and_dataset_ids_round_trip() -> None:
+    body = minimal(datasetId=["@none", "urn:ngsi-ld:Dataset:fr"])
+    body["notification"].update(
+        pick=["id", "speed", "ex:load"], omit=["type"], join="@none", joinLevel=2
+    )
+    body["notification"]["format"] = "simplified"
+    stored = normalize_subscription(body, TERMS, NOW)
+    assert stored["notification"]["pick"] == ["id", DEFAULT + "speed", "ex:load"]
+    assert stored["notification"]["omit"] == ["type"]
+    assert stored["datasetId"] == ["@none", "urn:ngsi-ld:Dataset:fr"]
+    view = render_subscription(stored, TERMS, now=NOW)
+    assert view["notification"]["pick"] == ["id", "speed", "ex:load"]
+    assert view["notification"]["format"] == "simplified"
+    assert (view["notification"]["join"], view["notification"]["joinLevel"]) == ("@none", 2)
+    assert view["datasetId"] == ["@none", "urn:ngsi-ld:Dataset:fr"]
+    assert "isActive" not in view and "sysAttrs" not in view["notification"]
+    assert normalize_subscription(view, TERMS, NOW) == stored
 
 
 def test_render_with_sys_attrs_and_status_info() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
@@ -134,7 +135,11 @@ def json_response(
             elif isinstance(body, dict):
                 body = {**body, "@context": context}
         elif isinstance(context, str):
-            out_headers["Link"] = f"<{context}>; {LINK_REL}"
+            link = f"<{context}>; {LINK_REL}"
+            # Beside page links (page_links), if any: one Link header, comma-separated.
+            out_headers["Link"] = (
+                f"{link}, {out_headers['Link']}" if "Link" in out_headers else link
+            )
     return JsonBytes(orjson.dumps(body), status, kind, out_headers)
 
 
@@ -157,6 +162,28 @@ def page_params(request: Request, *, default: int, maximum: int) -> tuple[int, i
     if count not in ("true", "false"):
         raise BadRequestData("count must be true or false")
     return limit, offset, count == "true"
+
+
+def page_links(request: Request, limit: int, offset: int, total: int) -> dict[str, str]:
+    """§5.5.9 pagination: a Link header to the previous and next pages (``rel="prev"``,
+    ``rel="next"``) of a result of ``total`` items, the request's other parameters kept; no
+    header for a page that has neither."""
+    if limit <= 0:
+        return {}
+    params = [(k, v) for k, v in request.query_params.multi_items() if k not in ("limit", "offset")]
+    path = request.url.path
+    links = []
+    if offset > 0:
+        links.append((max(0, offset - limit), "prev"))
+    if offset + limit < total:
+        links.append((offset + limit, "next"))
+    if not links:
+        return {}
+    text = []
+    for at, rel in links:
+        query = urllib.parse.urlencode([*params, ("limit", limit), ("offset", at)])
+        text.append(f'<{path}?{query}>;rel="{rel}";type="{JSON_LD}"')
+    return {"Link": ",".join(text)}
 
 
 def _int_param(value: str | None, name: str, default: int) -> int:

@@ -60,6 +60,9 @@ class SubscriptionService:
         if not isinstance(body, dict):
             raise BadRequestData("a subscription must be a JSON object")
         sub = normalize_subscription(body, terms, timefmt.now())
+        await self._check_jsonld_context(sub)
+        if isinstance(context, list) and len(context) == 1 and isinstance(context[0], str):
+            context = context[0]  # ["url"] is the @context at url, which a Link header can name
         if context is not None and not isinstance(context, str):
             context = (await self.resolver.register_implicit(context, self.base_url)).url
         if context is not None:
@@ -68,6 +71,12 @@ class SubscriptionService:
         if not await self.store.create_subscription(tenant, sub):
             raise AlreadyExists(f"subscription {sub['id']} already exists")
         return sub["id"]
+
+    async def _check_jsonld_context(self, sub: dict[str, Any]) -> None:
+        """§5.8.1: a jsonldContext that cannot be retrieved is refused now (503
+        LdContextNotAvailable), not found out when the first notification is due."""
+        if "jsonldContext" in sub:
+            await self.resolver.term_map(sub["jsonldContext"])
 
     async def query(
         self,
@@ -116,6 +125,8 @@ class SubscriptionService:
             raise BadRequestData("a subscription fragment must be a JSON object")
         current = await self._get(tenant, sub_id, subscriber)
         merged = merge_subscription(current, patch, terms, timefmt.now())
+        if "jsonldContext" in patch:
+            await self._check_jsonld_context(merged)
         if not await self.store.replace_subscription(tenant, merged):
             raise ResourceNotFound(f"subscription {sub_id} not found")
 

@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 from cidade.hub.model import NULL, Terms, check_name, is_uri
 from cidade.ngsild import timefmt
-from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData, NotImplementedFeature
 from cidade.ngsild.query.geo import GeoQuery, parse_geoquery
 from cidade.ngsild.query.q import QNode, parse_q
 from cidade.ngsild.query.types import TypeExpr, parse_type_expression, type_matches
@@ -48,7 +48,9 @@ TRIGGERS = (
 # §5.2.12: without notificationTrigger, only attribute creation and update notify; deletions
 # (of entities or attributes) and entity creation only when asked for.
 DEFAULT_TRIGGERS = ("attributeCreated", "attributeUpdated")
-FORMATS = ("normalized", "keyValues", "concise")
+# "simplified" is another name of keyValues (§4.5.3): kept as the client wrote it.
+FORMATS = ("normalized", "keyValues", "simplified", "concise")
+JOINS = ("flat", "inline", "@none")
 ACCEPTS = ("application/json", "application/ld+json", "application/geo+json")
 ENDPOINT_SCHEMES = ("http", "https", "mqtt", "mqtts")
 MQTT_SCHEMES = ("mqtt", "mqtts")
@@ -74,10 +76,6 @@ _UNSUPPORTED = {
     "csf": "csf (context source filter) in subscriptions is not supported",
     "temporalQ": "temporalQ in subscriptions is not supported",
 }
-_UNSUPPORTED_NOTIFICATION = {
-    "join": "notification.join is not supported",
-    "joinLevel": "notification.joinLevel is not supported",
-}
 _TOP = frozenset(
     {
         "id",
@@ -96,14 +94,28 @@ _TOP = frozenset(
         "throttling",
         "lang",
         "jsonldContext",
+        "datasetId",
         "@context",
     }
 )
 _NOTIFICATION = frozenset(
-    {"attributes", "sysAttrs", "format", "endpoint", "showChanges", *STATUS_MEMBERS}
+    {
+        "attributes",
+        "sysAttrs",
+        "format",
+        "endpoint",
+        "showChanges",
+        "pick",
+        "omit",
+        "join",
+        "joinLevel",
+        *STATUS_MEMBERS,
+    }
 )
 _ENDPOINT = frozenset({"uri", "accept", "timeout", "cooldown", "receiverInfo", "notifierInfo"})
 _SELECTOR = frozenset({"id", "idPattern", "type"})
+# Entity members that pick/omit name as they are, not as attribute terms to expand.
+_ENTITY_MEMBERS = frozenset({"id", "type", "scope"})
 _GEOQ = frozenset({"geometry", "coordinates", "georel", "geoproperty"})
 # Characters that would change the meaning of a stored type expression if an IRI held them.
 _TYPE_SYNTAX = re.compile(r"[(),;|\s]")
@@ -196,10 +208,9 @@ def _normalize(
         if check_expiry and expires <= timefmt.normalize(now, "now"):
             raise BadRequestData(f"expiresAt {body['expiresAt']!r} is not in the future")
         out["expiresAt"] = expires
-    is_active = body.get("isActive", True)
-    if not isinstance(is_active, bool):
-        raise BadRequestData(f"isActive must be true or false, got {_short(is_active)}")
-    out["isActive"] = is_active
+    # Optional members with a default are stored only when given, and so shown back as given.
+    if "isActive" in body:
+        out["isActive"] = _flag(body["isActive"], "isActive")
     if "lang" in body:
         out["lang"] = _string(body["lang"], "lang", empty=False)
     if "jsonldContext" in body:
@@ -207,6 +218,8 @@ def _normalize(
         if not is_uri(ctx):
             raise BadRequestData(f"jsonldContext must be a URI, got {_short(ctx)}")
         out["jsonldContext"] = ctx
+    if "datasetId" in body:
+        out["datasetId"] = _dataset_ids(body["datasetId"])
 
     if "notification" not in body:
         raise BadRequestData("a subscription needs a notification member")
@@ -238,6 +251,38 @@ def _positive(value: object, what: str) -> int | float:
     ):
         raise BadRequestData(f"{what} must be a positive number, got {_short(value)}")
     return value
+
+
+def _flag(value: object, what: str) -> bool:
+    if not isinstance(value, bool):
+        raise BadRequestData(f"{what} must be true or false, got {_short(value)}")
+    return value
+
+
+def _members(value: object, terms: Terms, what: str) -> list[str]:
+    """Entity members to pick or omit (§4.21): id, type, scope or attribute names (expanded)."""
+    if not isinstance(value, list) or not value:
+        raise BadRequestData(f"{what} must be a non-empty array of entity member names")
+    out: list[str] = []
+    for name in value:
+        member = name if name in _ENTITY_MEMBERS else terms.expand(check_name(name, what))
+        if member not in out:
+            out.append(member)
+    return out
+
+
+def _dataset_ids(value: object) -> list[str]:
+    """§5.2.12 datasetId: the attribute instances notified, by datasetId; "@none" names the
+    default instance."""
+    if not isinstance(value, list) or not value:
+        raise BadRequestData("datasetId must be a non-empty array of URIs")
+    out: list[str] = []
+    for item in value:
+        if item != "@none" and not (isinstance(item, str) and is_uri(item)):
+            raise BadRequestData(f"datasetId {_short(item)} is not a URI")
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _non_negative(value: object, what: str) -> int | float:
@@ -366,8 +411,6 @@ def _notification(value: object, terms: Terms) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequestData("notification must be an object")
     for key in value:
-        if key in _UNSUPPORTED_NOTIFICATION:
-            raise BadRequestData(_UNSUPPORTED_NOTIFICATION[key])
         if key not in _NOTIFICATION:
             raise BadRequestData(f"unknown member {key!r} in notification")
     out: dict[str, Any] = {}
@@ -380,10 +423,37 @@ def _notification(value: object, terms: Terms) -> dict[str, Any]:
         )
     out["format"] = fmt
     for key in ("sysAttrs", "showChanges"):
-        flag = value.get(key, False)
-        if not isinstance(flag, bool):
-            raise BadRequestData(f"notification.{key} must be true or false")
-        out[key] = flag
+        if key in value:
+            out[key] = _flag(value[key], f"notification.{key}")
+    for key in ("pick", "omit"):
+        if key in value:
+            out[key] = _members(value[key], terms, f"notification.{key}")
+    if ("pick" in out or "omit" in out) and "attributes" in out:
+        # §5.2.14: attributes is the older way of picking; the two cannot be combined.
+        raise BadRequestData("notification.attributes cannot be combined with pick or omit")
+    both = set(out.get("pick", ())) & set(out.get("omit", ()))
+    if both:
+        raise BadRequestData(
+            "notification.pick and notification.omit cannot name the same member: "
+            + ", ".join(sorted(terms.compact(m) for m in both))
+        )
+    if "join" in value:
+        join = value["join"]
+        if join not in JOINS:
+            raise BadRequestData(
+                f"notification.join {_short(join)} is not one of " + ", ".join(JOINS)
+            )
+        if join != "@none":
+            # Linked entities in notifications come with linked entity retrieval (§4.5.23).
+            raise NotImplementedFeature(f"notification.join {join!r} is not supported yet")
+        out["join"] = join
+    if "joinLevel" in value:
+        level = value["joinLevel"]
+        if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+            raise BadRequestData(
+                f"notification.joinLevel must be a positive integer, got {_short(level)}"
+            )
+        out["joinLevel"] = level
     if "endpoint" not in value:
         raise BadRequestData("notification needs an endpoint")
     out["endpoint"] = _endpoint(value["endpoint"])
@@ -483,11 +553,11 @@ def _check_notifier_info(info: list[dict[str, str]], scheme: str) -> None:
 def merge_subscription(
     stored: dict[str, Any], patch: dict[str, Any], terms: Terms, now: str
 ) -> dict[str, Any]:
-    """Update Subscription (§5.8.2): the members of ``patch`` replace the stored ones; inside
-    ``notification`` each given member replaces its own (so a new ``endpoint`` replaces the
-    whole endpoint, a new ``format`` keeps the rest). A null (or ``urn:ngsi-ld:null``) value
-    removes a member. The result is validated as a create is; ``id`` and ``type`` cannot change;
-    ``createdAt`` stays, ``modifiedAt`` becomes ``now``."""
+    """Update Subscription (§5.8.2): each top-level member of ``patch`` replaces the stored
+    one whole (a ``notification`` fragment is the whole new NotificationParams, so one without
+    an endpoint is refused); a null (or ``urn:ngsi-ld:null``) value removes a member. The result
+    is validated as a create is; ``id`` and ``type`` cannot change; ``createdAt`` stays,
+    ``modifiedAt`` becomes ``now``."""
     if not isinstance(patch, dict):
         raise BadRequestData("a subscription update must be a JSON object")
     if not patch:
@@ -501,14 +571,8 @@ def merge_subscription(
     body = _client_form(stored, terms)
     for key, value in patch.items():
         if key == "notification" and isinstance(value, dict):
-            merged = dict(body.get("notification", {}))
-            for sub_key, sub_value in value.items():
-                if _is_null(sub_value):
-                    merged.pop(sub_key, None)
-                else:
-                    merged[sub_key] = sub_value
-            body["notification"] = merged
-        elif _is_null(value):
+            value = {k: v for k, v in value.items() if not _is_null(v)}
+        if _is_null(value):
             body.pop(key, None)
         else:
             body[key] = value
@@ -574,8 +638,11 @@ def _client_form(stored: dict[str, Any], terms: Terms) -> dict[str, Any]:
             out[key] = {**value, "geoproperty": terms.compact(value["geoproperty"])}
         elif key == "notification":
             notification = dict(value)
-            if "attributes" in notification:
-                notification["attributes"] = [terms.compact(i) for i in notification["attributes"]]
+            for names in ("attributes", "pick", "omit"):
+                if names in notification:
+                    notification[names] = [
+                        m if m in _ENTITY_MEMBERS else terms.compact(m) for m in notification[names]
+                    ]
             notification["endpoint"] = _copy_endpoint(notification["endpoint"])
             out[key] = notification
         elif isinstance(value, list):

@@ -17,6 +17,7 @@ from cidade.hub.http import (
     context_for_read,
     json_response,
     options_param,
+    page_links,
     page_params,
     tenant_of,
 )
@@ -54,7 +55,9 @@ class SubscriptionApi:
             offset=offset,
             sys_attrs="sysAttrs" in options_param(request),
         )
-        headers = {"NGSILD-Results-Count": str(total)} if count else {}
+        headers = page_links(request, limit, offset, total)
+        if count:
+            headers["NGSILD-Results-Count"] = str(total)
         return json_response(body, kind=kind, ctx=ctx, headers=headers)
 
     async def retrieve(self, request: Request) -> Response:
