@@ -240,3 +240,53 @@ def test_retrieving_attributes_the_entity_never_had_is_not_found(station):
     # An attribute the entity has, with no instance in the range: the entity, without it.
     r = station.get(f"{TEMPORAL}/{E}?attrs=no2&timerel=after&timeAt=2030-01-01T00:00:00Z")
     assert r.status_code == 200 and set(r.json()) == {"id", "type"}
+
+
+def test_query_via_post(station):
+    """§6.24: the Query body selects the entities, its temporalQ the time range; the query
+    parameters choose the representation and the page."""
+    query = {
+        "type": "Query",
+        "entities": [{"type": "AirQualityObserved"}],
+        "attrs": ["no2"],
+        "temporalQ": {"timerel": "after", "timeAt": "2026-03-03T00:00:00Z"},
+    }
+    r = station.post(f"{NGSI}/temporal/entityOperations/query", json=query)
+    assert r.status_code == 200, r.text
+    (only,) = r.json()
+    assert only["id"] == E and set(only) == {"id", "type", "no2"}
+    assert [i["value"] for i in only["no2"]] == [30, 40]
+    r = station.post(
+        f"{NGSI}/temporal/entityOperations/query/",
+        params={"options": "temporalValues", "count": "true"},
+        json={**query, "temporalQ": {**query["temporalQ"], "lastN": 1}},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["ngsild-results-count"] == "1"
+    assert r.json()[0]["no2"]["values"] == [[40, "2026-03-04T10:00:00Z"]]
+    other = {"type": "Query", "entities": [{"type": "Car"}], "temporalQ": query["temporalQ"]}
+    assert station.post(f"{NGSI}/temporal/entityOperations/query", json=other).json() == []
+
+
+def test_query_via_post_refuses_bad_bodies(station):
+    url = f"{NGSI}/temporal/entityOperations/query"
+    entities = [{"type": "AirQualityObserved"}]
+    for body in (
+        [1],
+        {"type": "Subscription"},
+        {"type": "Query", "entities": entities, "temporalQ": "after"},
+        {"type": "Query", "entities": entities, "temporalQ": {"timerel": "during", "timeAt": "x"}},
+        {"type": "Query", "entities": entities, "temporalQ": {"timerel": "after", "timeAt": 5}},
+        {"type": "Query", "entities": entities, "temporalQ": {"lastN": 0}},
+    ):
+        r = station.post(url, json=body)
+        assert r.status_code == 400 and problem_type(r) == "BadRequestData", (body, r.text)
+
+
+def test_query_needs_more_than_entity_ids(station):
+    """§6.18.3.2: ids or an id pattern alone do not make a temporal query; local=true does."""
+    for params in (f"id={E}", "idPattern=.*"):
+        r = station.get(f"{TEMPORAL}?{params}&timerel=after&timeAt=2026-03-01T00:00:00Z")
+        assert r.status_code == 400 and problem_type(r) == "BadRequestData", r.text
+    r = station.get(f"{TEMPORAL}?id={E}&local=true&timerel=after&timeAt=2026-03-01T00:00:00Z")
+    assert r.status_code == 200 and [e["id"] for e in r.json()] == [E]

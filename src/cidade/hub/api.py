@@ -38,7 +38,7 @@ from cidade.hub.http import (
 )
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.model import View, geojson_feature, render_entity
-from cidade.hub.querying import build_query, projection
+from cidade.hub.querying import build_query, projection, query_from_body
 from cidade.ngsild.errors import BadRequestData, ResourceNotFound
 from cidade.store.base import EntityQuery, QueryResult, Store
 
@@ -396,38 +396,12 @@ class HubApi:
         tenant = await self.read_tenant(request)
         kind = accepted(request)
         body, ctx = await self.read_body(request)
-        if not isinstance(body, dict) or body.get("type") != "Query":
-            raise BadRequestData('the body must be a Query object ("type": "Query")')
         limit, offset, count = page_params(
             request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
         )
-        ids, patterns, types = _query_entities_selector(body.get("entities"))
-        geo_q = body.get("geoQ") or {}
-        if not isinstance(geo_q, dict):
-            raise BadRequestData("geoQ must be an object")
-        attrs = body.get("attrs") or []
-        if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
-            raise BadRequestData("attrs must be an array of attribute names")
-        q = body.get("q")
-        if q is not None and not isinstance(q, str):
-            raise BadRequestData("q must be a string")
-        query = build_query(
-            ctx.terms,
-            ids=ids,
-            id_pattern=patterns,
-            type_text=types,
-            attrs=attrs,
-            q=q,
-            georel=geo_q.get("georel"),
-            geometry=geo_q.get("geometry"),
-            coordinates=geo_q.get("coordinates"),
-            geoproperty=geo_q.get("geoproperty"),
-            limit=limit,
-            offset=offset,
-            count=count,
-        )
+        query = query_from_body(ctx.terms, body, limit=limit, offset=offset, count=count)
         view = self._view(request, ctx)
-        if attrs:
+        if query.attrs:
             view.attrs = frozenset(query.attrs)
         result = await self.run_query(request, tenant, query)
         headers = {}
@@ -581,30 +555,6 @@ def _strip_context(body: Any) -> Any:
     if isinstance(body, list):
         return [_strip_context(b) for b in body]
     return body
-
-
-def _query_entities_selector(
-    selectors: object,
-) -> tuple[list[str] | None, str | None, str | None]:
-    """The `entities` member of a Query: [{id?, idPattern?, type}] -> ids, pattern, types."""
-    if selectors is None:
-        return None, None, None
-    if not isinstance(selectors, list) or not all(isinstance(s, dict) for s in selectors):
-        raise BadRequestData("entities must be an array of EntitySelector objects")
-    ids: list[str] = []
-    patterns: list[str] = []
-    types: list[str] = []
-    for sel in selectors:
-        if "type" not in sel or not isinstance(sel["type"], str):
-            raise BadRequestData("every EntitySelector needs a type")
-        types.append(sel["type"])
-        if "id" in sel:
-            ids.append(sel["id"])
-        if "idPattern" in sel:
-            patterns.append(sel["idPattern"])
-    pattern = "|".join(f"(?:{p})" for p in patterns) if patterns else None
-    type_text = ",".join(f"({t})" for t in types)
-    return ids or None, pattern, type_text
 
 
 __all__ = ["JSON", "PREFIX", "HubApi"]

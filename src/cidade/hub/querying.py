@@ -69,6 +69,64 @@ def build_query(
     return query
 
 
+def query_from_body(
+    terms: Any, body: object, *, limit: int, offset: int, count: bool
+) -> EntityQuery:
+    """A §5.2.23 Query object (the body of POST /entityOperations/query and of POST
+    /temporal/entityOperations/query) as one EntityQuery."""
+    if not isinstance(body, dict) or body.get("type") != "Query":
+        raise BadRequestData('the body must be a Query object ("type": "Query")')
+    ids, patterns, types = _entity_selectors(body.get("entities"))
+    geo_q = body.get("geoQ") or {}
+    if not isinstance(geo_q, dict):
+        raise BadRequestData("geoQ must be an object")
+    attrs = body.get("attrs") or []
+    if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
+        raise BadRequestData("attrs must be an array of attribute names")
+    q = body.get("q")
+    if q is not None and not isinstance(q, str):
+        raise BadRequestData("q must be a string")
+    return build_query(
+        terms,
+        ids=ids,
+        id_pattern=patterns,
+        type_text=types,
+        attrs=attrs,
+        q=q,
+        georel=geo_q.get("georel"),
+        geometry=geo_q.get("geometry"),
+        coordinates=geo_q.get("coordinates"),
+        geoproperty=geo_q.get("geoproperty"),
+        limit=limit,
+        offset=offset,
+        count=count,
+    )
+
+
+def _entity_selectors(
+    selectors: object,
+) -> tuple[list[str] | None, str | None, str | None]:
+    """The `entities` member of a Query: [{id?, idPattern?, type}] -> ids, pattern, types."""
+    if selectors is None:
+        return None, None, None
+    if not isinstance(selectors, list) or not all(isinstance(s, dict) for s in selectors):
+        raise BadRequestData("entities must be an array of EntitySelector objects")
+    ids: list[str] = []
+    patterns: list[str] = []
+    types: list[str] = []
+    for sel in selectors:
+        if "type" not in sel or not isinstance(sel["type"], str):
+            raise BadRequestData("every EntitySelector needs a type")
+        types.append(sel["type"])
+        if "id" in sel:
+            ids.append(sel["id"])
+        if "idPattern" in sel:
+            patterns.append(sel["idPattern"])
+    pattern = "|".join(f"(?:{p})" for p in patterns) if patterns else None
+    type_text = ",".join(f"({t})" for t in types)
+    return ids or None, pattern, type_text
+
+
 def projection(terms: Any, names: list[str]) -> list[str]:
     return [RESERVED_PROJECTION.get(n) or terms.expand(check_name(n)) for n in names]
 

@@ -282,6 +282,43 @@ def parse_temporal_query(params: Mapping[str, str], *, require_timerel: bool) ->
     )
 
 
+# §5.2.21 TemporalQuery: the members a Query body's temporalQ may hold, as query parameters.
+_TEMPORAL_Q_MEMBERS = (
+    "timerel",
+    "timeAt",
+    "endTimeAt",
+    "timeproperty",
+    "lastN",
+    "aggrMethods",
+    "aggrPeriodDuration",
+)
+
+
+def temporal_params(params: Mapping[str, str], temporal_q: object) -> dict[str, str]:
+    """The temporal parameters of Query Temporal Evolution of Entities via POST: the request's
+    query parameters (the representation: options, format, ...), with the members of the
+    body's ``temporalQ`` (§5.2.21) in place of those of the same name."""
+    merged = dict(params)
+    if temporal_q is None:
+        return merged
+    if not isinstance(temporal_q, dict):
+        raise BadRequestData("temporalQ must be a TemporalQuery object")
+    for name in _TEMPORAL_Q_MEMBERS:
+        if name not in temporal_q:
+            continue
+        value = temporal_q[name]
+        if name == "aggrMethods" and isinstance(value, list):
+            if not all(isinstance(m, str) for m in value):
+                raise BadRequestData("temporalQ.aggrMethods must be an array of strings")
+            value = ",".join(value)
+        elif name == "lastN" and type(value) is int:
+            value = str(value)
+        if not isinstance(value, str):
+            raise BadRequestData(f"temporalQ.{name} must be a string, got {value!r}")
+        merged[name] = value
+    return merged
+
+
 def _representation(params: Mapping[str, str]) -> tuple[str, bool]:
     options = set()
     raw_options = params.get("options")
@@ -828,4 +865,5 @@ __all__ = [
     "render_stats_series",
     "render_temporal",
     "sql_periods",
+    "temporal_params",
 ]

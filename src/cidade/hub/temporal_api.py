@@ -11,11 +11,20 @@ from starlette.responses import Response
 
 from cidade.auth.routes import guarded
 from cidade.hub.api import PREFIX, HubApi
-from cidade.hub.http import accepted, context_for_read, json_response, list_param, tenant_of
-from cidade.hub.querying import Members, members
-from cidade.hub.temporal import parse_temporal_query
+from cidade.hub.http import (
+    Ctx,
+    accepted,
+    context_for_read,
+    json_response,
+    list_param,
+    page_params,
+    tenant_of,
+)
+from cidade.hub.querying import Members, members, query_from_body
+from cidade.hub.temporal import TemporalQuery, parse_temporal_query, temporal_params
 from cidade.hub.temporal_service import Evolution, TemporalService
 from cidade.ngsild.errors import BadRequestData
+from cidade.store.base import EntityQuery
 
 
 class TemporalApi:
@@ -49,11 +58,50 @@ class TemporalApi:
         kind = accepted(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
         query = self.hub.query_from_params(request, ctx)
+        if not (query.types or query.attrs or query.q or query.geo) and not _local(request):
+            # §6.18.3.2 as §6.4.3.2: entity ids or an id pattern alone do not make a query.
+            raise BadRequestData(
+                "a temporal query needs at least one of: type, attrs, q, a geo-query, local=true"
+            )
+        return await self._query(
+            request, tenant, ctx, kind, query, _members(request, ctx.terms), temporal
+        )
+
+    async def query_via_post(self, request: Request) -> Response:
+        """§6.24.3.1 Query Temporal Evolution of Entities via POST (§5.7.4; body: §5.2.23 Query
+        with its temporalQ, §5.2.21)."""
+        tenant = await self.hub.read_tenant(request)
+        kind = accepted(request, geo=False)
+        body, ctx = await self.hub.read_body(request)
+        settings = self.hub.settings
+        limit, offset, count = page_params(
+            request, default=settings.default_page_size, maximum=settings.max_page_size
+        )
+        query = query_from_body(ctx.terms, body, limit=limit, offset=offset, count=count)
+        temporal = parse_temporal_query(
+            temporal_params(request.query_params, body.get("temporalQ")), require_timerel=False
+        )
+        shown = members(
+            ctx.terms,
+            body.get("attrs") or [],
+            list_param(request, "pick"),
+            list_param(request, "omit"),
+        )
+        return await self._query(request, tenant, ctx, kind, query, shown, temporal)
+
+    async def _query(
+        self,
+        request: Request,
+        tenant: str,
+        ctx: Ctx,
+        kind: str,
+        query: EntityQuery,
+        shown: Members,
+        temporal: TemporalQuery,
+    ) -> Response:
         narrowed = self.hub.narrow(request, query)
         found = (
-            await self.service.query(
-                tenant, narrowed, _members(request, ctx.terms), temporal, ctx.terms
-            )
+            await self.service.query(tenant, narrowed, shown, temporal, ctx.terms)
             if narrowed is not None
             else Evolution([], None, 0 if query.count else None)
         )
@@ -142,6 +190,9 @@ class TemporalApi:
                 {"GET": (self.query, r), "POST": (self.create_or_update, w)},
             ),
             guarded(
+                f"{PREFIX}/temporal/entityOperations/query", {"POST": (self.query_via_post, r)}
+            ),
+            guarded(
                 f"{attrs}/{{attr_id}}/{{instance_id}}",
                 {"PATCH": (self.patch_instance, w), "DELETE": (self.delete_instance, w)},
             ),
@@ -158,6 +209,13 @@ def _members(request: Request, terms: Any) -> Members:
         list_param(request, "pick"),
         list_param(request, "omit"),
     )
+
+
+def _local(request: Request) -> bool:
+    local = request.query_params.get("local", "false")
+    if local not in ("true", "false"):
+        raise BadRequestData("local must be true or false")
+    return local == "true"
 
 
 def _paged(found: Evolution, headers: dict[str, str]) -> tuple[int, dict[str, str]]:

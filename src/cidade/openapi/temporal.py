@@ -24,7 +24,7 @@ from cidade.openapi.build import (
     problems,
     query,
 )
-from cidade.openapi.hub import ATTR_ID, ATTRS, ENTITY_FILTERS, ENTITY_ID, list_param
+from cidade.openapi.hub import ATTR_ID, ATTRS, ENTITY_FILTERS, ENTITY_ID, OMIT, PICK, list_param
 from cidade.openapi.schemas import DATE_TIME, LD_CONTEXT, NAMES, STRING_OR_STRINGS, URI, Schema, ref
 
 TAG = "Temporal"
@@ -67,8 +67,8 @@ TEMPORAL_PARAMS = [
     query("endTimeAt", "An ISO 8601 date-time, later than timeAt (between).", {"type": "string"}),
     query(
         "timeproperty",
-        "The time each instance is selected by (default observedAt); deletedAt is 501.",
-        {"type": "string", "enum": ["observedAt", "createdAt", "modifiedAt"]},
+        "The time each instance is selected by (default observedAt); deletedAt: the deletions.",
+        {"type": "string", "enum": ["observedAt", "createdAt", "modifiedAt", "deletedAt"]},
     ),
     query(
         "lastN", "Only the last N instances of each attribute.", {"type": "integer", "minimum": 1}
@@ -88,6 +88,32 @@ TEMPORAL_PARAMS = [
         "With aggregatedValues: the period each aggregation covers, an ISO 8601 duration.",
     ),
 ]
+
+TEMPORAL_QUERY: Schema = {
+    "type": "object",
+    "description": "§5.2.23 Query with its temporalQ (§5.2.21): what POST "
+    "/temporal/entityOperations/query selects; the representation comes from the query "
+    "parameters.",
+    "required": ["type"],
+    "properties": {
+        "type": {"const": "Query"},
+        "entities": {"type": "array", "items": {"type": "object"}},
+        "attrs": {"type": "array", "items": {"type": "string"}},
+        "q": {"type": "string"},
+        "geoQ": {"type": "object"},
+        "temporalQ": {
+            "type": "object",
+            "properties": {
+                "timerel": {"type": "string", "enum": ["before", "after", "between"]},
+                "timeAt": {"type": "string"},
+                "endTimeAt": {"type": "string"},
+                "timeproperty": {"type": "string"},
+                "lastN": {"type": "integer", "minimum": 1},
+            },
+        },
+        "@context": LD_CONTEXT,
+    },
+}
 
 PAGE = ok(
     {"type": "array", "items": ref("TemporalEntity")},
@@ -116,7 +142,7 @@ def temporal_paths() -> dict[str, Any]:
                     problems(400, 403, 404, 406, 501, 503),
                 ),
                 tag=TAG,
-                parameters=[TENANT, LINK, *ENTITY_FILTERS, *TEMPORAL_PARAMS],
+                parameters=[TENANT, LINK, *ENTITY_FILTERS, PICK, OMIT, *TEMPORAL_PARAMS],
             ),
             "post": operation(
                 "createUpdateTemporalEntity",
@@ -130,6 +156,33 @@ def temporal_paths() -> dict[str, Any]:
                 parameters=[TENANT, LINK],
                 request_body=body(ref("TemporalEntityInput"), "The temporal representation."),
             ),
+        },
+        f"{PREFIX}/temporal/entityOperations/query": {
+            "post": operation(
+                "queryTemporalEntitiesViaPost",
+                "Query Temporal Evolution of Entities via POST (§6.24.3.1)",
+                merge(
+                    ok(
+                        {"type": "array", "items": ref("TemporalEntity")},
+                        "The temporal evolution of the matching entities.",
+                        headers={**LINK_HEADER, **RESULTS_COUNT},
+                    ),
+                    PAGE,
+                    problems(400, 403, 404, 406, 413, 415, 503),
+                ),
+                tag=TAG,
+                parameters=[
+                    TENANT,
+                    LINK,
+                    query("limit", "Entities per page.", {"type": "integer", "minimum": 0}),
+                    query("offset", "Entities to skip.", {"type": "integer", "minimum": 0}),
+                    boolean_query("count", "true: the number of matches in NGSILD-Results-Count."),
+                    PICK,
+                    OMIT,
+                    *TEMPORAL_PARAMS,
+                ],
+                request_body=body(ref("TemporalQuery"), "What to select, and when."),
+            )
         },
         one: {
             "get": operation(
@@ -148,7 +201,7 @@ def temporal_paths() -> dict[str, Any]:
                     problems(400, 404, 406, 501, 503),
                 ),
                 tag=TAG,
-                parameters=[ENTITY_ID, TENANT, LINK, ATTRS, *TEMPORAL_PARAMS],
+                parameters=[ENTITY_ID, TENANT, LINK, ATTRS, PICK, OMIT, *TEMPORAL_PARAMS],
             ),
             "delete": operation(
                 "deleteTemporalEntity",
@@ -224,5 +277,6 @@ def temporal_part() -> ApiPart:
             "TemporalEntity": TEMPORAL_ENTITY,
             "TemporalEntityInput": TEMPORAL_INPUT,
             "TemporalFragment": TEMPORAL_FRAGMENT,
+            "TemporalQuery": TEMPORAL_QUERY,
         },
     )
