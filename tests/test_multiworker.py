@@ -29,7 +29,9 @@ def workers() -> Iterator[tuple[TestClient, TestClient]]:
     if reason:
         pytest.skip(reason)
     schema = f"w_{uuid.uuid4().hex[:12]}"
-    settings = make_settings(store=f"{PG_URL}?schema={schema}", notification_poll=0.2)
+    settings = make_settings(
+        store=f"{PG_URL}?schema={schema}", notification_poll=0.2, context_usage_flush=0.2
+    )
     try:
         with admin_client(build_app(settings)) as a, admin_client(build_app(settings)) as b:
             yield a, b
@@ -105,9 +107,9 @@ def test_tenant_and_context_made_on_one_worker_are_known_to_the_other(workers):
     terms = {"@context": {"altura": "https://example.org/cidade/height"}}
     r = a.post(f"{NGSI}/jsonldContexts", json=terms)
     assert r.status_code == 201
-    url = r.headers["location"]
-    local_id = url.rsplit("/", 1)[1]
+    local_id = r.headers["location"].rsplit("/", 1)[1]
     assert b.get(f"{NGSI}/jsonldContexts/{local_id}").json() == terms
+    url = b.get(f"{NGSI}/jsonldContexts/{local_id}?details=true").json()["URL"]
     link = {
         "Link": f'<{url}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
     }
@@ -115,6 +117,15 @@ def test_tenant_and_context_made_on_one_worker_are_known_to_the_other(workers):
     assert b.post(f"{NGSI}/entities", json=body, headers=link).status_code == 201
     stored = a.get(f"{NGSI}/entities/urn:ngsi-ld:Bollard:4").json()
     assert stored["https://example.org/cidade/height"]["value"] == 1.2
+    # Its uses are counted by each worker and added up in the store.
+    assert a.get(f"{NGSI}/entities/urn:ngsi-ld:Bollard:4", headers=link).status_code == 200
+    details = b.get(f"{NGSI}/jsonldContexts/{local_id}?details=true").json()
+    assert details["numberOfHits"] >= 1  # b's own use at least; a's once it flushed
+    deadline = time.monotonic() + 5
+    while details["numberOfHits"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        details = b.get(f"{NGSI}/jsonldContexts/{local_id}?details=true").json()
+    assert details["numberOfHits"] == 2
     # Deleted through one worker: gone from the other as well.
     assert a.delete(f"{NGSI}/jsonldContexts/{local_id}").status_code == 204
     assert b.get(f"{NGSI}/jsonldContexts/{local_id}").status_code == 404

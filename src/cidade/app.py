@@ -33,7 +33,7 @@ from cidade.devices.southbound import Southbound
 from cidade.http.middleware import LiteralPlus, TrailingSlash
 from cidade.http.responses import problem_response
 from cidade.hub.api import HubApi
-from cidade.hub.jsonld import ContextInfo, ContextResolver
+from cidade.hub.jsonld import ContextResolver
 from cidade.hub.notify import Notifier
 from cidade.hub.retention import Purger, RetentionPolicy, parse_retention
 from cidade.hub.subscriptions_api import SubscriptionApi
@@ -53,19 +53,11 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             history_after_delete=settings.history_after_delete,
         )
 
-    async def on_add(info: ContextInfo, body: dict) -> None:
-        await store.save_hosted_context(info.local_id, info.to_json(), body)
-
-    async def load_stored() -> list[tuple[dict, dict]]:
-        return [(c["info"], c["body"]) for c in await store.hosted_contexts()]
-
     resolver = ContextResolver(
         fetch_timeout=settings.context_fetch_timeout,
         max_cached=settings.context_cache_size,
-        on_add=on_add,
-        on_delete=store.delete_hosted_context,
         base_urls=[settings.base_url],
-        load_stored=load_stored,
+        store=store,
     )
     hub = HubApi(settings, store, resolver)
     audit = Audit(store)
@@ -141,6 +133,9 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         if settings.history and policy.active:
             purging = asyncio.create_task(purger.run(), name="history retention")
         expiring = asyncio.create_task(commands.run_expiry(), name="command expiry")
+        counting = asyncio.create_task(
+            resolver.run_usage_flusher(settings.context_usage_flush), name="@context usage"
+        )
         if bridge is not None:
             # It connects (and reconnects) on its own; its process is started again if it dies.
             await bridge.start()
@@ -170,11 +165,15 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
                 await asyncio.wait_for(notifier.stop(), 10)
             except TimeoutError:
                 log.warning("the notifier did not stop within 10 s; going on with shutdown")
-            for task in (purging, expiring):
+            for task in (purging, expiring, counting):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            try:
+                await resolver.flush_usage()
+            except Exception:
+                log.exception("could not store the last @context usage counts")
             await resolver.aclose()
             if oidc is not None:
                 await oidc.aclose()

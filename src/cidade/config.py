@@ -46,7 +46,10 @@ class Settings:
     context_fetch_timeout: float = (
         5.0  # CIDADE_CONTEXT_FETCH_TIMEOUT: seconds for a remote @context
     )
-    context_cache_size: int = 256  # CIDADE_CONTEXT_CACHE_SIZE: remote @contexts kept in memory
+    context_cache_size: int = 256  # CIDADE_CONTEXT_CACHE_SIZE: remote @contexts kept (Cached)
+    # CIDADE_CONTEXT_USAGE_FLUSH: seconds between two writes of the stored @contexts' usage
+    # counts (numberOfHits, lastUsage), counted in memory in between
+    context_usage_flush: float = 5.0
     public_url: str = ""  # CIDADE_PUBLIC_URL: base URL clients reach us at (hosted @context URLs)
     history: bool = True  # CIDADE_HISTORY: keep every change of every attribute (temporal API)
     # CIDADE_HISTORY_AFTER_DELETE: keep an entity's history when the entity is deleted
@@ -145,6 +148,7 @@ _ENV = {
     "default_page_size": ("CIDADE_DEFAULT_PAGE_SIZE", int),
     "context_fetch_timeout": ("CIDADE_CONTEXT_FETCH_TIMEOUT", float),
     "context_cache_size": ("CIDADE_CONTEXT_CACHE_SIZE", int),
+    "context_usage_flush": ("CIDADE_CONTEXT_USAGE_FLUSH", float),
     "public_url": ("CIDADE_PUBLIC_URL", str),
     "history": ("CIDADE_HISTORY", "bool"),
     "history_after_delete": ("CIDADE_HISTORY_AFTER_DELETE", "bool"),
@@ -218,6 +222,8 @@ def _check(settings: Settings) -> None:
         raise SystemExit("CIDADE_TEMPORAL_MAX_INSTANCES must be at least 1")
     if not settings.history_purge_interval > 0:
         raise SystemExit("CIDADE_HISTORY_PURGE_INTERVAL must be a positive number of seconds")
+    if not settings.context_usage_flush > 0:
+        raise SystemExit("CIDADE_CONTEXT_USAGE_FLUSH must be a positive number of seconds")
     try:
         parse_retention(settings.history_retention)
     except ValueError as exc:

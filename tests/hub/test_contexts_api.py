@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from cidade.app import build_app
-from tests.conftest import NGSI, admin_client, problem_type
+from tests.conftest import CORE, NGSI, admin_client, problem_type
 from tests.hub.test_jsonld import ContextServer
 
 REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
@@ -77,23 +78,37 @@ def test_bad_link_header_is_400(client):
     assert r.status_code == 400
 
 
+def quoted(context_id: str) -> str:
+    return urllib.parse.quote(context_id, safe="")
+
+
 def test_hosted_context_lifecycle_and_persistence(settings):
     with admin_client(build_app(settings)) as client:
         r = client.post(f"{NGSI}/jsonldContexts", json=TERMS)
-        assert r.status_code == 201
-        url = r.headers["location"]
-        local_id = url.rsplit("/", 1)[1]
-        assert url.endswith(f"{NGSI}/jsonldContexts/{local_id}")
-        served = client.get(f"{NGSI}/jsonldContexts/{local_id}")
+        assert r.status_code == 201 and not r.content
+        location = r.headers["location"]  # relative, as for every other resource
+        assert location.startswith(f"{NGSI}/jsonldContexts/urn:ngsi-ld:jsonldContext:")
+        local_id = location.rsplit("/", 1)[1]
+        served = client.get(location)
         assert served.status_code == 200
-        assert served.headers["content-type"] == "application/ld+json"
+        assert served.headers["content-type"] == "application/json"
         assert served.json() == TERMS
+        ld = client.get(location, headers={"Accept": "application/ld+json"})
+        assert ld.headers["content-type"] == "application/ld+json" and ld.json() == TERMS
+        [info] = client.get(f"{NGSI}/jsonldContexts?kind=Hosted&details=true").json()
+        url = info["URL"]
+        assert url.endswith(location) and url.startswith("http")
+        assert info["localId"] == local_id and info["numberOfHits"] == 0
         body = {"id": "urn:ngsi-ld:AQO:9", "type": "AirQualityObserved"}
         assert client.post(f"{NGSI}/entities", json=body, headers=link(url)).status_code == 201
         assert client.get(f"{NGSI}/jsonldContexts").json().count(url) == 1
-    # A restart keeps hosted contexts.
+        details = client.get(f"{location}?details=true").json()
+        assert details["numberOfHits"] == 1 and details["kind"] == "Hosted"
+        assert set(details) == {"URL", "localId", "kind", "createdAt", "lastUsage", "numberOfHits"}
+    # A restart keeps hosted contexts, and their usage counts.
     with admin_client(build_app(settings)) as client:
         assert client.get(f"{NGSI}/jsonldContexts/{local_id}").json() == TERMS
+        assert client.get(f"{location}?details=true").json()["numberOfHits"] == 1
         got = client.get(f"{NGSI}/entities/urn:ngsi-ld:AQO:9", headers=link(url))
         assert got.json()["type"] == "AirQualityObserved"
         assert client.delete(f"{NGSI}/jsonldContexts/{local_id}").status_code == 204
@@ -103,12 +118,132 @@ def test_hosted_context_lifecycle_and_persistence(settings):
         assert client.get(f"{NGSI}/jsonldContexts/{local_id}").status_code == 404
 
 
+def test_relative_context_reference_in_a_body(client):
+    """A JSON-LD body may name its @context relative to the request URL (JSON-LD 1.1 API
+    §4.1.2): the Location of an added @context works as the @context of a request."""
+    location = client.post(f"{NGSI}/jsonldContexts", json=TERMS).headers["location"]
+    body = {
+        "id": "urn:ngsi-ld:AQO:rel",
+        "type": "AirQualityObserved",
+        "no2": {"type": "Property", "value": 3},
+        "@context": location,
+    }
+    r = client.post(f"{NGSI}/entities", json=body, headers={"Content-Type": "application/ld+json"})
+    assert r.status_code == 201, r.text
+    plain = client.get(f"{NGSI}/entities/urn:ngsi-ld:AQO:rel").json()
+    assert plain["type"] == TERMS["@context"]["AirQualityObserved"]
+    assert client.get(f"{location}?details=true").json()["numberOfHits"] == 1
+
+
+def test_cached_context_by_url(client, server):
+    path = f"/cached-{uuid.uuid4().hex}.jsonld"
+    url = server.serve(path, TERMS)
+    body = {"id": "urn:ngsi-ld:AQO:c1", "type": "AirQualityObserved"}
+    assert client.post(f"{NGSI}/entities", json=body, headers=link(url)).status_code == 201
+    r = client.get(f"{NGSI}/jsonldContexts/{quoted(url)}?details=true")
+    assert r.status_code == 200, r.text
+    info = r.json()
+    assert info["kind"] == "Cached" and info["URL"] == url and info["numberOfHits"] == 1
+    assert client.get(f"{NGSI}/jsonldContexts?kind=Cached").json()[1:] == [url]
+    assert client.get(f"{NGSI}/jsonldContexts?kind=Hosted").json() == []
+    # Its content is not served (§5.13.4), only its metadata.
+    r = client.get(f"{NGSI}/jsonldContexts/{quoted(url)}")
+    assert r.status_code == 422 and problem_type(r) == "OperationNotSupported"
+
+    # Reload downloads it again; when that fails, 503 and the copy stays.
+    newer = {"@context": {**TERMS["@context"], "no2": "https://example.org/no2"}}
+    server.serve(path, newer)
+    r = client.delete(f"{NGSI}/jsonldContexts/{quoted(url)}?reload=true")
+    assert r.status_code == 204
+    assert server.hits[path] == 2
+    server.serve(path, b"gone", status=404)
+    r = client.delete(f"{NGSI}/jsonldContexts/{quoted(url)}?reload=true")
+    assert r.status_code == 503 and problem_type(r) == "LdContextNotAvailable"
+    r = client.get(f"{NGSI}/jsonldContexts/{info['localId']}?details=true")
+    assert r.status_code == 200 and r.json()["kind"] == "Cached"
+    got = client.get(f"{NGSI}/entities?type=AirQualityObserved&attrs=no2", headers=link(url))
+    assert got.status_code == 200  # resolved from the kept copy, no fetch
+    assert server.hits[path] == 3
+
+    # Delete: gone.
+    assert client.delete(f"{NGSI}/jsonldContexts/{quoted(url)}").status_code == 204
+    r = client.get(f"{NGSI}/jsonldContexts/{quoted(url)}?details=true")
+    assert r.status_code == 404 and problem_type(r) == "ResourceNotFound"
+
+
+def test_core_context_cannot_be_deleted(client):
+    for core in (CORE, "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.6.jsonld"):
+        for query in ("", "?reload=false"):
+            r = client.delete(f"{NGSI}/jsonldContexts/{quoted(core)}{query}")
+            assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+        assert client.delete(f"{NGSI}/jsonldContexts/{quoted(core)}?reload=true").status_code == 204
+        r = client.get(f"{NGSI}/jsonldContexts/{quoted(core)}?details=true")
+        assert r.status_code == 200 and r.json()["URL"] == CORE
+    assert client.get(f"{NGSI}/jsonldContexts").json() == [CORE]
+
+
+def test_unknown_context_ids(client):
+    for unknown in ("wrong_id_context", "4318851571441130", "urn:ngsi-ld:jsonldContext:nope"):
+        for query in ("", "?details=true"):
+            r = client.get(f"{NGSI}/jsonldContexts/{unknown}{query}")
+            assert r.status_code == 404 and problem_type(r) == "ResourceNotFound"
+        for query in ("", "?reload=false"):
+            r = client.delete(f"{NGSI}/jsonldContexts/{unknown}{query}")
+            assert r.status_code == 404 and problem_type(r) == "ResourceNotFound"
+    # Reloading needs the URL or id of a downloaded @context.
+    r = client.delete(f"{NGSI}/jsonldContexts/wrong_id_context?reload=true")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+    r = client.delete(f"{NGSI}/jsonldContexts/wrong_id_context?reload=xxx")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+    location = client.post(f"{NGSI}/jsonldContexts", json=TERMS).headers["location"]
+    r = client.delete(f"{location}?reload=true")  # Hosted: nothing to download
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+
+
+def test_implicitly_created_context(client, server):
+    url = server.serve(f"/implicit-{uuid.uuid4().hex}.jsonld", TERMS)
+    inline = [url, {"extra": "https://example.org/extra"}]
+    sub = {
+        "id": "urn:ngsi-ld:Subscription:implicit",
+        "type": "Subscription",
+        "entities": [{"type": "AirQualityObserved"}],
+        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+        "@context": inline,
+    }
+    r = client.post(
+        f"{NGSI}/subscriptions", json=sub, headers={"Content-Type": "application/ld+json"}
+    )
+    assert r.status_code == 201, r.text
+    [info] = client.get(f"{NGSI}/jsonldContexts?kind=ImplicitlyCreated&details=true").json()
+    assert info["kind"] == "ImplicitlyCreated" and info["numberOfHits"] == 1
+    served = client.get(f"{NGSI}/jsonldContexts/{info['localId']}")
+    assert served.status_code == 200 and served.json() == {"@context": inline}
+    assert url in client.get(f"{NGSI}/jsonldContexts?kind=Cached").json()
+    assert info["URL"] not in client.get(f"{NGSI}/jsonldContexts?kind=Hosted").json()
+    r = client.delete(f"{NGSI}/jsonldContexts/{info['localId']}?reload=true")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+    assert client.delete(f"{NGSI}/jsonldContexts/{info['localId']}").status_code == 204
+
+
 def test_hosted_context_bad_input(client):
     r = client.post(f"{NGSI}/jsonldContexts", json={"no": "context"})
-    assert r.status_code == 400
+    assert r.status_code == 400 and problem_type(r) == "InvalidRequest"
     r = client.post(
         f"{NGSI}/jsonldContexts", content=b"{", headers={"Content-Type": "application/json"}
     )
     assert r.status_code == 400
+    r = client.post(f"{NGSI}/jsonldContexts", json={"@context": {"bad": 5}})
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
     assert client.get(f"{NGSI}/jsonldContexts?kind=Weird").status_code == 400
-    assert client.delete(f"{NGSI}/jsonldContexts/urn:ngsi-ld:jsonldContext:nope").status_code == 404
+    assert client.get(f"{NGSI}/jsonldContexts?details=maybe").status_code == 400
+    assert client.get(f"{NGSI}/jsonldContexts").json() == [CORE]
+
+
+def test_malformed_context_url_is_400(client):
+    bad = "http://127.0.0.1:9503http://127.0.0.1:9503/api/v1/context.jsonld"
+    r = client.post(
+        f"{NGSI}/entities",
+        json={"id": "urn:x:bad", "type": "T", "@context": bad},
+        headers={"Content-Type": "application/ld+json"},
+    )
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"

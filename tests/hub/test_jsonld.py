@@ -19,13 +19,14 @@ from cidade.hub.jsonld import (
     CORE_CONTEXT_URL,
     DEFAULT_VOCAB,
     HOSTED_CONTEXTS_PATH,
-    ContextInfo,
     ContextResolver,
     is_core_context_url,
     parse_link_header,
+    resolve_references,
 )
 from cidade.ngsild.errors import (
     BadRequestData,
+    InvalidRequest,
     LdContextNotAvailable,
     OperationNotSupported,
     ResourceNotFound,
@@ -354,7 +355,7 @@ def test_remote_fetched_once_for_many_resolutions(server: ContextServer) -> None
         assert all(m.expand("a") == "http://a.example/a" for m in maps)
         for _ in range(50):
             await resolver.term_map(url)
-        info = next(i for i in resolver.list(details=True) if i["URL"] == url)
+        info = next(i for i in await resolver.list(details=True) if i["URL"] == url)
         assert info["kind"] == "Cached"
         assert info["numberOfHits"] >= 66
         assert "lastUsage" in info
@@ -424,7 +425,7 @@ def test_unusable_remote_context_is_503(
         with pytest.raises(LdContextNotAvailable) as err:
             await resolver.term_map([url, {"x": "http://x/"}])
         assert url in err.value.detail
-        assert resolver.list(kind="Cached") == [CORE_CONTEXT_URL]  # nothing cached
+        assert await resolver.list(kind="Cached") == [CORE_CONTEXT_URL]  # nothing cached
         await resolver.aclose()
 
     run(go())
@@ -493,7 +494,7 @@ def test_lru_bound(server: ContextServer) -> None:
         resolver = ContextResolver(max_cached=2, fetch_timeout=2)
         for url in urls:
             await resolver.term_map(url)
-        cached = resolver.list(kind="Cached")
+        cached = await resolver.list(kind="Cached")
         assert cached[0] == CORE_CONTEXT_URL
         assert sorted(cached[1:]) == sorted(urls[1:])  # the oldest was evicted
         await resolver.term_map(urls[2])  # still cached
@@ -580,23 +581,63 @@ def test_request_context_rules(server: ContextServer) -> None:
 # @context management (§5.13)
 
 
-def test_hosted_contexts_lifecycle(server: ContextServer) -> None:
-    added: list[tuple[ContextInfo, dict[str, Any]]] = []
-    deleted: list[str] = []
+class MemoryContexts:
+    """A ContextStore in memory, as the store keeps them: one per test, shared by the resolvers
+    that stand for several workers."""
 
-    async def on_delete(local_id: str) -> None:  # async hooks are awaited
-        deleted.append(local_id)
+    def __init__(self) -> None:
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.usage_writes = 0
+        self.bodies_read = 0
+        self.fail_saves = False
 
+    async def context_entries(self) -> list[dict[str, Any]]:
+        return [
+            {k: json.loads(json.dumps(v)) for k, v in r.items() if k != "body"}
+            for r in self.rows.values()
+        ]
+
+    async def context_bodies(self, local_ids: Any) -> dict[str, Any]:
+        self.bodies_read += len(local_ids)
+        return {
+            i: json.loads(json.dumps(self.rows[i]["body"])) for i in local_ids if i in self.rows
+        }
+
+    async def save_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
+        if self.fail_saves:
+            raise RuntimeError("disk full")
+        old = self.rows.get(local_id, {"hits": 0, "last_used": None})
+        self.rows[local_id] = {
+            "local_id": local_id,
+            "info": info,
+            "body": body,
+            "hits": old["hits"],
+            "last_used": old["last_used"],
+        }
+
+    async def delete_context(self, local_id: str) -> None:
+        self.rows.pop(local_id, None)
+
+    async def add_context_usage(self, usage: Any) -> None:
+        self.usage_writes += 1
+        for local_id, hits, last_used in usage:
+            row = self.rows.get(local_id)
+            if row is not None:
+                row["hits"] += hits
+                row["last_used"] = max(row["last_used"] or "", last_used)
+
+
+def test_hosted_contexts_lifecycle() -> None:
     async def go() -> None:
-        r = ContextResolver(
-            allow_fetch=False, on_add=lambda i, b: added.append((i, b)), on_delete=on_delete
-        )
+        store = MemoryContexts()
+        r = ContextResolver(allow_fetch=False, store=store)
         body = {"@context": {"ex": "http://example.org/", "lamp": "ex:lamp"}}
         info = await r.add_hosted(body, BROKER + "/")
         assert info.kind == "Hosted"
         assert info.local_id.startswith("urn:")
         assert info.url == BROKER + HOSTED_CONTEXTS_PATH + info.local_id
-        assert added == [(info, body)]
+        assert store.rows[info.local_id]["body"] == body
+        assert store.rows[info.local_id]["info"]["kind"] == "Hosted"
 
         # Used as an @context: resolved locally (fetching is disabled here).
         tm = await r.term_map(info.url)
@@ -604,22 +645,25 @@ def test_hosted_contexts_lifecycle(server: ContextServer) -> None:
         tm = await r.request_context("", f"<{info.url}>; {REL}", None)
         assert tm.compact("http://example.org/lamp") == "lamp"
 
-        assert r.get(info.local_id) == body
-        details = r.get(info.local_id, details=True)
+        assert await r.serve(info.local_id) == body
+        assert await r.serve(info.url) == body  # by the URL it is served at, too
+        details = await r.serve(info.local_id, details=True)
         assert details["kind"] == "Hosted" and details["numberOfHits"] == 2
-        assert info.url in r.list()
-        assert r.list()[0] == CORE_CONTEXT_URL
-        [hosted] = r.list(details=True, kind="Hosted")
+        assert details["lastUsage"] >= details["createdAt"]
+        assert store.rows[info.local_id]["hits"] == 2  # flushed before answering with details
+        assert info.url in await r.list()
+        assert (await r.list())[0] == CORE_CONTEXT_URL
+        [hosted] = await r.list(details=True, kind="Hosted")
         assert set(hosted) >= {"URL", "localId", "kind", "createdAt", "numberOfHits"}
         assert hosted["URL"] == info.url and hosted["localId"] == info.local_id
 
         with pytest.raises(BadRequestData, match="reloaded"):
             await r.delete(info.local_id, reload=True)
         await r.delete(info.local_id)
-        assert deleted == [info.local_id]
-        assert info.url not in r.list()
+        assert store.rows == {}
+        assert info.url not in await r.list()
         with pytest.raises(ResourceNotFound):
-            r.get(info.local_id)
+            await r.serve(info.local_id)
         with pytest.raises(ResourceNotFound):
             await r.delete(info.local_id)
         # Our URL, but gone: 503 without any HTTP request to ourselves.
@@ -629,62 +673,82 @@ def test_hosted_contexts_lifecycle(server: ContextServer) -> None:
     run(go())
 
 
-def test_hosted_context_bad_input() -> None:
+def test_serving_is_not_a_use() -> None:
     async def go() -> None:
-        r = ContextResolver(allow_fetch=False)
-        for bad in ({"ex": "http://example.org/"}, [], "x", {"@context": 5}, {"@context": ""}):
-            with pytest.raises(BadRequestData):
-                await r.add_hosted(bad, BROKER)
-        with pytest.raises(BadRequestData):
-            await r.add_hosted({"@context": {"x": 5}}, BROKER)
-        with pytest.raises(LdContextNotAvailable):
-            await r.add_hosted({"@context": "http://127.0.0.1:9/nothing.jsonld"}, BROKER)
-        assert r.list(kind="Hosted") == []
+        r = ContextResolver(allow_fetch=False, store=MemoryContexts())
+        info = await r.add_hosted({"@context": {"p": "http://p.example/p"}}, BROKER)
+        for _ in range(3):
+            await r.serve(info.local_id)
+            assert (await r.serve(info.local_id, details=True))["numberOfHits"] == 0
+        await r.term_map(info.url)
+        assert (await r.serve(info.local_id, details=True))["numberOfHits"] == 1
 
     run(go())
 
 
-def test_hosted_contexts_persist_and_load() -> None:
-    stored: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+def test_hosted_context_bad_input() -> None:
+    async def go() -> None:
+        r = ContextResolver(allow_fetch=False)
+        for bad in ({"ex": "http://example.org/"}, [], "x"):
+            with pytest.raises(InvalidRequest):
+                await r.add_hosted(bad, BROKER)
+        for bad_context in (5, "", {"x": 5}):
+            with pytest.raises(BadRequestData):
+                await r.add_hosted({"@context": bad_context}, BROKER)
+        with pytest.raises(LdContextNotAvailable):
+            await r.add_hosted({"@context": "http://127.0.0.1:9/nothing.jsonld"}, BROKER)
+        with pytest.raises(BadRequestData, match="not a valid URL"):
+            await r.term_map("http://127.0.0.1:9503http://127.0.0.1:9503/ctx.jsonld")
+        assert await r.list(kind="Hosted") == []
 
-    async def go() -> str:
-        first = ContextResolver(
-            allow_fetch=False,
-            on_add=lambda i, b: stored.__setitem__(i.local_id, (i.to_json(), b)),
-            on_delete=stored.pop,
-        )
+    run(go())
+
+
+def test_stored_contexts_survive_a_restart() -> None:
+    store = MemoryContexts()
+
+    async def go() -> None:
+        first = ContextResolver(allow_fetch=False, store=store)
         info = await first.add_hosted({"@context": {"p": "http://p.example/p"}}, BROKER)
         implicit = await first.register_implicit([{"qq": "http://q.example/q"}], BROKER)
         again = await first.register_implicit([{"qq": "http://q.example/q"}], BROKER)
         assert again.local_id == implicit.local_id and implicit.kind == "ImplicitlyCreated"
-        assert len(stored) == 2
+        assert again.number_of_hits == 2  # each request that used it
+        assert len(store.rows) == 2
+        await first.flush_usage()
 
-        second = ContextResolver(allow_fetch=False)  # a restart
-        assert second.load_hosted(stored.values()) == 2
+        second = ContextResolver(allow_fetch=False, store=store)  # a restart
+        assert await second.sync_stored()
         assert (await second.term_map(info.url)).expand("p") == "http://p.example/p"
         assert (await second.term_map(implicit.url)).expand("qq") == "http://q.example/q"
-        assert second.get(implicit.local_id) == {"@context": [{"qq": "http://q.example/q"}]}
-        assert second.list(kind="ImplicitlyCreated") == [implicit.url]
+        assert await second.serve(implicit.local_id) == {"@context": [{"qq": "http://q.example/q"}]}
+        assert await second.list(kind="ImplicitlyCreated") == [implicit.url]
+        assert (await second.serve(implicit.local_id, details=True))["numberOfHits"] == 3
         # The same inline @context maps to the restored entry.
         same = await second.register_implicit([{"qq": "http://q.example/q"}], BROKER)
         assert same.local_id == implicit.local_id
         await second.delete(implicit.local_id)
-        assert second.list(kind="ImplicitlyCreated") == []
-        return info.local_id
+        assert await second.list(kind="ImplicitlyCreated") == []
+        assert list(store.rows) == [info.local_id]
 
-    local_id = run(go())
-    assert local_id in stored  # the restarted resolver was given no hooks: nothing removed
+    run(go())
 
 
-def test_failed_persistence_rolls_back() -> None:
-    def broken(info: ContextInfo, body: dict[str, Any]) -> None:
-        raise RuntimeError("disk full")
+def test_failed_persistence_rolls_back(server: ContextServer) -> None:
+    url = server.serve("/rollback/ctx.jsonld", {"@context": {"c": "http://c.example/"}})
 
     async def go() -> None:
-        r = ContextResolver(allow_fetch=False, on_add=broken)
+        store = MemoryContexts()
+        store.fail_saves = True
+        r = ContextResolver(store=store, fetch_timeout=2)
         with pytest.raises(RuntimeError):
             await r.add_hosted({"@context": {"p": "http://p/"}}, BROKER)
-        assert r.list(kind="Hosted") == []
+        with pytest.raises(RuntimeError):
+            await r.term_map(url)
+        assert await r.list() == [CORE_CONTEXT_URL]
+        store.fail_saves = False
+        assert (await r.term_map(url)).expand("c") == "http://c.example/"
+        await r.aclose()
 
     run(go())
 
@@ -693,33 +757,105 @@ def test_cached_contexts_get_delete_reload(server: ContextServer) -> None:
     url = server.serve("/cached/ctx.jsonld", {"@context": {"c": "http://c.example/v1"}})
 
     async def go() -> None:
-        r = ContextResolver(fetch_timeout=2)
+        store = MemoryContexts()
+        r = ContextResolver(fetch_timeout=2, store=store)
         assert (await r.term_map(url)).expand("c") == "http://c.example/v1"
-        [info] = [i for i in r.list(details=True, kind="Cached") if i["URL"] == url]
+        [info] = [i for i in await r.list(details=True, kind="Cached") if i["URL"] == url]
         local_id = info["localId"]
+        assert store.rows[local_id]["info"]["kind"] == "Cached"
+        assert info["numberOfHits"] == 1
         # Content of Cached ones is not served (§5.13.4); metadata is, by id or URL.
         with pytest.raises(OperationNotSupported):
-            r.get(local_id)
-        assert r.get(url, details=True)["localId"] == local_id
+            await r.serve(local_id)
+        assert (await r.serve(url, details=True))["localId"] == local_id
 
-        # Reload: downloaded again and replaced; term maps follow.
+        # Reload: downloaded again and replaced, here and in the store; term maps follow.
         server.serve("/cached/ctx.jsonld", {"@context": {"c": "http://c.example/v2"}})
         await r.delete(local_id, reload=True)
         assert (await r.term_map(url)).expand("c") == "http://c.example/v2"
         assert server.hits["/cached/ctx.jsonld"] == 2
+        assert store.rows[local_id]["body"] == {"@context": {"c": "http://c.example/v2"}}
+        assert (await r.serve(url, details=True))["numberOfHits"] == 2  # counts kept
 
-        # A failed reload is 504 and keeps the stored copy.
+        # A failed reload is 503 LdContextNotAvailable and keeps the stored copy.
         server.serve("/cached/ctx.jsonld", b"broken", status=500)
         with pytest.raises(LdContextNotAvailable) as err:
             await r.delete(url, reload=True)
-        assert err.value.status == 504
+        assert err.value.status == 503
         assert (await r.term_map(url)).expand("c") == "http://c.example/v2"
 
-        # Delete: gone from the list; the next use fetches again.
+        # Delete: gone from the list and the store; the next use fetches again.
         server.serve("/cached/ctx.jsonld", {"@context": {"c": "http://c.example/v3"}})
         await r.delete(local_id)
-        assert url not in r.list()
+        assert url not in await r.list()
+        assert local_id not in store.rows
         assert (await r.term_map(url)).expand("c") == "http://c.example/v3"
+        await r.aclose()
+
+    run(go())
+
+
+def test_stored_contexts_shared_by_workers(server: ContextServer) -> None:
+    """Two resolvers on one store stand for two worker processes."""
+    url = server.serve("/shared/ctx.jsonld", {"@context": {"s": "http://s.example/v1"}})
+
+    async def go() -> None:
+        store = MemoryContexts()
+        a = ContextResolver(fetch_timeout=2, store=store, base_urls=[BROKER])
+        b = ContextResolver(fetch_timeout=2, store=store, base_urls=[BROKER])
+        hosted = await a.add_hosted({"@context": {"h": "http://h.example/h"}}, BROKER)
+        # b knows nothing yet: a miss on one of our URLs reads the store.
+        assert (await b.term_map(hosted.url)).expand("h") == "http://h.example/h"
+        assert await b.serve(hosted.local_id) == {"@context": {"h": "http://h.example/h"}}
+
+        # Uses on both add up once flushed; each flush is one write of the batch.
+        await a.term_map(url)
+        for _ in range(3):
+            await b.term_map(url)
+        assert server.hits["/shared/ctx.jsonld"] == 2  # each worker fetched it once
+        assert [r["info"]["URL"] for r in store.rows.values()].count(url) == 1  # one entry
+        writes = store.usage_writes
+        await a.flush_usage()
+        await b.flush_usage()
+        assert store.usage_writes == writes + 2
+        assert (await a.serve(url, details=True))["numberOfHits"] == 4
+        assert await b.list(kind="Cached") == [CORE_CONTEXT_URL, url]
+        read = store.bodies_read
+        await b.sync_stored()  # nothing new: no content read again
+        assert store.bodies_read == read
+
+        # A reload on b: a follows, its term maps built from the old copy dropped.
+        server.serve("/shared/ctx.jsonld", {"@context": {"s": "http://s.example/v2"}})
+        await b.delete(url, reload=True)
+        await a.sync_stored()
+        assert (await a.term_map(url)).expand("s") == "http://s.example/v2"
+        assert server.hits["/shared/ctx.jsonld"] == 3
+
+        # Deleted on a: gone on b too.
+        await a.delete(hosted.local_id)
+        await a.delete(url)
+        await b.sync_stored()
+        assert await b.list() == [CORE_CONTEXT_URL]
+        with pytest.raises(LdContextNotAvailable):
+            await b.term_map(hosted.url)
+        await a.aclose()
+        await b.aclose()
+
+    run(go())
+
+
+def test_cached_contexts_bounded_in_the_store(server: ContextServer) -> None:
+    urls = [
+        server.serve(f"/bound/{i}.jsonld", {"@context": {f"t{i}": f"http://t/{i}"}})
+        for i in range(3)
+    ]
+
+    async def go() -> None:
+        store = MemoryContexts()
+        r = ContextResolver(max_cached=2, fetch_timeout=2, store=store)
+        for url in urls:
+            await r.term_map(url)
+        assert sorted(row["info"]["URL"] for row in store.rows.values()) == sorted(urls[1:])
         await r.aclose()
 
     run(go())
@@ -728,22 +864,48 @@ def test_cached_contexts_get_delete_reload(server: ContextServer) -> None:
 def test_core_context_entry() -> None:
     async def go() -> None:
         r = ContextResolver(allow_fetch=False)
-        [core] = r.list(details=True)
+        [core] = await r.list(details=True)
         assert core["URL"] == CORE_CONTEXT_URL and core["kind"] == "Cached"
         with pytest.raises(BadRequestData, match="core"):
             await r.delete(core["localId"])
         with pytest.raises(BadRequestData, match="core"):
             await r.delete(CORE_CONTEXT_URL)
+        older = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.6.jsonld"
+        with pytest.raises(BadRequestData, match="core"):
+            await r.delete(older)
         await r.delete(CORE_CONTEXT_URL, reload=True)  # built-in copy: nothing to do
-        assert r.list() == [CORE_CONTEXT_URL]
-        assert r.get(core["localId"], details=True)["URL"] == CORE_CONTEXT_URL
+        await r.delete(older, reload=True)
+        assert await r.list() == [CORE_CONTEXT_URL]
+        assert (await r.serve(core["localId"], details=True))["URL"] == CORE_CONTEXT_URL
+        assert (await r.serve(older, details=True))["URL"] == CORE_CONTEXT_URL
+        # Unknown identifiers are not found, whatever their form; reloading needs a URI.
+        for unknown in ("urn:ngsi-ld:jsonldContext:unknown", "1234567890", "wrong id"):
+            with pytest.raises(ResourceNotFound):
+                await r.serve(unknown)
+            with pytest.raises(ResourceNotFound):
+                await r.serve(unknown, details=True)
+            with pytest.raises(ResourceNotFound):
+                await r.delete(unknown)
         with pytest.raises(ResourceNotFound):
-            r.get("urn:ngsi-ld:jsonldContext:unknown")
+            await r.delete("urn:ngsi-ld:jsonldContext:unknown", reload=True)
         with pytest.raises(BadRequestData, match="not a URI"):
-            r.get("1234567890")
-        with pytest.raises(BadRequestData, match="not a URI"):
-            await r.delete("no spaces allowed")
+            await r.delete("wrong_id_context", reload=True)
         with pytest.raises(BadRequestData, match="kind"):
-            r.list(kind="Remote")
+            await r.list(kind="Remote")
 
     run(go())
+
+
+def test_relative_references_resolve_against_the_document() -> None:
+    base = "http://broker.example/ngsi-ld/v1/entities"
+    assert (
+        resolve_references("/ngsi-ld/v1/jsonldContexts/urn:x", base)
+        == "http://broker.example/ngsi-ld/v1/jsonldContexts/urn:x"
+    )
+    assert resolve_references(["ctx.jsonld", {"a": "b"}, "https://x.example/c"], base) == [
+        "http://broker.example/ngsi-ld/v1/ctx.jsonld",
+        {"a": "b"},
+        "https://x.example/c",
+    ]
+    assert resolve_references({"a": "b"}, base) == {"a": "b"}
+    assert resolve_references("", base) == ""

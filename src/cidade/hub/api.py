@@ -453,31 +453,29 @@ class HubApi:
 
     async def list_contexts(self, request: Request) -> Response:
         """§6.29.3.1 List @contexts (§5.13.3)."""
-        details = self._details(request)
         kind = request.query_params.get("kind")
-        if kind is not None and kind not in ("Hosted", "Cached", "ImplicitlyCreated"):
-            raise BadRequestData(f"unknown kind {kind!r}")
-        await self.resolver.sync_stored()
-        return json_response(self.resolver.list(details=details, kind=kind))
+        body = await self.resolver.list(details=self._details(request), kind=kind)
+        return json_response(body, kind=accepted(request, geo=False))
 
     async def add_context(self, request: Request) -> Response:
         """§6.29.3.2 Add @context (§5.13.2)."""
         body, _kind = await read_json(request, self.settings.max_body_bytes)
         info = await self.resolver.add_hosted(body, self.settings.base_url)
-        return _no_content(201, {"Location": info.url})
+        location = f"{PREFIX}/jsonldContexts/{urllib.parse.quote(info.local_id, safe=':')}"
+        return _no_content(201, {"Location": location})
 
     async def get_context(self, request: Request) -> Response:
         """§6.30.3.1 Serve @context (§5.13.4)."""
-        await self.resolver.sync_stored()
-        body = self.resolver.get(request.path_params["context_id"], details=self._details(request))
-        return json_response(body, kind="application/ld+json")
+        kind = accepted(request, geo=False)
+        context_id = request.path_params["context_id"]
+        body = await self.resolver.serve(context_id, details=self._details(request))
+        return json_response(body, kind=kind)
 
     async def delete_context(self, request: Request) -> Response:
         """§6.30.3.2 Delete and Reload @context (§5.13.5)."""
         reload = request.query_params.get("reload", "false")
         if reload not in ("true", "false"):
             raise BadRequestData("reload must be true or false")
-        await self.resolver.sync_stored()
         await self.resolver.delete(request.path_params["context_id"], reload=reload == "true")
         return _no_content()
 
@@ -517,7 +515,7 @@ class HubApi:
                 "POST": (self.add_context, "contexts.write"),
             },
             # A hosted @context is fetched by JSON-LD processors that cannot log in.
-            "/jsonldContexts/{context_id}": {
+            "/jsonldContexts/{context_id:path}": {
                 "GET": (self.get_context, PUBLIC),
                 "DELETE": (self.delete_context, "contexts.write"),
             },

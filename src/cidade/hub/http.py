@@ -13,7 +13,13 @@ from starlette.responses import Response
 from cidade.auth.gate import grant_of
 from cidade.http.bodies import GEO_JSON, JSON, JSON_LD, MERGE_PATCH
 from cidade.http.responses import JsonBytes
-from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver, TermMap, parse_link_header
+from cidade.hub.jsonld import (
+    CORE_CONTEXT_URL,
+    ContextResolver,
+    TermMap,
+    parse_link_header,
+    resolve_references,
+)
 from cidade.ngsild.errors import (
     BadRequestData,
     NotAcceptable,
@@ -73,6 +79,8 @@ async def context_for_body(
         if any(isinstance(e, dict) and "@context" in e for e in body):
             raise BadRequestData("@context in a body requires Content-Type application/ld+json")
     ctx_kind = MERGE_PATCH_AS_JSON.get(kind, kind)
+    if body_context is not None and ctx_kind == JSON_LD:
+        body_context = resolve_references(body_context, str(request.url))
     terms = await resolver.request_context(ctx_kind, link_header, body_context)
     link = parse_link_header(link_header) if link_header and ctx_kind == JSON else None
     return Ctx(terms, link, body_context if ctx_kind == JSON_LD else None)

@@ -35,17 +35,17 @@ them).
 from __future__ import annotations
 
 import asyncio
-import inspect
+import logging
 import re
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any, cast
-from urllib.parse import unquote
+from typing import Any, Protocol, cast
+from urllib.parse import unquote, urljoin
 
 import httpx
 import orjson
@@ -55,10 +55,13 @@ from pyld.jsonld import JsonLdError, JsonLdProcessor
 
 from cidade.ngsild.errors import (
     BadRequestData,
+    InvalidRequest,
     LdContextNotAvailable,
     OperationNotSupported,
     ResourceNotFound,
 )
+
+log = logging.getLogger("cidade")
 
 CORE_CONTEXT_URL = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 DEFAULT_VOCAB = "https://uri.etsi.org/ngsi-ld/default-context/"
@@ -92,6 +95,20 @@ def is_core_context_url(url: object) -> bool:
 def _now_iso(ts: float | None = None) -> str:
     moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def resolve_references(context: Any, base: str) -> Any:
+    """``context`` with its relative URL references made absolute against ``base``, the URL of
+    the document that carries it (JSON-LD 1.1 API §4.1.2 step 5.2.1: a request body's @context
+    resolves against the request URL). Only the top level and the members of an array are
+    references; objects are returned as they are."""
+    if isinstance(context, str):
+        if not context or _SCHEME.match(context):
+            return context
+        return urljoin(base, context)
+    if isinstance(context, list):
+        return [resolve_references(c, base) if isinstance(c, str) else c for c in context]
+    return context
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +382,17 @@ class ContextInfo:
 class _Doc:
     """A stored @context: the value of its @context member and its bookkeeping."""
 
-    __slots__ = ("context", "created_at", "extra", "hits", "kind", "last_used", "local_id", "url")
+    __slots__ = (
+        "context",
+        "created_at",
+        "extra",
+        "hits",
+        "kind",
+        "last_used",
+        "local_id",
+        "pending",
+        "url",
+    )
 
     def __init__(
         self,
@@ -382,8 +409,14 @@ class _Doc:
         self.context = context
         self.created_at = created_at or _now_iso()
         self.extra = extra
-        self.hits = 0
+        self.hits = 0  # uses known here: the stored count at the last sync, plus ``pending``
+        self.pending = 0  # uses counted here and not yet added to the store's count
         self.last_used: float | None = None
+
+    def used(self, now: float) -> None:
+        self.hits += 1
+        self.pending += 1
+        self.last_used = now
 
     def info(self) -> ContextInfo:
         return ContextInfo(
@@ -407,9 +440,31 @@ class _Op:
         self.sources: list[_Doc] = []
 
 
-OnAdd = Callable[[ContextInfo, dict[str, Any]], Awaitable[None] | None]
-OnDelete = Callable[[str], Awaitable[None] | None]
-LoadStored = Callable[[], Awaitable[Iterable[tuple[ContextInfo | dict[str, Any], dict[str, Any]]]]]
+class ContextStore(Protocol):
+    """Where the stored @contexts live (the Store implements it; store/base.py documents it):
+    every worker process mirrors them in memory and follows the others' changes through it."""
+
+    async def context_entries(self) -> list[dict[str, Any]]: ...
+
+    async def context_bodies(self, local_ids: Sequence[str]) -> dict[str, Any]: ...
+
+    async def save_context(self, local_id: str, info: dict[str, Any], body: Any) -> None: ...
+
+    async def delete_context(self, local_id: str) -> None: ...
+
+    async def add_context_usage(self, usage: Sequence[tuple[str, int, str]]) -> None: ...
+
+
+def cached_local_id(url: str) -> str:
+    """The local id of the Cached copy of ``url``: the same in every worker, so two of them
+    fetching one URL at once store one entry."""
+    return LOCAL_ID_PREFIX + str(uuid.uuid5(uuid.NAMESPACE_URL, url))
+
+
+def implicit_local_id(context: Any) -> str:
+    """The local id of the ImplicitlyCreated @context for an inline or compound @context: the
+    same @context gives the same entry, in every worker."""
+    return LOCAL_ID_PREFIX + str(uuid.uuid5(uuid.NAMESPACE_URL, "implicit:" + _canonical(context)))
 
 
 def _canonical(context: Any) -> str:
@@ -435,9 +490,16 @@ class ContextResolver:
 
     One per application (the app creates it and hands it around); all state lives here.
     Remote documents are fetched with httpx (timeout, size cap, bounded redirects), validated
-    as JSON-LD, and kept in an LRU of ``max_cached`` entries keyed by URL; TermMaps are kept in
-    another LRU of the same size keyed by the canonical form of the @context. Concurrent
-    resolutions of the same URL share one fetch.
+    as JSON-LD, and kept as Cached @contexts, at most ``max_cached`` of them (the least recently
+    used go first); TermMaps are kept in an LRU of the same size keyed by the canonical form of
+    the @context. Concurrent resolutions of the same URL share one fetch.
+
+    Stored @contexts (Hosted, ImplicitlyCreated, Cached) are written to the ``store`` as they
+    are added, reloaded or deleted, and mirrored in memory, where requests resolve them. Their
+    uses (numberOfHits, lastUsage) are counted in memory on the request path and added to the
+    store in batches (``flush_usage``, which the app runs every few seconds and before it
+    answers with details), so a count is exact for one worker and, across workers, behind by
+    at most what the others have not flushed yet.
     """
 
     def __init__(
@@ -449,10 +511,8 @@ class ContextResolver:
         allow_fetch: bool = True,
         max_redirects: int = 5,
         max_depth: int = 8,
-        on_add: OnAdd | None = None,
-        on_delete: OnDelete | None = None,
         base_urls: Iterable[str] = (),
-        load_stored: LoadStored | None = None,
+        store: ContextStore | None = None,
     ) -> None:
         self.fetch_timeout = fetch_timeout
         self.max_cached = max(1, max_cached)
@@ -460,11 +520,10 @@ class ContextResolver:
         self.allow_fetch = allow_fetch
         self.max_redirects = max_redirects
         self.max_depth = max_depth
-        self._on_add = on_add
-        self._on_delete = on_delete
-        # Reads the stored Hosted/ImplicitlyCreated @contexts: several workers share one store,
-        # so what one adds or deletes the others pick up from there (see ``sync_stored``).
-        self._load_stored = load_stored
+        # Where stored @contexts live: several workers share one store, so what one adds,
+        # reloads or deletes the others pick up from there (``sync_stored``). None: this
+        # process alone keeps them, in memory.
+        self._store = store
         # Adding, deleting and syncing stored @contexts one at a time: a sync must never see
         # a context that is being added as one another worker deleted.
         self._stored_lock = asyncio.Lock()
@@ -476,7 +535,6 @@ class ContextResolver:
         self._docs: OrderedDict[str, _Doc] = OrderedDict()  # Cached, by URL (LRU)
         self._cached_ids: dict[str, str] = {}  # localId -> URL of Cached documents
         self._local: dict[str, _Doc] = {}  # Hosted and ImplicitlyCreated, by localId
-        self._implicit: dict[str, str] = {}  # canonical @context -> localId
         self._maps: OrderedDict[str, TermMap] = OrderedDict()
         self._fetching: dict[str, asyncio.Task[Any]] = {}
         self._building: dict[str, asyncio.Task[TermMap]] = {}
@@ -515,8 +573,7 @@ class ContextResolver:
         if context is None:
             return self._core_map
         if is_core_context_url(context):
-            self._core.hits += 1
-            self._core.last_used = time.time()
+            self._core.used(time.time())
             return self._core_map
         key = _canonical(context)
         tm = self._maps.get(key)
@@ -600,8 +657,7 @@ class ContextResolver:
             return
         now = time.time()
         for doc in tm.sources:
-            doc.hits += 1
-            doc.last_used = now
+            doc.used(now)
             if doc.kind == KIND_CACHED and doc.url in self._docs:
                 self._docs.move_to_end(doc.url)
 
@@ -646,7 +702,7 @@ class ContextResolver:
                     raise LdContextNotAvailable(
                         f"{url} is not a valid JSON-LD @context: {_jsonld_message(exc)}"
                     ) from None
-                doc = self._store_cached(url, ctx)
+                doc = await self._keep_cached(url, ctx)
             op.sources.append(doc)
         elif isinstance(item, list):
             for element in item:
@@ -714,6 +770,10 @@ class ContextResolver:
 
     async def _download(self, url: str) -> Any:
         """GET a remote @context document; its @context member. 503 on any failure."""
+        try:
+            httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise BadRequestData(f"the @context URL {url!r} is not a valid URL: {exc}") from None
         if not self.allow_fetch:
             raise LdContextNotAvailable(f"remote @context {url} not available (fetching disabled)")
         if not url.lower().startswith(("http://", "https://")):
@@ -790,26 +850,59 @@ class ContextResolver:
             self._docs.move_to_end(url)
         return doc
 
-    def _store_cached(self, url: str, ctx: Any) -> _Doc:
+    async def _keep_cached(self, url: str, ctx: Any) -> _Doc:
+        """Keep a freshly downloaded @context as Cached, here and in the store; the least
+        recently used ones go when there are more than ``max_cached``."""
         doc = self._docs.get(url)
-        if doc is not None:  # a concurrent resolution stored it first
+        if doc is not None:  # a concurrent resolution kept it first
             return doc
-        doc = _Doc(url, LOCAL_ID_PREFIX + str(uuid.uuid4()), KIND_CACHED, ctx)
-        self._docs[url] = doc
-        self._cached_ids[doc.local_id] = url
-        while len(self._docs) > self.max_cached:
-            _, old = self._docs.popitem(last=False)
-            self._cached_ids.pop(old.local_id, None)
+        doc = _Doc(url, cached_local_id(url), KIND_CACHED, ctx)
+        async with self._stored_lock:
+            self._put_cached(doc)
+            try:
+                await self._save(doc)
+            except BaseException:
+                self._drop(doc)
+                raise
+            evicted = []
+            while len(self._docs) > self.max_cached:
+                _, old = self._docs.popitem(last=False)
+                self._cached_ids.pop(old.local_id, None)
+                evicted.append(old)
+            for old in evicted:
+                await self._remove(old)
         return doc
 
-    def _find(self, local_id: str) -> _Doc | None:
-        if local_id == self._core.local_id or is_core_context_url(local_id):
+    def _put_cached(self, doc: _Doc) -> None:
+        self._docs[doc.url] = doc
+        self._cached_ids[doc.local_id] = doc.url
+
+    def _drop(self, doc: _Doc) -> None:
+        """Forget a stored @context here (not in the store) and the TermMaps built from it."""
+        if doc.kind == KIND_CACHED:
+            if self._docs.get(doc.url) is doc:
+                del self._docs[doc.url]
+                self._cached_ids.pop(doc.local_id, None)
+        elif self._local.get(doc.local_id) is doc:
+            del self._local[doc.local_id]
+        self._forget_maps(doc)
+
+    def _find(self, context_id: str) -> _Doc | None:
+        """The stored @context a client names: by local id, or by URL (a Cached one by the URL
+        it was downloaded from, ours by the URL we serve it at, the core by any core URL)."""
+        if context_id == self._core.local_id or is_core_context_url(context_id):
             return self._core
-        doc = self._local.get(local_id)
+        doc = self._local.get(context_id)
         if doc is not None:
             return doc
-        url = self._cached_ids.get(local_id, local_id)  # Cached ones also by their original URL
-        return self._docs.get(url)
+        url = self._cached_ids.get(context_id, context_id)
+        doc = self._docs.get(url)
+        if doc is not None:
+            return doc
+        at = context_id.find(HOSTED_CONTEXTS_PATH)
+        if at >= 0:
+            return self._local.get(unquote(context_id[at + len(HOSTED_CONTEXTS_PATH) :]))
+        return None
 
     def _forget_maps(self, doc: _Doc) -> None:
         """Drop TermMaps built from ``doc`` (deleted or reloaded)."""
@@ -817,22 +910,119 @@ class ContextResolver:
         for k in stale:
             del self._maps[k]
 
-    @staticmethod
-    def _check_local_id(local_id: str) -> None:
-        if not isinstance(local_id, str) or not _URI.match(local_id):
-            raise BadRequestData(f"the @context identifier {local_id!r} is not a URI")
+    async def _save(self, doc: _Doc) -> None:
+        if self._store is not None:
+            await self._store.save_context(
+                doc.local_id, doc.info().to_json(), {"@context": doc.context}
+            )
 
-    async def _persist_add(self, info: ContextInfo, body: dict[str, Any]) -> None:
-        if self._on_add is not None:
-            result = self._on_add(info, body)
-            if inspect.isawaitable(result):
-                await result
+    async def _remove(self, doc: _Doc) -> None:
+        if self._store is not None:
+            await self._store.delete_context(doc.local_id)
 
-    async def _persist_delete(self, local_id: str) -> None:
-        if self._on_delete is not None:
-            result = self._on_delete(local_id)
-            if inspect.isawaitable(result):
-                await result
+    # -- the stored @contexts across workers ----------------------------------------------------
+
+    async def sync_stored(self) -> bool:
+        """Make the stored @contexts known here exactly those in the store, with the store's
+        usage counts (this worker's own are added to it first): another worker may have added,
+        reloaded or deleted some. Only the content of new or changed ones is read. False when
+        there is no store."""
+        if self._store is None:
+            return False
+        await self.flush_usage()
+        async with self._stored_lock:
+            entries = await self._store.context_entries()
+            changed = [e["local_id"] for e in entries if self._is_new(e)]
+            bodies = await self._store.context_bodies(changed) if changed else {}
+            self._mirror(entries, bodies)
+        return True
+
+    def _known(self, local_id: str) -> _Doc | None:
+        doc = self._local.get(local_id)
+        if doc is None:
+            doc = self._docs.get(self._cached_ids.get(local_id, ""))
+        return doc
+
+    def _is_new(self, entry: dict[str, Any]) -> bool:
+        """Whether a stored entry is not mirrored here as it is (a reload gives a Cached one a
+        new createdAt)."""
+        info = entry["info"]
+        doc = self._known(entry["local_id"])
+        return (
+            doc is None
+            or doc.url != info.get("URL")
+            or doc.kind != info.get("kind")
+            or doc.created_at != info.get("createdAt")
+        )
+
+    def _mirror(self, entries: Iterable[dict[str, Any]], bodies: dict[str, Any]) -> None:
+        seen: set[str] = set()
+        cached: list[_Doc] = []
+        for entry in entries:
+            info = ContextInfo.from_json(entry["info"])
+            if info.kind not in KINDS:
+                continue
+            doc = self._known(info.local_id)
+            if info.local_id in bodies:
+                body = bodies[info.local_id]
+                value = body.get("@context") if isinstance(body, dict) else None
+                if value is None:
+                    continue  # not a stored @context body
+                fresh = _Doc(info.url, info.local_id, info.kind, value, created_at=info.created_at)
+                if doc is not None:  # reloaded by another worker: terms built from it are stale
+                    fresh.pending, fresh.last_used = doc.pending, doc.last_used
+                    self._drop(doc)
+                doc = fresh
+                if doc.kind == KIND_CACHED:
+                    cached.append(doc)
+                else:
+                    self._local[doc.local_id] = doc
+                    at = info.url.find(HOSTED_CONTEXTS_PATH)
+                    if at > 0:
+                        self._bases.add(info.url[:at].rstrip("/"))
+            elif doc is None:
+                continue  # deleted between reading the entries and the bodies
+            seen.add(info.local_id)
+            doc.hits = int(entry.get("hits") or 0) + doc.pending
+            stored_last = _parse_iso(entry.get("last_used"))
+            if stored_last is not None and (doc.last_used is None or stored_last > doc.last_used):
+                doc.last_used = stored_last
+        for doc in [*self._local.values(), *self._docs.values()]:
+            if doc.local_id not in seen:
+                self._drop(doc)
+        # New Cached entries join the LRU as least recently used first.
+        cached.sort(key=lambda d: d.last_used or 0.0, reverse=True)
+        for doc in cached:
+            self._put_cached(doc)
+            self._docs.move_to_end(doc.url, last=False)
+
+    async def flush_usage(self) -> None:
+        """Add the uses counted here since the last flush to the store's counts, in one batch.
+        The app calls this every few seconds, so the request path never writes for it."""
+        if self._store is None:
+            return
+        docs = [d for d in (*self._local.values(), *self._docs.values()) if d.pending]
+        if not docs:
+            return
+        usage = [(d.local_id, d.pending, _now_iso(d.last_used)) for d in docs]
+        for d in docs:
+            d.pending = 0
+        try:
+            await self._store.add_context_usage(usage)
+        except BaseException:
+            for d, (_, count, _) in zip(docs, usage, strict=True):
+                d.pending += count  # counted again at the next flush
+            raise
+
+    async def run_usage_flusher(self, interval: float) -> None:
+        """Flush usage counts every ``interval`` seconds until cancelled (the app's lifespan
+        runs it, and flushes once more at shutdown)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush_usage()
+            except Exception:
+                log.exception("could not store @context usage counts; retrying later")
 
     # -- @context management (§5.13) ------------------------------------------------------------
 
@@ -840,28 +1030,30 @@ class ContextResolver:
         """POST /jsonldContexts (§5.13.2): store a user @context, served from this broker.
 
         ``context_body`` is the request body, ``{"@context": ...}``; ``base_url`` is the broker's
-        external base (``scheme://host[:port][/prefix]``, without ``/ngsi-ld/v1``). 400 when
-        the body is not such an object or its @context is not valid JSON-LD; 503 when a remote
-        @context it refers to cannot be retrieved.
+        external base (``scheme://host[:port][/prefix]``, without ``/ngsi-ld/v1``). 400
+        InvalidRequest when the body is not such an object, BadRequestData when its @context is
+        not valid JSON-LD; 503 when a remote @context it refers to cannot be retrieved.
         """
         if not isinstance(context_body, dict) or "@context" not in context_body:
-            raise BadRequestData("the body must be a JSON object with an @context member")
+            raise InvalidRequest("the body must be a JSON object with an @context member")
         value = context_body["@context"]
         await self._validate(value)
-        return await self._add_local(value, base_url, KIND_HOSTED)
+        return await self._add_local(
+            value, base_url, KIND_HOSTED, LOCAL_ID_PREFIX + str(uuid.uuid4())
+        )
 
     async def register_implicit(self, context: Any, base_url: str) -> ContextInfo:
-        """Store an inline/compound @context as ImplicitlyCreated (§5.13.1) so it can be referred
-        to by URL (e.g. a subscription's jsonldContext, a Link header); the same @context gives
-        the same entry."""
-        key = _canonical(context)
-        known = self._implicit.get(key)
-        if known is not None and known in self._local:
-            return self._local[known].info()
-        await self._validate(context)
-        info = await self._add_local(context, base_url, KIND_IMPLICIT)
-        self._implicit[key] = info.local_id
-        return info
+        """Store an inline/compound @context a request used as ImplicitlyCreated (§5.13.1), so
+        it can be referred to by URL (e.g. a subscription's jsonldContext); the same @context
+        gives the same entry. The request counts as one use of it."""
+        local_id = implicit_local_id(context)
+        doc = self._local.get(local_id)
+        if doc is None:
+            await self._validate(context)
+            await self._add_local(context, base_url, KIND_IMPLICIT, local_id)
+            doc = self._local[local_id]
+        doc.used(time.time())
+        return doc.info()
 
     async def _validate(self, value: Any) -> None:
         if isinstance(value, str):
@@ -871,112 +1063,72 @@ class ContextResolver:
             raise BadRequestData("the @context must be a URL, an object or an array")
         await self.term_map(value)  # 400 / 503 as for requests
 
-    async def _add_local(self, value: Any, base_url: str, kind: str) -> ContextInfo:
+    async def _add_local(self, value: Any, base_url: str, kind: str, local_id: str) -> ContextInfo:
         base = base_url.rstrip("/")
-        local_id = LOCAL_ID_PREFIX + str(uuid.uuid4())
         doc = _Doc(base + HOSTED_CONTEXTS_PATH + local_id, local_id, kind, value)
         self._bases.add(base)
         async with self._stored_lock:
             self._local[local_id] = doc
-            info = doc.info()
             try:
-                await self._persist_add(info, {"@context": value})
+                await self._save(doc)
             except BaseException:
                 self._local.pop(local_id, None)
                 raise
-        return info
+        return doc.info()
 
-    async def sync_stored(self) -> bool:
-        """Make the Hosted/ImplicitlyCreated @contexts known here exactly those in the store
-        (another worker may have added or deleted some); False when there is no store."""
-        if self._load_stored is None:
-            return False
-        async with self._stored_lock:
-            await self._sync_stored(self._load_stored)
-        return True
-
-    async def _sync_stored(self, load: LoadStored) -> None:
-        items = [
-            (ContextInfo.from_json(info) if isinstance(info, dict) else info, body)
-            for info, body in await load()
-        ]
-        stored_ids = {info.local_id for info, _ in items}
-        for local_id, doc in list(self._local.items()):
-            if local_id not in stored_ids:
-                del self._local[local_id]
-                self._implicit = {k: v for k, v in self._implicit.items() if v != local_id}
-                self._forget_maps(doc)
-        self.load_hosted((info, body) for info, body in items if info.local_id not in self._local)
-
-    def load_hosted(
-        self, items: Iterable[tuple[ContextInfo | dict[str, Any], dict[str, Any]]]
-    ) -> int:
-        """Restore persisted Hosted/ImplicitlyCreated @contexts at start: ``(info, body)`` pairs
-        as given to ``on_add`` (info may be a ContextInfo or its ``to_json()`` form). Returns
-        how many were loaded."""
-        count = 0
-        for info, body in items:
-            if isinstance(info, dict):
-                info = ContextInfo.from_json(info)
-            if info.kind not in (KIND_HOSTED, KIND_IMPLICIT):
-                continue
-            value = body.get("@context") if isinstance(body, dict) else None
-            if value is None:
-                continue  # not a stored @context body
-            doc = _Doc(info.url, info.local_id, info.kind, value, created_at=info.created_at)
-            self._local[info.local_id] = doc
-            at = info.url.find(HOSTED_CONTEXTS_PATH)
-            if at > 0:
-                self._bases.add(info.url[:at].rstrip("/"))
-            if info.kind == KIND_IMPLICIT:
-                self._implicit[_canonical(value)] = info.local_id
-            count += 1
-        return count
-
-    def list(self, details: bool = False, kind: str | None = None) -> list[Any]:
+    async def list(self, details: bool = False, kind: str | None = None) -> list[Any]:
         """GET /jsonldContexts (§5.13.3): the URLs of the stored @contexts, or with ``details``
-        their metadata objects; optionally only those of one ``kind``."""
+        their metadata objects; optionally only those of one ``kind``. The core @context is
+        listed first, as Cached."""
         if kind is not None and kind not in KINDS:
             raise BadRequestData(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
-        docs = [self._core, *self._docs.values(), *self._local.values()]
-        docs.sort(key=lambda d: (d is not self._core, d.created_at))
+        await self.sync_stored()
+        docs = [*self._docs.values(), *self._local.values()]
+        docs.sort(key=lambda d: d.created_at)
+        docs.insert(0, self._core)
         if kind is not None:
             docs = [d for d in docs if d.kind == kind]
         if details:
             return [d.info().to_json() for d in docs]
         return [d.url for d in docs]
 
-    def get(self, local_id: str, details: bool = False) -> dict[str, Any]:
+    async def serve(self, context_id: str, details: bool = False) -> dict[str, Any]:
         """GET /jsonldContexts/{contextId} (§5.13.4): ``{"@context": ...}`` of a Hosted or
-        ImplicitlyCreated @context, or with ``details`` the metadata of any stored one.
-        404 ResourceNotFound when unknown; 422 OperationNotSupported for the content of a Cached
-        one (the spec serves only Hosted/ImplicitlyCreated content); 400 for a non-URI id."""
-        self._check_local_id(local_id)
-        doc = self._find(local_id)
+        ImplicitlyCreated @context, or with ``details`` the metadata of any stored one (by
+        local id, or a Cached one by its URL). 404 ResourceNotFound when unknown; 422
+        OperationNotSupported for the content of a Cached one (the spec serves only
+        Hosted/ImplicitlyCreated content). Serving is not a use of the @context."""
+        # Another worker may have added or deleted it; details: the counts of every worker, as
+        # far as they flushed.
+        await self.sync_stored()
+        doc = self._find(context_id)
         if doc is None:
-            raise ResourceNotFound(f"no stored @context {local_id}")
+            raise ResourceNotFound(f"no stored @context {context_id}")
         if details:
             return doc.info().to_json()
         if doc.kind == KIND_CACHED:
             raise OperationNotSupported(
-                f"@context {local_id} is Cached: only its metadata is served (details=true)"
+                f"@context {context_id} is Cached: only its metadata is served (details=true)"
             )
         return {"@context": orjson.loads(orjson.dumps(doc.context))}
 
-    async def delete(self, local_id: str, reload: bool = False) -> None:
+    async def delete(self, context_id: str, reload: bool = False) -> None:
         """DELETE /jsonldContexts/{contextId} (§5.13.5).
 
         Without ``reload``: remove the entry (any kind; a Cached one may also be named by its
         original URL) - the core @context cannot be deleted (400 BadRequestData). With
-        ``reload``: re-download a Cached @context and replace the stored copy (400 for other
-        kinds; LdContextNotAvailable with HTTP 504 when the download fails, the old copy staying
-        in place). Reloading the core is a no-op: the built-in copy is authoritative.
-        404 when unknown; 400 for a non-URI id.
+        ``reload``: download a Cached @context again and replace the stored copy (400
+        BadRequestData for other kinds and for an identifier that is not a URI, as only a
+        downloaded @context can be reloaded; 503 LdContextNotAvailable when the download fails,
+        the old copy staying in place). Reloading the core is a no-op: the built-in copy is
+        authoritative. 404 ResourceNotFound when unknown.
         """
-        self._check_local_id(local_id)
-        doc = self._find(local_id)
+        if reload and not _URI.match(context_id):
+            raise BadRequestData(f"the @context identifier {context_id!r} is not a URI")
+        await self.sync_stored()
+        doc = self._find(context_id)
         if doc is None:
-            raise ResourceNotFound(f"no stored @context {local_id}")
+            raise ResourceNotFound(f"no stored @context {context_id}")
         if doc is self._core:
             if reload:
                 return
@@ -984,41 +1136,41 @@ class ContextResolver:
         if reload:
             if doc.kind != KIND_CACHED:
                 raise BadRequestData(
-                    f"only Cached @contexts can be reloaded; {local_id} is {doc.kind}"
+                    f"only Cached @contexts can be reloaded; {context_id} is {doc.kind}"
                 )
             await self._reload(doc)
             return
-        if doc.kind == KIND_CACHED:
-            self._docs.pop(doc.url, None)
-            self._cached_ids.pop(doc.local_id, None)
-        else:
-            async with self._stored_lock:
-                await self._persist_delete(doc.local_id)
-                self._local.pop(doc.local_id, None)
-                self._implicit = {k: v for k, v in self._implicit.items() if v != doc.local_id}
-        self._forget_maps(doc)
+        async with self._stored_lock:
+            await self._remove(doc)
+            self._drop(doc)
 
     async def _reload(self, doc: _Doc) -> None:
         url = doc.url
+        ctx = await self._download(url)
+        op = _Op()
+        op.docs[url] = ctx
+        await self._load(ctx, url, (url,), op)
         try:
-            ctx = await self._download(url)
-            op = _Op()
-            op.docs[url] = ctx
-            await self._load(ctx, url, (url,), op)
-            try:
-                self._process(url, op)
-            except JsonLdError as exc:
-                raise LdContextNotAvailable(
-                    f"{url} is not a valid JSON-LD @context: {_jsonld_message(exc)}"
-                ) from None
-        except LdContextNotAvailable as exc:
-            exc.status = 504  # §6.30.3.2 (OpenAPI v1.8.1): re-download failure is 504
-            raise
+            self._process(url, op)
+        except JsonLdError as exc:
+            raise LdContextNotAvailable(
+                f"{url} is not a valid JSON-LD @context: {_jsonld_message(exc)}"
+            ) from None
         fresh = _Doc(url, doc.local_id, KIND_CACHED, ctx, created_at=_now_iso())
-        fresh.hits, fresh.last_used = doc.hits, doc.last_used
-        self._docs[url] = fresh
-        self._cached_ids[fresh.local_id] = url
-        self._forget_maps(doc)
+        fresh.hits, fresh.pending, fresh.last_used = doc.hits, doc.pending, doc.last_used
+        async with self._stored_lock:
+            await self._save(fresh)
+            self._drop(doc)
+            self._put_cached(fresh)
+
+
+def _parse_iso(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 __all__ = [
@@ -1032,7 +1184,11 @@ __all__ = [
     "KIND_IMPLICIT",
     "ContextInfo",
     "ContextResolver",
+    "ContextStore",
     "TermMap",
+    "cached_local_id",
+    "implicit_local_id",
     "is_core_context_url",
     "parse_link_header",
+    "resolve_references",
 ]

@@ -414,7 +414,9 @@ def discovery_paths() -> dict[str, Any]:
 
 def context_paths() -> dict[str, Any]:
     context_id = path_param(
-        "context_id", "The @context's localId (a URI), or a Cached one's original URL."
+        "context_id",
+        "The @context's localId, or (percent-encoded) a Cached one's original URL or a core"
+        " @context URL.",
     )
     return {
         f"{PREFIX}/jsonldContexts": {
@@ -447,7 +449,10 @@ def context_paths() -> dict[str, Any]:
             "post": operation(
                 "addContext",
                 "Add @context (§6.29.3.2)",
-                merge(created("Stored; Location is its URL."), problems(400, 413, 415, 503)),
+                merge(
+                    created("Stored as Hosted; Location is its path, /jsonldContexts/{localId}."),
+                    problems(400, 413, 415, 503),
+                ),
                 tag=CONTEXTS,
                 request_body=body(ref("ContextDocument"), "A JSON-LD context document."),
             ),
@@ -461,11 +466,12 @@ def context_paths() -> dict[str, Any]:
                         "200": {
                             "description": "The context document; with details=true its metadata.",
                             "content": {
-                                "application/ld+json": {
+                                kind: {
                                     "schema": {
                                         "anyOf": [ref("ContextDocument"), ref("ContextInfo")]
                                     }
                                 }
+                                for kind in ("application/json", "application/ld+json")
                             },
                         }
                     },
@@ -477,7 +483,10 @@ def context_paths() -> dict[str, Any]:
             "delete": operation(
                 "deleteContext",
                 "Delete and Reload @context (§6.30.3.2)",
-                merge(no_content("Deleted (or reloaded)."), problems(400, 404, 504)),
+                merge(
+                    no_content("Deleted (or reloaded)."),
+                    problems(400, 404, 503),
+                ),
                 tag=CONTEXTS,
                 parameters=[context_id, boolean_query("reload", "true: download it again.")],
             ),

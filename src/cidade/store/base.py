@@ -308,11 +308,30 @@ class Store(Protocol):
 
     async def enqueue(self, tenant: str, entries: list[OutboxEntry]) -> None: ...
 
-    async def hosted_contexts(self) -> list[dict[str, Any]]: ...
+    # -- stored @contexts (§5.13: Hosted, ImplicitlyCreated and Cached; hub/jsonld.py) -------
+    # Global, not per tenant. Adding, changing and deleting one is announced on the "contexts"
+    # topic (``listen``); usage counters are not.
 
-    async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None: ...
+    async def context_entries(self) -> list[dict[str, Any]]:
+        """Every stored @context without its content: {local_id, info (ContextInfo.to_json()),
+        hits, last_used}."""
+        ...
 
-    async def delete_hosted_context(self, local_id: str) -> None: ...
+    async def context_bodies(self, local_ids: Sequence[str]) -> dict[str, Any]:
+        """{local_id: body ({"@context": ...})} of those of ``local_ids`` that are stored."""
+        ...
+
+    async def save_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
+        """Store an @context, or replace the info and body of the one with that ``local_id``
+        (its usage counters are kept)."""
+        ...
+
+    async def delete_context(self, local_id: str) -> None: ...
+
+    async def add_context_usage(self, usage: Sequence[tuple[str, int, str]]) -> None:
+        """Add ``(local_id, hits, last_used)`` counts to the stored @contexts' usage (one
+        batch); ``last_used`` only moves forward. Unknown ids are ignored."""
+        ...
 
     # -- access control (auth/): accounts, API keys, sessions, the audit log ------------------
     # Records are plain dicts stored as JSON beside the few columns they are looked up by. Every

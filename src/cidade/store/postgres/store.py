@@ -826,27 +826,57 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         if self.watch is not None:
             self.watch.enqueued()
 
-    # -- hosted @contexts -----------------------------------------------------------------------
+    # -- stored @contexts (§5.13) ------------------------------------------------------------
 
-    async def hosted_contexts(self) -> list[dict[str, Any]]:
-        rows = await self._pool.fetch("SELECT local_id, info, body FROM hosted_contexts")
-        return [{"local_id": r["local_id"], "info": r["info"], "body": r["body"]} for r in rows]
+    async def context_entries(self) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch("SELECT local_id, info, hits, last_used FROM hosted_contexts")
+        return [
+            {
+                "local_id": r["local_id"],
+                "info": r["info"],
+                "hits": r["hits"],
+                "last_used": r["last_used"],
+            }
+            for r in rows
+        ]
 
-    async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
+    async def context_bodies(self, local_ids: Sequence[str]) -> dict[str, Any]:
+        rows = await self._pool.fetch(
+            "SELECT local_id, body FROM hosted_contexts WHERE local_id = ANY($1::text[])",
+            list(local_ids),
+        )
+        return {r["local_id"]: r["body"] for r in rows}
+
+    async def save_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO hosted_contexts VALUES ($1, $2, $3) ON CONFLICT (local_id)"
-                " DO UPDATE SET info = excluded.info, body = excluded.body",
+                "INSERT INTO hosted_contexts(local_id, info, body) VALUES ($1, $2, $3)"
+                " ON CONFLICT (local_id) DO UPDATE SET info = excluded.info, body = excluded.body",
                 local_id,
                 orjson.loads(orjson.dumps(info, default=str)),
                 body,
             )
             await conn.execute("SELECT pg_notify($1, 'contexts')", self.channel)
 
-    async def delete_hosted_context(self, local_id: str) -> None:
+    async def delete_context(self, local_id: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute("DELETE FROM hosted_contexts WHERE local_id = $1", local_id)
             await conn.execute("SELECT pg_notify($1, 'contexts')", self.channel)
+
+    async def add_context_usage(self, usage: Sequence[tuple[str, int, str]]) -> None:
+        if not usage:
+            return
+        # One statement for the batch; counters only, so no NOTIFY: the others read them when
+        # they answer a details request.
+        await self._pool.execute(
+            "UPDATE hosted_contexts AS h SET hits = h.hits + u.hits,"
+            " last_used = greatest(h.last_used, u.last_used)"
+            " FROM unnest($1::text[], $2::bigint[], $3::text[]) AS u(local_id, hits, last_used)"
+            " WHERE h.local_id = u.local_id",
+            [u[0] for u in usage],
+            [u[1] for u in usage],
+            [u[2] for u in usage],
+        )
 
 
 def _type_sql(expr: TypeExpr, bind: Any, column: str = "e.types") -> str:

@@ -748,28 +748,60 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         if self.watch is not None:
             self.watch.enqueued()
 
-    # -- hosted @contexts -----------------------------------------------------------------------
+    # -- stored @contexts (§5.13) ------------------------------------------------------------
 
-    async def hosted_contexts(self) -> list[dict[str, Any]]:
+    async def context_entries(self) -> list[dict[str, Any]]:
         rows = await self.db.read(
-            lambda c: c.execute("SELECT local_id, info, body FROM hosted_contexts").fetchall()
+            lambda c: c.execute(
+                "SELECT local_id, info, hits, last_used FROM hosted_contexts"
+            ).fetchall()
         )
         return [
-            {"local_id": r[0], "info": orjson.loads(r[1]), "body": orjson.loads(r[2])} for r in rows
+            {"local_id": r[0], "info": orjson.loads(r[1]), "hits": r[2], "last_used": r[3]}
+            for r in rows
         ]
 
-    async def save_hosted_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
-        await self.db.write(
+    async def context_bodies(self, local_ids: Sequence[str]) -> dict[str, Any]:
+        ids = list(local_ids)
+        rows = await self.db.read(
             lambda c: c.execute(
-                "INSERT OR REPLACE INTO hosted_contexts VALUES (?, ?, ?)",
-                (local_id, orjson.dumps(info, default=str), orjson.dumps(body)),
-            )
+                "SELECT local_id, body FROM hosted_contexts WHERE local_id IN"
+                " (SELECT value FROM json_each(?))",
+                (orjson.dumps(ids),),
+            ).fetchall()
         )
+        return {r[0]: orjson.loads(r[1]) for r in rows}
 
-    async def delete_hosted_context(self, local_id: str) -> None:
-        await self.db.write(
-            lambda c: c.execute("DELETE FROM hosted_contexts WHERE local_id = ?", (local_id,))
-        )
+    async def save_context(self, local_id: str, info: dict[str, Any], body: Any) -> None:
+        row = (local_id, orjson.dumps(info, default=str), orjson.dumps(body))
+
+        def save(c: sqlite3.Connection) -> None:
+            c.execute(
+                "INSERT INTO hosted_contexts(local_id, info, body) VALUES (?, ?, ?)"
+                " ON CONFLICT (local_id) DO UPDATE SET info = excluded.info, body = excluded.body",
+                row,
+            )
+
+        await self.db.write(save)
+
+    async def delete_context(self, local_id: str) -> None:
+        def delete(c: sqlite3.Connection) -> None:
+            c.execute("DELETE FROM hosted_contexts WHERE local_id = ?", (local_id,))
+
+        await self.db.write(delete)
+
+    async def add_context_usage(self, usage: Sequence[tuple[str, int, str]]) -> None:
+        rows = [(hits, last_used, local_id) for local_id, hits, last_used in usage]
+
+        def add(c: sqlite3.Connection) -> None:
+            c.executemany(
+                "UPDATE hosted_contexts SET hits = hits + ?,"
+                " last_used = max(coalesce(last_used, ''), ?) WHERE local_id = ?",
+                rows,
+            )
+
+        if rows:
+            await self.db.write(add)
 
 
 _STATUS_UPSERT = (
