@@ -216,6 +216,9 @@ def test_implicitly_created_context(client, server):
     assert r.status_code == 201, r.text
     [info] = client.get(f"{NGSI}/jsonldContexts?kind=ImplicitlyCreated&details=true").json()
     assert info["kind"] == "ImplicitlyCreated" and info["numberOfHits"] == 1
+    # The subscription names it, so its notifications and its readers can use it.
+    got = client.get(f"{NGSI}/subscriptions/urn:ngsi-ld:Subscription:implicit").json()
+    assert got["jsonldContext"] == info["URL"]
     served = client.get(f"{NGSI}/jsonldContexts/{info['localId']}")
     assert served.status_code == 200 and served.json() == {"@context": inline}
     assert url in client.get(f"{NGSI}/jsonldContexts?kind=Cached").json()

@@ -65,6 +65,9 @@ class SubscriptionService:
             context = context[0]  # ["url"] is the @context at url, which a Link header can name
         if context is not None and not isinstance(context, str):
             context = (await self.resolver.register_implicit(context, self.base_url)).url
+            # §5.13.1: the subscription names the ImplicitlyCreated @context it got, so a
+            # client can read it back and its notifications use it (§5.2.12 jsonldContext).
+            sub.setdefault("jsonldContext", context)
         if context is not None:
             sub[CONTEXT_MEMBER] = context
         sub[OWNER_MEMBER] = owner
