@@ -107,8 +107,8 @@ def test_query_finds_deleted_entities_after_the_existing_ones(client):
     r = client.get(f"{TEMPORAL}?type=AirQualityObserved&limit=2&offset=1&count=true")
     assert [e["id"] for e in r.json()] == [C, B] and r.headers["ngsild-results-count"] == "3"
     # id, idPattern and attrs filter deleted entities too; q needs a current state.
-    assert [e["id"] for e in client.get(f"{TEMPORAL}?id={B}").json()] == [B]
-    assert [e["id"] for e in client.get(f"{TEMPORAL}?idPattern=:b$").json()] == [B]
+    assert [e["id"] for e in client.get(f"{TEMPORAL}?id={B}&local=true").json()] == [B]
+    assert [e["id"] for e in client.get(f"{TEMPORAL}?idPattern=:b$&local=true").json()] == [B]
     assert client.get(f"{TEMPORAL}?type=AirQualityObserved&attrs=pm10").json() == []
     r = client.get(f"{TEMPORAL}?type=AirQualityObserved&q=no2>0")
     assert [e["id"] for e in r.json()] == [A, C]

@@ -182,10 +182,44 @@ def test_temporal_writes_reject_bad_input(client):
     assert r.status_code == 404
 
 
-def test_deleted_at_as_time_property_is_not_implemented(station):
-    for url in (f"{TEMPORAL}/{E}", f"{TEMPORAL}?type=AirQualityObserved"):
-        r = station.get(f"{url}{'&' if '?' in url else '?'}timeproperty=deletedAt")
-        assert r.status_code == 501 and problem_type(r) == "NotImplemented", r.text
+def test_deleted_attributes_in_the_temporal_evolution(client):
+    """A deleted attribute's evolution ends with an instance holding the NGSI-LD Null and its
+    deletedAt; timeproperty=deletedAt selects those instances, by that time."""
+    body = {
+        "id": E,
+        "type": "AirQualityObserved",
+        "no2": {"type": "Property", "value": 10, "observedAt": "2026-03-01T10:00:00Z"},
+        "name": {"type": "LanguageProperty", "languageMap": {"pt": "Boavista"}},
+        "near": {"type": "Relationship", "object": "urn:ngsi-ld:Road:1"},
+    }
+    assert client.post(f"{NGSI}/entities", json=body).status_code == 201
+    for attr in ("name", "near"):
+        assert client.delete(f"{NGSI}/entities/{E}/attrs/{attr}").status_code == 204
+    r = client.get(f"{TEMPORAL}/{E}?timeproperty=deletedAt")
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert set(got) == {"id", "type", "name", "near"}
+    (name,) = got["name"]
+    assert name["type"] == "LanguageProperty"
+    assert name["languageMap"] == {"@none": "urn:ngsi-ld:null"}
+    assert "deletedAt" in name and "instanceId" in name
+    (near,) = got["near"]
+    assert near["object"] == "urn:ngsi-ld:null"
+    simplified = client.get(f"{TEMPORAL}/{E}?timeproperty=deletedAt&options=temporalValues")
+    near = simplified.json()["near"]
+    assert near["type"] == "Relationship" and near["objects"][0][0] == "urn:ngsi-ld:null"
+    assert simplified.json()["name"]["languageMaps"][0][0] == {
+        "languageMap": {"@none": "urn:ngsi-ld:null"}
+    }
+    # The evolution by the default time property shows the deletion after the value.
+    names = client.get(f"{TEMPORAL}/{E}?attrs=name").json()["name"]
+    assert [i["languageMap"] for i in names] == [{"pt": "Boavista"}, {"@none": "urn:ngsi-ld:null"}]
+    later = client.get(
+        f"{TEMPORAL}/{E}?timeproperty=deletedAt&timerel=after&timeAt=2100-01-01T00:00:00Z"
+    )
+    assert set(later.json()) == {"id", "type"}
+    listed = client.get(f"{TEMPORAL}?type=AirQualityObserved&timeproperty=deletedAt").json()
+    assert set(listed[0]) == {"id", "type", "name", "near"}
 
 
 def test_a_batch_touching_an_entity_twice_records_both_changes(client):

@@ -178,8 +178,10 @@ def test_history_rows_of_single_instances_and_fresh_ids():
         },
     }
     rows = list(changed_instances(before, after, instance_ids(per_read=2)))
-    assert [(r[0], r[1]) for r in rows] == [("b", "urn:d:1"), ("c", "")]
+    # b's default instance is gone: a row records its deletion.
+    assert [(r[0], r[1]) for r in rows] == [("b", "urn:d:1"), ("b", ""), ("c", "")]
     assert rows[0][2].startswith(INSTANCE_PREFIX) and len(rows[0][2]) == len(INSTANCE_PREFIX) + 32
-    assert rows[1][2] == "urn:i:given" and "instanceId" not in rows[1][7]
+    assert rows[1][7]["value"] == "urn:ngsi-ld:null" and rows[1][7]["deletedAt"] == later
+    assert rows[2][2] == "urn:i:given" and "instanceId" not in rows[2][7]
     ids = list(itertools.islice(instance_ids(per_read=3), 10))  # across several reads
     assert len(set(ids)) == 10 and all(i.startswith(INSTANCE_PREFIX) for i in ids)

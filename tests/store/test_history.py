@@ -145,6 +145,40 @@ def test_dataset_ids_are_separate_instances(store):
     ]
 
 
+def test_a_deleted_attribute_or_dataset_leaves_a_deletion_instance(store):
+    """An instance the change removes (the attribute, or one datasetId of it) is recorded as
+    deleted: the NGSI-LD Null in its value member, deletedAt the time of the change. Only those
+    match time_property deletedAt, by that time."""
+    s, loop = store
+    t0, t1, t2 = (f"2026-05-0{d}T00:00:00.000000Z" for d in (1, 2, 3))
+    rel = {"type": "Relationship", "object": "urn:x:1", "createdAt": t0, "modifiedAt": t0}
+    attrs = {
+        T: [reading(1, t0), reading(2, t0, datasetId="urn:ds:roof")],
+        H: [reading(50, t0)],
+        D + "near": [rel],
+    }
+    put(s, loop, "urn:s:d", entity("urn:s:d", attrs, t0))
+    # t1: the roof's temperature goes; t2: humidity and the relationship go.
+    put(s, loop, "urn:s:d", entity("urn:s:d", {**attrs, T: [reading(1, t0)]}, t1))
+    put(s, loop, "urn:s:d", entity("urn:s:d", {T: [reading(1, t0)]}, t2))
+    hist = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:d"])))["urn:s:d"]
+    assert [(i["value"], i.get("deletedAt")) for i in hist[H]] == [
+        (50, None),
+        ("urn:ngsi-ld:null", t2),
+    ]
+    q = HistoryQuery(entity_ids=["urn:s:d"], time_property="deletedAt")
+    deleted = loop.run_until_complete(s.history("", q))["urn:s:d"]
+    assert sorted(deleted) == sorted([T, H, D + "near"])
+    (roof,) = deleted[T]
+    assert roof["value"] == "urn:ngsi-ld:null" and roof["datasetId"] == "urn:ds:roof"
+    assert roof["deletedAt"] == roof["_t"] == t1
+    (near,) = deleted[D + "near"]
+    assert near["type"] == "Relationship" and near["object"] == "urn:ngsi-ld:null"
+    assert near["_t"] == t2
+    q = HistoryQuery(entity_ids=["urn:s:d"], time_property="deletedAt", after=t2)
+    assert sorted(loop.run_until_complete(s.history("", q))["urn:s:d"]) == sorted([H, D + "near"])
+
+
 def test_deleting_an_entity_deletes_its_history(store):
     s, loop = store
     at = "2026-05-01T00:00:00.000000Z"
@@ -263,7 +297,7 @@ def test_changes_to_history_reach_rows_not_merged_yet(sqlite_store):
     got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:c"])))
     assert [i["value"] for i in got["urn:s:c"][T]] == [2]
     # A write after that, then the entity's deletion: its whole history goes, merged or not.
-    put(s, loop, "urn:s:c", entity("urn:s:c", {T: [reading(3, later)]}, later))
+    put(s, loop, "urn:s:c", entity("urn:s:c", {T: [reading(3, later)], H: [reading(5, at)]}, later))
     assert rows_in(s, loop, "history_recent") == 1
     put(s, loop, "urn:s:c", None)
     assert rows_in(s, loop, "history_recent") == 0

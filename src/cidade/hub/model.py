@@ -18,7 +18,6 @@ from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.query.geo import validate_geojson_geometry
 
 NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
-NULL = "urn:ngsi-ld:null"  # the merge-patch "delete this" value (§4.5.19? 1.8 §4.20)
 
 KINDS = {
     "Property": "value",

@@ -24,9 +24,9 @@ from cidade.hub.temporal import (
 from cidade.hub.temporal_paging import Limits, Page, apply_cut, find_cut
 from cidade.hub.temporal_paging import limits as paging_limits
 from cidade.ngsild import timefmt
-from cidade.ngsild.errors import BadRequestData, NotImplementedFeature, ResourceNotFound
+from cidade.ngsild.errors import BadRequestData, ResourceNotFound
 from cidade.ngsild.timefmt import display
-from cidade.store.base import TIME_COLUMNS, Entity, EntityQuery, HistoryQuery, QueryResult, Store
+from cidade.store.base import Entity, EntityQuery, HistoryQuery, QueryResult, Store
 from cidade.store.history import history_row
 
 History = dict[str, dict[str, list[dict[str, Any]]]]  # {entity id: {attribute IRI: instances}}
@@ -189,9 +189,6 @@ class TemporalService:
         ``attrs``: the attributes to read ([] every one, None none)."""
         if attrs is None or not ids:
             return {}, None, {}
-        if temporal.timeproperty not in TIME_COLUMNS:
-            # deletedAt: the history has no deletion time per instance to select on.
-            raise NotImplementedFeature(f"timeproperty={temporal.timeproperty} is not supported")
         most = self.max_instances
         limits = paging_limits(temporal, most)
         query = self._history_query(ids, attrs, temporal, limits)
@@ -241,7 +238,7 @@ class TemporalService:
         without reading 35,040 instances into Python. None when the query or the data needs the
         general path (any value that is not a number, too many periods, no bounds)."""
         bounds = sql_periods(temporal)
-        if bounds is None or temporal.timeproperty not in TIME_COLUMNS:
+        if bounds is None or temporal.timeproperty == "deletedAt":
             return None
         stats = await self.store.history_stats(
             tenant, entity["id"], attrs, temporal.timeproperty, bounds, temporal.aggr_methods

@@ -80,6 +80,9 @@ TIME_COLUMNS = {
     "observedAt": "time",  # NGSI-LD: the default time index; modifiedAt when nothing was observed
     "modifiedAt": "modified_at",
     "createdAt": "created_at",
+    # The instances recording deletions (store/history.py deletion) only, by their deletedAt,
+    # which is also their modifiedAt.
+    "deletedAt": "modified_at",
 }
 
 

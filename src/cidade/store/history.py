@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from cidade.ngsild.null import null_value
 from cidade.store.base import Entity
 
 HistoryRow = tuple[str, str, str, str, str | None, str, str, dict[str, Any]]
@@ -59,22 +60,52 @@ def changed_instances(
 
 def changed_in(before: Entity | None, after: Entity) -> Iterator[tuple[str, dict[str, Any]]]:
     """(attribute IRI, instance) of every instance of ``after`` that is new or differs from
-    ``before``: what goes to the history (``history_row`` makes its row)."""
+    ``before``, and a deletion instance (``deletion``) for every instance of ``before`` that
+    ``after`` no longer has: what goes to the history (``history_row`` makes its row)."""
     old_attrs = before["attrs"] if before is not None else {}
+    kept = 0  # attributes of before that after still has: fewer than all, some were deleted
     for attr, instances in after["attrs"].items():
         olds = old_attrs.get(attr)
+        if olds is None:
+            for inst in instances:
+                yield attr, inst
+            continue
+        kept += 1
         if olds is instances:
             continue  # an attribute the change did not touch (updates share such lists)
-        if olds is not None and len(olds) == 1 and len(instances) == 1:
+        if len(olds) == 1 and len(instances) == 1:
             # One instance before and after (a device's measure): compared whole, datasetId
             # and all, as the general case below would.
             if olds[0] != instances[0]:
                 yield attr, instances[0]
+                if olds[0].get("datasetId") != instances[0].get("datasetId"):
+                    yield attr, deletion(olds[0], after["modifiedAt"])
             continue
-        old = {i.get("datasetId"): i for i in olds or ()}
+        old = {i.get("datasetId"): i for i in olds}
         for inst in instances:
-            if old.get(inst.get("datasetId")) != inst:
+            if old.pop(inst.get("datasetId"), None) != inst:
                 yield attr, inst
+        for gone in old.values():
+            yield attr, deletion(gone, after["modifiedAt"])
+    if kept < len(old_attrs):
+        new_attrs = after["attrs"]
+        for attr, olds in old_attrs.items():
+            if attr not in new_attrs:
+                for gone in olds:
+                    yield attr, deletion(gone, after["modifiedAt"])
+
+
+def deletion(inst: dict[str, Any], now: str) -> dict[str, Any]:
+    """The instance that records the deletion of ``inst`` at ``now`` in its attribute's
+    history: the NGSI-LD Null in its value member, deletedAt (and its other times) ``now``,
+    its datasetId kept, so that the temporal evolution shows when the attribute went away."""
+    kind = inst.get("type", "Property")
+    member, null = null_value(kind)
+    out: dict[str, Any] = {"type": kind, member: null}
+    if "datasetId" in inst:
+        out["datasetId"] = inst["datasetId"]
+    out["deletedAt"] = out["modifiedAt"] = out["createdAt"] = now
+    return out
 
 
 def history_row(

@@ -340,6 +340,9 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         if query.before is not None:
             params.append(_ts(query.before))
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ${len(params)}")
+        if query.time_property == "deletedAt":
+            # Only the instances that record deletions (store/history.py deletion).
+            where.append("instance ? 'deletedAt'")
         found = history_source(f"attr_history WHERE {' AND '.join(where)}", column, query)
         # No window without lastN or a page cut: it sorted every row, instance JSON and all
         # (spilling to disk for a year of 15-minute readings). Times come formatted in the stored

@@ -278,6 +278,9 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         if query.before is not None:
             where.append(f"{column} {'<=' if query.before_inclusive else '<'} ?")
             params.append(query.before)
+        if query.time_property == "deletedAt":
+            # Only the instances that record deletions (store/history.py deletion).
+            where.append("json_extract(instance, '$.deletedAt') IS NOT NULL")
         found = history_source(f"history_rows WHERE {' AND '.join(where)}", column, query)
         # Without lastN or a page cut, no window (it sorted every row, instance JSON and all,
         # twice: a year of 15-minute readings took five times as long) and no sort: the primary
