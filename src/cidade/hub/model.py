@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.null import NULL as NULL  # the hub's modules take it from here
 from cidade.ngsild.query.geo import validate_geojson_geometry
 
 NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
