@@ -67,6 +67,9 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("/iot/devices/{device_id}", "DELETE"): DEVICES,
     (f"{N}/entities", "GET"): READ,
     (f"{N}/entities", "POST"): WRITE,
+    (f"{N}/entities", "PUT"): WRITE,  # 400: no entity id
+    (f"{N}/entities", "PATCH"): WRITE,  # 400: no entity id
+    (f"{N}/entities", "DELETE"): WRITE,  # 400: no entity id
     (f"{N}/entities/{{entity_id}}", "GET"): READ,
     (f"{N}/entities/{{entity_id}}", "PUT"): WRITE,
     (f"{N}/entities/{{entity_id}}", "PATCH"): WRITE,

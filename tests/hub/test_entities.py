@@ -342,9 +342,11 @@ def test_not_acceptable(client):
 def test_unknown_route_and_method_give_problem_details(client):
     r = client.get(f"{NGSI}/nothing-here")
     assert r.status_code == 404 and problem_type(r) == "ResourceNotFound"
-    r = client.put(f"{NGSI}/entities")
-    assert r.status_code == 405
-    assert "GET" in r.headers["allow"] and "POST" in r.headers["allow"]
+    r = client.post(f"{NGSI}/entityOperations/query/urn:x:1")
+    assert r.status_code == 404 and problem_type(r) == "ResourceNotFound"
+    r = client.get(f"{NGSI}/entityOperations/create")
+    assert r.status_code == 405 and problem_type(r) == "MethodNotAllowed"
+    assert r.headers["allow"] == "POST"
 
 
 def test_nul_refused(client):

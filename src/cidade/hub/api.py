@@ -19,6 +19,7 @@ from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
 from cidade.config import Settings
 from cidade.http.bodies import GEO_JSON, JSON, read_json
+from cidade.hub import params as allowed
 from cidade.hub.access import narrow_query
 from cidade.hub.batch import BatchResult, BatchService
 from cidade.hub.discovery import Discovery
@@ -28,6 +29,7 @@ from cidade.hub.http import (
     accepted,
     context_for_body,
     context_for_read,
+    contexts_for_batch,
     json_response,
     list_param,
     options_param,
@@ -36,10 +38,16 @@ from cidade.hub.http import (
     representation,
     tenant_of,
 )
-from cidade.hub.jsonld import ContextResolver
+from cidade.hub.jsonld import ContextResolver, TermMap
 from cidade.hub.model import View, geojson_feature, render_entity
+from cidade.hub.params import check_params
 from cidade.hub.querying import build_query, projection, query_from_body
-from cidade.ngsild.errors import BadRequestData, ResourceNotFound
+from cidade.ngsild.errors import (
+    BadRequestData,
+    InvalidRequest,
+    NgsiError,
+    ResourceNotFound,
+)
 from cidade.store.base import EntityQuery, QueryResult, Store
 
 PREFIX = "/ngsi-ld/v1"
@@ -72,7 +80,11 @@ class HubApi:
         return tenant
 
     async def read_body(self, request: Request, *, merge: bool = False) -> tuple[Any, Ctx]:
+        """The body, a JSON object, and its @context. A body of another JSON type is malformed
+        for the operation: 400 InvalidRequest, before its @context is looked at."""
         body, kind = await read_json(request, self.settings.max_body_bytes, merge=merge)
+        if not isinstance(body, dict):
+            raise InvalidRequest("the body must be a JSON object")
         ctx = await context_for_body(self.resolver, request, body, kind)
         return _strip_context(body), ctx
 
@@ -193,6 +205,7 @@ class HubApi:
 
     async def create_entity(self, request: Request) -> Response:
         """§6.4.3.1 Create Entity (§5.6.1)."""
+        check_params(request, allowed.CREATE_ENTITY)
         tenant = tenant_of(request)
         body, ctx = await self.read_body(request)
         self.check_writes(request, body)
@@ -202,6 +215,7 @@ class HubApi:
 
     async def query_entities(self, request: Request) -> Response:
         """§6.4.3.2 Query Entities (§5.7.2)."""
+        check_params(request, allowed.QUERY_ENTITIES)
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request)
@@ -215,6 +229,7 @@ class HubApi:
 
     async def retrieve_entity(self, request: Request) -> Response:
         """§6.5.3.1 Retrieve Entity (§5.7.1)."""
+        check_params(request, allowed.RETRIEVE_ENTITY)
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request)
@@ -227,8 +242,22 @@ class HubApi:
             body = geojson_feature(entity, body, self._geometry_property(request, ctx))
         return json_response(body, kind=kind, ctx=ctx)
 
+    async def entity_without_id(self, request: Request) -> Response:
+        """§6.5.3.2 to §6.5.3.4 with the entity id left out of the path: ``PUT /entities/``
+        (the same as ``PUT /entities``) names no entity. ``DELETE /entities`` is also NGSI-LD
+        1.9's Purge Entities (§6.4.3.3), which this broker does not offer."""
+        if request.method == "DELETE":
+            check_params(request, allowed.PURGE_ENTITIES)
+            raise BadRequestData(
+                "DELETE needs an entity id: /entities/{entityId} (Purge Entities, NGSI-LD 1.9, "
+                "is not offered; delete several entities with POST /entityOperations/delete)"
+            )
+        check_params(request, allowed.REPLACE_ENTITY | allowed.MERGE_ENTITY)
+        raise BadRequestData(f"{request.method} needs an entity id: /entities/{{entityId}}")
+
     async def delete_entity(self, request: Request) -> Response:
         """§6.5.3.2 Delete Entity (§5.6.6)."""
+        check_params(request, allowed.DELETE_ENTITY)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         await self.entities.delete(tenant, request.path_params["entity_id"])
@@ -236,6 +265,7 @@ class HubApi:
 
     async def replace_entity(self, request: Request) -> Response:
         """§6.5.3.3 Replace Entity (§5.6.18)."""
+        check_params(request, allowed.REPLACE_ENTITY)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request)
@@ -244,6 +274,7 @@ class HubApi:
 
     async def merge_entity(self, request: Request) -> Response:
         """§6.5.3.4 Merge Entity (§5.6.17)."""
+        check_params(request, allowed.MERGE_ENTITY)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request, merge=True)
@@ -256,6 +287,7 @@ class HubApi:
 
     async def append_attrs(self, request: Request) -> Response:
         """§6.6.3.1 Append Entity Attributes (§5.6.3)."""
+        check_params(request, allowed.APPEND_ATTRS)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request)
@@ -269,6 +301,7 @@ class HubApi:
 
     async def update_attrs(self, request: Request) -> Response:
         """§6.6.3.2 Update Entity Attributes (§5.6.2)."""
+        check_params(request, allowed.UPDATE_ATTRS)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request)
@@ -285,6 +318,7 @@ class HubApi:
 
     async def patch_attr(self, request: Request) -> Response:
         """§6.7.3.1 Partial Attribute Update (§5.6.4)."""
+        check_params(request, allowed.PATCH_ATTR)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request)
@@ -300,6 +334,7 @@ class HubApi:
 
     async def replace_attr(self, request: Request) -> Response:
         """§6.7.3.3 Replace Attribute (§5.6.19)."""
+        check_params(request, allowed.REPLACE_ATTR)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         body, ctx = await self.read_body(request)
@@ -311,6 +346,7 @@ class HubApi:
 
     async def delete_attr(self, request: Request) -> Response:
         """§6.7.3.2 Delete Attribute (§5.6.5)."""
+        check_params(request, allowed.DELETE_ATTR)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
         ctx = await context_for_read(self.resolver, request)
@@ -334,6 +370,17 @@ class HubApi:
 
     # -- §6.14–§6.23 batch ----------------------------------------------------------------------
 
+    async def read_batch(
+        self, request: Request, *, merge: bool = False
+    ) -> tuple[list[Any], list[TermMap | NgsiError]]:
+        """A batch's entities, each with its own @context's terms (or the error that resolving
+        it gave: that entity fails alone)."""
+        body, kind = await read_json(request, self.settings.max_body_bytes, merge=merge)
+        if not isinstance(body, list):
+            raise InvalidRequest("the body of a batch operation must be a JSON array")
+        terms = await contexts_for_batch(self.resolver, request, body, kind)
+        return _strip_context(body), terms
+
     @staticmethod
     def _batch_response(result: BatchResult, ok: Response) -> Response:
         if result.errors:
@@ -342,22 +389,24 @@ class HubApi:
 
     async def batch_create(self, request: Request) -> Response:
         """§6.14.3.1 Batch Entity Creation (§5.6.7)."""
+        check_params(request, allowed.BATCH_WRITE)
         tenant = tenant_of(request)
-        body, ctx = await self.read_body(request)
+        body, terms = await self.read_batch(request)
         self.check_writes(request, body)
-        result = await self.batch.create(tenant, body, ctx.terms)
+        result = await self.batch.create(tenant, body, terms)
         return self._batch_response(result, json_response(result.success, status=201))
 
     async def batch_upsert(self, request: Request) -> Response:
         """§6.15.3.1 Batch Entity Upsert (§5.6.8)."""
+        check_params(request, allowed.BATCH_WRITE)
         tenant = tenant_of(request)
         opts = options_param(request)
         if {"replace", "update"} <= opts:
             raise BadRequestData("options replace and update cannot be combined")
-        body, ctx = await self.read_body(request)
+        body, terms = await self.read_batch(request)
         self.check_writes(request, body)
         body = await self.with_batch_commands(request, tenant, body)
-        result = await self.batch.upsert(tenant, body, ctx.terms, update="update" in opts)
+        result = await self.batch.upsert(tenant, body, terms, update="update" in opts)
         if result.created:
             ok = json_response(result.created, status=201)
         else:
@@ -366,33 +415,41 @@ class HubApi:
 
     async def batch_update(self, request: Request) -> Response:
         """§6.16.3.1 Batch Entity Update (§5.6.9)."""
+        check_params(request, allowed.BATCH_WRITE)
         tenant = await self.read_tenant(request)
         no_overwrite = "noOverwrite" in options_param(request)
-        body, ctx = await self.read_body(request)
+        body, terms = await self.read_batch(request)
         self.check_writes(request, body)
         body = await self.with_batch_commands(request, tenant, body)
-        result = await self.batch.update(tenant, body, ctx.terms, no_overwrite=no_overwrite)
+        result = await self.batch.update(tenant, body, terms, no_overwrite=no_overwrite)
         return self._batch_response(result, _no_content())
 
     async def batch_delete(self, request: Request) -> Response:
         """§6.17.3.1 Batch Entity Delete (§5.6.10)."""
+        check_params(request, allowed.BATCH_WRITE)
         tenant = await self.read_tenant(request)
-        body, _ = await self.read_body(request)
+        # An array of entity ids: nothing in it is JSON-LD, so no @context applies, whatever
+        # the Content-Type (JSON-LD clients send every request as application/ld+json).
+        body, _kind = await read_json(request, self.settings.max_body_bytes)
+        if not isinstance(body, list):
+            raise InvalidRequest("the body of a batch delete must be a JSON array of entity ids")
         self.check_writes(request, body)
         result = await self.batch.delete(tenant, body)
         return self._batch_response(result, _no_content())
 
     async def batch_merge(self, request: Request) -> Response:
         """§6.31.3.1 Batch Entity Merge (§5.6.20)."""
+        check_params(request, allowed.BATCH_WRITE)
         tenant = await self.read_tenant(request)
-        body, ctx = await self.read_body(request, merge=True)
+        body, terms = await self.read_batch(request, merge=True)
         self.check_writes(request, body)
         body = await self.with_batch_commands(request, tenant, body)
-        result = await self.batch.merge(tenant, body, ctx.terms)
+        result = await self.batch.merge(tenant, body, terms)
         return self._batch_response(result, _no_content())
 
     async def batch_query(self, request: Request) -> Response:
         """§6.23.3.1 Query Entities via POST (§5.7.2, body: §5.2.23 Query)."""
+        check_params(request, allowed.BATCH_QUERY)
         tenant = await self.read_tenant(request)
         kind = accepted(request)
         body, ctx = await self.read_body(request)
@@ -419,6 +476,7 @@ class HubApi:
 
     async def list_types(self, request: Request) -> Response:
         """§6.25.3.1 Retrieve Available Entity Types (§5.7.5, §5.7.6)."""
+        check_params(request, allowed.DISCOVERY)
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
@@ -427,6 +485,7 @@ class HubApi:
 
     async def type_info(self, request: Request) -> Response:
         """§6.26.3.1 Retrieve Entity Type Information (§5.7.7)."""
+        check_params(request, allowed.DISCOVERY_ONE)
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
@@ -435,6 +494,7 @@ class HubApi:
 
     async def list_attributes(self, request: Request) -> Response:
         """§6.27.3.1 Retrieve Available Attributes (§5.7.8, §5.7.9)."""
+        check_params(request, allowed.DISCOVERY)
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
@@ -443,6 +503,7 @@ class HubApi:
 
     async def attribute_info(self, request: Request) -> Response:
         """§6.28.3.1 Retrieve Attribute Information (§5.7.10)."""
+        check_params(request, allowed.DISCOVERY_ONE)
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
@@ -453,12 +514,14 @@ class HubApi:
 
     async def list_contexts(self, request: Request) -> Response:
         """§6.29.3.1 List @contexts (§5.13.3)."""
+        check_params(request, allowed.CONTEXTS)
         kind = request.query_params.get("kind")
         body = await self.resolver.list(details=self._details(request), kind=kind)
         return json_response(body, kind=accepted(request, geo=False))
 
     async def add_context(self, request: Request) -> Response:
         """§6.29.3.2 Add @context (§5.13.2)."""
+        check_params(request, allowed.CONTEXTS)
         body, _kind = await read_json(request, self.settings.max_body_bytes)
         info = await self.resolver.add_hosted(body, self.settings.base_url)
         location = f"{PREFIX}/jsonldContexts/{urllib.parse.quote(info.local_id, safe=':')}"
@@ -466,6 +529,7 @@ class HubApi:
 
     async def get_context(self, request: Request) -> Response:
         """§6.30.3.1 Serve @context (§5.13.4)."""
+        check_params(request, allowed.CONTEXTS)
         kind = accepted(request, geo=False)
         context_id = request.path_params["context_id"]
         body = await self.resolver.serve(context_id, details=self._details(request))
@@ -473,6 +537,7 @@ class HubApi:
 
     async def delete_context(self, request: Request) -> Response:
         """§6.30.3.2 Delete and Reload @context (§5.13.5)."""
+        check_params(request, allowed.CONTEXTS)
         reload = request.query_params.get("reload", "false")
         if reload not in ("true", "false"):
             raise BadRequestData("reload must be true or false")
@@ -490,7 +555,13 @@ class HubApi:
                 "PUT": (self.replace_entity, W),
                 "PATCH": (self.merge_entity, W),
             },
-            "/entities": {"POST": (self.create_entity, W), "GET": (self.query_entities, R)},
+            "/entities": {
+                "POST": (self.create_entity, W),
+                "GET": (self.query_entities, R),
+                "PUT": (self.entity_without_id, W),
+                "PATCH": (self.entity_without_id, W),
+                "DELETE": (self.entity_without_id, W),
+            },
             "/entities/{entity_id:path}/attrs/{attr_id}": {
                 "PATCH": (self.patch_attr, W),
                 "PUT": (self.replace_attr, W),

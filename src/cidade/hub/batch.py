@@ -6,13 +6,14 @@ reports each failure as {entityId, error: ProblemDetails} in a BatchOperationRes
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from cidade.hub.entities import EntityService, UpdateResult, put_instances
 from cidade.hub.model import Terms, normalize_entity
 from cidade.ngsild import timefmt
-from cidade.ngsild.errors import BadRequestData, NgsiError, ResourceNotFound
+from cidade.ngsild.errors import BadRequestData, InvalidRequest, NgsiError, ResourceNotFound
 from cidade.store.base import Entity, WriteOp
 
 
@@ -52,10 +53,21 @@ def _entity_id(item: object) -> Any:
     return item.get("id") if isinstance(item, dict) else None
 
 
-def _require_list(body: object, what: str) -> list:
+def _entries(
+    body: object, terms: Sequence[Terms | NgsiError]
+) -> zip[tuple[Any, Terms | NgsiError]]:
+    """Each entity of a batch with its @context's terms (or the error resolving it gave)."""
     if not isinstance(body, list):
-        raise BadRequestData(f"the body of a batch {what} must be a JSON array")
-    return body
+        raise InvalidRequest("the body of a batch operation must be a JSON array")
+    if not body:
+        raise BadRequestData("a batch operation needs at least one entity")
+    return zip(body, terms, strict=True)
+
+
+def _usable(terms: Terms | NgsiError) -> Terms:
+    if isinstance(terms, NgsiError):
+        raise terms
+    return terms
 
 
 class BatchService:
@@ -78,25 +90,32 @@ class BatchService:
                 if on_ok is not None:
                     on_ok(op.entity_id)
 
-    async def create(self, tenant: str, body: object, terms: Terms) -> BatchResult:
+    async def create(
+        self, tenant: str, body: object, terms: Sequence[Terms | NgsiError]
+    ) -> BatchResult:
         result = BatchResult()
         prepared = []
         now = timefmt.now()
-        for item in _require_list(body, "create"):
+        for item, item_terms in _entries(body, terms):
             try:
-                prepared.append((self.entities.create_op(item, terms, now), result.created.append))
+                op = self.entities.create_op(item, _usable(item_terms), now)
+                prepared.append((op, result.created.append))
             except NgsiError as exc:
                 result.fail(_entity_id(item), exc)
         await self._run(tenant, result, prepared)
         return result
 
-    async def upsert(self, tenant: str, body: object, terms: Terms, *, update: bool) -> BatchResult:
+    async def upsert(
+        self, tenant: str, body: object, terms: Sequence[Terms | NgsiError], *, update: bool
+    ) -> BatchResult:
         result = BatchResult()
         prepared = []
         now = timefmt.now()
-        for item in _require_list(body, "upsert"):
+        for item, item_terms in _entries(body, terms):
             try:
-                prepared.append(self._upsert_op(item, terms, now, update=update, result=result))
+                prepared.append(
+                    self._upsert_op(item, _usable(item_terms), now, update=update, result=result)
+                )
             except NgsiError as exc:
                 result.fail(_entity_id(item), exc)
         await self._run(tenant, result, prepared)
@@ -123,12 +142,18 @@ class BatchService:
         return WriteOp(new["id"], apply), on_ok
 
     async def update(
-        self, tenant: str, body: object, terms: Terms, *, no_overwrite: bool
+        self,
+        tenant: str,
+        body: object,
+        terms: Sequence[Terms | NgsiError],
+        *,
+        no_overwrite: bool,
     ) -> BatchResult:
         result = BatchResult()
         prepared = []
-        for item in _require_list(body, "update"):
+        for item, item_terms in _entries(body, terms):
             try:
+                terms_of_item = _usable(item_terms)
                 entity_id = _entity_id(item)
                 if not isinstance(entity_id, str):
                     raise BadRequestData("every entity of a batch update needs an id")
@@ -136,7 +161,7 @@ class BatchService:
                 op = self.entities.attrs_op(
                     entity_id,
                     item,
-                    terms,
+                    terms_of_item,
                     mode="append-keep" if no_overwrite else "append",
                     result=upd,
                     allow_type=True,
@@ -147,15 +172,18 @@ class BatchService:
         await self._run(tenant, result, prepared)
         return result
 
-    async def merge(self, tenant: str, body: object, terms: Terms) -> BatchResult:
+    async def merge(
+        self, tenant: str, body: object, terms: Sequence[Terms | NgsiError]
+    ) -> BatchResult:
         result = BatchResult()
         prepared = []
-        for item in _require_list(body, "merge"):
+        for item, item_terms in _entries(body, terms):
             try:
                 entity_id = _entity_id(item)
                 if not isinstance(entity_id, str):
                     raise BadRequestData("every entity of a batch merge needs an id")
-                prepared.append((self.entities.merge_op(entity_id, item, terms), None))
+                op = self.entities.merge_op(entity_id, item, _usable(item_terms))
+                prepared.append((op, None))
             except NgsiError as exc:
                 result.fail(_entity_id(item), exc)
         await self._run(tenant, result, prepared)
@@ -164,7 +192,11 @@ class BatchService:
     async def delete(self, tenant: str, body: object) -> BatchResult:
         result = BatchResult()
         prepared = []
-        for item in _require_list(body, "delete"):
+        if not isinstance(body, list):
+            raise InvalidRequest("the body of a batch delete must be a JSON array of entity ids")
+        if not body:
+            raise BadRequestData("a batch delete needs at least one entity id")
+        for item in body:
             try:
                 if not isinstance(item, str):
                     raise BadRequestData("a batch delete is an array of entity ids")

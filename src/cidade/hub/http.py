@@ -22,6 +22,8 @@ from cidade.hub.jsonld import (
 )
 from cidade.ngsild.errors import (
     BadRequestData,
+    InvalidRequest,
+    NgsiError,
     NotAcceptable,
     NotImplementedFeature,
     TooManyResults,
@@ -67,23 +69,46 @@ async def context_for_body(
             # Read as "no @context" it slipped past the media type rules (a @context member with
             # application/json is 400) and would reset the context to nothing.
             raise BadRequestData("the @context member must be a URL, an object or an array")
-    elif isinstance(body, list) and kind == JSON_LD:
-        contexts = [e.get("@context") for e in body if isinstance(e, dict)]
-        if any(c is None for c in contexts):
-            raise BadRequestData("every entity of a JSON-LD batch needs an @context member")
-        body_context = contexts[0] if contexts else None
-        if any(c != body_context for c in contexts):
-            # One request, one context: entities with different contexts go in separate requests.
-            raise BadRequestData("all entities of a JSON-LD batch must use the same @context")
-    elif isinstance(body, list):
-        if any(isinstance(e, dict) and "@context" in e for e in body):
-            raise BadRequestData("@context in a body requires Content-Type application/ld+json")
     ctx_kind = MERGE_PATCH_AS_JSON.get(kind, kind)
     if body_context is not None and ctx_kind == JSON_LD:
         body_context = resolve_references(body_context, str(request.url))
     terms = await resolver.request_context(ctx_kind, link_header, body_context)
     link = parse_link_header(link_header) if link_header and ctx_kind == JSON else None
     return Ctx(terms, link, body_context if ctx_kind == JSON_LD else None)
+
+
+async def contexts_for_batch(
+    resolver: ContextResolver, request: Request, items: list[Any], kind: str
+) -> list[TermMap | NgsiError]:
+    """§6.3.5 for a batch, entity by entity: in a JSON-LD batch each entity carries its own
+    @context; in a JSON (or merge-patch) one they all take the Link header's, and an entity
+    with a @context member is refused. An entity whose @context is missing, malformed or not
+    available fails alone (its error goes in the BatchOperationResult, §5.2.16); a Link header
+    that fails fails the request."""
+    ctx_kind = MERGE_PATCH_AS_JSON.get(kind, kind)
+    link_header = request.headers.get("link")
+    if ctx_kind != JSON_LD:
+        shared = await resolver.request_context(ctx_kind, link_header, None)
+        misplaced = BadRequestData(
+            "an @context member in the body requires Content-Type application/ld+json"
+        )
+        return [misplaced if isinstance(e, dict) and "@context" in e else shared for e in items]
+    # Entities of one batch mostly share their @context: each distinct one is resolved once,
+    # a failing one too (not fetched again for every entity that names it).
+    resolved: dict[bytes, TermMap | NgsiError] = {}
+    out: list[TermMap | NgsiError] = []
+    for item in items:
+        context = item.get("@context") if isinstance(item, dict) else None
+        key = orjson.dumps(context)
+        found = resolved.get(key)
+        if found is None:
+            try:
+                found = await resolver.request_context(JSON_LD, link_header, context)
+            except NgsiError as exc:
+                found = exc
+            resolved[key] = found
+        out.append(found)
+    return out
 
 
 async def context_for_read(resolver: ContextResolver, request: Request) -> Ctx:
@@ -215,7 +240,8 @@ def options_param(request: Request) -> set[str]:
     allowed = {"keyValues", "concise", "normalized", "sysAttrs", "noOverwrite", "replace", "update"}
     unknown = opts - allowed
     if unknown:
-        raise BadRequestData(f"unknown options: {', '.join(sorted(unknown))}")
+        # §6.3.20: a parameter's value the operation does not define, as an unknown parameter.
+        raise InvalidRequest(f"unknown options: {', '.join(sorted(unknown))}")
     return opts
 
 
@@ -225,7 +251,7 @@ def representation(request: Request) -> str:
     opts = options_param(request)
     if fmt is not None:
         if fmt not in ("keyValues", "concise", "normalized", "simplified"):
-            raise BadRequestData(f"unknown format {fmt!r}")
+            raise InvalidRequest(f"unknown format {fmt!r}")
         return "keyValues" if fmt == "simplified" else fmt
     forms = opts & {"keyValues", "concise", "normalized"}
     if len(forms) > 1:

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from cidade.auth.gate import grant_of, owner_of
 from cidade.auth.routes import guarded
+from cidade.hub import params as allowed
 from cidade.hub.api import PREFIX, HubApi
 from cidade.hub.http import (
     accepted,
@@ -21,6 +22,7 @@ from cidade.hub.http import (
     page_params,
     tenant_of,
 )
+from cidade.hub.params import check_params
 from cidade.hub.subscription_service import SubscriptionService
 
 
@@ -31,6 +33,7 @@ class SubscriptionApi:
 
     async def create(self, request: Request) -> Response:
         """§6.10.3.1 Create Subscription (§5.8.1)."""
+        check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = tenant_of(request)
         body, ctx = await self.hub.read_body(request)
         owner = owner_of(grant_of(request).principal)
@@ -40,6 +43,7 @@ class SubscriptionApi:
 
     async def query(self, request: Request) -> Response:
         """§6.10.3.2 Query Subscriptions (§5.8.4)."""
+        check_params(request, allowed.SUBSCRIPTIONS)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
@@ -62,6 +66,7 @@ class SubscriptionApi:
 
     async def retrieve(self, request: Request) -> Response:
         """§6.11.3.1 Retrieve Subscription (§5.8.3)."""
+        check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
@@ -76,6 +81,7 @@ class SubscriptionApi:
 
     async def update(self, request: Request) -> Response:
         """§6.11.3.2 Update Subscription (§5.8.2)."""
+        check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = await self.hub.read_tenant(request)
         body, ctx = await self.hub.read_body(request, merge=True)
         await self.service.update(
@@ -89,6 +95,7 @@ class SubscriptionApi:
 
     async def delete(self, request: Request) -> Response:
         """§6.11.3.3 Delete Subscription (§5.8.5)."""
+        check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = await self.hub.read_tenant(request)
         await self.service.delete(
             tenant, request.path_params["subscription_id"], subscriber=grant_of(request).subscriber

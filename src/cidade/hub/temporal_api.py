@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from cidade.auth.routes import guarded
+from cidade.hub import params as allowed
 from cidade.hub.api import PREFIX, HubApi
 from cidade.hub.http import (
     Ctx,
@@ -20,6 +21,7 @@ from cidade.hub.http import (
     page_params,
     tenant_of,
 )
+from cidade.hub.params import check_params
 from cidade.hub.querying import Members, members, query_from_body
 from cidade.hub.temporal import TemporalQuery, parse_temporal_query, temporal_params
 from cidade.hub.temporal_service import Evolution, TemporalService
@@ -36,6 +38,7 @@ class TemporalApi:
 
     async def retrieve(self, request: Request) -> Response:
         """§6.19.3.1 Retrieve Temporal Evolution of an Entity (§5.7.3)."""
+        check_params(request, allowed.RETRIEVE_TEMPORAL)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
@@ -53,6 +56,7 @@ class TemporalApi:
 
     async def query(self, request: Request) -> Response:
         """§6.18.3.2 Query Temporal Evolution of Entities (§5.7.4)."""
+        check_params(request, allowed.QUERY_TEMPORAL)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
@@ -70,6 +74,7 @@ class TemporalApi:
     async def query_via_post(self, request: Request) -> Response:
         """§6.24.3.1 Query Temporal Evolution of Entities via POST (§5.7.4; body: §5.2.23 Query
         with its temporalQ, §5.2.21)."""
+        check_params(request, allowed.QUERY_TEMPORAL_VIA_POST)
         tenant = await self.hub.read_tenant(request)
         kind = accepted(request, geo=False)
         body, ctx = await self.hub.read_body(request)
@@ -115,6 +120,7 @@ class TemporalApi:
 
     async def create_or_update(self, request: Request) -> Response:
         """§6.18.3.1 Create or Update Temporal Representation of an Entity (§5.6.11)."""
+        check_params(request, allowed.TEMPORAL_WRITE)
         tenant = tenant_of(request)
         body, ctx = await self.hub.read_body(request)
         created = await self.service.create_or_update(tenant, body, ctx.terms)
@@ -127,12 +133,14 @@ class TemporalApi:
 
     async def delete_entity(self, request: Request) -> Response:
         """§6.19.3.2 Delete Temporal Representation of an Entity (§5.6.16)."""
+        check_params(request, allowed.TEMPORAL_WRITE)
         tenant = await self.hub.read_tenant(request)
         await self.service.delete(tenant, request.path_params["entity_id"])
         return Response(status_code=204)
 
     async def add_attrs(self, request: Request) -> Response:
         """§6.20.3.1 Add Attributes to Temporal Representation of an Entity (§5.6.12)."""
+        check_params(request, allowed.TEMPORAL_WRITE)
         tenant = await self.hub.read_tenant(request)
         body, ctx = await self.hub.read_body(request)
         await self.service.add_attrs(tenant, request.path_params["entity_id"], body, ctx.terms)
@@ -140,6 +148,7 @@ class TemporalApi:
 
     async def delete_attr(self, request: Request) -> Response:
         """§6.21.3.1 Delete Attribute from Temporal Representation of an Entity (§5.6.13)."""
+        check_params(request, allowed.TEMPORAL_WRITE)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         params = request.query_params
@@ -160,6 +169,7 @@ class TemporalApi:
     async def patch_instance(self, request: Request) -> Response:
         """§6.22.3.1 Modify Attribute Instance in Temporal Representation of an Entity
         (§5.6.14)."""
+        check_params(request, allowed.TEMPORAL_WRITE)
         tenant = await self.hub.read_tenant(request)
         body, ctx = await self.hub.read_body(request)
         p = request.path_params
@@ -171,6 +181,7 @@ class TemporalApi:
     async def delete_instance(self, request: Request) -> Response:
         """§6.22.3.2 Delete Attribute Instance from Temporal Representation of an Entity
         (§5.6.15)."""
+        check_params(request, allowed.TEMPORAL_WRITE)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         p = request.path_params

@@ -154,6 +154,28 @@ def entities_paths() -> dict[str, Any]:
                 "geo-query) or local=true.",
                 parameters=[TENANT, LINK, *ENTITY_FILTERS, *REPRESENTATION],
             ),
+            "put": operation(
+                "replaceEntityWithoutId",
+                "Replace Entity without an entity id (§6.5.3.3): always 400",
+                problems(400),
+                tag=TAG,
+                description="`PUT /entities/` (the same as `PUT /entities`) names no entity.",
+            ),
+            "patch": operation(
+                "mergeEntityWithoutId",
+                "Merge Entity without an entity id (§6.5.3.4): always 400",
+                problems(400),
+                tag=TAG,
+                description="`PATCH /entities/` (the same as `PATCH /entities`) names no entity.",
+            ),
+            "delete": operation(
+                "deleteEntityWithoutId",
+                "Delete Entity without an entity id (§6.5.3.2): always 400",
+                problems(400),
+                tag=TAG,
+                description="`DELETE /entities/` names no entity; Purge Entities (NGSI-LD 1.9) "
+                "is not offered: delete several entities with a batch delete.",
+            ),
         },
         one: {
             "get": operation(
