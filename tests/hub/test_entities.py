@@ -78,7 +78,7 @@ def test_create_rejects_bad_input_and_writes_nothing(client):
             "BadRequestData",
         ),
         ({"id": E1, "type": "Building", "bad name": 1}, "BadRequestData"),
-        ([1, 2], "BadRequestData"),
+        ([1, 2], "InvalidRequest"),  # not an object: a malformed request
     ]
     for body, kind in cases:
         r = create(client, body)
