@@ -96,6 +96,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     (f"{N}/jsonldContexts/{{context_id}}", "DELETE"): CONTEXT_WRITE,
     (f"{N}/temporal/entities", "GET"): HISTORY_READ,
     (f"{N}/temporal/entities", "POST"): HISTORY_WRITE,
+    (f"{N}/temporal/entityOperations/query", "POST"): HISTORY_READ,
     (f"{N}/temporal/entities/{{entity_id}}", "GET"): HISTORY_READ,
     (f"{N}/temporal/entities/{{entity_id}}", "DELETE"): HISTORY_WRITE,
     (f"{N}/temporal/entities/{{entity_id}}/attrs", "POST"): HISTORY_WRITE,

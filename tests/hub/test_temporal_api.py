@@ -305,8 +305,9 @@ def test_query_via_post(station):
 def test_query_via_post_refuses_bad_bodies(station):
     url = f"{NGSI}/temporal/entityOperations/query"
     entities = [{"type": "AirQualityObserved"}]
+    r = station.post(url, json=[1])  # not an object: a malformed request
+    assert r.status_code == 400 and problem_type(r) == "InvalidRequest", r.text
     for body in (
-        [1],
         {"type": "Subscription"},
         {"type": "Query", "entities": entities, "temporalQ": "after"},
         {"type": "Query", "entities": entities, "temporalQ": {"timerel": "during", "timeAt": "x"}},
