@@ -325,3 +325,63 @@ def test_query_needs_more_than_entity_ids(station):
         assert r.status_code == 400 and problem_type(r) == "BadRequestData", r.text
     r = station.get(f"{TEMPORAL}?id={E}&local=true&timerel=after&timeAt=2026-03-01T00:00:00Z")
     assert r.status_code == 200 and [e["id"] for e in r.json()] == [E]
+
+
+def test_dataset_id_selects_instances(client):
+    """datasetId (§4.5.5): only the instances of those datasetIds, @none for the default."""
+    body = {
+        "id": E,
+        "type": "AirQualityObserved",
+        "no2": [
+            {"type": "Property", "value": 1, "observedAt": "2026-03-01T10:00:00Z"},
+            {
+                "type": "Property",
+                "value": 2,
+                "datasetId": "urn:ngsi-ld:Dataset:roof",
+                "observedAt": "2026-03-01T10:00:00Z",
+            },
+        ],
+        "pm10": {
+            "type": "Property",
+            "value": 3,
+            "datasetId": "urn:ngsi-ld:Dataset:roof",
+            "observedAt": "2026-03-01T10:00:00Z",
+        },
+    }
+    assert client.post(TEMPORAL, json=body).status_code == 201
+    roof = client.get(f"{TEMPORAL}/{E}?datasetId=urn:ngsi-ld:Dataset:roof").json()
+    assert [i["value"] for i in roof["no2"]] == [2] and [i["value"] for i in roof["pm10"]] == [3]
+    default = client.get(f"{TEMPORAL}/{E}?datasetId=@none&options=temporalValues").json()
+    assert set(default) == {"id", "type", "no2"} and default["no2"]["values"][0][0] == 1
+    both = client.get(
+        f"{TEMPORAL}?type=AirQualityObserved&datasetId=@none,urn:ngsi-ld:Dataset:roof"
+    )
+    assert len(both.json()[0]["no2"]) == 2
+    # No instance of the attribute with that datasetId: the entity has nothing to show.
+    none = client.get(f"{TEMPORAL}?type=AirQualityObserved&attrs=pm10&datasetId=@none")
+    assert none.status_code == 200 and none.json() == []
+    r = client.get(f"{TEMPORAL}/{E}?datasetId=roof")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+
+
+def test_query_leaves_out_entities_with_nothing_in_the_range(station):
+    """§5.7.4: an entity whose attributes have no instance in the time range has no temporal
+    evolution to show there; retrieving it still answers, without attributes."""
+    other = {
+        "id": "urn:ngsi-ld:AirQualityObserved:other",
+        "type": "AirQualityObserved",
+        "no2": {"type": "Property", "value": 1, "observedAt": "2025-01-01T00:00:00Z"},
+    }
+    assert station.post(f"{NGSI}/entities", json=other).status_code == 201
+    r = station.get(f"{TEMPORAL}?type=AirQualityObserved&timerel=after&timeAt=2026-01-01T00:00:00Z")
+    assert [e["id"] for e in r.json()] == [E]
+    r = station.get(f"{TEMPORAL}/{other['id']}?timerel=after&timeAt=2026-01-01T00:00:00Z")
+    assert r.status_code == 200 and set(r.json()) == {"id", "type"}
+
+
+def test_unknown_options_and_formats_are_invalid_requests(station):
+    """§6.3.12: a value of options or format the operation does not define."""
+    for params in ("options=invalid", "options=temporalValues,invalid", "format=invalid"):
+        for url in (f"{TEMPORAL}/{E}?{params}", f"{TEMPORAL}?type=AirQualityObserved&{params}"):
+            r = station.get(url)
+            assert r.status_code == 400 and problem_type(r) == "InvalidRequest", (url, r.text)

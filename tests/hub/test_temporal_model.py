@@ -19,7 +19,7 @@ from cidade.hub.temporal import (
     parse_temporal_query,
     render_temporal,
 )
-from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData, InvalidRequest, NgsiError
 from cidade.ngsild.timefmt import display, normalize
 
 V = "https://example.org/"
@@ -98,8 +98,14 @@ def aggregated(values: list[Any], methods: str = ",".join(AGGR_METHODS), kind: s
     return {m: out[m][0][0] for m in methods.split(",")}
 
 
-def bad(params: dict[str, str], fragment: str, *, require_timerel: bool = False) -> None:
-    with pytest.raises(BadRequestData) as info:
+def bad(
+    params: dict[str, str],
+    fragment: str,
+    *,
+    require_timerel: bool = False,
+    error: type[NgsiError] = BadRequestData,
+) -> None:
+    with pytest.raises(error) as info:
         parse_temporal_query(params, require_timerel=require_timerel)
     assert fragment in info.value.detail, info.value.detail
 
@@ -268,7 +274,9 @@ def test_representation(params, representation, sys_attrs):
     ],
 )
 def test_invalid_representation(params, fragment):
-    bad(params, fragment)
+    # §6.3.12: values of options or format the operation does not define are invalid requests.
+    unknown = fragment.startswith("unknown")
+    bad(params, fragment, error=InvalidRequest if unknown else BadRequestData)
 
 
 def test_aggr_methods_are_kept_in_order_without_duplicates():

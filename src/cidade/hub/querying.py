@@ -4,10 +4,11 @@ one ``EntityQuery`` for the store, whichever way the query arrived."""
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cidade.hub.model import check_name
+from cidade.hub.model import check_name, is_uri
 from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.query.geo import parse_geoquery
 from cidade.ngsild.query.q import parse_q
@@ -140,6 +141,9 @@ class Members:
     attrs: tuple[str, ...] = ()
     pick: frozenset[str] | None = None
     omit: frozenset[str] = frozenset()
+    # datasetId (§4.5.5): only the attribute instances with one of these datasetIds, "@none"
+    # for the default instance; empty: every instance.
+    dataset_ids: tuple[str, ...] = ()
 
     @property
     def everything(self) -> bool:
@@ -166,13 +170,23 @@ class Members:
         return []
 
 
-def members(terms: Any, attrs: list[str], pick: list[str], omit: list[str]) -> Members:
+def members(
+    terms: Any,
+    attrs: list[str],
+    pick: list[str],
+    omit: list[str],
+    dataset_ids: Sequence[str] = (),
+) -> Members:
     """attrs, pick and omit of a request, checked together (§4.21): pick and omit never name
-    the same member, and neither comes with attrs, which they replace."""
+    the same member, and neither comes with attrs, which they replace; and datasetId (§4.5.5),
+    each a URI or "@none"."""
     if attrs and (pick or omit):
         raise BadRequestData("attrs cannot be combined with pick or omit")
     picked = frozenset(projection(terms, pick)) if pick else None
     omitted = frozenset(projection(terms, omit))
     if picked is not None and picked & omitted:
         raise BadRequestData("pick and omit cannot name the same member")
-    return Members(tuple(projection(terms, attrs)), picked, omitted)
+    for dataset in dataset_ids:
+        if dataset != "@none" and not is_uri(dataset):
+            raise BadRequestData(f"datasetId {dataset!r} is neither a URI nor @none")
+    return Members(tuple(projection(terms, attrs)), picked, omitted, tuple(dataset_ids))

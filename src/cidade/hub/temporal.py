@@ -45,7 +45,7 @@ from dateutil.relativedelta import relativedelta
 
 from cidade.hub.model import KINDS, NULL, VALUE_MEMBERS, Terms
 from cidade.ngsild import timefmt
-from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData, InvalidRequest
 from cidade.ngsild.timefmt import display
 
 TIMERELS = ("before", "after", "between")
@@ -326,14 +326,15 @@ def _representation(params: Mapping[str, str]) -> tuple[str, bool]:
         options = {o for o in _split(raw_options) if o}
         unknown = options - _OPTIONS
         if unknown:
-            raise BadRequestData(
+            # §6.3.12: an options value the operation does not define is an invalid request.
+            raise InvalidRequest(
                 f"unknown options for a temporal request: {', '.join(sorted(unknown))} "
                 "(temporalValues, aggregatedValues, sysAttrs)"
             )
     fmt = params.get("format")
     if fmt is not None:
         if fmt not in _REPRESENTATIONS:
-            raise BadRequestData(
+            raise InvalidRequest(
                 f"unknown format {fmt!r} for a temporal request "
                 "(normalized, temporalValues, aggregatedValues)"
             )

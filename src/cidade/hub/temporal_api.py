@@ -91,6 +91,7 @@ class TemporalApi:
             body.get("attrs") or [],
             list_param(request, "pick"),
             list_param(request, "omit"),
+            list_param(request, "datasetId"),
         )
         return await self._query(request, tenant, ctx, kind, query, shown, temporal)
 
@@ -219,6 +220,7 @@ def _members(request: Request, terms: Any) -> Members:
         list_param(request, "attrs"),
         list_param(request, "pick"),
         list_param(request, "omit"),
+        list_param(request, "datasetId"),
     )
 
 

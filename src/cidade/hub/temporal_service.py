@@ -74,10 +74,10 @@ class TemporalService:
         read = shown.attributes()
         body = None
         page = None
-        if temporal.aggregated and read is not None:
+        if temporal.aggregated and read is not None and not shown.dataset_ids:
             body = await self._aggregated_in_store(tenant, entity, read, temporal, terms)
         if body is None:
-            history, page, emptied = await self._history(tenant, [entity_id], read, temporal)
+            history, page, emptied = await self._history(tenant, [entity_id], shown, temporal)
             body = render_temporal(
                 entity_id,
                 entity["type"],
@@ -109,18 +109,23 @@ class TemporalService:
     ) -> Evolution:
         """§5.7.4 Query Temporal Evolution of Entities: the entities ``query`` selects (already
         narrowed to what the caller may see), each with its history, showing the members
-        ``shown`` says."""
+        ``shown`` says. An entity with no instance to show (none in the time range, of the
+        attributes and datasetIds asked for) is left out: its temporal evolution there is
+        empty. The count is of the entities ``query`` selects."""
         found = await self._entities(tenant, query)
         read = shown.attributes()
         history, page, emptied = await self._history(
-            tenant, [e["id"] for e in found.entities], read, temporal
+            tenant, [e["id"] for e in found.entities], shown, temporal
         )
         body: list[dict[str, Any]] = []
         for e in found.entities:
+            instances = _without(history.get(e["id"], {}), shown.omit)
+            if read is not None and not instances and not emptied.get(e["id"]):
+                continue
             rendered = render_temporal(
                 e["id"],
                 e["type"],
-                _without(history.get(e["id"], {}), shown.omit),
+                instances,
                 terms,
                 temporal,
                 attrs=read or None,
@@ -164,12 +169,13 @@ class TemporalService:
         return QueryResult(entities + gone.entities, count)
 
     def _history_query(
-        self, ids: list[str], attrs: list[str], temporal: TemporalQuery, limits: Limits
+        self, ids: list[str], shown: Members, temporal: TemporalQuery, limits: Limits
     ) -> HistoryQuery:
         lower, upper, lower_inclusive, upper_inclusive = temporal.time_bounds()
         return HistoryQuery(
             entity_ids=ids,
-            attrs=attrs,
+            attrs=shown.attributes() or (),
+            dataset_ids=_dataset_columns(shown.dataset_ids),
             time_property=temporal.timeproperty,
             after=lower,
             after_inclusive=lower_inclusive,
@@ -182,16 +188,16 @@ class TemporalService:
         )
 
     async def _history(
-        self, tenant: str, ids: list[str], attrs: list[str] | None, temporal: TemporalQuery
+        self, tenant: str, ids: list[str], shown: Members, temporal: TemporalQuery
     ) -> tuple[History, Page | None, dict[str, dict[str, str]]]:
-        """The history of these entities as one response holds it (§6.3.10): the instances, the
-        page when they were cut to one, and per entity the attributes the cut left empty.
-        ``attrs``: the attributes to read ([] every one, None none)."""
-        if attrs is None or not ids:
+        """The history of these entities as one response holds it (§6.3.10): the instances of
+        the attributes and datasetIds ``shown`` names, the page when they were cut to one, and
+        per entity the attributes the cut left empty."""
+        if shown.attributes() is None or not ids:
             return {}, None, {}
         most = self.max_instances
         limits = paging_limits(temporal, most)
-        query = self._history_query(ids, attrs, temporal, limits)
+        query = self._history_query(ids, shown, temporal, limits)
         history = None
         if query.first_n is not None and query.last_n is None:
             # Most ranges hold fewer instances than a page: read them plainly first (the
@@ -214,6 +220,7 @@ class TemporalService:
                 HistoryQuery(
                     entity_ids=[eid],
                     attrs=[attr],
+                    dataset_ids=query.dataset_ids,
                     time_property=temporal.timeproperty,
                     after=cut.end,
                     before=cut.end,
@@ -379,6 +386,11 @@ def _instances(body: Any, terms: Terms, now: str) -> list[tuple[str, dict[str, A
         for inst in raw if isinstance(raw, list) else [raw]:
             out.append((iri, normalize_instance(name, inst, terms, now)))
     return out
+
+
+def _dataset_columns(dataset_ids: tuple[str, ...]) -> list[str]:
+    """datasetIds as the history keeps them: "" for the default instance ("@none")."""
+    return ["" if d == "@none" else d for d in dataset_ids]
 
 
 def _without(history: dict[str, list[dict]], omitted: frozenset[str]) -> dict[str, list[dict]]:

@@ -92,6 +92,7 @@ class HistoryQuery:
 
     entity_ids: Sequence[str]
     attrs: Sequence[str] = ()  # expanded attribute IRIs; empty = all
+    dataset_ids: Sequence[str] = ()  # only instances with these datasetIds ("" none); empty = all
     time_property: str = "observedAt"
     after: str | None = None  # lower bound (stored timestamp format)
     after_inclusive: bool = True

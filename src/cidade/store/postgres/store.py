@@ -334,6 +334,8 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         where.append(among("entity_id", query.entity_ids))
         if query.attrs:
             where.append(among("attr", query.attrs))
+        if query.dataset_ids:
+            where.append(among("dataset_id", query.dataset_ids))
         if query.after is not None:
             params.append(_ts(query.after))
             where.append(f"{column} {'>=' if query.after_inclusive else '>'} ${len(params)}")

@@ -272,6 +272,9 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         if query.attrs:
             where.append(f"attr IN ({','.join('?' * len(query.attrs))})")
             params.extend(query.attrs)
+        if query.dataset_ids:
+            where.append(f"dataset_id IN ({','.join('?' * len(query.dataset_ids))})")
+            params.extend(query.dataset_ids)
         if query.after is not None:
             where.append(f"{column} {'>=' if query.after_inclusive else '>'} ?")
             params.append(query.after)
