@@ -163,7 +163,10 @@ def test_key_values_attributes_and_json_ld(client, receiver):
     assert got.headers["content-type"] == "application/ld+json"
     assert "link" not in got.headers
     assert got.body["@context"] == CORE
-    assert got.body["data"] == [{"id": E1, "type": "AirQualityObserved", "no2": 12}]
+    # Each entity is a JSON-LD document of its own too, as in a JSON-LD query result.
+    assert got.body["data"] == [
+        {"id": E1, "type": "AirQualityObserved", "no2": 12, "@context": CORE}
+    ]
 
 
 def test_user_context_compacts_notification(client, receiver):
@@ -437,3 +440,71 @@ def test_waiting_notifications_go_out_merged_in_order(client, receiver):
     assert len(receiver.received) < 6
     n = wait_status(client, sub_id, lambda n: n.get("timesSent") == receiver.attempts)
     assert n["notification"]["timesSent"] == receiver.attempts
+
+
+def test_deleted_attributes_and_entities_as_received(client, receiver):
+    # §5.2.14: a deleted attribute is notified with NGSI-LD Null as its value (and deletedAt,
+    # with sysAttrs); a deleted entity is its id, type, times and deletedAt.
+    subscribe(
+        client,
+        receiver.url,
+        notificationTrigger=["attributeDeleted", "entityDeleted"],
+        notification={"sysAttrs": True, "format": "keyValues"},
+    )
+    create(client, no2=1, pm10=2)
+    assert client.delete(f"{NGSI}/entities/{E1}/attrs/pm10").status_code == 204
+    assert client.delete(f"{NGSI}/entities/{E1}").status_code == 204
+    attr_gone, entity_gone = receiver.wait_entities(2)
+    assert attr_gone["pm10"] == "urn:ngsi-ld:null" and attr_gone["no2"] == 1
+    assert set(entity_gone) == {"id", "type", "createdAt", "modifiedAt", "deletedAt"}
+
+
+def test_deleted_attribute_in_normalized_form_with_previous_value(client, receiver):
+    subscribe(
+        client,
+        receiver.url,
+        notificationTrigger=["attributeDeleted"],
+        notification={"sysAttrs": True, "showChanges": True},
+    )
+    create(client, no2=1, pm10=2)
+    merged = client.patch(
+        f"{NGSI}/entities/{E1}", json={"pm10": {"type": "Property", "value": "urn:ngsi-ld:null"}}
+    )
+    assert merged.status_code == 204, merged.text
+    (got,) = receiver.wait_entities(1)
+    pm10 = got["pm10"]
+    assert pm10["type"] == "Property" and pm10["value"] == "urn:ngsi-ld:null"
+    assert pm10["previousValue"] == 2
+    assert {"createdAt", "modifiedAt", "deletedAt"} <= set(pm10)
+
+
+def test_dataset_id_pick_and_language_of_a_subscription(client, receiver):
+    subscribe(
+        client,
+        receiver.url,
+        datasetId=["urn:ngsi-ld:Dataset:fr"],
+        lang="fr",
+        notification={"pick": ["id", "name", "street"], "format": "simplified"},
+    )
+    name = [
+        {"type": "Property", "value": "Tower"},
+        {"type": "Property", "value": "Tour", "datasetId": "urn:ngsi-ld:Dataset:fr"},
+    ]
+    street = {
+        "type": "LanguageProperty",
+        "languageMap": {"fr": "Rue", "en": "Street"},
+        "datasetId": "urn:ngsi-ld:Dataset:fr",
+    }
+    create(client, name=name, street=street, no2=1)
+    (got,) = receiver.wait_entities(1)
+    assert got == {"id": E1, "name": "Tour", "street": "Rue"}
+
+
+def test_previous_vocab_is_compacted(client, receiver):
+    subscribe(client, receiver.url, notification={"showChanges": True})
+    kind = {"type": "VocabProperty", "vocab": "urban"}
+    create(client, kind=kind)
+    update_body = {"kind": {"type": "VocabProperty", "vocab": "rural"}}
+    assert client.patch(f"{NGSI}/entities/{E1}/attrs", json=update_body).status_code == 204
+    _, changed = receiver.wait_entities(2)
+    assert changed["kind"] == {"type": "VocabProperty", "vocab": "rural", "previousVocab": "urban"}

@@ -32,7 +32,9 @@ KINDS = {
 }
 VALUE_MEMBERS = frozenset(KINDS.values())
 # Members of an attribute that are metadata, not sub-attributes.
-META = frozenset({"observedAt", "unitCode", "datasetId", "objectType", "createdAt", "modifiedAt"})
+META = frozenset(
+    {"observedAt", "unitCode", "datasetId", "objectType", "createdAt", "modifiedAt", "deletedAt"}
+)
 # §5.2.14 showChanges: a notification's attribute carries its value before the change. Only the
 # notifier puts these in a document; clients cannot store them.
 PREVIOUS = {
@@ -45,6 +47,13 @@ PREVIOUS = {
     "json": "previousJson",
 }
 _PREVIOUS_MEMBERS = frozenset(PREVIOUS.values())
+# NGSI-LD Null as the value member of each kind of attribute holds it (a deleted attribute in a
+# notification; "urn:ngsi-ld:null" itself for the others).
+NULL_VALUES: dict[str, Any] = {
+    "languageMap": {"@none": NULL},
+    "valueList": [NULL],
+    "objectList": [NULL],
+}
 SYSTEM = frozenset({"createdAt", "modifiedAt", "deletedAt"})
 ENTITY_MEMBERS = frozenset({"id", "type", "scope", "@context", "createdAt", "modifiedAt"})
 GEO_TYPES = frozenset(
@@ -341,7 +350,7 @@ def render_entity(entity: dict[str, Any], view: View) -> dict[str, Any]:
     if "scope" in entity and view.wants("scope"):
         scope = entity["scope"]
         out["scope"] = scope[0] if len(scope) == 1 else scope
-    if view.sys_attrs and view.form != "keyValues":
+    if view.sys_attrs:
         out["createdAt"] = entity["createdAt"]
         out["modifiedAt"] = entity["modifiedAt"]
     everything = view.pick is None and view.attrs is None and not view.omit
@@ -399,8 +408,8 @@ def _key_value(inst: dict[str, Any], view: View) -> Any:
     return value
 
 
-_HIDDEN = frozenset({"createdAt", "modifiedAt"})
-_VOCAB_MEMBERS = frozenset({"vocab", "objectType"})
+_HIDDEN = frozenset({"createdAt", "modifiedAt", "deletedAt"})
+_VOCAB_MEMBERS = frozenset({"vocab", "objectType", "previousVocab"})
 
 
 def _render_plain(inst: dict[str, Any], terms: Terms) -> dict[str, Any]:
@@ -443,7 +452,7 @@ def _render_instance(inst: dict[str, Any], view: View) -> Any:
         if key in META or key in _PREVIOUS_MEMBERS:
             if key in SYSTEM and not view.sys_attrs:
                 continue
-            out[key] = terms.compact_vocab_value(val) if key == "objectType" else val
+            out[key] = terms.compact_vocab_value(val) if key in _VOCAB_MEMBERS else val
         elif ":" in key:
             out[terms.compact(key)] = _render_instance(val, view)
     if concise and len(out) == 1 and member in ("value",):

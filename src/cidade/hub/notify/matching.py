@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from cidade.hub.model import KINDS, PREVIOUS
+from cidade.hub.model import KINDS, NULL, NULL_VALUES, PREVIOUS
 from cidade.hub.subscriptions import (
     DEFAULT_TRIGGERS,
     subscription_geoq,
@@ -46,6 +46,8 @@ class Watching:
     expires_at: str | None
     active: bool
     show_changes: bool
+    # The datasetIds of the instances it is about (None: the default instance); None: all.
+    datasets: frozenset[str | None] | None
 
 
 def compile_subscription(doc: dict[str, Any]) -> Watching | None:
@@ -59,6 +61,7 @@ def compile_subscription(doc: dict[str, Any]) -> Watching | None:
     except Exception:
         return None  # validated at creation; never let one subscription stop every write
     watched = doc.get("watchedAttributes")
+    datasets = doc.get("datasetId")
     return Watching(
         id=doc["id"],
         doc=doc,
@@ -70,19 +73,68 @@ def compile_subscription(doc: dict[str, Any]) -> Watching | None:
         expires_at=doc.get("expiresAt"),
         active=doc.get("isActive", True),
         show_changes=bool(doc["notification"].get("showChanges")),
+        datasets=frozenset(None if d == "@none" else d for d in datasets) if datasets else None,
     )
 
 
-def _attribute_changes(
-    before: dict[str, Any] | None, after: dict[str, Any] | None
-) -> tuple[set[str], set[str], set[str]]:
-    """(created, updated, deleted) attribute IRIs between two stored documents."""
+Keys = dict[str, set[str | None]]  # attribute IRI -> the datasetIds of its instances concerned
+
+
+@dataclass(slots=True)
+class Change:
+    """What one operation did to one entity's attributes, instance by instance (an instance is
+    named by its datasetId, None for the default one)."""
+
+    created: Keys
+    updated: Keys
+    deleted: Keys
+
+    def any(self) -> bool:
+        return bool(self.created or self.updated or self.deleted)
+
+    def only(self, datasets: frozenset[str | None] | None) -> Change:
+        """The part of the change that touches these datasetIds (all of it for None)."""
+        if datasets is None:
+            return self
+
+        def keep(keys: Keys) -> Keys:
+            out = {}
+            for attr, ids in keys.items():
+                chosen = ids & datasets
+                if chosen:
+                    out[attr] = chosen
+            return out
+
+        return Change(keep(self.created), keep(self.updated), keep(self.deleted))
+
+
+def _by_dataset(instances: list[dict[str, Any]]) -> dict[str | None, dict[str, Any]]:
+    return {i.get("datasetId"): i for i in instances}
+
+
+def attribute_changes(before: dict[str, Any] | None, after: dict[str, Any] | None) -> Change:
+    """The instances created, updated and deleted between two stored documents."""
     old = before["attrs"] if before is not None else {}
     new = after["attrs"] if after is not None else {}
-    created = {a for a in new if a not in old}
-    deleted = {a for a in old if a not in new}
-    updated = {a for a in new if a in old and new[a] != old[a]}
-    return created, updated, deleted
+    change = Change({}, {}, {})
+    for attr, instances in new.items():
+        prior = old.get(attr)
+        if prior is None:
+            change.created[attr] = {i.get("datasetId") for i in instances}
+        elif prior is not instances and prior != instances:
+            was, now = _by_dataset(prior), _by_dataset(instances)
+            for key, inst in now.items():
+                if key not in was:
+                    change.created.setdefault(attr, set()).add(key)
+                elif was[key] != inst:
+                    change.updated.setdefault(attr, set()).add(key)
+            gone = was.keys() - now.keys()
+            if gone:
+                change.deleted[attr] = set(gone)
+    for attr, instances in old.items():
+        if attr not in new:
+            change.deleted[attr] = {i.get("datasetId") for i in instances}
+    return change
 
 
 def _geometry_matches(geo: GeoQuery, doc: dict[str, Any]) -> bool:
@@ -92,52 +144,115 @@ def _geometry_matches(geo: GeoQuery, doc: dict[str, Any]) -> bool:
     )
 
 
-def _reason(sub: Watching, before: Any, after: Any, changes: tuple[set, set, set]) -> str | None:
+def _concerns(watched: frozenset[str] | None, attrs: Keys) -> bool:
+    return bool(attrs) and (watched is None or not watched.isdisjoint(attrs))
+
+
+def _reason(sub: Watching, before: Any, after: Any, change: Change) -> str | None:
     """The notificationTrigger this change fires for the subscription, or None."""
-    created, updated, deleted = changes
     triggers = sub.triggers
+    watched = sub.watched
     if after is None:
-        return "entityDeleted" if "entityDeleted" in triggers else None
+        if "entityDeleted" in triggers:
+            return "entityDeleted"
+        # Deleting an entity deletes its attributes too.
+        if "attributeDeleted" in triggers and _concerns(watched, change.deleted):
+            return "attributeDeleted"
+        return None
     if before is None and "entityCreated" in triggers:
         return "entityCreated"
-    watched = sub.watched
     for trigger, attrs in (
-        ("attributeCreated", created),
-        ("attributeUpdated", updated),
-        ("attributeDeleted", deleted),
+        ("attributeCreated", change.created),
+        ("attributeUpdated", change.updated),
+        ("attributeDeleted", change.deleted),
     ):
-        if trigger in triggers and attrs and (watched is None or not watched.isdisjoint(attrs)):
+        if trigger in triggers and _concerns(watched, attrs):
             return trigger
-    if before is not None and "entityUpdated" in triggers and (created or updated or deleted):
-        all_changed = created | updated | deleted
-        if watched is None or not watched.isdisjoint(all_changed):
+    if before is not None and "entityUpdated" in triggers:
+        if any(_concerns(watched, a) for a in (change.created, change.updated, change.deleted)):
             return "entityUpdated"
     return None
 
 
-def with_previous_values(
-    before: dict[str, Any], after: dict[str, Any], updated: set[str]
+def deleted_instance(inst: dict[str, Any], now: str, *, previous: bool) -> dict[str, Any]:
+    """How a notification shows a deleted attribute instance (§5.2.14): its type, NGSI-LD Null
+    as its value (``{"@none": null}`` for a LanguageProperty, ``[null]`` for lists), its
+    datasetId, its system times and deletedAt; with ``previous``, the value it had."""
+    kind = inst["type"]
+    member = KINDS[kind]
+    marker: dict[str, Any] = {"type": kind, member: NULL_VALUES.get(member, NULL)}
+    if "datasetId" in inst:
+        marker["datasetId"] = inst["datasetId"]
+    for key in ("createdAt", "modifiedAt"):
+        if key in inst:
+            marker[key] = inst[key]
+    marker["deletedAt"] = now
+    if previous:
+        marker[PREVIOUS[member]] = inst.get(member)
+    return marker
+
+
+def notified_entity(
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+    change: Change,
+    *,
+    reason: str,
+    watched: frozenset[str] | None,
+    show_changes: bool,
+    now: str,
 ) -> dict[str, Any]:
-    """``after`` where each updated attribute instance also carries its value before the change
-    (previousValue, previousObject, ... by kind: §5.2.14 showChanges)."""
+    """The entity a notification carries for one change, in the stored form: as it is after
+    the change, with each deleted instance shown as deleted (``deleted_instance``) and, with
+    ``show_changes``, the previous value of each updated one. A deleted entity is its id, type,
+    system times and deletedAt, with its attributes as deleted instances when the notification
+    is about them (attributeDeleted: the watched ones) or shows changes."""
+    if after is None:
+        assert before is not None
+        doc: dict[str, Any] = {"id": before["id"], "type": before["type"], "attrs": {}}
+        for key in ("createdAt", "modifiedAt"):
+            if key in before:
+                doc[key] = before[key]
+        doc["deletedAt"] = now
+        if reason == "attributeDeleted" or show_changes:
+            for attr, instances in before["attrs"].items():
+                if reason == "attributeDeleted" and watched is not None and attr not in watched:
+                    continue
+                doc["attrs"][attr] = [
+                    deleted_instance(i, now, previous=show_changes) for i in instances
+                ]
+        return doc
+    if not change.deleted and not (show_changes and before is not None and change.updated):
+        return after
     attrs = dict(after["attrs"])
-    for attr in updated:
-        old = {i.get("datasetId"): i for i in before["attrs"].get(attr, ())}
-        instances = []
-        for inst in attrs[attr]:
-            prior = old.get(inst.get("datasetId"))
-            member = KINDS.get(inst["type"])
-            if prior is not None and member is not None and prior.get("type") == inst["type"]:
-                if prior.get(member) != inst.get(member):
+    if show_changes and before is not None:
+        for attr, keys in change.updated.items():
+            old = _by_dataset(before["attrs"][attr])
+            instances = []
+            for inst in attrs[attr]:
+                prior = old.get(inst.get("datasetId"))
+                member = KINDS.get(inst["type"])
+                key = inst.get("datasetId")
+                if (
+                    key in keys
+                    and prior is not None
+                    and member is not None
+                    and prior.get("type") == inst["type"]
+                    and prior.get(member) != inst.get(member)
+                ):
                     inst = {**inst, PREVIOUS[member]: prior.get(member)}
-            instances.append(inst)
-        attrs[attr] = instances
+                instances.append(inst)
+            attrs[attr] = instances
+    if change.deleted:
+        assert before is not None
+        for attr, keys in change.deleted.items():
+            gone = [
+                deleted_instance(i, now, previous=show_changes)
+                for i in before["attrs"][attr]
+                if i.get("datasetId") in keys
+            ]
+            attrs[attr] = [*attrs.get(attr, ()), *gone]
     return {**after, "attrs": attrs}
-
-
-def deleted_entity(before: dict[str, Any], now: str) -> dict[str, Any]:
-    """What a notification says of a deleted entity: its id, type and deletedAt."""
-    return {"id": before["id"], "type": before["type"], "attrs": {}, "deletedAt": now}
 
 
 def match_changes(
@@ -163,11 +278,12 @@ def match_changes(
             continue
         doc = new if new is not None else old
         assert doc is not None
-        changes = _attribute_changes(old, new)
+        changes = attribute_changes(old, new)
         for sub in live:
             if not subscription_matches_entity(sub.doc, eid, doc["type"]):
                 continue
-            reason = _reason(sub, old, new, changes)
+            change = changes.only(sub.datasets)
+            reason = _reason(sub, old, new, change)
             if reason is None:
                 continue
             if sub.q is not None and not evaluate(sub.q, doc):
@@ -177,12 +293,15 @@ def match_changes(
             key = (sub.id, reason)
             if key not in grouped:
                 grouped[key] = (sub.lane, [])
-            if new is None:
-                data = deleted_entity(doc, now)
-            elif sub.show_changes and old is not None and changes[1]:
-                data = with_previous_values(old, new, changes[1])
-            else:
-                data = new
+            data = notified_entity(
+                old,
+                new,
+                change,
+                reason=reason,
+                watched=sub.watched,
+                show_changes=sub.show_changes,
+                now=now,
+            )
             grouped[key][1].append(data)
     return [
         (lane, sub_id, orjson.dumps({"trigger": reason, "entities": entities}))
@@ -197,10 +316,13 @@ def periodic_entry(sub: dict[str, Any], entities: list[dict[str, Any]]) -> Outbo
 
 
 __all__ = [
+    "Change",
     "OutboxEntry",
     "Watching",
+    "attribute_changes",
     "compile_subscription",
-    "deleted_entity",
+    "deleted_instance",
     "match_changes",
+    "notified_entity",
     "periodic_entry",
 ]

@@ -50,26 +50,27 @@ async def render_notification(
     context = notification_context(sub)
     terms = await resolver.term_map(context) if context is not None else resolver.core
     accept = endpoint.get("accept", JSON)
+    fmt = params.get("format", "normalized")
     view = View(
         terms,
-        form=params.get("format", "normalized"),
+        form="keyValues" if fmt == "simplified" else fmt,
         sys_attrs=bool(params.get("sysAttrs")),
         attrs=notification_attributes(sub),
+        pick=params.get("pick"),
+        omit=params.get("omit"),
+        lang=sub.get("lang"),
     )
+    datasets = sub.get("datasetId")
     entities = body["entities"]
+    if datasets:
+        entities = [_only_datasets(e, datasets) for e in entities]
     data: list[dict[str, Any]] = []
     for entity in entities:
+        rendered = render_entity(entity, view)
         if "deletedAt" in entity:
-            types = [terms.compact(t) for t in entity["type"]]
-            data.append(
-                {
-                    "id": entity["id"],
-                    "type": types[0] if len(types) == 1 else types,
-                    "deletedAt": entity["deletedAt"],
-                }
-            )
-        else:
-            data.append(render_entity(entity, view))
+            rendered["deletedAt"] = entity["deletedAt"]
+        data.append(rendered)
+    link = context if isinstance(context, str) else CORE_CONTEXT_URL
     payload: Any = data
     if accept == GEO_JSON:
         payload = {
@@ -78,6 +79,9 @@ async def render_notification(
                 geojson_feature(e, r, CORE_LOCATION) for e, r in zip(entities, data, strict=True)
             ],
         }
+    elif accept == JSON_LD:
+        # Each entity a JSON-LD document of its own, as in a JSON-LD query result (§6.3.7).
+        payload = [{**e, "@context": link} for e in data]
     notification: dict[str, Any] = {
         "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
         "type": "Notification",
@@ -86,7 +90,6 @@ async def render_notification(
         "data": payload,
         "triggerReason": body["trigger"],
     }
-    link = context if isinstance(context, str) else CORE_CONTEXT_URL
     headers = {"Content-Type": accept}
     if accept == JSON_LD:
         notification["@context"] = link
@@ -97,6 +100,18 @@ async def render_notification(
     for item in endpoint.get("receiverInfo", ()):
         headers[item["key"]] = item["value"]
     return Rendered(headers, notification)
+
+
+def _only_datasets(entity: dict[str, Any], datasets: list[str]) -> dict[str, Any]:
+    """The entity with only the attribute instances of these datasetIds (§4.5.5: "@none" is
+    the default instance); an attribute left with none is left out."""
+    wanted = {None if d == "@none" else d for d in datasets}
+    attrs = {}
+    for iri, instances in entity["attrs"].items():
+        kept = [i for i in instances if i.get("datasetId") in wanted]
+        if kept:
+            attrs[iri] = kept
+    return {**entity, "attrs": attrs}
 
 
 __all__ = ["Rendered", "render_notification"]
