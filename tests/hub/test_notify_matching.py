@@ -216,3 +216,10 @@ def test_a_dataset_id_selection_hears_only_of_its_instances():
     assert len(fired([s], before, fr_changed)) == 1
     default_only = sub(datasetId=["@none"])
     assert len(fired([default_only], before, default_changed)) == 1
+
+
+def test_a_percent_encoded_q_is_decoded():
+    # Clients copy q from URLs into subscriptions: "%20" is a space there.
+    s = sub(q='state=="out%20of%20order"')
+    assert len(fired([s], {}, {"urn:b:1": doc(state="out of order")})) == 1
+    assert fired([s], {}, {"urn:b:1": doc(state="out%20of%20order")}) == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -197,7 +198,7 @@ def _normalize(
         # Parse once now: a 400 with the position on a bad q, and the IRI of every name it uses
         # recorded, so the notifier can parse it later without the request's @context.
         names: dict[str, str] = {}
-        parse_q(q, lambda name: names.setdefault(name, terms.expand(name)))
+        parse_q(_q_text(q), lambda name: names.setdefault(name, terms.expand(name)))
         out["q"] = q
         out[Q_TERMS_MEMBER] = names
     if "geoQ" in body:
@@ -769,7 +770,14 @@ def subscription_q(stored: dict[str, Any], expand: Callable[[str], str]) -> QNod
     if text is None:
         return None
     names = stored.get(Q_TERMS_MEMBER) or {}
-    return parse_q(text, lambda name: names.get(name) or expand(name))
+    return parse_q(_q_text(text), lambda name: names.get(name) or expand(name))
+
+
+def _q_text(q: str) -> str:
+    """The query of a subscription's q: percent-decoded, as in a URL, because clients copy q
+    from query strings into subscriptions (``name=="Eiffel%20Tower"``); Stellio and Orion-LD
+    read it so too. The stored q stays as the client wrote it."""
+    return urllib.parse.unquote(q) if "%" in q else q
 
 
 def notification_context(stored: dict[str, Any]) -> Any:
