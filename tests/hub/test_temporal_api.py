@@ -385,3 +385,49 @@ def test_unknown_options_and_formats_are_invalid_requests(station):
         for url in (f"{TEMPORAL}/{E}?{params}", f"{TEMPORAL}?type=AirQualityObserved&{params}"):
             r = station.get(url)
             assert r.status_code == 400 and problem_type(r) == "InvalidRequest", (url, r.text)
+
+
+def test_updating_a_temporal_representation_replaces_instances_observed_at_the_same_time(client):
+    """§5.6.11 on an existing entity, and §5.6.12: an instance observed when one of the same
+    attribute and datasetId was replaces it (a series has one value per instant); others add."""
+    at = "2026-04-01T08:00:00Z"
+    body = {
+        "id": "urn:ngsi-ld:Counter:2",
+        "type": "TrafficFlowObserved",
+        "intensity": [
+            {"type": "Property", "value": 5, "observedAt": at},
+            {"type": "Property", "value": 6, "observedAt": "2026-04-01T09:00:00Z"},
+            {"type": "Property", "value": 50, "observedAt": at, "datasetId": "urn:ngsi-ld:D:1"},
+        ],
+    }
+    assert client.post(TEMPORAL, json=body).status_code == 201
+    update = {
+        "id": "urn:ngsi-ld:Counter:2",
+        "type": "TrafficFlowObserved",
+        "intensity": [
+            {"type": "Property", "value": 7, "observedAt": at},
+            {"type": "Property", "value": 8, "observedAt": "2026-04-01T10:00:00Z"},
+        ],
+    }
+    assert client.post(TEMPORAL, json=update).status_code == 204
+    more = {"intensity": {"type": "Property", "value": 9, "observedAt": "2026-04-01T09:00:00Z"}}
+    assert client.post(f"{TEMPORAL}/urn:ngsi-ld:Counter:2/attrs", json=more).status_code == 204
+    history = client.get(f"{TEMPORAL}/urn:ngsi-ld:Counter:2").json()["intensity"]
+    assert sorted((i["observedAt"], i["value"], i.get("datasetId")) for i in history) == [
+        (at, 7, None),
+        (at, 50, "urn:ngsi-ld:D:1"),
+        ("2026-04-01T09:00:00Z", 9, None),
+        ("2026-04-01T10:00:00Z", 8, None),
+    ]
+
+
+def test_instance_paths_refuse_bad_names_and_ids(station):
+    """§6.22: the instanceId is a URI and the attribute a name; anything else is 400."""
+    no2 = station.get(f"{TEMPORAL}/{E}?attrs=no2").json()["no2"]
+    instance = no2[0]["instanceId"]
+    patch = {"type": "Property", "value": 1, "observedAt": "2026-03-01T10:00:00Z"}
+    for attr, inst in (("no2", "notAUri"), ("", instance), ("in(valid", instance)):
+        url = f"{TEMPORAL}/{E}/attrs/{attr}/{inst}"
+        for r in (station.delete(url), station.patch(url, json=patch)):
+            assert r.status_code == 400 and problem_type(r) == "BadRequestData", (url, r.text)
+    assert len(station.get(f"{TEMPORAL}/{E}?attrs=no2").json()["no2"]) == len(no2)

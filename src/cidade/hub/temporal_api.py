@@ -6,6 +6,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -204,8 +205,10 @@ class TemporalApi:
             guarded(
                 f"{PREFIX}/temporal/entityOperations/query", {"POST": (self.query_via_post, r)}
             ),
+            # An empty attribute name (attrs//{instance_id}) reaches the handlers, which refuse
+            # it as a bad name (400), rather than matching no route (404).
             guarded(
-                f"{attrs}/{{attr_id}}/{{instance_id}}",
+                f"{attrs}/{{attr_id:maybe_empty}}/{{instance_id}}",
                 {"PATCH": (self.patch_instance, w), "DELETE": (self.delete_instance, w)},
             ),
             guarded(f"{attrs}/{{attr_id}}", {"DELETE": (self.delete_attr, w)}),
@@ -222,6 +225,21 @@ def _members(request: Request, terms: Any) -> Members:
         list_param(request, "omit"),
         list_param(request, "datasetId"),
     )
+
+
+class MaybeEmptySegment(Convertor[str]):
+    """A path segment that may be empty."""
+
+    regex = "[^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("maybe_empty", MaybeEmptySegment())
 
 
 def _local(request: Request) -> bool:

@@ -13,7 +13,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from cidade.hub.entities import EntityService
-from cidade.hub.model import Terms, check_entity_id, check_name, expand_types, normalize_instance
+from cidade.hub.model import (
+    Terms,
+    check_entity_id,
+    check_name,
+    expand_types,
+    is_uri,
+    normalize_instance,
+)
 from cidade.hub.querying import RESERVED_PROJECTION, Members
 from cidade.hub.temporal import (
     TemporalQuery,
@@ -352,6 +359,7 @@ class TemporalService:
         """§5.6.14 Modify Attribute Instance in Temporal Representation of an Entity."""
         check_entity_id(entity_id)
         attr = terms.expand(check_name(name))
+        _check_instance_id(instance_id)
         now = timefmt.now()
         inst = normalize_instance(name, body, terms, now)
         inst["instanceId"] = instance_id
@@ -366,6 +374,7 @@ class TemporalService:
         """§5.6.15 Delete Attribute Instance from Temporal Representation of an Entity."""
         check_entity_id(entity_id)
         attr = terms.expand(check_name(name))
+        _check_instance_id(instance_id)
         if not await self.store.delete_history_instance(tenant, entity_id, attr, instance_id):
             raise ResourceNotFound(f"no instance {instance_id} of {name}")
 
@@ -386,6 +395,12 @@ def _instances(body: Any, terms: Terms, now: str) -> list[tuple[str, dict[str, A
         for inst in raw if isinstance(raw, list) else [raw]:
             out.append((iri, normalize_instance(name, inst, terms, now)))
     return out
+
+
+def _check_instance_id(instance_id: str) -> None:
+    # An instanceId is a URI (§4.5.7): anything else cannot name an instance.
+    if not is_uri(instance_id):
+        raise BadRequestData(f"instanceId {instance_id!r} is not a URI")
 
 
 def _dataset_columns(dataset_ids: tuple[str, ...]) -> list[str]:

@@ -217,7 +217,11 @@ class Store(Protocol):
         when the store cannot compute them exactly (the caller then aggregates instances)."""
         ...
 
-    async def add_history(self, tenant: str, entity_id: str, rows: list[Any]) -> None: ...
+    async def add_history(self, tenant: str, entity_id: str, rows: list[Any]) -> None:
+        """Add instances to an entity's history (the temporal API's writes), in one
+        transaction: an instance observed at the time an instance of its series (attribute,
+        datasetId) was observed replaces it."""
+        ...
 
     async def delete_history(
         self, tenant: str, entity_id: str, attr: str, dataset_id: str | None, every: bool

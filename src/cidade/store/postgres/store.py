@@ -464,8 +464,22 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         return out
 
     async def add_history(self, tenant: str, entity_id: str, rows: list[HistoryRow]) -> None:
-        """Append instances to an entity's history (the temporal API's own writes)."""
+        """Add instances to an entity's history (the temporal API's own writes); one observed
+        at the time an instance of its series (attribute, datasetId) was replaces it."""
+        observed = [r for r in rows if r[4] is not None]
         async with self._pool.acquire() as conn, conn.transaction():
+            if observed:
+                await conn.execute(
+                    "DELETE FROM attr_history h USING unnest($3::text[], $4::text[],"
+                    " $5::timestamptz[]) AS u(a, d, t) WHERE h.tenant = $1 AND h.entity_id = $2"
+                    " AND h.attr = u.a AND h.dataset_id = u.d AND h.time = u.t"
+                    " AND h.observed_at IS NOT NULL",
+                    tenant,
+                    entity_id,
+                    [r[0] for r in observed],
+                    [r[1] for r in observed],
+                    [_ts(r[3]) for r in observed],
+                )
             await _insert_history(conn, self, tenant, [(entity_id, *r) for r in rows])
 
     async def delete_history(

@@ -386,13 +386,19 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         return await self.db.read(run)
 
     async def add_history(self, tenant: str, entity_id: str, rows: list[HistoryRow]) -> None:
-        """Append instances to an entity's history (the temporal API's own writes)."""
+        """Add instances to an entity's history (the temporal API's own writes); one observed
+        at the time an instance of its series (attribute, datasetId) was replaces it."""
 
         def run(conn: sqlite3.Connection) -> None:
-            conn.executemany(
-                INSERT_HISTORY,
-                self.series.records(conn, tenant, [(entity_id, row) for row in rows]),
-            )
+            records = self.series.records(conn, tenant, [(entity_id, row) for row in rows])
+            observed = [(r[0], r[1], r[3]) for r in records if r[4]]
+            if observed:
+                _settled(conn).executemany(
+                    "DELETE FROM attr_history WHERE sid = ? AND time = ? AND dataset_id = ?"
+                    " AND observed",
+                    observed,
+                )
+            conn.executemany(INSERT_HISTORY, records)
 
         await self.db.write(run)
 
