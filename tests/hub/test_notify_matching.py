@@ -223,3 +223,12 @@ def test_a_percent_encoded_q_is_decoded():
     s = sub(q='state=="out%20of%20order"')
     assert len(fired([s], {}, {"urn:b:1": doc(state="out of order")})) == 1
     assert fired([s], {}, {"urn:b:1": doc(state="out%20of%20order")}) == []
+
+
+def test_an_attribute_deleted_whole_is_one_deleted_instance():
+    s = sub(notificationTrigger=["attributeDeleted"])
+    before = {"urn:b:1": entity_doc(name=[inst("fr", "urn:d:fr"), inst("a")], n=[inst(1)])}
+    ((_, body),) = fired([s], before, {"urn:b:1": entity_doc(n=[inst(1)])})
+    assert body["entities"][0]["attrs"][V + "name"] == [
+        {**inst("urn:ngsi-ld:null"), "deletedAt": NOW}
+    ]

@@ -47,13 +47,6 @@ PREVIOUS = {
     "json": "previousJson",
 }
 _PREVIOUS_MEMBERS = frozenset(PREVIOUS.values())
-# NGSI-LD Null as the value member of each kind of attribute holds it (a deleted attribute in a
-# notification; "urn:ngsi-ld:null" itself for the others).
-NULL_VALUES: dict[str, Any] = {
-    "languageMap": {"@none": NULL},
-    "valueList": [NULL],
-    "objectList": [NULL],
-}
 SYSTEM = frozenset({"createdAt", "modifiedAt", "deletedAt"})
 ENTITY_MEMBERS = frozenset({"id", "type", "scope", "@context", "createdAt", "modifiedAt"})
 GEO_TYPES = frozenset(

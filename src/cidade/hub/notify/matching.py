@@ -19,13 +19,14 @@ from typing import Any
 
 import orjson
 
-from cidade.hub.model import KINDS, NULL, NULL_VALUES, PREVIOUS
+from cidade.hub.model import KINDS, PREVIOUS
 from cidade.hub.subscriptions import (
     DEFAULT_TRIGGERS,
     subscription_geoq,
     subscription_matches_entity,
     subscription_q,
 )
+from cidade.ngsild.null import null_value
 from cidade.ngsild.query.geo import GeoQuery
 from cidade.ngsild.query.q import QNode, evaluate
 
@@ -174,14 +175,17 @@ def _reason(sub: Watching, before: Any, after: Any, change: Change) -> str | Non
     return None
 
 
-def deleted_instance(inst: dict[str, Any], now: str, *, previous: bool) -> dict[str, Any]:
+def deleted_instance(
+    inst: dict[str, Any], now: str, *, previous: bool, dataset: bool = True
+) -> dict[str, Any]:
     """How a notification shows a deleted attribute instance (§5.2.14): its type, NGSI-LD Null
     as its value (``{"@none": null}`` for a LanguageProperty, ``[null]`` for lists), its
-    datasetId, its system times and deletedAt; with ``previous``, the value it had."""
+    datasetId (with ``dataset``), its system times and deletedAt; with ``previous``, the value
+    it had."""
     kind = inst["type"]
-    member = KINDS[kind]
-    marker: dict[str, Any] = {"type": kind, member: NULL_VALUES.get(member, NULL)}
-    if "datasetId" in inst:
+    member, null = null_value(kind)
+    marker: dict[str, Any] = {"type": kind, member: null}
+    if "datasetId" in inst and dataset:
         marker["datasetId"] = inst["datasetId"]
     for key in ("createdAt", "modifiedAt"):
         if key in inst:
@@ -190,6 +194,15 @@ def deleted_instance(inst: dict[str, Any], now: str, *, previous: bool) -> dict[
     if previous:
         marker[PREVIOUS[member]] = inst.get(member)
     return marker
+
+
+def deleted_attribute(
+    instances: list[dict[str, Any]], now: str, *, previous: bool
+) -> dict[str, Any]:
+    """A whole attribute deleted, every instance at once: one deleted instance, that of the
+    default instance (else the first), without datasetId, since the attribute is gone."""
+    chosen = next((i for i in instances if "datasetId" not in i), instances[0])
+    return deleted_instance(chosen, now, previous=previous, dataset=False)
 
 
 def notified_entity(
@@ -218,9 +231,7 @@ def notified_entity(
             for attr, instances in before["attrs"].items():
                 if reason == "attributeDeleted" and watched is not None and attr not in watched:
                     continue
-                doc["attrs"][attr] = [
-                    deleted_instance(i, now, previous=show_changes) for i in instances
-                ]
+                doc["attrs"][attr] = [deleted_attribute(instances, now, previous=show_changes)]
         return doc
     if not change.deleted and not (show_changes and before is not None and change.updated):
         return after
@@ -246,12 +257,15 @@ def notified_entity(
     if change.deleted:
         assert before is not None
         for attr, keys in change.deleted.items():
+            if attr not in attrs:
+                attrs[attr] = [deleted_attribute(before["attrs"][attr], now, previous=show_changes)]
+                continue
             gone = [
                 deleted_instance(i, now, previous=show_changes)
                 for i in before["attrs"][attr]
                 if i.get("datasetId") in keys
             ]
-            attrs[attr] = [*attrs.get(attr, ()), *gone]
+            attrs[attr] = [*attrs[attr], *gone]
     return {**after, "attrs": attrs}
 
 
