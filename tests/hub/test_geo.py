@@ -99,6 +99,15 @@ def test_parse_url_form():
     assert q.point == (8.0, 40.0)
 
 
+def test_coordinates_with_spaces_encoded_as_plus_signs():
+    """A client that encodes a space in the query string as "+" (Python's requests, HTML
+    forms) sends "[8,+40]" for "[8, 40]": no JSON number starts with "+"."""
+    q = gq("within", "Polygon", "[[[0,0],[1,+0],+[1,1],[0,0]]]", "location")
+    assert q.coordinates == (((0, 0), (1, 0), (1, 1), (0, 0)),)
+    with pytest.raises(BadRequestData):
+        gq("near;maxDistance==1", "Point", "[8,+4+0]", "location")
+
+
 def test_parse_body_form_with_parsed_coordinates():
     coords = [[[100.0, 0.0], [101.0, 0.0], [101.0, 1.0], [100.0, 1.0], [100.0, 0.0]]]
     q = parse_geoquery("within", "Polygon", coords, "location", expand)

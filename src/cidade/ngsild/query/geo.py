@@ -589,7 +589,16 @@ def _load_coordinates(coordinates: Any) -> Any:
         try:
             coordinates = orjson.loads(coordinates)
         except orjson.JSONDecodeError:
-            raise BadRequestData(f"coordinates {_short(coordinates)} is not a JSON array") from None
+            text = coordinates.decode() if isinstance(coordinates, bytes) else coordinates
+            try:
+                # A JSON number never starts with "+": there it is a space that the client
+                # encoded the HTML-form way ("[1,+2]" for "[1, 2]"), as Python's requests does,
+                # while query strings keep "+" literal for q's times (http/middleware.py).
+                coordinates = orjson.loads(text.replace("+", " "))
+            except orjson.JSONDecodeError:
+                raise BadRequestData(
+                    f"coordinates {_short(coordinates)} is not a JSON array"
+                ) from None
     if not isinstance(coordinates, list | tuple):
         raise BadRequestData(f"coordinates must be a JSON array, got {_short(coordinates)}")
     return coordinates
