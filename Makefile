@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+# ETSI's conformance suite: the checkout sits beside shared/ (e.g. /work/main and /work/shared).
+CONFORMANCE_DIR ?= $(abspath $(CURDIR)/../shared/conformance)
+
+.PHONY: install demo test lint format bench conformance clean
 
 install: $(STAMP)
 
@@ -18,15 +21,20 @@ demo: install
 	$(BIN)/cidade demo
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 format: install
-	$(BIN)/ruff check --fix src tests bench
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench scripts
+	$(BIN)/ruff format src tests bench scripts
 
 test: install lint
 	$(BIN)/python -m pytest -n auto -q
+
+# Both stores, every group of areas, each on a fresh store; fails below conformance/floor.txt.
+# CONFORMANCE_ARGS=--raise-floor raises the floor to what passed; see scripts/conformance.py.
+conformance: install
+	CONFORMANCE_DIR=$(CONFORMANCE_DIR) $(BIN)/python scripts/conformance.py $(CONFORMANCE_ARGS)
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -9,7 +9,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from starlette.testclient import TestClient
@@ -23,6 +23,17 @@ DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
 
 
 PG_URL = os.environ.get("CIDADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+# CI sets CIDADE_REQUIRE_SERVICES=1: there a test that needs PostgreSQL or Mosquitto fails when
+# the service is missing, instead of skipping (a green run with half the tests skipped).
+REQUIRE_SERVICES = os.environ.get("CIDADE_REQUIRE_SERVICES", "") not in ("", "0", "false")
+
+
+def service_missing(reason: str) -> NoReturn:
+    """A service this test needs (PostgreSQL, Mosquitto) is missing: skip, saying why, or
+    fail where CIDADE_REQUIRE_SERVICES is set."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (CIDADE_REQUIRE_SERVICES is set: CI needs every service)")
+    pytest.skip(reason)
 
 
 @functools.cache
@@ -77,7 +88,7 @@ def running_store(kind: str, folder: Path) -> Iterator[tuple[Any, asyncio.Abstra
 
         reason = postgres_unavailable()
         if reason:
-            pytest.skip(reason)
+            service_missing(reason)
         schema = f"s_{uuid.uuid4().hex[:12]}"
         backend = PostgresStore(f"{PG_URL}?schema={schema}")
     loop = asyncio.new_event_loop()
@@ -99,7 +110,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     reason = postgres_unavailable()
     if reason:
-        pytest.skip(reason)
+        service_missing(reason)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     yield f"{PG_URL}?schema={schema}"
     drop_schema(schema)

@@ -18,6 +18,7 @@ from tests.conftest import (
     drop_schema,
     make_settings,
     postgres_unavailable,
+    service_missing,
 )
 from tests.hub.helpers import entity
 from tests.receiver import Receiver
@@ -27,7 +28,7 @@ from tests.receiver import Receiver
 def workers() -> Iterator[tuple[TestClient, TestClient]]:
     reason = postgres_unavailable()
     if reason:
-        pytest.skip(reason)
+        service_missing(reason)
     schema = f"w_{uuid.uuid4().hex[:12]}"
     settings = make_settings(
         store=f"{PG_URL}?schema={schema}", notification_poll=0.2, context_usage_flush=0.2

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+from tests.conftest import PG_URL, drop_schema, postgres_unavailable, service_missing
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.server
@@ -129,7 +129,7 @@ def test_kill_9_loses_no_write_history_or_notification(tmp_path, kind):
     if kind == "postgres":
         reason = postgres_unavailable()
         if reason:
-            pytest.skip(reason)
+            service_missing(reason)
         schema = f"k_{uuid.uuid4().hex[:12]}"
         store: Path | str = f"{PG_URL}?schema={schema}"
     else:

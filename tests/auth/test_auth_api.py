@@ -382,11 +382,11 @@ def test_nothing_of_one_tenant_is_reachable_from_another(make_client, request, k
 def _pg_url(request: pytest.FixtureRequest) -> str:
     import uuid
 
-    from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+    from tests.conftest import PG_URL, drop_schema, postgres_unavailable, service_missing
 
     reason = postgres_unavailable()
     if reason:
-        pytest.skip(reason)
+        service_missing(reason)
     schema = f"t_{uuid.uuid4().hex[:12]}"
     request.addfinalizer(lambda: drop_schema(schema))
     return f"{PG_URL}?schema={schema}"

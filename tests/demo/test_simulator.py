@@ -18,7 +18,7 @@ from cidade.app import build_app
 from cidade.demo.city import load_city
 from cidade.demo.devices import KINDS
 from cidade.demo.simulator import apikey_of, entity_types, group_body, start_time
-from tests.conftest import NGSI, admin_client, make_settings
+from tests.conftest import NGSI, admin_client, make_settings, service_missing
 from tests.devices.test_mqtt import MOSQUITTO, Broker
 
 TYPES = entity_types()
@@ -139,7 +139,7 @@ def test_the_city_comes_alive_in_process(tmp_path, city):
 
 def test_the_city_comes_alive_through_mqtt(tmp_path, city, caplog):
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        service_missing("mosquitto is not installed (apt-get install mosquitto)")
     broker = Broker(tmp_path)
     broker.start()
     try:

@@ -35,6 +35,7 @@ from cidade.devices.mqtt import (
     parse_topic,
 )
 from cidade.store.base import WriteChain
+from tests.conftest import service_missing
 
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None
@@ -108,7 +109,7 @@ class Broker:
 @pytest.fixture
 def broker(tmp_path: Path):
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        service_missing("mosquitto is not installed (apt-get install mosquitto)")
     b = Broker(tmp_path)
     b.start()
     yield b
@@ -676,7 +677,7 @@ def _self_signed() -> tuple[str, str]:
 def test_tls_with_user_and_password(tmp_path):
     """mqtts:// with the CA of CIDADE_MQTT_CA_FILE, a user name and a password."""
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        service_missing("mosquitto is not installed (apt-get install mosquitto)")
     cert, key = _self_signed()
     (tmp_path / "cert.pem").write_text(cert)
     (tmp_path / "key.pem").write_text(key)
@@ -689,7 +690,7 @@ def test_tls_with_user_and_password(tmp_path):
             capture_output=True,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"mosquitto_passwd unavailable: {exc}")
+        service_missing(f"mosquitto_passwd unavailable: {exc}")
     broker = Broker(tmp_path)
     broker.config.write_text(
         broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
@@ -736,7 +737,7 @@ def test_wrong_password_is_retried_and_never_logged(broker, caplog, tmp_path):
             capture_output=True,
         )
     except (OSError, subprocess.CalledProcessError) as exc:
-        pytest.skip(f"mosquitto_passwd unavailable: {exc}")
+        service_missing(f"mosquitto_passwd unavailable: {exc}")
     broker.stop()
     broker.config.write_text(
         broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false")

@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from cidade.app import build_app
-from tests.conftest import NGSI, admin_client, make_settings
+from tests.conftest import NGSI, admin_client, make_settings, service_missing
 from tests.devices.test_mqtt import MOSQUITTO, Broker
 
 TENANT = {"Fiware-Service": "city", "NGSILD-Tenant": "city"}
@@ -25,7 +25,7 @@ BOLLARD = "urn:ngsi-ld:Device:b1"
 @pytest.fixture
 def broker(tmp_path):
     if MOSQUITTO is None:
-        pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        service_missing("mosquitto is not installed (apt-get install mosquitto)")
     b = Broker(tmp_path)
     b.start()
     yield b

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from tests.conftest import NGSI
+from tests.conftest import NGSI, service_missing
 from tests.hub.helpers import entity
 
 BROKER = ("127.0.0.1", 1883)
@@ -29,7 +29,7 @@ def broker_unavailable() -> str | None:
 def topic_messages():
     reason = broker_unavailable()
     if reason:
-        pytest.skip(reason)
+        service_missing(reason)
     import paho.mqtt.client as mqtt
 
     topic = f"cidade/test/{uuid.uuid4().hex}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import urllib.parse
 import uuid
@@ -44,6 +43,7 @@ from cidade.ngsild.query.q import (
     temporal,
 )
 from cidade.store.postgres.q import GinIndex, to_postgres, translate_regex
+from tests.conftest import PG_URL, service_missing
 from tests.hub.test_q_property import (
     DATETIMES,
     FIXED,
@@ -57,8 +57,6 @@ from tests.hub.test_q_property import (
     small_terms,
     trees,
 )
-
-PG_URL = os.environ.get("CIDADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 class Postgres:
@@ -129,7 +127,9 @@ def pg() -> Iterator[Postgres]:
         db = Postgres()
     except Exception as exc:  # whatever keeps us from the server is a reason to skip, printed
         where = urllib.parse.urlsplit(PG_URL)
-        pytest.skip(f"PostgreSQL not reachable at {where.hostname}:{where.port or 5432}: {exc!r}")
+        service_missing(
+            f"PostgreSQL not reachable at {where.hostname}:{where.port or 5432}: {exc!r}"
+        )
     try:
         yield db
     finally:

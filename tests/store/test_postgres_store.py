@@ -13,7 +13,7 @@ from cidade.ngsild.query.geo import parse_geoquery
 from cidade.store.base import EntityQuery, WriteOp
 from cidade.store.postgres import PostgresStore
 from cidade.store.postgres.migrations import available
-from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+from tests.conftest import PG_URL, drop_schema, postgres_unavailable, service_missing
 from tests.store.test_sqlite_store import D, chain_stops_at_its_first_failed_write, doc, expand
 
 
@@ -21,7 +21,7 @@ from tests.store.test_sqlite_store import D, chain_stops_at_its_first_failed_wri
 def pg() -> Iterator[tuple[PostgresStore, asyncio.AbstractEventLoop, str]]:
     reason = postgres_unavailable()
     if reason:
-        pytest.skip(reason)
+        service_missing(reason)
     schema = f"s_{uuid.uuid4().hex[:12]}"
     store = PostgresStore(f"{PG_URL}?schema={schema}")
     loop = asyncio.new_event_loop()
