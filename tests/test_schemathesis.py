@@ -182,18 +182,23 @@ def anonymous(store_url: str) -> Target:
 schema = schemathesis.openapi.from_dict(build_document())
 
 
-def _fetches(context: Any) -> bool:
+def _fetches(context: Any, top: bool = True) -> bool:
     """Whether resolving this @context would fetch a document (as ContextResolver._load walks
     it): a reference to anything but the core @context, at the top, in an array, in @import or in
-    a scoped @context. Relative references are refused (400) without fetching."""
+    a scoped @context. A body's own references (at the top, in its array) resolve against the
+    request URL, relative ones too; a relative one further in is refused (400) without fetching."""
     if isinstance(context, str):
-        return ":" in context and not is_core_context_url(context)
+        if is_core_context_url(context):
+            return False
+        return bool(context) if top else ":" in context
     if isinstance(context, list):
-        return any(_fetches(c) for c in context)
+        return any(_fetches(c, top) for c in context)
     if isinstance(context, dict):
-        if _fetches(context.get("@import")):
+        if _fetches(context.get("@import"), top=False):
             return True
-        return any(isinstance(v, dict) and _fetches(v.get("@context")) for v in context.values())
+        return any(
+            isinstance(v, dict) and _fetches(v.get("@context"), top=False) for v in context.values()
+        )
     return False
 
 
