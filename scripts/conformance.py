@@ -212,6 +212,26 @@ def fresh_store(kind: str, scratch: Path, pg_url: str) -> Iterator[str]:
         _postgres(pg_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
 
 
+def run_suite(base: str, areas: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """run.sh in a process group of its own: stopped whole (robot, its receivers) if we are."""
+    command = ["bash", str(suite_dir() / "run.sh"), base, *areas]
+    with subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as process:
+        try:
+            stdout, stderr = process.communicate()
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
 def run_group(kind: str, group: str, out: Path, pg_url: str) -> Result:
     """A fresh store and server, then the suite's run.sh on the group's areas."""
     out.mkdir(parents=True, exist_ok=True)
@@ -237,12 +257,7 @@ def run_group(kind: str, group: str, out: Path, pg_url: str) -> Result:
             )
         try:
             wait_until_serving(f"http://127.0.0.1:{port}/health", server)
-            suite = subprocess.run(
-                ["bash", str(suite_dir() / "run.sh"), f"http://127.0.0.1:{port}", *GROUPS[group]],
-                env=env,
-                capture_output=True,
-                text=True,
-            )
+            suite = run_suite(f"http://127.0.0.1:{port}", GROUPS[group], env)
         except RuntimeError as exc:
             return Result(kind, group, 0, 0, time.monotonic() - started, "", str(exc))
         finally:
@@ -357,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=0, help="runs at once (default: all)")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    # Stopped (CI's cleanup, kill): unwind, so that servers, brokers and schemas go too.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     stores = [s for s in args.stores.split(",") if s]
     groups = [g for g in args.groups.split(",") if g]
     for name in stores:
@@ -393,15 +410,21 @@ def main(argv: list[str] | None = None) -> int:
         env = {**os.environ, "CIDADE_CONFORMANCE_POSTGRES": pg_socket or pg}
         out.mkdir(parents=True, exist_ok=True)
         running: list[subprocess.Popen] = []
-        for kind, group in pairs:
-            while args.jobs and len(running) >= args.jobs:
-                time.sleep(0.5)
-                running = [child for child in running if child.poll() is None]
-            command = [sys.executable, __file__, "--in-namespace", "--stores", kind]
-            command += ["--groups", group, "--out", str(out)]
-            running.append(subprocess.Popen(["unshare", "--net", "--", *command], env=env))
-        for child in running:
-            child.wait()
+        try:
+            for kind, group in pairs:
+                while args.jobs and sum(child.poll() is None for child in running) >= args.jobs:
+                    time.sleep(0.5)
+                command = [sys.executable, __file__, "--in-namespace", "--stores", kind]
+                command += ["--groups", group, "--out", str(out)]
+                running.append(subprocess.Popen(["unshare", "--net", "--", *command], env=env))
+            for child in running:
+                child.wait()
+        finally:
+            for child in running:
+                if child.poll() is None:
+                    child.terminate()
+            for child in running:
+                child.wait()
     else:
         for kind in stores:
             run_store(kind, groups, out, pg, isolated=False)
