@@ -377,3 +377,17 @@ def test_nul_refused(client):
         assert r.status_code == 400 and problem_type(r) == "BadRequestData", r.text
     assert client.get(f"{NGSI}/entities/urn:x:2").status_code == 404
     assert client.get(f"{NGSI}/entities/{E1}").json()["name"]["value"] == "\\u0000"
+
+
+def test_a_multi_attribute_in_key_values_lists_its_datasets(client):
+    # §4.5.4: each instance's value under its datasetId, "@none" for the default instance.
+    name = [
+        {"type": "Property", "value": "Tower"},
+        {"type": "Property", "value": "Tour", "datasetId": "urn:ngsi-ld:Dataset:fr"},
+    ]
+    height = {"type": "Property", "value": 3}
+    body = {"id": "urn:ngsi-ld:Building:multi", "type": "Building", "name": name, "height": height}
+    assert client.post("/ngsi-ld/v1/entities", json=body).status_code == 201
+    got = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Building:multi?format=keyValues").json()
+    assert got["name"] == {"dataset": {"@none": "Tower", "urn:ngsi-ld:Dataset:fr": "Tour"}}
+    assert got["height"] == 3

@@ -354,7 +354,7 @@ def render_entity(entity: dict[str, Any], view: View) -> dict[str, Any]:
             continue
         name = terms.compact(iri)
         if view.form == "keyValues":
-            out[name] = _key_value(_default_instance(instances), view)
+            out[name] = _key_values(instances, view)
         elif plain:
             if len(instances) == 1:
                 out[name] = _render_plain(instances[0], terms)
@@ -366,11 +366,12 @@ def render_entity(entity: dict[str, Any], view: View) -> dict[str, Any]:
     return out
 
 
-def _default_instance(instances: list[dict]) -> dict:
-    for inst in instances:
-        if "datasetId" not in inst:
-            return inst
-    return instances[0]
+def _key_values(instances: list[dict], view: View) -> Any:
+    """An attribute in the simplified representation (§4.5.4): its value; a multi-attribute's
+    as ``{"dataset": {datasetId: value, ...}}``, "@none" naming the default instance."""
+    if len(instances) == 1:
+        return _key_value(instances[0], view)
+    return {"dataset": {i.get("datasetId", "@none"): _key_value(i, view) for i in instances}}
 
 
 def _pick_language(language_map: dict[str, Any], langs: list[str]) -> tuple[str, Any] | None:
