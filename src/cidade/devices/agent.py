@@ -25,7 +25,7 @@ from cidade.hub.batch import updated_with
 from cidade.hub.model import (
     Terms,
     check_entity_id,
-    check_name,
+    expand_name,
     expand_types,
     normalize_attribute,
 )
@@ -249,7 +249,7 @@ class Agent:
         for name, attribute in fragment.items():
             if name == "id" or name == "type":
                 continue
-            iri = self.terms.expand(check_name(name))  # both remember what they saw
+            iri = expand_name(name, self.terms)  # both remember what they saw
             if attribute.get("type") == "Property" and attribute.keys() <= _MAPPED_MEMBERS:
                 instance = {**attribute, "createdAt": now, "modifiedAt": now}
                 at = instance.get("observedAt")

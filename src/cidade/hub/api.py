@@ -39,7 +39,7 @@ from cidade.hub.http import (
     tenant_of,
 )
 from cidade.hub.jsonld import ContextResolver, TermMap
-from cidade.hub.model import View, geojson_feature, render_entity
+from cidade.hub.model import View, check_entity_id, geojson_feature, render_entity
 from cidade.hub.params import check_params
 from cidade.hub.querying import build_query, projection, query_from_body
 from cidade.ngsild.errors import (
@@ -355,8 +355,8 @@ class HubApi:
         if delete_all not in ("true", "false"):
             raise BadRequestData("deleteAll must be true or false")
         dataset = params.get("datasetId")
-        if dataset is not None and ":" not in dataset:
-            raise BadRequestData(f"datasetId {dataset!r} is not a URI")
+        if dataset is not None:
+            check_entity_id(dataset, "the datasetId")
         p = request.path_params
         await self.entities.delete_attribute(
             tenant,

@@ -6,6 +6,7 @@ reports each failure as {entityId, error: ProblemDetails} in a BatchOperationRes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +65,15 @@ def _entries(
     return zip(body, terms, strict=True)
 
 
+def _kept_attributes(update: UpdateResult, entity_id: str) -> NgsiError | None:
+    """§5.6.9: an entity of a batch update with attributes left as they were (noOverwrite) is
+    reported as not (wholly) updated, its other attributes written."""
+    if not update.not_updated:
+        return None
+    kept = ", ".join(f"{n['attributeName']} ({n['reason']})" for n in update.not_updated)
+    return BadRequestData(f"attributes of {entity_id} not updated: {kept}")
+
+
 def _usable(terms: Terms | NgsiError) -> Terms:
     if isinstance(terms, NgsiError):
         raise terms
@@ -77,6 +87,8 @@ class BatchService:
     async def _run(
         self, tenant: str, result: BatchResult, prepared: list[tuple[WriteOp, Any]]
     ) -> None:
+        """Write the prepared operations; each one's ``on_ok(entity_id)``, called when it was
+        written, may return an error to report for the entity instead of a success."""
         if not prepared:
             return
         outcomes = await self.entities.store.write(tenant, [op for op, _ in prepared])
@@ -86,9 +98,11 @@ class BatchService:
             elif isinstance(outcome, Exception):
                 raise outcome
             else:
-                result.success.append(op.entity_id)
-                if on_ok is not None:
-                    on_ok(op.entity_id)
+                error = on_ok(op.entity_id) if on_ok is not None else None
+                if error is None:
+                    result.success.append(op.entity_id)
+                else:
+                    result.fail(op.entity_id, error)
 
     async def create(
         self, tenant: str, body: object, terms: Sequence[Terms | NgsiError]
@@ -166,7 +180,7 @@ class BatchService:
                     result=upd,
                     allow_type=True,
                 )
-                prepared.append((op, None))
+                prepared.append((op, functools.partial(_kept_attributes, upd)))
             except NgsiError as exc:
                 result.fail(_entity_id(item), exc)
         await self._run(tenant, result, prepared)

@@ -11,12 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cidade.hub.model import (
+    ENTITY_MEMBERS,
+    GEO_TYPES,
     KINDS,
+    NGSI_LD,
     NULL,
     Terms,
     check_entity_id,
-    check_name,
+    expand_name,
     expand_types,
+    is_null_instance,
     normalize_attrs,
     normalize_entity,
     normalize_instance,
@@ -89,8 +93,8 @@ def put_instances(
 
 
 def merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict[str, Any]:
-    """Merge-patch one attribute instance (§4.20? merge semantics): members given replace, sub-
-    attributes merge recursively, a sub-attribute whose value is urn:ngsi-ld:null goes away."""
+    """Merge-patch one attribute instance (§5.5.12): members given replace, sub-attributes
+    merge recursively, a sub-attribute that is NGSI-LD Null goes away."""
     if patch.get("type") != old.get("type"):
         merged = dict(patch)
     else:
@@ -104,25 +108,48 @@ def merge_instance(old: dict[str, Any], patch: dict[str, Any], now: str) -> dict
                 merged[key] = val
     merged["createdAt"] = old.get("createdAt", now)
     merged["modifiedAt"] = now
-    return {k: v for k, v in merged.items() if not _is_null_instance(v)}
+    # Sub-attributes are the members named by an IRI (the others have no ':' in their name).
+    return {k: v for k, v in merged.items() if ":" not in k or not is_null_instance(v)}
 
 
-def _is_null_instance(value: object) -> bool:
-    return value == NULL or (
-        isinstance(value, dict) and value.get("value") == NULL and value.get("type") == "Property"
-    )
-
-
-def _strip_nulls(body: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Split a merge fragment into attributes to merge and attribute names to delete."""
-    keep: dict[str, Any] = {}
-    deleted: list[str] = []
-    for name, raw in body.items():
-        if _is_null_instance(raw) or (isinstance(raw, dict) and raw.get("object") == NULL):
-            deleted.append(name)
+def apply_instances(
+    entity: Entity, iri: str, instances: list[dict], now: str, *, merge: bool
+) -> None:
+    """The instances of one attribute of a merge or an update put into an entity, each at its
+    datasetId: an NGSI-LD Null instance deletes the instance it names (the attribute, when it
+    was the last), any other is merged into (``merge``) or replaces the one there, or is added."""
+    put = list(entity["attrs"].get(iri, ()))
+    for inst in instances:
+        key = _key(inst)
+        n = next((k for k, have in enumerate(put) if _key(have) == key), None)
+        if is_null_instance(inst):
+            if n is not None:
+                del put[n]
+        elif n is None:
+            put.append(inst)
+        elif merge:
+            put[n] = merge_instance(put[n], inst, now)
         else:
-            keep[name] = raw
-    return keep, deleted
+            put[n] = _keep_created(inst, put[n])
+    if put:
+        entity["attrs"][iri] = put
+    else:
+        entity["attrs"].pop(iri, None)
+    entity["modifiedAt"] = now
+
+
+# Members of an entity that a client may name like attributes in some operations, but that are
+# none: their IRIs once expanded (id and type expand to keywords, refused as names anyway).
+SCOPE = NGSI_LD + "scope"
+_NOT_ATTRIBUTES = frozenset({SCOPE, NGSI_LD + "createdAt", NGSI_LD + "modifiedAt"})
+
+
+def attribute_iri(name: object, terms: Terms) -> str:
+    """The IRI of an attribute named in a path (/attrs/{attrId}): 400 for what is not one."""
+    iri = expand_name(name, terms)
+    if iri in _NOT_ATTRIBUTES:
+        raise BadRequestData(f"{name!r} is a member of the entity, not an attribute")
+    return iri
 
 
 class EntityService:
@@ -183,19 +210,18 @@ class EntityService:
         check_entity_id(entity_id)
         await self._one(tenant, self.replace_op(entity_id, body, terms))
 
-    # §5.6.? Merge Entity (PATCH /entities/{id})
+    # §5.6.17 Merge Entity (PATCH /entities/{id})
     def merge_op(self, entity_id: str, body: object, terms: Terms) -> WriteOp:
         if not isinstance(body, dict):
             raise BadRequestData("a merge fragment must be a JSON object")
         if "id" in body and body["id"] != entity_id:
             raise BadRequestData("the id in the body differs from the entity id in the URL")
         now = timefmt.now()
-        keep, deleted = _strip_nulls({k: v for k, v in body.items() if k not in ("id", "type")})
         types = expand_types(body["type"], terms) if "type" in body else None
-        scope = normalize_scope(body["scope"]) if "scope" in body else None
-        keep.pop("scope", None)
-        patch = normalize_attrs(keep, terms, now)
-        deleted_iris = [terms.expand(check_name(n)) for n in deleted if n != "scope"]
+        raw_scope = body.get("scope")
+        drop_scope = raw_scope == NULL
+        scope = None if raw_scope is None or drop_scope else normalize_scope(raw_scope)
+        patch = normalize_attrs(body, terms, now, nulls=True)
 
         def apply(current: Entity | None) -> Entity:
             if current is None:
@@ -203,21 +229,12 @@ class EntityService:
             entity = copy.deepcopy(current)
             if types:
                 entity["type"] = sorted(set(entity["type"]) | set(types))
-            if scope is not None:
-                entity["scope"] = scope
-            if "scope" in deleted:
+            if drop_scope:
                 entity.pop("scope", None)
-            for iri in deleted_iris:
-                entity["attrs"].pop(iri, None)
+            elif scope is not None:
+                entity["scope"] = scope
             for iri, instances in patch.items():
-                existing = entity["attrs"].setdefault(iri, [])
-                by_key = {_key(i): n for n, i in enumerate(existing)}
-                for inst in instances:
-                    n = by_key.get(_key(inst))
-                    if n is None:
-                        existing.append(inst)
-                    else:
-                        existing[n] = merge_instance(existing[n], inst, now)
+                apply_instances(entity, iri, instances, now, merge=True)
             entity["modifiedAt"] = now
             return entity
 
@@ -251,18 +268,20 @@ class EntityService:
         result: UpdateResult,
         allow_type: bool = False,
     ) -> WriteOp:
-        """mode: "append" (add or overwrite), "append-keep" (noOverwrite), "update" (existing only)."""
+        """mode: "append" (add or overwrite), "append-keep" (noOverwrite), "update" (existing
+        only; NGSI-LD Null deletes)."""
         if not isinstance(body, dict):
             raise BadRequestData("the attributes must be a JSON object")
         if "id" in body and body["id"] != entity_id:
             raise BadRequestData("the id in the body differs from the entity id in the URL")
         now = timefmt.now()
+        update = mode == "update"
         types = expand_types(body["type"], terms) if allow_type and "type" in body else None
-        names = {
-            terms.expand(check_name(n)): n for n in body if n not in ("id", "type", "@context")
-        }
-        attrs = normalize_attrs(body, terms, now)
-        scope = normalize_scope(body["scope"]) if "scope" in body else None
+        names = {expand_name(n, terms): n for n in body if n not in ENTITY_MEMBERS}
+        attrs = normalize_attrs(body, terms, now, nulls=update)
+        raw_scope = body.get("scope")
+        drop_scope = update and raw_scope == NULL
+        scope = None if raw_scope is None or drop_scope else normalize_scope(raw_scope)
 
         def apply(current: Entity | None) -> Entity:
             if current is None:
@@ -272,20 +291,30 @@ class EntityService:
             entity = copy.deepcopy(current)
             if types:
                 entity["type"] = sorted(set(entity["type"]) | set(types))
-            if scope is not None:
-                entity["scope"] = scope
-            changed = bool(types) or scope is not None
+            changed = bool(types)
+            if scope is not None or drop_scope:
+                if update and "scope" not in entity:
+                    # §5.6.2: Update changes what exists; a scope is added by Append.
+                    result.not_updated.append(
+                        {"attributeName": "scope", "reason": "the entity has no scope"}
+                    )
+                else:
+                    _put_scope(entity, scope, keep=mode == "append-keep")
+                    result.updated.append("scope")
+                    changed = True
             for iri, instances in attrs.items():
                 name = names[iri]
-                if mode == "update":
+                if update:
                     have = {_key(i) for i in entity["attrs"].get(iri, [])}
-                    missing = [i for i in instances if _key(i) not in have]
-                    if missing:
+                    if any(_key(i) not in have for i in instances):
                         result.not_updated.append(
                             {"attributeName": name, "reason": "attribute does not exist"}
                         )
                         continue
-                ok = put_instances(entity, iri, instances, now, overwrite=mode != "append-keep")
+                    apply_instances(entity, iri, instances, now, merge=False)
+                    ok = True
+                else:
+                    ok = put_instances(entity, iri, instances, now, overwrite=mode == "append")
                 if ok:
                     result.updated.append(name)
                     changed = True
@@ -314,7 +343,7 @@ class EntityService:
         self, tenant: str, entity_id: str, attr: str, body: object, terms: Terms, *, replace: bool
     ) -> None:
         check_entity_id(entity_id)
-        iri = terms.expand(check_name(attr))
+        iri = attribute_iri(attr, terms)
         if not isinstance(body, dict):
             raise BadRequestData("an attribute fragment must be a JSON object")
         now = timefmt.now()
@@ -337,10 +366,11 @@ class EntityService:
                 new = normalize_instance(attr, fragment, terms, now)
                 instances[n] = _keep_created(new, inst)
             else:
+                _check_same_kind(attr, fragment, inst)
                 patch = dict(fragment)
                 patch.setdefault("type", inst["type"])
-                new = normalize_instance(attr, _complete(patch, inst), terms, now)
-                instances[n] = merge_instance(inst, new, now)
+                new = normalize_instance(attr, _complete(patch, inst), terms, now, nulls=True)
+                apply_instances(entity, iri, [new], now, merge=True)
             entity["modifiedAt"] = now
             return entity
 
@@ -357,7 +387,11 @@ class EntityService:
         delete_all: bool,
     ) -> None:
         check_entity_id(entity_id)
-        iri = terms.expand(check_name(attr))
+        iri = expand_name(attr, terms)
+        if iri == SCOPE:
+            await self._one(tenant, self._delete_scope_op(entity_id))
+            return
+        iri = attribute_iri(attr, terms)
         now = timefmt.now()
 
         def apply(current: Entity | None) -> Entity:
@@ -386,6 +420,45 @@ class EntityService:
             return entity
 
         await self._one(tenant, WriteOp(entity_id, apply))
+
+    def _delete_scope_op(self, entity_id: str) -> WriteOp:
+        """§5.6.5 on ``scope`` (§4.18): the entity's scope goes."""
+        now = timefmt.now()
+
+        def apply(current: Entity | None) -> Entity:
+            if current is None:
+                raise _not_found(entity_id)
+            if "scope" not in current:
+                raise ResourceNotFound(f"entity {entity_id} has no scope")
+            entity = {k: v for k, v in current.items() if k != "scope"}
+            entity["modifiedAt"] = now
+            return entity
+
+        return WriteOp(entity_id, apply)
+
+
+def _put_scope(entity: Entity, scope: list[str] | None, *, keep: bool) -> None:
+    """A new scope (None: none), or with ``keep`` (noOverwrite) the scopes added to those the
+    entity has (§4.18: a scope is a set of paths)."""
+    if scope is None:
+        entity.pop("scope", None)
+    elif keep and "scope" in entity:
+        entity["scope"] = entity["scope"] + [s for s in scope if s not in entity["scope"]]
+    else:
+        entity["scope"] = scope
+
+
+def _check_same_kind(attr: str, fragment: dict[str, Any], inst: dict[str, Any]) -> None:
+    """§5.6.4: a partial update keeps the attribute's type (a Property stays a Property)."""
+    declared = fragment.get("type")
+    if declared is None or declared == inst["type"]:
+        return
+    if declared in GEO_TYPES and inst["type"] == "GeoProperty":
+        return  # concise: the fragment is the GeoProperty's new geometry
+    raise BadRequestData(
+        f"attribute {attr!r} is a {inst['type']}; a partial update cannot make it a {declared} "
+        "(replace the attribute to change its type)"
+    )
 
 
 def _complete(patch: dict[str, Any], inst: dict[str, Any]) -> dict[str, Any]:

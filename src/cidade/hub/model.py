@@ -16,11 +16,17 @@ from typing import Any, Protocol
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.null import NULL as NULL  # the hub's modules take it from here
+from cidade.ngsild.null import is_null
 from cidade.ngsild.query.geo import validate_geojson_geometry
 
 NGSI_LD = "https://uri.etsi.org/ngsi-ld/"
+# The longest entity id, entity type, attribute name and datasetId the hub takes, in UTF-8 bytes
+# once expanded to an IRI. NGSI-LD sets no limit; real ids and IRIs stay far below this one (a
+# Smart Data Model id is under 100 bytes), and an id must fit a request line (GET /entities/{id},
+# percent-encoded) and an index key on both stores.
+MAX_IRI_BYTES = 1024
 
-KINDS = {
+KINDS: dict[str, str] = {
     "Property": "value",
     "GeoProperty": "value",
     "Relationship": "object",
@@ -68,12 +74,19 @@ def is_uri(value: object) -> bool:
     return isinstance(value, str) and _URI.match(value) is not None
 
 
-def check_entity_id(value: object) -> str:
+def check_entity_id(value: object, what: str = "the entity id") -> str:
     if not isinstance(value, str) or not value:
-        raise BadRequestData("the entity id must be a non-empty string")
+        raise BadRequestData(f"{what} must be a non-empty string")
+    if _too_long(value):
+        raise BadRequestData(f"{what} is longer than {MAX_IRI_BYTES} bytes, this broker's limit")
     if not is_uri(value):
-        raise BadRequestData(f"the entity id {value!r} is not a URI")
+        raise BadRequestData(f"{what} {value!r} is not a URI")
     return value
+
+
+def _too_long(value: str) -> bool:
+    # A character is at most 4 bytes in UTF-8: most strings are judged without encoding them.
+    return len(value) > MAX_IRI_BYTES // 4 and len(value.encode()) > MAX_IRI_BYTES
 
 
 def check_name(name: object, what: str = "attribute name") -> str:
@@ -88,14 +101,43 @@ def _valid_name(name: str) -> bool:
     return bool(name) and _BAD_NAME.search(name) is None
 
 
+def expand_name(name: object, terms: Terms, what: str = "attribute name") -> str:
+    """A name a request gives (an attribute, an entity type) -> its IRI. 400 BadRequestData when
+    the name has a character NGSI-LD forbids, when it expands to no IRI (a JSON-LD keyword: the
+    core @context maps ``type`` to ``@type``), or when the IRI is over MAX_IRI_BYTES."""
+    iri = terms.expand(check_name(name, what))
+    if iri.__class__ is str and _valid_iri(iri):
+        return iri
+    if iri.startswith("@") or not is_uri(iri):
+        raise BadRequestData(f"invalid {what} {name!r}: it expands to {iri!r}, not an IRI")
+    raise BadRequestData(
+        f"the {what} is longer than {MAX_IRI_BYTES} bytes once expanded, this broker's limit"
+    )
+
+
+@functools.lru_cache(maxsize=8192)
+def _valid_iri(iri: str) -> bool:
+    return not iri.startswith("@") and is_uri(iri) and not _too_long(iri)
+
+
 def expand_types(value: object, terms: Terms) -> list[str]:
     names = [value] if isinstance(value, str) else value
     if not isinstance(names, list) or not names:
         raise BadRequestData("the entity type must be a string or a non-empty list of strings")
     out = []
     for name in names:
-        out.append(terms.expand(check_name(name, "entity type")))
+        out.append(expand_name(name, terms, "entity type"))
     return sorted(set(out))
+
+
+def is_null_instance(inst: object) -> bool:
+    """Whether an attribute instance (stored form) is NGSI-LD Null: what a merge or an update
+    sends to delete the instance (by its datasetId)."""
+    if not isinstance(inst, dict):
+        return False
+    kind = inst.get("type")
+    member = KINDS.get(kind) if isinstance(kind, str) else None
+    return member is not None and is_null(kind, inst.get(member))  # type: ignore[arg-type]
 
 
 # -- client -> stored ---------------------------------------------------------------------------
@@ -126,14 +168,16 @@ def normalize_scope(value: object) -> list[str]:
     return scopes
 
 
-def normalize_attrs(body: dict[str, Any], terms: Terms, now: str) -> dict[str, list[dict]]:
-    """Every attribute of a body (entity members such as id and type are skipped)."""
+def normalize_attrs(
+    body: dict[str, Any], terms: Terms, now: str, *, nulls: bool = False
+) -> dict[str, list[dict]]:
+    """Every attribute of a body (entity members such as id and type are skipped). With
+    ``nulls`` (merge, update) an instance may be NGSI-LD Null; otherwise that is 400."""
     attrs: dict[str, list[dict]] = {}
     for name, raw in body.items():
         if name in ENTITY_MEMBERS:
             continue
-        iri = terms.expand(check_name(name))
-        attrs[iri] = normalize_attribute(name, raw, terms, now)
+        attrs[expand_name(name, terms)] = normalize_attribute(name, raw, terms, now, nulls=nulls)
     return attrs
 
 
@@ -141,12 +185,14 @@ def _looks_like_instance(value: object) -> bool:
     return isinstance(value, dict) and ("type" in value or not VALUE_MEMBERS.isdisjoint(value))
 
 
-def normalize_attribute(name: str, raw: object, terms: Terms, now: str) -> list[dict]:
+def normalize_attribute(
+    name: str, raw: object, terms: Terms, now: str, *, nulls: bool = False
+) -> list[dict]:
     """One attribute: a list of instances (several when several datasetIds are given)."""
     if isinstance(raw, list) and raw and all(_looks_like_instance(v) for v in raw):
-        instances = [normalize_instance(name, v, terms, now) for v in raw]
+        instances = [normalize_instance(name, v, terms, now, nulls=nulls) for v in raw]
     else:
-        instances = [normalize_instance(name, raw, terms, now)]
+        instances = [normalize_instance(name, raw, terms, now, nulls=nulls)]
     seen: set[str | None] = set()
     for inst in instances:
         ds = inst.get("datasetId")
@@ -178,13 +224,17 @@ def _infer_kind(raw: dict[str, Any]) -> str:
 
 
 def normalize_instance(
-    name: str, raw: object, terms: Terms, now: str, *, sub: bool = False
+    name: str, raw: object, terms: Terms, now: str, *, sub: bool = False, nulls: bool = False
 ) -> dict[str, Any]:
+    """One attribute instance in the stored form. With ``nulls`` its value may be NGSI-LD Null
+    (then it is a request to delete the instance, see is_null_instance); otherwise that is 400."""
     what = f"sub-attribute {name!r}" if sub else f"attribute {name!r}"
     if raw is None:
         raise BadRequestData(f"{what} has a null value")
     if not isinstance(raw, dict):
         # Concise form: a bare value is a Property's value.
+        if raw == NULL and not nulls:
+            raise _null_refused(what)
         return {"type": "Property", "value": raw, "createdAt": now, "modifiedAt": now}
     kind = raw.get("type")
     if kind is not None and not isinstance(kind, str):
@@ -204,7 +254,13 @@ def normalize_instance(
     if member not in raw:
         raise BadRequestData(f"{what} of type {kind} needs a {member!r} member")
     inst: dict[str, Any] = {"type": kind}
-    inst[member] = _check_value(kind, raw[member], what, terms)
+    value = raw[member]
+    if is_null(kind, value):
+        if not nulls:
+            raise _null_refused(what)
+        inst[member] = value
+    else:
+        inst[member] = _check_value(kind, value, what, terms)
     for key, val in raw.items():
         if key in ("type", member) or key in SYSTEM:
             continue
@@ -219,9 +275,9 @@ def normalize_instance(
         elif key == "datasetId":
             if sub:
                 raise BadRequestData(f"{what} cannot have a datasetId")
-            if not is_uri(val):
-                raise BadRequestData(f"datasetId of {what} must be a URI, got {val!r}")
-            inst["datasetId"] = val
+            inst["datasetId"] = check_entity_id(val, f"the datasetId of {what}")
+            if val == NULL:
+                raise BadRequestData(f"the datasetId of {what} cannot be NGSI-LD Null")
         elif key == "objectType":
             if kind not in ("Relationship", "ListRelationship"):
                 raise BadRequestData(f"objectType is only for relationships ({what})")
@@ -231,11 +287,18 @@ def normalize_instance(
                 continue  # the lang member of a LanguageProperty rendered with `lang=`
             raise BadRequestData(f"{what} cannot have a {key!r} member")
         else:
-            sub_iri = terms.expand(check_name(key, "sub-attribute name"))
-            inst[sub_iri] = normalize_instance(key, val, terms, now, sub=True)
+            sub_iri = expand_name(key, terms, "sub-attribute name")
+            inst[sub_iri] = normalize_instance(key, val, terms, now, sub=True, nulls=nulls)
     inst["createdAt"] = now
     inst["modifiedAt"] = now
     return inst
+
+
+def _null_refused(what: str) -> BadRequestData:
+    return BadRequestData(
+        f"{what} is NGSI-LD Null (urn:ngsi-ld:null), which only merge and update operations "
+        "take, to delete an attribute"
+    )
 
 
 def _check_value(kind: str, value: Any, what: str, terms: Terms) -> Any:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from cidade.hub.model import check_name, is_uri
+from cidade.hub.model import check_entity_id, expand_name
 from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.query.geo import parse_geoquery
 from cidade.ngsild.query.q import parse_q
@@ -46,20 +46,23 @@ def build_query(
     require_filter: bool = True,
 ) -> EntityQuery:
     query = EntityQuery(limit=limit, offset=offset, count=count)
+
+    def name_iri(name: str) -> str:
+        return expand_name(name, terms)
+
     if ids:
         for i in ids:
-            if not isinstance(i, str) or ":" not in i:
-                raise BadRequestData(f"entity id {i!r} is not a URI")
+            check_entity_id(i, "an entity id of the query")
         query.ids = ids
     if id_pattern:
         query.id_pattern = compile_pattern(id_pattern)
     if type_text:
-        query.types = parse_type_expression(type_text, terms.expand)
+        query.types = parse_type_expression(type_text, _type_iri(terms))
     if attrs:
-        query.attrs = [terms.expand(check_name(a)) for a in attrs]
+        query.attrs = [name_iri(a) for a in attrs]
     if q:
-        query.q = parse_q(q, terms.expand)
-    query.geo = parse_geoquery(georel, geometry, coordinates, geoproperty, terms.expand)
+        query.q = parse_q(q, name_iri)
+    query.geo = parse_geoquery(georel, geometry, coordinates, geoproperty, name_iri)
     if require_filter and not (
         query.ids or query.id_pattern or query.types or query.attrs or query.q or query.geo
     ):
@@ -129,7 +132,7 @@ def _entity_selectors(
 
 
 def projection(terms: Any, names: list[str]) -> list[str]:
-    return [RESERVED_PROJECTION.get(n) or terms.expand(check_name(n)) for n in names]
+    return [RESERVED_PROJECTION.get(n) or expand_name(n, terms) for n in names]
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,13 @@ def members(
     if picked is not None and picked & omitted:
         raise BadRequestData("pick and omit cannot name the same member")
     for dataset in dataset_ids:
-        if dataset != "@none" and not is_uri(dataset):
-            raise BadRequestData(f"datasetId {dataset!r} is neither a URI nor @none")
+        if dataset != "@none":
+            check_entity_id(dataset, "a datasetId of the query")
     return Members(tuple(projection(terms, attrs)), picked, omitted, tuple(dataset_ids))
+
+
+def _type_iri(terms: Any) -> Any:
+    def expand(name: str) -> str:
+        return expand_name(name, terms, "entity type")
+
+    return expand

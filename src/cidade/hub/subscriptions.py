@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from cidade.hub.model import NULL, Terms, check_name, is_uri
+from cidade.hub.model import NULL, Terms, expand_name, is_uri
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData, NotImplementedFeature
 from cidade.ngsild.query.geo import GeoQuery, parse_geoquery
@@ -266,7 +266,7 @@ def _members(value: object, terms: Terms, what: str) -> list[str]:
         raise BadRequestData(f"{what} must be a non-empty array of entity member names")
     out: list[str] = []
     for name in value:
-        member = name if name in _ENTITY_MEMBERS else terms.expand(check_name(name, what))
+        member = name if name in _ENTITY_MEMBERS else expand_name(name, terms, what)
         if member not in out:
             out.append(member)
     return out
@@ -302,7 +302,7 @@ def _names(value: object, terms: Terms, what: str) -> list[str]:
         raise BadRequestData(f"{what} must be a non-empty array of attribute names")
     out: list[str] = []
     for name in value:
-        iri = terms.expand(check_name(name, f"attribute name in {what}"))
+        iri = expand_name(name, terms, f"attribute name in {what}")
         if iri not in out:
             out.append(iri)
     return out
@@ -347,7 +347,7 @@ def _type_expression(value: object, terms: Terms, what: str) -> str:
         raise BadRequestData(f"{what} must be an entity type (or a type expression)")
 
     def expand(name: str) -> str:
-        iri = terms.expand(check_name(name, "entity type"))
+        iri = expand_name(name, terms, "entity type")
         if _TYPE_SYNTAX.search(iri):
             # The stored expression is parsed again: its IRIs must stay single tokens.
             raise BadRequestData(f"{what}: entity type {name!r} expands to an unusable IRI")

@@ -16,7 +16,7 @@ from cidade.hub.entities import EntityService
 from cidade.hub.model import (
     Terms,
     check_entity_id,
-    check_name,
+    expand_name,
     expand_types,
     is_uri,
     normalize_instance,
@@ -343,7 +343,7 @@ class TemporalService:
     ) -> None:
         """§5.6.13 Delete Attribute from Temporal Representation of an Entity."""
         check_entity_id(entity_id)
-        attr = terms.expand(check_name(name))
+        attr = expand_name(name, terms)
         if not await self.store.delete_history(tenant, entity_id, attr, dataset_id, every):
             raise ResourceNotFound(f"no history of {name} in {entity_id}")
 
@@ -358,7 +358,7 @@ class TemporalService:
     ) -> None:
         """§5.6.14 Modify Attribute Instance in Temporal Representation of an Entity."""
         check_entity_id(entity_id)
-        attr = terms.expand(check_name(name))
+        attr = expand_name(name, terms)
         _check_instance_id(instance_id)
         now = timefmt.now()
         inst = normalize_instance(name, body, terms, now)
@@ -373,7 +373,7 @@ class TemporalService:
     ) -> None:
         """§5.6.15 Delete Attribute Instance from Temporal Representation of an Entity."""
         check_entity_id(entity_id)
-        attr = terms.expand(check_name(name))
+        attr = expand_name(name, terms)
         _check_instance_id(instance_id)
         if not await self.store.delete_history_instance(tenant, entity_id, attr, instance_id):
             raise ResourceNotFound(f"no instance {instance_id} of {name}")
@@ -391,7 +391,7 @@ def _instances(body: Any, terms: Terms, now: str) -> list[tuple[str, dict[str, A
     for name, raw in body.items():
         if name in ("id", "type", "scope", "@context", "createdAt", "modifiedAt"):
             continue
-        iri = terms.expand(check_name(name))
+        iri = expand_name(name, terms)
         for inst in raw if isinstance(raw, list) else [raw]:
             out.append((iri, normalize_instance(name, inst, terms, now)))
     return out

@@ -30,3 +30,14 @@ def null_value(kind: str) -> tuple[str, Any]:
     if isinstance(value, list):
         return member, list(value)
     return member, value
+
+
+# A ListRelationship's objectList holds relationship objects as well as plain ids.
+_ALSO_NULL: dict[str, Any] = {"ListRelationship": [{"object": NULL}]}
+
+
+def is_null(kind: str, value: object) -> bool:
+    """Whether ``value``, the value member of an attribute of type ``kind``, is the NGSI-LD
+    Null (for a kind the table does not know, a Property's)."""
+    _, null = _NULL_VALUES.get(kind, _NULL_VALUES["Property"])
+    return value == null or (kind in _ALSO_NULL and value == _ALSO_NULL[kind])
