@@ -52,8 +52,8 @@ ENTITY: Schema = {
     "description": "An NGSI-LD entity in the representation asked for (normalized, concise or "
     "keyValues). `id` and `type` are there unless `pick`/`omit` left them out; every other member "
     "is an attribute: an object (a Property, Relationship, GeoProperty, ...) or an array of them "
-    "(several datasetIds) in the normalized form, the bare value in keyValues. JSON-LD responses "
-    "add `@context`.",
+    "(several datasetIds) in the normalized form, the bare value in keyValues (several datasetIds: "
+    '`{"dataset": {datasetId or "@none": value}}`). JSON-LD responses add `@context`.',
     "properties": {
         "id": {"type": "string", "description": "the entity id, a URI"},
         "type": {**STRING_OR_STRINGS, "description": "entity type name(s)"},

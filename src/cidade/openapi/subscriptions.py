@@ -54,6 +54,11 @@ SUBSCRIPTION_MEMBERS: dict[str, Schema] = {
     "expiresAt": DATE_TIME,
     "isActive": {"type": "boolean"},
     "jsonldContext": STRING,
+    "datasetId": {
+        **STRINGS,
+        "description": "the instances notified, by datasetId (@none: default)",
+    },
+    "lang": STRING,
     "@context": {"description": "the @context of an application/ld+json body"},
 }
 
@@ -69,9 +74,13 @@ SUBSCRIPTION_INPUT: Schema = {
             "required": ["endpoint"],
             "properties": {
                 "attributes": STRINGS,
-                "format": {"enum": ["normalized", "keyValues", "concise"]},
+                "pick": STRINGS,
+                "omit": STRINGS,
+                "format": {"enum": ["normalized", "keyValues", "simplified", "concise"]},
                 "sysAttrs": {"type": "boolean"},
                 "showChanges": {"type": "boolean"},
+                "join": {"enum": ["flat", "inline", "@none"]},
+                "joinLevel": {"type": "integer", "minimum": 1},
                 "endpoint": ENDPOINT,
             },
         },
@@ -80,7 +89,7 @@ SUBSCRIPTION_INPUT: Schema = {
 
 SUBSCRIPTION_FRAGMENT: Schema = {
     "type": "object",
-    "description": "Members to change (a member replaces the stored one; `null` removes it).",
+    "description": "Members to change (each replaces the stored member whole; `null` removes it).",
     "properties": {k: v for k, v in SUBSCRIPTION_MEMBERS.items() if k not in ("id", "type")},
 }
 
