@@ -194,3 +194,16 @@ def test_an_unavailable_context_fails_its_entities_alone(client):
     errors = r.json()["errors"]
     assert [e["entityId"] for e in errors] == ids(3)[:2]
     assert all(e["error"]["type"].endswith("LdContextNotAvailable") for e in errors)
+
+
+def test_a_context_link_header_with_a_json_ld_batch_is_400(client):
+    """The Link header is the request's: with application/ld+json it is the request that is
+    wrong (§6.3.5), not one entity."""
+    headers = {
+        "Content-Type": "application/ld+json",
+        "Link": f'<{CORE}>; rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"',
+    }
+    body = [{**entity(ids(1)[0], "Sensor"), "@context": CORE}]
+    r = client.post(f"{OPS}/create", json=body, headers=headers)
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData", r.text
+    assert client.get(f"{NGSI}/entities/{ids(1)[0]}").status_code == 404

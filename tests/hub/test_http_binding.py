@@ -116,3 +116,24 @@ def test_a_request_without_body_is_not_judged_by_its_content_type(client):
     assert client.delete(f"{NGSI}/entities/{E1}/attrs/name", headers=ld).status_code == 204
     assert client.delete(f"{NGSI}/entities/{E1}", headers=ld).status_code == 204
     assert client.get(f"{NGSI}/entities/{E1}").status_code == 404
+
+
+def test_every_patch_takes_merge_patch_json(client):
+    """§6.3.4: a PATCH body may be application/merge-patch+json (its @context from the Link
+    header, as for application/json)."""
+    assert client.post(f"{NGSI}/entities", json=entity(E1, a=1)).status_code == 201
+    merge_patch = {"Content-Type": "application/merge-patch+json"}
+    one = f"{NGSI}/entities/{E1}"
+    r = client.patch(f"{one}/attrs/a", json={"value": 2}, headers=merge_patch)
+    assert r.status_code == 204, r.text
+    r = client.patch(
+        f"{one}/attrs", json={"a": {"type": "Property", "value": 3}}, headers=merge_patch
+    )
+    assert r.status_code == 204, r.text
+    r = client.patch(one, json={"b": {"type": "Property", "value": 4}}, headers=merge_patch)
+    assert r.status_code == 204, r.text
+    got = client.get(one).json()
+    assert got["a"]["value"] == 3 and got["b"]["value"] == 4
+    # Not for the operations that are no PATCH.
+    r = client.post(f"{one}/attrs", json={"c": 1}, headers=merge_patch)
+    assert r.status_code == 415

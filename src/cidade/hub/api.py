@@ -304,7 +304,7 @@ class HubApi:
         check_params(request, allowed.UPDATE_ATTRS)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
-        body, ctx = await self.read_body(request)
+        body, ctx = await self.read_body(request, merge=True)
         entity_id = request.path_params["entity_id"]
         sent = await self.with_commands(request, tenant, entity_id, body)
         if sent is not body:
@@ -321,7 +321,7 @@ class HubApi:
         check_params(request, allowed.PATCH_ATTR)
         tenant = await self.read_tenant(request)
         self.check_writes(request)
-        body, ctx = await self.read_body(request)
+        body, ctx = await self.read_body(request, merge=True)
         p = request.path_params
         sent = await self.with_commands(request, tenant, p["entity_id"], {p["attr_id"]: body})
         if set(sent) != {p["attr_id"]}:

@@ -84,7 +84,7 @@ async def contexts_for_batch(
     @context; in a JSON (or merge-patch) one they all take the Link header's, and an entity
     with a @context member is refused. An entity whose @context is missing, malformed or not
     available fails alone (its error goes in the BatchOperationResult, §5.2.16); a Link header
-    that fails fails the request."""
+    that fails, or one with application/ld+json, fails the request."""
     ctx_kind = MERGE_PATCH_AS_JSON.get(kind, kind)
     link_header = request.headers.get("link")
     if ctx_kind != JSON_LD:
@@ -93,6 +93,12 @@ async def contexts_for_batch(
             "an @context member in the body requires Content-Type application/ld+json"
         )
         return [misplaced if isinstance(e, dict) and "@context" in e else shared for e in items]
+    if parse_link_header(link_header) is not None:
+        # The request's own header, not an entity's @context: the request is wrong (§6.3.5).
+        raise BadRequestData(
+            "a JSON-LD context Link header is not allowed with Content-Type "
+            "application/ld+json: each entity carries its @context"
+        )
     # Entities of one batch mostly share their @context: each distinct one is resolved once,
     # a failing one too (not fetched again for every entity that names it).
     resolved: dict[bytes, TermMap | NgsiError] = {}
