@@ -235,7 +235,9 @@ def entities_paths() -> dict[str, Any]:
                 merge(no_content("Updated."), UPDATE_RESULT, problems(*WRITE_ERRORS)),
                 tag=TAG,
                 parameters=[ENTITY_ID, TENANT, LINK],
-                request_body=body(ref("EntityFragment"), "The attributes to update."),
+                request_body=body(
+                    ref("EntityFragment"), "The attributes to update.", merge_patch=True
+                ),
             ),
         },
         f"{attrs}/{{attr_id}}": {
@@ -245,7 +247,9 @@ def entities_paths() -> dict[str, Any]:
                 merge(no_content("Updated."), problems(*WRITE_ERRORS)),
                 tag=TAG,
                 parameters=[ENTITY_ID, ATTR_ID, TENANT, LINK],
-                request_body=body(ref("AttributeFragment"), "The members to change."),
+                request_body=body(
+                    ref("AttributeFragment"), "The members to change.", merge_patch=True
+                ),
             ),
             "put": operation(
                 "replaceAttr",
