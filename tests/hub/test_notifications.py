@@ -508,3 +508,22 @@ def test_previous_vocab_is_compacted(client, receiver):
     assert client.patch(f"{NGSI}/entities/{E1}/attrs", json=update_body).status_code == 204
     _, changed = receiver.wait_entities(2)
     assert changed["kind"] == {"type": "VocabProperty", "vocab": "rural", "previousVocab": "urban"}
+
+
+def test_a_deleted_subscription_does_not_hold_up_its_endpoint(client, receiver):
+    # The first subscription's failure parks the endpoint's lane for its cooldown (60 s);
+    # once it is deleted, another subscription of the same endpoint is notified at once.
+    receiver.answers = [500]
+    first = subscribe(
+        client, receiver.url, notification={"endpoint": {"uri": receiver.url, "cooldown": 60000}}
+    )
+    create(client, no2=1)
+    deadline = time.monotonic() + 10
+    while receiver.attempts < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert receiver.attempts == 1
+    assert client.delete(f"{NGSI}/subscriptions/{first}").status_code == 204
+    subscribe(client, receiver.url)
+    update(client, no2=2)
+    (got,) = receiver.wait_for(1, timeout=10)
+    assert got.body["data"][0]["no2"]["value"] == 2

@@ -29,3 +29,19 @@ def status_rows(outcomes: list[Outcome]) -> list[tuple]:
 def status_info(row: Sequence[Any]) -> dict[str, Any]:
     keys = ("timesSent", "timesFailed", "lastNotification", "lastSuccess", "lastFailure")
     return {k: v for k, v in zip(keys, row, strict=True) if v is not None}
+
+
+# A lane waits to retry after a failure (delivery_lanes.retry_at). When a subscription with
+# notifications in that lane is changed (its endpoint fixed, say) or deleted, the wait was
+# perhaps for it alone: the lane is tried again at once rather than after up to the longest
+# back-off, so another subscription of the same endpoint is not held up by it.
+UNPARK_LANE_SQLITE = (
+    "UPDATE delivery_lanes SET retry_at = 0 WHERE retry_at > 0 AND lane ="
+    " (SELECT json_extract(doc, '$.notification.endpoint.uri') FROM subscriptions"
+    " WHERE tenant = ? AND id = ?)"
+)
+UNPARK_LANE_POSTGRES = (
+    "UPDATE delivery_lanes SET retry_at = 0 WHERE retry_at > 0 AND lane ="
+    " (SELECT doc->'notification'->'endpoint'->>'uri' FROM subscriptions"
+    " WHERE tenant = $1 AND id = $2)"
+)

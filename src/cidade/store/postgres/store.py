@@ -46,7 +46,7 @@ from cidade.store.history import (
     numeric_value,
     value_item,
 )
-from cidade.store.outbox import status_info, status_rows
+from cidade.store.outbox import UNPARK_LANE_POSTGRES, status_info, status_rows
 from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
@@ -690,6 +690,7 @@ class PostgresStore(PostgresAuth, PostgresDevices):
 
     async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(UNPARK_LANE_POSTGRES, tenant, sub["id"])
             status = await conn.execute(
                 "UPDATE subscriptions SET doc = $3::text::jsonb WHERE tenant = $1 AND id = $2",
                 tenant,
@@ -709,6 +710,7 @@ class PostgresStore(PostgresAuth, PostgresDevices):
 
     async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(UNPARK_LANE_POSTGRES, tenant, sub_id)
             status = await conn.execute(
                 "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id
             )

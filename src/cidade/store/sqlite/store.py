@@ -32,7 +32,7 @@ from cidade.store.base import (
 )
 from cidade.store.changes import apply_ops
 from cidade.store.history import HistoryRow, history_source, value_item
-from cidade.store.outbox import status_info, status_rows
+from cidade.store.outbox import UNPARK_LANE_SQLITE, status_info, status_rows
 from cidade.store.sqlite.auth import SqliteAuth
 from cidade.store.sqlite.database import Database
 from cidade.store.sqlite.devices import SqliteDevices
@@ -603,6 +603,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
     async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
+            _unpark_lane_of(conn, tenant, sub["id"])
             cur = conn.execute(
                 "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
                 (orjson.dumps(sub).decode(), tenant, sub["id"]),
@@ -621,6 +622,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
     async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
+            _unpark_lane_of(conn, tenant, sub_id)
             cur = conn.execute(
                 "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, sub_id)
             )
@@ -825,6 +827,12 @@ _STATUS_UPSERT = (
     " last_success = coalesce(excluded.last_success, last_success),"
     " last_failure = coalesce(excluded.last_failure, last_failure)"
 )
+
+
+def _unpark_lane_of(conn: sqlite3.Connection, tenant: str, sub_id: str) -> None:
+    """A subscription changed or deleted may have been what kept its endpoint's lane waiting
+    to retry (store/outbox.py UNPARK_LANE)."""
+    conn.execute(UNPARK_LANE_SQLITE, (tenant, sub_id))
 
 
 def _bump_epoch(conn: sqlite3.Connection) -> None:
