@@ -20,7 +20,7 @@ from cidade.hub.temporal import (
     render_temporal,
 )
 from cidade.ngsild.errors import BadRequestData, InvalidRequest, NgsiError
-from cidade.ngsild.timefmt import display, normalize
+from cidade.ngsild.timefmt import display, display_all, normalize
 
 V = "https://example.org/"
 NGSI = "https://uri.etsi.org/ngsi-ld/"
@@ -160,6 +160,7 @@ def test_representations_show_times_without_a_fraction_of_zeros(stored_time, sho
     """Clients write whole seconds and compare the times they get back with the ones they sent
     (the ETSI suite compares temporalValues' times as strings): the instant, shortest."""
     assert display(stored_time) == shown
+    assert display_all([stored_time, stored_time]) == [shown, shown]
     assert normalize(shown) == stored_time
     history = {V + "a": [inst(1, stored_time[:-1])]}
     assert render(history, q(options="temporalValues"))["a"]["values"] == [[1, shown]]

@@ -46,7 +46,7 @@ from dateutil.relativedelta import relativedelta
 from cidade.hub.model import KINDS, NULL, VALUE_MEMBERS, Terms
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData, InvalidRequest
-from cidade.ngsild.timefmt import display
+from cidade.ngsild.timefmt import display, display_all
 
 TIMERELS = ("before", "after", "between")
 TIME_PROPERTIES = ("observedAt", "createdAt", "modifiedAt", "deletedAt")
@@ -531,7 +531,7 @@ def _simplified_series(
             values = None
     if values is None:
         values = [_simple_value(inst, terms) for inst in instances]
-    shown = map(display, times)
+    shown = display_all(times)
     out[SIMPLIFIED_MEMBERS.get(kind, "values")] = list(map(list, zip(values, shown, strict=True)))
     return out
 

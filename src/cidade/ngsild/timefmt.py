@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from cidade.ngsild.errors import BadRequestData
@@ -59,3 +60,17 @@ def display(stored: str) -> str:
     if len(stored) == 27 and stored.endswith("000Z"):
         return stored[:19] + "Z" if stored[20:23] == "000" else stored[:23] + "Z"
     return stored
+
+
+_MILLISECONDS = re.compile(r"(\.\d\d\d)000Z")
+
+
+def display_all(stored: Sequence[str]) -> list[str]:
+    """``display`` of many stored timestamps: a series of temporalValues has tens of
+    thousands, and two string operations over them all cost a third of a call for each."""
+    if not stored:
+        return []
+    joined = "\n".join(stored).replace(".000000Z", "Z")
+    if "000Z" in joined:
+        joined = _MILLISECONDS.sub(r"\1Z", joined)
+    return joined.split("\n")
