@@ -431,3 +431,19 @@ def test_instance_paths_refuse_bad_names_and_ids(station):
         for r in (station.delete(url), station.patch(url, json=patch)):
             assert r.status_code == 400 and problem_type(r) == "BadRequestData", (url, r.text)
     assert len(station.get(f"{TEMPORAL}/{E}?attrs=no2").json()["no2"]) == len(no2)
+
+
+def test_parameters_not_supported_yet_are_refused(station):
+    """As for /entities (hub/http.py UNSUPPORTED_PARAMS): 501 rather than an answer that
+    silently ignores them (orderBy, §4.23, would otherwise look applied)."""
+    for url in (
+        f"{TEMPORAL}?type=AirQualityObserved&orderBy=no2",
+        f"{TEMPORAL}/{E}?join=flat",
+        f"{NGSI}/temporal/entityOperations/query?join=inline",
+    ):
+        r = (
+            station.post(url, json={"type": "Query", "entities": [{"type": "AirQualityObserved"}]})
+            if "entityOperations" in url
+            else station.get(url)
+        )
+        assert r.status_code == 501 and problem_type(r) == "NotImplemented", (url, r.text)

@@ -20,6 +20,7 @@ from cidade.hub.http import (
     json_response,
     list_param,
     page_params,
+    reject_unsupported,
     tenant_of,
 )
 from cidade.hub.params import check_params
@@ -28,6 +29,10 @@ from cidade.hub.temporal import TemporalQuery, parse_temporal_query, temporal_pa
 from cidade.hub.temporal_service import Evolution, TemporalService
 from cidade.ngsild.errors import BadRequestData
 from cidade.store.base import EntityQuery
+
+# Of the parameters /entities does not support yet (http.UNSUPPORTED_PARAMS: 501 rather than
+# an answer that ignores them), those temporal reads do.
+TEMPORAL_SUPPORTED = ("datasetId",)
 
 
 class TemporalApi:
@@ -40,6 +45,7 @@ class TemporalApi:
     async def retrieve(self, request: Request) -> Response:
         """§6.19.3.1 Retrieve Temporal Evolution of an Entity (§5.7.3)."""
         check_params(request, allowed.RETRIEVE_TEMPORAL)
+        reject_unsupported(request, TEMPORAL_SUPPORTED)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
@@ -58,6 +64,7 @@ class TemporalApi:
     async def query(self, request: Request) -> Response:
         """§6.18.3.2 Query Temporal Evolution of Entities (§5.7.4)."""
         check_params(request, allowed.QUERY_TEMPORAL)
+        reject_unsupported(request, TEMPORAL_SUPPORTED)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
         kind = accepted(request, geo=False)
@@ -76,6 +83,7 @@ class TemporalApi:
         """§6.24.3.1 Query Temporal Evolution of Entities via POST (§5.7.4; body: §5.2.23 Query
         with its temporalQ, §5.2.21)."""
         check_params(request, allowed.QUERY_TEMPORAL_VIA_POST)
+        reject_unsupported(request, TEMPORAL_SUPPORTED)
         tenant = await self.hub.read_tenant(request)
         kind = accepted(request, geo=False)
         body, ctx = await self.hub.read_body(request)
