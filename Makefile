@@ -29,7 +29,7 @@ format: install
 	$(BIN)/ruff format src tests bench scripts
 
 test: install lint
-	$(BIN)/python -m pytest -n auto -q
+	$(BIN)/python -m pytest -n auto -q --durations=25
 
 # Both stores, every group of areas, each on a fresh store; fails below conformance/floor.txt.
 # CONFORMANCE_ARGS=--raise-floor raises the floor to what passed; see scripts/conformance.py.
