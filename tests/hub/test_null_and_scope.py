@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import NGSI, problem_type
+from tests.conftest import DEFAULT, NGSI, problem_type
 from tests.hub.helpers import point
 
 E1 = "urn:ngsi-ld:Building:1"
@@ -113,7 +113,7 @@ def test_null_where_it_deletes_nothing(client):
     create_multi(client)
     r = by_update(client, "nothing", KINDS["location"][1])
     assert r.status_code == 207
-    assert r.json()["notUpdated"][0]["attributeName"] == "nothing"
+    assert r.json()["notUpdated"][0]["attributeName"] == DEFAULT + "nothing"
     assert by_merge(client, "nothing", NULL).status_code == 204
     assert by_partial_update(client, "nothing", KINDS["name"][1]).status_code == 404
     before = client.get(URL).json()
@@ -175,7 +175,12 @@ def test_scope_in_append_and_update(client):
     assert r.status_code == 207
     assert r.json() == {
         "updated": [],
-        "notUpdated": [{"attributeName": "scope", "reason": "the entity has no scope"}],
+        "notUpdated": [
+            {
+                "attributeName": "https://uri.etsi.org/ngsi-ld/scope",
+                "reason": "the entity has no scope",
+            }
+        ],
     }
     assert "scope" not in client.get(URL).json()
 

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cidade.hub.model import (
-    ENTITY_MEMBERS,
     GEO_TYPES,
     KINDS,
     NGSI_LD,
@@ -33,7 +32,12 @@ from cidade.store.base import Entity, Store, WriteOp
 
 @dataclass
 class UpdateResult:
-    """§5.2.18 UpdateResult: which attributes were changed and which were not, and why."""
+    """§5.2.18 UpdateResult: which attributes were changed and which were not, and why.
+
+    Attributes are named by their IRI: the 207 response that carries an UpdateResult has no
+    @context of its own, so a short name would mean the core @context's (``speed`` read as
+    the default vocabulary's), and ``updated`` is no ``@vocab`` member that JSON-LD would
+    compact; ETSI's conformance suite and Stellio read it so."""
 
     updated: list[str] = field(default_factory=list)
     not_updated: list[dict[str, str]] = field(default_factory=list)
@@ -277,7 +281,6 @@ class EntityService:
         now = timefmt.now()
         update = mode == "update"
         types = expand_types(body["type"], terms) if allow_type and "type" in body else None
-        names = {expand_name(n, terms): n for n in body if n not in ENTITY_MEMBERS}
         attrs = normalize_attrs(body, terms, now, nulls=update)
         raw_scope = body.get("scope")
         drop_scope = update and raw_scope == NULL
@@ -296,19 +299,18 @@ class EntityService:
                 if update and "scope" not in entity:
                     # §5.6.2: Update changes what exists; a scope is added by Append.
                     result.not_updated.append(
-                        {"attributeName": "scope", "reason": "the entity has no scope"}
+                        {"attributeName": SCOPE, "reason": "the entity has no scope"}
                     )
                 else:
                     _put_scope(entity, scope, keep=mode == "append-keep")
-                    result.updated.append("scope")
+                    result.updated.append(SCOPE)
                     changed = True
             for iri, instances in attrs.items():
-                name = names[iri]
                 if update:
                     have = {_key(i) for i in entity["attrs"].get(iri, [])}
                     if any(_key(i) not in have for i in instances):
                         result.not_updated.append(
-                            {"attributeName": name, "reason": "attribute does not exist"}
+                            {"attributeName": iri, "reason": "attribute does not exist"}
                         )
                         continue
                     apply_instances(entity, iri, instances, now, merge=False)
@@ -316,11 +318,11 @@ class EntityService:
                 else:
                     ok = put_instances(entity, iri, instances, now, overwrite=mode == "append")
                 if ok:
-                    result.updated.append(name)
+                    result.updated.append(iri)
                     changed = True
                 else:
                     result.not_updated.append(
-                        {"attributeName": name, "reason": "attribute exists and noOverwrite"}
+                        {"attributeName": iri, "reason": "attribute exists and noOverwrite"}
                     )
             if changed:
                 entity["modifiedAt"] = now
