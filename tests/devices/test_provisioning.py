@@ -342,6 +342,7 @@ def test_duplicate_devices_are_refused_whole(client):
         ({"device_id": "a+b"}, "WRONG_SYNTAX"),
         ({"device_id": 12}, "WRONG_SYNTAX"),
         ({"device_id": "d", "entity_name": "not a uri"}, "WRONG_SYNTAX"),
+        ({"device_id": "d", "entity_name": "urn:x:" + "é" * 600}, "WRONG_SYNTAX"),  # > 1024 B
         ({"device_id": "d", "entity_type": ""}, "WRONG_SYNTAX"),
         ({"device_id": "d", "apikey": "a#b"}, "WRONG_SYNTAX"),
         ({"device_id": "d", "transport": "AMQP"}, "WRONG_SYNTAX"),

@@ -15,7 +15,7 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
-from cidade.hub.model import check_name, is_uri
+from cidade.hub.model import MAX_IRI_BYTES, check_name, is_uri
 from cidade.ngsild.errors import NgsiError
 from cidade.store import Store
 
@@ -291,7 +291,9 @@ IGNORED: dict[str, Checker] = {
 
 
 def _entity_name(value: Any) -> str:
-    value = _string(value, "entity_name", max_len=2048)
+    value = _string(value, "entity_name", max_len=MAX_IRI_BYTES)
+    if len(value.encode()) > MAX_IRI_BYTES:
+        raise wrong_syntax(f"entity_name is longer than {MAX_IRI_BYTES} bytes, the hub's limit")
     if not is_uri(value):
         raise wrong_syntax(f"entity_name {value!r} must be a URI (urn:ngsi-ld:Type:id)")
     return value
