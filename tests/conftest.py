@@ -20,6 +20,9 @@ from cidade.config import Settings
 NGSI = "/ngsi-ld/v1"
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
 DEFAULT = "https://uri.etsi.org/ngsi-ld/default-context/"
+# CIDADE_PRIVATE_NETWORKS for the tests whose receivers (tests/receiver.py, Mosquitto, context
+# servers) listen on loopback, which the server may not reach by default.
+LOOPBACK = "127.0.0.0/8"
 
 
 PG_URL = os.environ.get("CIDADE_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")

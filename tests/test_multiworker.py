@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from cidade.app import build_app
 from tests.conftest import (
+    LOOPBACK,
     NGSI,
     PG_URL,
     admin_client,
@@ -31,7 +32,10 @@ def workers() -> Iterator[tuple[TestClient, TestClient]]:
         service_missing(reason)
     schema = f"w_{uuid.uuid4().hex[:12]}"
     settings = make_settings(
-        store=f"{PG_URL}?schema={schema}", notification_poll=0.2, context_usage_flush=0.2
+        store=f"{PG_URL}?schema={schema}",
+        notification_poll=0.2,
+        context_usage_flush=0.2,
+        private_networks=LOOPBACK,
     )
     try:
         with admin_client(build_app(settings)) as a, admin_client(build_app(settings)) as b:

@@ -136,7 +136,7 @@ def seed(target: Target) -> None:
                 "entities": [{"type": "Example"}],
                 "watchedAttributes": ["temperature"],
                 "isActive": False,
-                "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+                "notification": {"endpoint": {"uri": "http://notify.example.org/notify"}},
             },
             201,
         )

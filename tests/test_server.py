@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import PG_URL, drop_schema, postgres_unavailable, service_missing
+from tests.conftest import LOOPBACK, PG_URL, drop_schema, postgres_unavailable, service_missing
 from tests.receiver import Receiver
 
 pytestmark = pytest.mark.server
@@ -134,7 +134,11 @@ def test_kill_9_loses_no_write_history_or_notification(tmp_path, kind):
         store: Path | str = f"{PG_URL}?schema={schema}"
     else:
         store = tmp_path / "c.db"
-    env = {"CIDADE_NOTIFICATION_LEASE": "2", "CIDADE_NOTIFICATION_POLL": "0.2"}
+    env = {
+        "CIDADE_NOTIFICATION_LEASE": "2",
+        "CIDADE_NOTIFICATION_POLL": "0.2",
+        "CIDADE_PRIVATE_NETWORKS": LOOPBACK,  # the receiver is on loopback
+    }
     receiver = Receiver()
     port = free_port()
     proc = start(store, port, **env)

@@ -30,6 +30,7 @@ from cidade.devices.commands import Commands
 from cidade.devices.mqtt_process import BridgeProcess
 from cidade.devices.provisioning import DeviceProvisioning
 from cidade.devices.southbound import Southbound
+from cidade.http.egress import EgressPolicy
 from cidade.http.middleware import LiteralPlus, TrailingSlash
 from cidade.http.responses import problem_response
 from cidade.hub.api import HubApi
@@ -58,6 +59,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         max_cached=settings.context_cache_size,
         base_urls=[settings.base_url],
         store=store,
+        egress=EgressPolicy.from_text(settings.private_networks),
     )
     hub = HubApi(settings, store, resolver)
     audit = Audit(store)

@@ -50,6 +50,10 @@ class Settings:
     # CIDADE_CONTEXT_USAGE_FLUSH: seconds between two writes of the stored @contexts' usage
     # counts (numberOfHits, lastUsage), counted in memory in between
     context_usage_flush: float = 5.0
+    # CIDADE_PRIVATE_NETWORKS: CIDR networks, comma-separated, that URLs a caller gives (remote
+    # @contexts, notification endpoints) may reach besides public addresses; empty: none, so
+    # no caller makes the server connect to loopback, private or link-local addresses
+    private_networks: str = ""
     public_url: str = ""  # CIDADE_PUBLIC_URL: base URL clients reach us at (hosted @context URLs)
     history: bool = True  # CIDADE_HISTORY: keep every change of every attribute (temporal API)
     # CIDADE_HISTORY_AFTER_DELETE: keep an entity's history when the entity is deleted
@@ -149,6 +153,7 @@ _ENV = {
     "context_fetch_timeout": ("CIDADE_CONTEXT_FETCH_TIMEOUT", float),
     "context_cache_size": ("CIDADE_CONTEXT_CACHE_SIZE", int),
     "context_usage_flush": ("CIDADE_CONTEXT_USAGE_FLUSH", float),
+    "private_networks": ("CIDADE_PRIVATE_NETWORKS", str),
     "public_url": ("CIDADE_PUBLIC_URL", str),
     "history": ("CIDADE_HISTORY", "bool"),
     "history_after_delete": ("CIDADE_HISTORY_AFTER_DELETE", "bool"),
@@ -216,8 +221,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
 
 def _check(settings: Settings) -> None:
     """Refuse, at start, values of the right type that still make no sense."""
+    from cidade.http.egress import parse_networks
     from cidade.hub.retention import parse_retention
 
+    try:
+        parse_networks(settings.private_networks)
+    except ValueError as exc:
+        raise SystemExit(f"CIDADE_PRIVATE_NETWORKS: {exc}") from None
     if settings.temporal_max_instances < 1:
         raise SystemExit("CIDADE_TEMPORAL_MAX_INSTANCES must be at least 1")
     if not settings.history_purge_interval > 0:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 
 from cidade.app import build_app
-from tests.conftest import CORE, NGSI, admin_client, problem_type
+from cidade.config import Settings
+from tests.conftest import CORE, LOOPBACK, NGSI, admin_client, make_settings, problem_type
 from tests.hub.test_jsonld import ContextServer
 
 REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
@@ -19,6 +20,12 @@ TERMS = {
         "no2": "https://smartdatamodels.org/dataModel.Environment/no2",
     }
 }
+
+
+@pytest.fixture
+def settings(store_url: str) -> Settings:
+    # The context server is on loopback, which these tests allow (CIDADE_PRIVATE_NETWORKS).
+    return make_settings(store=store_url, max_page_size=1000, private_networks=LOOPBACK)
 
 
 @pytest.fixture(scope="module")

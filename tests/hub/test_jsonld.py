@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from cidade.http.egress import EgressPolicy
 from cidade.hub.jsonld import (
     CORE_CONTEXT_URL,
     DEFAULT_VOCAB,
@@ -35,6 +36,8 @@ from cidade.ngsild.errors import (
 NGSI = "https://uri.etsi.org/ngsi-ld/"
 REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 BROKER = "http://broker.invalid"  # never resolved: hosted contexts must be served locally
+# The context server is on loopback, which a deployment must allow (CIDADE_PRIVATE_NETWORKS).
+LOOPBACK = EgressPolicy.from_text("127.0.0.0/8")
 
 T = TypeVar("T")
 
@@ -327,7 +330,7 @@ def test_remote_and_nested_contexts(server: ContextServer) -> None:
     )
 
     async def go() -> None:
-        resolver = ContextResolver(fetch_timeout=2)
+        resolver = ContextResolver(egress=LOOPBACK, fetch_timeout=2)
         tm = await resolver.term_map(url)
         assert tm.expand("speed") == "http://b.example/speed"
         assert tm.expand("b:rpm") == "http://b.example/rpm"
@@ -345,7 +348,7 @@ def test_remote_fetched_once_for_many_resolutions(server: ContextServer) -> None
     url = server.serve("/once/ctx.jsonld", {"@context": {"a": "http://a.example/a"}}, delay=0.2)
 
     async def go() -> None:
-        resolver = ContextResolver(fetch_timeout=3)
+        resolver = ContextResolver(egress=LOOPBACK, fetch_timeout=3)
         # Concurrent: same context, and different contexts sharing the URL (one fetch shared).
         maps = await asyncio.gather(
             *[resolver.term_map(url) for _ in range(10)],
@@ -369,7 +372,7 @@ def test_connection_refused_is_503_quickly() -> None:
     url = f"http://127.0.0.1:{free_port()}/ctx.jsonld"
 
     async def go() -> None:
-        resolver = ContextResolver(fetch_timeout=5)
+        resolver = ContextResolver(egress=LOOPBACK, fetch_timeout=5)
         start = time.perf_counter()
         with pytest.raises(LdContextNotAvailable) as err:
             await resolver.term_map(url)
@@ -389,7 +392,7 @@ def test_unresponsive_server_times_out() -> None:
     url = f"http://127.0.0.1:{silent.getsockname()[1]}/ctx.jsonld"
 
     async def go() -> None:
-        resolver = ContextResolver(fetch_timeout=0.5)
+        resolver = ContextResolver(egress=LOOPBACK, fetch_timeout=0.5)
         start = time.perf_counter()
         with pytest.raises(LdContextNotAvailable) as err:
             await resolver.term_map(url)
@@ -421,7 +424,7 @@ def test_unusable_remote_context_is_503(
     url = server.serve(path, body, status=status)
 
     async def go() -> None:
-        resolver = ContextResolver(fetch_timeout=2)
+        resolver = ContextResolver(egress=LOOPBACK, fetch_timeout=2)
         with pytest.raises(LdContextNotAvailable) as err:
             await resolver.term_map([url, {"x": "http://x/"}])
         assert url in err.value.detail
@@ -436,11 +439,11 @@ def test_oversized_remote_context_is_503(server: ContextServer) -> None:
     url = server.serve("/big/ctx.jsonld", big)
 
     async def go() -> None:
-        small = ContextResolver(max_context_bytes=10_000)
+        small = ContextResolver(egress=LOOPBACK, max_context_bytes=10_000)
         with pytest.raises(LdContextNotAvailable, match="larger than"):
             await small.term_map(url)
         await small.aclose()
-        roomy = ContextResolver()
+        roomy = ContextResolver(egress=LOOPBACK)
         assert (await roomy.term_map(url)).expand("term1999") == "http://example.org/1999"
         await roomy.aclose()
 
@@ -454,7 +457,7 @@ def test_cyclic_remote_contexts_are_503(server: ContextServer) -> None:
     server.serve("/cycle/b.jsonld", {"@context": [a]})
 
     async def go() -> None:
-        resolver = ContextResolver(fetch_timeout=2)
+        resolver = ContextResolver(egress=LOOPBACK, fetch_timeout=2)
         with pytest.raises(LdContextNotAvailable, match="itself"):
             await resolver.term_map(a)
         await resolver.aclose()
@@ -469,9 +472,9 @@ def test_redirects_followed_and_bounded(server: ContextServer) -> None:
     loop = server.redirect("/redir/loop2", server.url("/redir/loop1"))
 
     async def go() -> None:
-        resolver = ContextResolver(fetch_timeout=2, max_redirects=3)
+        resolver = ContextResolver(egress=LOOPBACK, fetch_timeout=2, max_redirects=3)
         assert (await resolver.term_map(first)).expand("r") == "http://r.example/r"
-        with pytest.raises(LdContextNotAvailable, match="redirects"):
+        with pytest.raises(LdContextNotAvailable, match="could not be retrieved"):
             await resolver.term_map(loop)
         await resolver.aclose()
 
@@ -491,7 +494,7 @@ def test_lru_bound(server: ContextServer) -> None:
     ]
 
     async def go() -> None:
-        resolver = ContextResolver(max_cached=2, fetch_timeout=2)
+        resolver = ContextResolver(egress=LOOPBACK, max_cached=2, fetch_timeout=2)
         for url in urls:
             await resolver.term_map(url)
         cached = await resolver.list(kind="Cached")
@@ -549,7 +552,7 @@ def test_request_context_rules(server: ContextServer) -> None:
     link = f"<{url}>; {REL}"
 
     async def go() -> None:
-        r = ContextResolver(fetch_timeout=2)
+        r = ContextResolver(egress=LOOPBACK, fetch_timeout=2)
         # application/json: the Link header, or the core @context.
         tm = await r.request_context("application/json", link, None)
         assert tm.expand("speed") == "http://s.example/speed"
@@ -740,7 +743,7 @@ def test_failed_persistence_rolls_back(server: ContextServer) -> None:
     async def go() -> None:
         store = MemoryContexts()
         store.fail_saves = True
-        r = ContextResolver(store=store, fetch_timeout=2)
+        r = ContextResolver(egress=LOOPBACK, store=store, fetch_timeout=2)
         with pytest.raises(RuntimeError):
             await r.add_hosted({"@context": {"p": "http://p/"}}, BROKER)
         with pytest.raises(RuntimeError):
@@ -758,7 +761,7 @@ def test_cached_contexts_get_delete_reload(server: ContextServer) -> None:
 
     async def go() -> None:
         store = MemoryContexts()
-        r = ContextResolver(fetch_timeout=2, store=store)
+        r = ContextResolver(egress=LOOPBACK, fetch_timeout=2, store=store)
         assert (await r.term_map(url)).expand("c") == "http://c.example/v1"
         [info] = [i for i in await r.list(details=True, kind="Cached") if i["URL"] == url]
         local_id = info["localId"]
@@ -801,8 +804,8 @@ def test_stored_contexts_shared_by_workers(server: ContextServer) -> None:
 
     async def go() -> None:
         store = MemoryContexts()
-        a = ContextResolver(fetch_timeout=2, store=store, base_urls=[BROKER])
-        b = ContextResolver(fetch_timeout=2, store=store, base_urls=[BROKER])
+        a = ContextResolver(egress=LOOPBACK, fetch_timeout=2, store=store, base_urls=[BROKER])
+        b = ContextResolver(egress=LOOPBACK, fetch_timeout=2, store=store, base_urls=[BROKER])
         hosted = await a.add_hosted({"@context": {"h": "http://h.example/h"}}, BROKER)
         # b knows nothing yet: a miss on one of our URLs reads the store.
         assert (await b.term_map(hosted.url)).expand("h") == "http://h.example/h"
@@ -852,7 +855,7 @@ def test_cached_contexts_bounded_in_the_store(server: ContextServer) -> None:
 
     async def go() -> None:
         store = MemoryContexts()
-        r = ContextResolver(max_cached=2, fetch_timeout=2, store=store)
+        r = ContextResolver(egress=LOOPBACK, max_cached=2, fetch_timeout=2, store=store)
         for url in urls:
             await r.term_map(url)
         assert sorted(row["info"]["URL"] for row in store.rows.values()) == sorted(urls[1:])

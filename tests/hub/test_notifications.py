@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from cidade.app import build_app
 from cidade.config import Settings
-from tests.conftest import CORE, NGSI, admin_client, make_settings
+from tests.conftest import CORE, LOOPBACK, NGSI, admin_client, make_settings
 from tests.hub.helpers import entity, point
 from tests.receiver import Receiver
 
@@ -23,7 +23,11 @@ E2 = "urn:ngsi-ld:AirQualityObserved:porto-2"
 
 @pytest.fixture
 def settings(store_url: str) -> Settings:
-    return make_settings(store=store_url, max_page_size=1000, notification_poll=0.2)
+    # The receivers are on loopback, which these tests allow as a deployment would its own
+    # network (CIDADE_PRIVATE_NETWORKS).
+    return make_settings(
+        store=store_url, max_page_size=1000, notification_poll=0.2, private_networks=LOOPBACK
+    )
 
 
 @pytest.fixture

@@ -11,10 +11,17 @@ import uuid
 
 import pytest
 
-from tests.conftest import NGSI, service_missing
+from cidade.config import Settings
+from tests.conftest import LOOPBACK, NGSI, make_settings, service_missing
 from tests.hub.helpers import entity
 
 BROKER = ("127.0.0.1", 1883)
+
+
+@pytest.fixture
+def settings(store_url: str) -> Settings:
+    # The broker is on loopback, which a deployment allows as its own network would be.
+    return make_settings(store=store_url, private_networks=LOOPBACK)
 
 
 def broker_unavailable() -> str | None:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from tests.conftest import NGSI, problem_type
+import pytest
+
+from cidade.config import Settings
+from tests.conftest import LOOPBACK, NGSI, make_settings, problem_type
 
 SUBS = f"{NGSI}/subscriptions"
+
+
+@pytest.fixture
+def settings(store_url: str) -> Settings:
+    # Endpoints named here are on loopback (never called), which these tests allow.
+    return make_settings(store=store_url, max_page_size=1000, private_networks=LOOPBACK)
 
 
 def subscription(sid: str = "urn:ngsi-ld:Subscription:no2", **extra) -> dict:

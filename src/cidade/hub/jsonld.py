@@ -47,12 +47,14 @@ from importlib import resources
 from typing import Any, Protocol, cast
 from urllib.parse import unquote, urljoin
 
+import aiohttp
 import httpx
 import orjson
 from pyld import iri_resolver
 from pyld.context_resolver import ContextResolver as _PyldContextResolver
 from pyld.jsonld import JsonLdError, JsonLdProcessor
 
+from cidade.http.egress import EgressPolicy, loggable_url
 from cidade.ngsild.errors import (
     BadRequestData,
     InvalidRequest,
@@ -85,6 +87,8 @@ _URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*:[^\s<>\"{}|\\^`]+$")
 _MEMO_LIMIT = 10_000
 # Distinct remote documents one @context may pull in (nested included).
 _MAX_DOCUMENTS = 64
+
+log = logging.getLogger("cidade.jsonld")
 
 
 def is_core_context_url(url: object) -> bool:
@@ -489,7 +493,8 @@ class ContextResolver:
     """Resolves @contexts into TermMaps and keeps the broker's stored @contexts.
 
     One per application (the app creates it and hands it around); all state lives here.
-    Remote documents are fetched with httpx (timeout, size cap, bounded redirects), validated
+    Remote documents are fetched with aiohttp (timeout, size cap, bounded redirects, only from
+    addresses ``egress`` permits: docs/security.md), validated
     as JSON-LD, and kept as Cached @contexts, at most ``max_cached`` of them (the least recently
     used go first); TermMaps are kept in an LRU of the same size keyed by the canonical form of
     the @context. Concurrent resolutions of the same URL share one fetch.
@@ -513,8 +518,10 @@ class ContextResolver:
         max_depth: int = 8,
         base_urls: Iterable[str] = (),
         store: ContextStore | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.fetch_timeout = fetch_timeout
+        self.egress = egress or EgressPolicy()
         self.max_cached = max(1, max_cached)
         self.max_context_bytes = max_context_bytes
         self.allow_fetch = allow_fetch
@@ -530,7 +537,7 @@ class ContextResolver:
         # Base URLs of this broker: a hosted-context URL under one of them that we do not know is
         # answered 503 at once instead of being fetched from ourselves.
         self._bases: set[str] = {b.rstrip("/") for b in base_urls}
-        self._client: httpx.AsyncClient | None = None
+        self._client: aiohttp.ClientSession | None = None
         self._processor = JsonLdProcessor()
         self._docs: OrderedDict[str, _Doc] = OrderedDict()  # Cached, by URL (LRU)
         self._cached_ids: dict[str, str] = {}  # localId -> URL of Cached documents
@@ -555,7 +562,7 @@ class ContextResolver:
     async def aclose(self) -> None:
         """Close the HTTP client (the app calls this at shutdown)."""
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
             self._client = None
 
     # -- resolution -----------------------------------------------------------------------------
@@ -791,43 +798,38 @@ class ContextResolver:
 
     async def _http_get(self, url: str) -> bytes:
         if self._client is None:
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.fetch_timeout),
-                follow_redirects=True,
-                max_redirects=self.max_redirects,
+            # Every connection, redirects' too, to an address the egress policy permits only.
+            connector = aiohttp.TCPConnector(socket_factory=self.egress.socket_factory)
+            self._client = aiohttp.ClientSession(
+                connector=connector,
                 headers={"Accept": "application/ld+json, application/json;q=0.9, */*;q=0.1"},
             )
         limit = self.max_context_bytes
         try:
-            # httpx timeouts bound each phase; this bounds the whole download (slow trickles).
+            # This bounds the whole download, slow trickles included.
             async with asyncio.timeout(self.fetch_timeout):
-                async with self._client.stream("GET", url) as response:
-                    if response.status_code != 200:
+                async with self._client.get(url, max_redirects=self.max_redirects) as response:
+                    if response.status != 200:
                         raise LdContextNotAvailable(
-                            f"@context {url} answered HTTP {response.status_code}"
+                            f"@context {url} answered HTTP {response.status}"
                         )
                     declared = response.headers.get("content-length", "")
                     if declared.isdigit() and int(declared) > limit:
                         raise LdContextNotAvailable(f"@context {url} is larger than {limit} bytes")
                     body = bytearray()
-                    async for chunk in response.aiter_bytes():
+                    async for chunk in response.content.iter_chunked(65536):
                         body += chunk
                         if len(body) > limit:
                             raise LdContextNotAvailable(
                                 f"@context {url} is larger than {limit} bytes"
                             )
                     return bytes(body)
-        except TimeoutError:
-            raise LdContextNotAvailable(
-                f"@context {url} not retrieved within {self.fetch_timeout} s"
-            ) from None
-        except httpx.TooManyRedirects:
-            raise LdContextNotAvailable(
-                f"@context {url}: more than {self.max_redirects} redirects"
-            ) from None
-        except (httpx.HTTPError, OSError) as exc:
-            reason = type(exc).__name__
-            raise LdContextNotAvailable(f"@context {url} cannot be retrieved: {reason}") from None
+        except (TimeoutError, aiohttp.ClientError, OSError, ValueError) as exc:
+            # One answer for every way of not getting a document: what went wrong (refused,
+            # reset, timed out, not allowed) would tell a caller which ports of which hosts are
+            # open. The log keeps the reason.
+            log.info("@context %s not retrieved: %s", loggable_url(url), type(exc).__name__)
+            raise LdContextNotAvailable(f"@context {url} could not be retrieved") from None
 
     # -- stored documents -----------------------------------------------------------------------
 

@@ -9,8 +9,10 @@ of the tenant, else only those whose owner it is (others' read as absent).
 
 from __future__ import annotations
 
+import urllib.parse
 from typing import Any
 
+from cidade.http.egress import TargetRefused
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.model import Terms, is_uri
 from cidade.hub.subscriptions import (
@@ -51,6 +53,21 @@ class SubscriptionService:
             raise ResourceNotFound(f"subscription {sub_id} not found")
         return sub
 
+    async def _check_reachable(self, sub: dict[str, Any]) -> None:
+        """Refuse an endpoint whose host may not be reached (a private address;
+        docs/security.md) now rather than fail every notification later. Each connection is
+        checked again when it is made, whatever this found; a jsonldContext is fetched under
+        the same rule when a notification needs it."""
+        uri = sub["notification"]["endpoint"]["uri"]
+        host = urllib.parse.urlsplit(uri).hostname or ""
+        try:
+            await self.resolver.egress.check_host(host)
+        except TargetRefused:
+            raise BadRequestData(
+                f"notification.endpoint.uri {uri!r}: the server may not connect to {host}"
+                " (not a public address, nor in the networks this deployment allows)"
+            ) from None
+
     async def create(
         self, tenant: str, body: object, terms: Terms, context: Any, owner: str | None
     ) -> str:
@@ -60,6 +77,7 @@ class SubscriptionService:
         if not isinstance(body, dict):
             raise BadRequestData("a subscription must be a JSON object")
         sub = normalize_subscription(body, terms, timefmt.now())
+        await self._check_reachable(sub)
         await self._check_jsonld_context(sub)
         if isinstance(context, list) and len(context) == 1 and isinstance(context[0], str):
             context = context[0]  # ["url"] is the @context at url, which a Link header can name
@@ -130,6 +148,7 @@ class SubscriptionService:
         merged = merge_subscription(current, patch, terms, timefmt.now())
         if "jsonldContext" in patch:
             await self._check_jsonld_context(merged)
+        await self._check_reachable(merged)
         if not await self.store.replace_subscription(tenant, merged):
             raise ResourceNotFound(f"subscription {sub_id} not found")
 

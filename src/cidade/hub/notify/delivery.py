@@ -94,8 +94,9 @@ class Notifier:
         self.resolver = resolver
         self.settings = settings
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.http = HttpSender(settings.notification_timeout)
-        self.mqtt = MqttSender(settings.notification_timeout)
+        # The policy @contexts are fetched under, for endpoints as well (docs/security.md).
+        self.http = HttpSender(settings.notification_timeout, resolver.egress)
+        self.mqtt = MqttSender(settings.notification_timeout, resolver.egress)
         self._wake = asyncio.Event()
         self._lanes: dict[str, asyncio.Task[None]] = {}
         self._dirty: set[str] = set()

@@ -2,20 +2,22 @@
 
 Each send answers ``SENT``, ``RETRY`` (the endpoint may take it later: no answer, a timeout, a
 5xx, 408, 429, a broker that is down) or ``FAILED`` (the receiver refused it for good: any other
-4xx; retrying would only repeat the refusal).
+4xx; retrying would only repeat the refusal), and ``FAILED`` too when the endpoint's address is
+one the egress policy does not let callers reach (docs/security.md): that is checked on the
+address each connection is made to, whatever the subscription's creation found.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import urllib.parse
 from typing import Any
 
 import aiohttp
 import aiomqtt
 
+from cidade.http.egress import EgressPolicy, TargetRefused, loggable_url, named_tls_context
 from cidade.hub.notify.payload import Rendered
 
 SENT, RETRY, FAILED = "sent", "retry", "failed"
@@ -36,15 +38,19 @@ class HttpSender:
     httpx here: on this hot path it measured four times the requests per second of a core
     (bench/notify.py), which is what lets one lane keep up with 1,000 notifications/s."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, egress: EgressPolicy) -> None:
         self.timeout = timeout
+        self.egress = egress
         self.session: aiohttp.ClientSession | None = None
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
             # No connection limit: a lane sends one notification at a time, so a dead endpoint
             # holds one connection at most and can never starve the others.
-            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+            # Every connection to an address the egress policy permits only.
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, socket_factory=self.egress.socket_factory
+            )
             self.session = aiohttp.ClientSession(
                 connector=connector, auto_decompress=False, raise_for_status=False
             )
@@ -62,7 +68,9 @@ class HttpSender:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            log.info("notification to %s not delivered: %s", _safe(uri), type(exc).__name__)
+            if _refused(exc):
+                return _refusal(uri)
+            log.info("notification to %s not delivered: %s", loggable_url(uri), type(exc).__name__)
             return RETRY
         return classify(status)
 
@@ -76,8 +84,9 @@ class MqttSender:
     """One connection per broker (host, port, credentials, version), opened on first use and
     re-opened after a failure."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, egress: EgressPolicy) -> None:
         self.timeout = timeout
+        self.egress = egress
         self.clients: dict[tuple, aiomqtt.Client] = {}
         self.locks: dict[tuple, asyncio.Lock] = {}
 
@@ -97,8 +106,10 @@ class MqttSender:
                 qos=int(info.get("MQTT-QoS", "0")),
                 timeout=limit,
             )
+        except TargetRefused:
+            return _refusal(uri)
         except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-            log.info("notification to %s not delivered: %s", _safe(uri), type(exc).__name__)
+            log.info("notification to %s not delivered: %s", loggable_url(uri), type(exc).__name__)
             await self._drop(key)
             return RETRY
         return SENT
@@ -114,10 +125,16 @@ class MqttSender:
                     if version == "mqtt5.0"
                     else aiomqtt.ProtocolVersion.V311
                 )
-                tls = ssl.create_default_context() if scheme == "mqtts" else None
+                port = port or (8883 if scheme == "mqtts" else 1883)
+                # The client connects to the address checked here, not to the name (which
+                # could resolve elsewhere by then); TLS still verifies the name.
+                addresses = await asyncio.wait_for(self.egress.resolve(host or "", port), timeout)
+                if not addresses:
+                    raise OSError(f"{host} has no address")
+                tls = named_tls_context(host or "") if scheme == "mqtts" else None
                 client = aiomqtt.Client(
-                    host,
-                    port or (8883 if scheme == "mqtts" else 1883),
+                    addresses[0],
+                    port,
                     username=urllib.parse.unquote(user) if user else None,
                     password=urllib.parse.unquote(password) if password else None,
                     protocol=protocol,
@@ -141,12 +158,22 @@ class MqttSender:
             await self._drop(key)
 
 
-def _safe(uri: str) -> str:
-    """A URI fit for logs: no credentials, no query (it may carry tokens)."""
-    parts = urllib.parse.urlsplit(uri)
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+def _refused(exc: BaseException) -> bool:
+    """Whether the egress policy refused the connection (aiohttp wraps the socket's error)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TargetRefused):
+            return True
+        seen = getattr(seen, "os_error", None) or seen.__cause__
+    return False
+
+
+def _refusal(uri: str) -> str:
+    log.warning(
+        "notification to %s refused: its address is not public and not in CIDADE_PRIVATE_NETWORKS",
+        loggable_url(uri),
+    )
+    return FAILED
 
 
 def notifier_info(endpoint: dict[str, Any]) -> dict[str, str]:
