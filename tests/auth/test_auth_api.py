@@ -543,7 +543,7 @@ def test_staff_see_and_change_only_their_own_subscriptions(client):
             "id": f"urn:ngsi-ld:Subscription:s{n}",
             "type": "Subscription",
             "entities": [{"type": "WasteContainer"}],
-            "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+            "notification": {"endpoint": {"uri": "http://notify.example.org/n"}},
         }
         r = client.post(f"{NGSI}/subscriptions", json=sub, headers=bearer(token))
         assert r.status_code == 201, r.text
