@@ -279,7 +279,7 @@ def test_the_database_refuses_to_change_the_audit_log(store, kind):
         # through the store's own writer ...
         for sql in ("UPDATE audit_log SET actor = 'nobody'", "DELETE FROM audit_log"):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-                run(s.db.write(lambda c, sql=sql: c.execute(sql)))
+                run(s.db.write(lambda c, sql=sql: c.execute(sql).rowcount))
         # ... and on a connection of its own
         conn = sqlite3.connect(s.db.path, isolation_level=None)
         try:

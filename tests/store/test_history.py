@@ -360,7 +360,7 @@ def test_sqlite_history_keeps_nothing_twice_and_reads_whole(sqlite_store):
                 " modified_at, created_at, instance, num)"
                 " SELECT sid, ?, ?, '', 1, NULL, NULL, ?, 3 FROM history_series WHERE attr = ?",
                 (noon, old_id, orjson.dumps(reading(3, noon)).decode(), T),
-            )
+            ).rowcount
         )
     )  # fmt: skip
     got = loop.run_until_complete(s.history("", HistoryQuery(entity_ids=["urn:s:k"])))

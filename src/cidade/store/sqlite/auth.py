@@ -91,14 +91,16 @@ class SqliteAuth:
 
     async def save_session(self, session: dict[str, Any]) -> None:
         row = session_columns(session)
-        await self.db.write(
-            lambda c: c.execute(
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
                 "INSERT INTO sessions(id, account, expires, doc) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET account = excluded.account,"
                 " expires = excluded.expires, doc = excluded.doc",
                 row,
             )
-        )
+
+        await self.db.write(run)
 
     async def get_session(self, session_id: str) -> dict[str, Any] | None:
         row = self.db.read_now(
@@ -128,13 +130,15 @@ class SqliteAuth:
         rows = audit_rows(events)
         if not rows:
             return
-        await self.db.write(
-            lambda c: c.executemany(
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
                 "INSERT INTO audit_log(at, tenant, actor, event, outcome, target, detail)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-        )
+
+        await self.db.write(run)
 
     async def audit_events(self, query: AuditQuery) -> list[dict[str, Any]]:
         where: list[str] = []

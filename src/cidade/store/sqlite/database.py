@@ -11,6 +11,16 @@ batch of thousands of messages): when both wait, the former are committed first,
 
 Reads use WAL snapshots on other connections and never wait for the writer.
 
+Nothing of a connection leaves the thread that owns it. A cursor holds a prepared statement
+that its connection caches and hands to the next cursor running the same SQL; a cursor
+finalised on another thread (the last reference to a write's result dropped on the event loop)
+resets that statement, and clears its in-use mark, while the owner runs it: SQLite then
+answers the owner's next bind "bad parameter or other API misuse" (issue 14: audit rows lost
+under concurrent requests). So the writer's and the readers' connections remember every cursor
+made on them and close those still alive on their own thread before a function's result
+leaves it (``OwnedConnection.release``), and a function whose result is itself a cursor, a
+connection or a blob is refused: write and read functions return plain data.
+
 Checkpoints (copying the WAL's pages into the database file) run on a thread of their own: left
 to SQLite, the commit that finds the WAL past 1,000 pages runs one, and at device rates that was
 a third of the commit's time, on the writer's path. The writer checkpoints itself only past
@@ -24,6 +34,7 @@ import queue
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -41,6 +52,54 @@ WRITER_CHECKPOINT_PAGES = 16_384  # WAL pages (64 MiB) past which a commit check
 CHECKPOINT_PAUSE = 0.5
 
 
+# What a write or read function may not return: live parts of a connection.
+_CONNECTION_PARTS = (sqlite3.Connection, sqlite3.Cursor, sqlite3.Blob)
+
+
+class OwnedConnection(sqlite3.Connection):
+    """A connection used by one thread (the writer's, a reader's) that remembers the cursors
+    made on it, so that its thread closes them (``release``) before anything a function made
+    with it is handed to another thread (the module's docstring says why)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._made: list[weakref.ref[sqlite3.Cursor]] = []
+
+    def cursor(self, factory: Any = sqlite3.Cursor) -> Any:
+        made = super().cursor(factory)
+        self._made.append(weakref.ref(made))
+        return made
+
+    # The shortcuts make their cursor through ``cursor`` so that it is remembered too.
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        return self.cursor().execute(sql, parameters)
+
+    def executemany(self, sql: str, parameters: Any, /) -> sqlite3.Cursor:
+        return self.cursor().executemany(sql, parameters)
+
+    def executescript(self, script: str, /) -> sqlite3.Cursor:
+        return self.cursor().executescript(script)
+
+    def release(self) -> None:
+        """Close every cursor made so far that is still referenced (by a result, or by an
+        exception's traceback): it then holds no statement, wherever it is finalised."""
+        made, self._made = self._made, []
+        for ref in made:
+            cursor = ref()
+            if cursor is not None:
+                cursor.close()
+
+
+def _plain(value: T) -> T:
+    """``value``, unless it is part of a connection, which must not leave its thread."""
+    if isinstance(value, _CONNECTION_PARTS):
+        raise TypeError(
+            f"a store function returned a {type(value).__name__}: write and read functions"
+            " return plain data (a row count, rows), never a cursor or a connection"
+        )
+    return value
+
+
 def _settle(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
     """In the waiters' event loop: hand each write its result (or its error)."""
     for fut, ok, value in items:
@@ -52,8 +111,12 @@ def _settle(items: list[tuple[asyncio.Future, bool, Any]]) -> None:
             fut.set_exception(value)
 
 
-def _connect(path: str, setup: Callable[[sqlite3.Connection], None]) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
+def _connect(
+    path: str, setup: Callable[[sqlite3.Connection], None], factory: type[sqlite3.Connection]
+) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=30, factory=factory
+    )
     conn.execute("PRAGMA journal_mode=WAL")
     # FULL: a commit is acknowledged only once it is durable (WAL fsynced), also on power loss.
     conn.execute("PRAGMA synchronous=FULL")
@@ -89,33 +152,47 @@ class Database:
         # remembers of the database must be forgotten once one happens (SeriesNumbers).
         self.rollbacks = 0
 
-    def _new_connection(self) -> sqlite3.Connection:
+    def _new_connection(
+        self, factory: type[sqlite3.Connection] = OwnedConnection
+    ) -> sqlite3.Connection:
+        """A connection; an OwnedConnection unless it is used on the event loop's thread
+        alone (``read_now``) or runs no functions (the checkpointer's)."""
         uri = self.path.startswith("file:")
         if uri:
             conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, uri=True, timeout=30
+                self.path,
+                isolation_level=None,
+                check_same_thread=False,
+                uri=True,
+                timeout=30,
+                factory=factory,
             )
             conn.execute("PRAGMA busy_timeout=30000")
             self._setup(conn)
         else:
-            conn = _connect(self.path, self._setup)
+            conn = _connect(self.path, self._setup, factory)
         with self._lock:
             self._all.append(conn)
         return conn
 
+    def _owned(self) -> OwnedConnection:
+        conn = self._new_connection(OwnedConnection)
+        assert isinstance(conn, OwnedConnection)
+        return conn
+
     def start(self, init: Callable[[sqlite3.Connection], None]) -> None:
-        conn = self._new_connection()
+        conn = self._owned()
         init(conn)
         self._writer = threading.Thread(
             target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True
         )
         self._writer.start()
-        self._inline = self._new_connection()
+        self._inline = self._new_connection(sqlite3.Connection)
         if not self.path.startswith("file:"):  # shared in-memory databases have no WAL
             conn.execute(f"PRAGMA wal_autocheckpoint={WRITER_CHECKPOINT_PAGES}")
             self._checkpointer = threading.Thread(
                 target=self._checkpoint_loop,
-                args=(self._new_connection(),),
+                args=(self._new_connection(sqlite3.Connection),),
                 name="sqlite-checkpoint",
                 daemon=True,
             )
@@ -159,7 +236,7 @@ class Database:
 
     # -- writes ---------------------------------------------------------------------------------
 
-    def _write_loop(self, conn: sqlite3.Connection) -> None:
+    def _write_loop(self, conn: OwnedConnection) -> None:
         while True:
             first = self._queue.get()
             if first is _STOP:
@@ -188,7 +265,7 @@ class Database:
                 return
 
     def _run_group(
-        self, conn: sqlite3.Connection, group: list[tuple[Callable, Any, Any, Any]]
+        self, conn: OwnedConnection, group: list[tuple[Callable, Any, Any, Any]]
     ) -> None:
         """One transaction for the whole group, a savepoint per write; then every waiter is
         told, with one wake-up per event loop rather than one per write (at a thousand writes
@@ -209,7 +286,7 @@ class Database:
                     continue
                 conn.execute("SAVEPOINT op")
                 try:
-                    value = fn(conn)
+                    value = _plain(fn(conn))
                 except BaseException as exc:
                     self.rollbacks += 1
                     conn.execute("ROLLBACK TO op")
@@ -230,6 +307,7 @@ class Database:
             for *_, chain in group:
                 if chain is not None and chain.broken is None:
                     chain.broken = exc
+        conn.release()  # before any result, or exception, leaves this thread
         by_loop: dict[Any, list[tuple[Any, bool, Any]]] = {}
         for loop, fut, ok, value in results:
             by_loop.setdefault(loop, []).append((fut, ok, value))
@@ -243,7 +321,10 @@ class Database:
         self, fn: Callable[[sqlite3.Connection], T], chain: WriteChain | None = None
     ) -> T:
         """Run ``fn(conn)`` in the writer thread inside a transaction; return once committed.
-        With a ``chain``, only if the chain's writes queued before it were (store/base.py)."""
+        With a ``chain``, only if the chain's writes queued before it were (store/base.py).
+        ``fn`` returns plain data: one that returns a cursor or a connection is refused
+        (TypeError, its changes rolled back), and any cursor it made is closed before its
+        result leaves the writer thread."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put((fn, loop, fut, chain))
@@ -251,16 +332,24 @@ class Database:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def _reader(self) -> sqlite3.Connection:
+    def _reader(self) -> OwnedConnection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = self._new_connection()
+            conn = self._local.conn = self._owned()
         return conn
 
+    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._reader()
+        try:
+            return _plain(fn(conn))
+        finally:
+            conn.release()  # before the result, or an exception, leaves this reader thread
+
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn(conn)`` on a reader thread (for queries that may take a while)."""
+        """Run ``fn(conn)`` on a reader thread (for queries that may take a while); it returns
+        plain data, as a write function does."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._readers, lambda: fn(self._reader()))
+        return await loop.run_in_executor(self._readers, self._run_read, fn)
 
     def read_now(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run a short read (an indexed point lookup) right here, on the event loop's thread:

@@ -714,9 +714,11 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
     async def release_lane(self, lane: str, owner: str) -> None:
         await self.db.write(
-            lambda c: c.execute(
-                "UPDATE delivery_lanes SET owner = NULL WHERE lane = ? AND owner = ?",
-                (lane, owner),
+            lambda c: (
+                c.execute(
+                    "UPDATE delivery_lanes SET owner = NULL WHERE lane = ? AND owner = ?",
+                    (lane, owner),
+                ).rowcount
             )
         )
 
