@@ -65,11 +65,19 @@ def test_one_mqtt_session_means_one_worker():
 def test_bad_access_settings_stop_at_start():
     with pytest.raises(SystemExit, match="CIDADE_RATE_LIMIT"):
         load_settings({"CIDADE_RATE_LIMIT": "-1"})
-    with pytest.raises(SystemExit, match="CIDADE_OIDC"):
+    with pytest.raises(SystemExit, match=r"CIDADE_OIDC.*none"):
         load_settings(
-            {"CIDADE_OIDC_ISSUER": "https://sso.example", "CIDADE_OIDC_ALGORITHMS": "none"}
+            {
+                "CIDADE_OIDC_ISSUER": "https://sso.example",
+                "CIDADE_OIDC_AUDIENCE": "cidade",
+                "CIDADE_OIDC_ALGORITHMS": "none",
+            }
         )
-    with pytest.raises(SystemExit, match="CIDADE_OIDC"):
+    with pytest.raises(SystemExit, match=r"CIDADE_OIDC.*HS256"):
         load_settings(
-            {"CIDADE_OIDC_ISSUER": "https://sso.example", "CIDADE_OIDC_ALGORITHMS": "HS256"}
+            {
+                "CIDADE_OIDC_ISSUER": "https://sso.example",
+                "CIDADE_OIDC_AUDIENCE": "cidade",
+                "CIDADE_OIDC_ALGORITHMS": "HS256",
+            }
         )

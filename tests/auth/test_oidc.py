@@ -26,7 +26,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from cidade.auth.oidc import KNOWN_ROLES, OidcVerifier, TokenRejected, looks_like_jwt
 from cidade.auth.principal import Principal
-from cidade.config import Settings
+from cidade.config import Settings, load_settings
 
 T = TypeVar("T")
 
@@ -622,7 +622,14 @@ def test_construction_refuses_bad_role_maps(idp: Provider, role_map: str) -> Non
         OidcVerifier(settings(idp, oidc_role_map=role_map))
 
 
-def test_construction_needs_an_issuer() -> None:
+def test_construction_needs_an_issuer_and_an_audience() -> None:
     with pytest.raises(ValueError):
-        OidcVerifier(Settings(oidc_issuer=""))
-    OidcVerifier(Settings(oidc_issuer="https://id.camara.example/realms/city"))  # and that is all
+        OidcVerifier(Settings(oidc_issuer="", oidc_audience="cidade"))
+    # Without an audience, tokens the provider issued to its other clients would do here too.
+    with pytest.raises(ValueError, match="CIDADE_OIDC_AUDIENCE"):
+        OidcVerifier(Settings(oidc_issuer="https://id.camara.example/realms/city"))
+    with pytest.raises(SystemExit, match="CIDADE_OIDC_AUDIENCE"):
+        load_settings({"CIDADE_OIDC_ISSUER": "https://id.camara.example/realms/city"})
+    OidcVerifier(  # and that is all
+        Settings(oidc_issuer="https://id.camara.example/realms/city", oidc_audience="cidade")
+    )

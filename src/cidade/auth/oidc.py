@@ -100,10 +100,17 @@ class OidcVerifier:
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         if not settings.oidc_issuer:
             raise ValueError("CIDADE_OIDC_ISSUER is empty: there is no provider to trust")
+        if not settings.oidc_audience:
+            # Without one, a token the provider issued to any of its clients (another city
+            # application, a test client) would be accepted here.
+            raise ValueError(
+                "CIDADE_OIDC_AUDIENCE is empty: name this platform's client id at the provider,"
+                " the `aud` its tokens must carry"
+            )
         if not settings.oidc_leeway >= 0:
             raise ValueError("CIDADE_OIDC_LEEWAY must be zero or a positive number of seconds")
         self._issuer = settings.oidc_issuer
-        self._audience = settings.oidc_audience or None
+        self._audience = settings.oidc_audience
         self._algorithms = _parse_algorithms(settings.oidc_algorithms)
         self._leeway = settings.oidc_leeway
         self._roles_claim = settings.oidc_roles_claim
@@ -146,10 +153,7 @@ class OidcVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,
-                options={
-                    "require": ["exp", "iss", "sub"],
-                    "verify_aud": self._audience is not None,
-                },
+                options={"require": ["exp", "iss", "sub", "aud"], "verify_aud": True},
             )
         except jwt.PyJWTError as exc:
             raise TokenRejected(_reason(exc)) from None
