@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import gc
 
+import pytest
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
 from cidade.app import build_app
 from cidade.config import GC_YOUNG_THRESHOLD
 from tests.conftest import admin_client
@@ -44,3 +48,41 @@ def test_an_encoded_trailing_slash_is_part_of_an_id(client):
     got = client.get("/ngsi-ld/v1/entities/urn:ngsi-ld:Room:a%2F")
     assert got.status_code == 200, got.text
     assert got.json()["id"] == "urn:ngsi-ld:Room:a/"
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "kind"),
+    [
+        (400, None, "https://uri.etsi.org/ngsi-ld/errors/InvalidRequest"),
+        (401, None, "https://uri.etsi.org/ngsi-ld/errors/Unauthenticated"),
+        (403, None, "https://uri.etsi.org/ngsi-ld/errors/AccessDenied"),
+        (409, None, "https://uri.etsi.org/ngsi-ld/errors/AlreadyExists"),
+        (413, None, "https://uri.etsi.org/ngsi-ld/errors/RequestEntityTooLarge"),
+        (415, None, "https://uri.etsi.org/ngsi-ld/errors/UnsupportedMediaType"),
+        (418, None, "about:blank"),
+        (429, {"Retry-After": "7"}, "about:blank"),
+        (503, {"Retry-After": "30"}, "about:blank"),
+    ],
+)
+def test_an_http_error_is_answered_with_its_own_status(settings, status, headers, kind):
+    """An HTTPException (Starlette's own, or a handler's) is not a 500: its status, its
+    headers, a ProblemDetails body like every other error."""
+    app = build_app(settings)
+
+    async def fails(request):
+        raise HTTPException(status, detail="as raised", headers=headers)
+
+    for path in ("/ngsi-ld/v1/failing", "/iot/failing", "/auth/failing"):
+        app.router.routes.insert(0, Route(path, fails))
+    with admin_client(app, raise_server_exceptions=False) as client:
+        for path in ("/ngsi-ld/v1/failing", "/iot/failing", "/auth/failing"):
+            r = client.get(path)
+            assert r.status_code == status, r.text
+            assert r.headers["content-type"] == "application/json"
+            body = r.json()
+            assert body["type"] == kind and body["status"] == status
+            assert body["detail"] == "as raised" and body["title"]
+            for name, value in (headers or {}).items():
+                assert r.headers[name] == value
+            if status == 401:
+                assert r.headers["www-authenticate"].startswith("Bearer")

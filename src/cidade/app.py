@@ -20,6 +20,7 @@ from cidade import __version__
 from cidade.auth.accounts import Accounts
 from cidade.auth.api import AuthApi
 from cidade.auth.audit import Audit
+from cidade.auth.errors import AccessDenied, Unauthenticated
 from cidade.auth.gate import Gate, parse_public_types
 from cidade.auth.roles import PUBLIC
 from cidade.auth.routes import guarded
@@ -39,11 +40,20 @@ from cidade.hub.notify import Notifier
 from cidade.hub.retention import Purger, RetentionPolicy, parse_retention
 from cidade.hub.subscriptions_api import SubscriptionApi
 from cidade.hub.temporal_api import TemporalApi
-from cidade.ngsild.errors import InternalError, MethodNotAllowed, NgsiError, ResourceNotFound
+from cidade.ngsild.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NgsiError,
+    ResourceNotFound,
+    error_for_status,
+)
 from cidade.openapi import openapi_route
 from cidade.store import Store, open_store
 
 log = logging.getLogger("cidade")
+
+# Statuses that access errors stand for (their ProblemDetails type, WWW-Authenticate).
+_ACCESS_ERRORS: dict[int, type[NgsiError]] = {401: Unauthenticated, 403: AccessDenied}
 
 
 def build_app(settings: Settings, store: Store | None = None) -> Starlette:
@@ -200,7 +210,13 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             return problem_response(
                 MethodNotAllowed(f"{request.method} is not allowed here"), {"Allow": allow}
             )
-        return problem_response(NgsiError(exc.detail, title="HTTP error"))
+        if exc.status_code < 400:  # not an error: an answer given early
+            return Response(status_code=exc.status_code, headers=exc.headers)
+        # Any other status is answered as itself, in the envelope of every other error.
+        access = _ACCESS_ERRORS.get(exc.status_code)
+        error = access(exc.detail) if access else error_for_status(exc.status_code, exc.detail)
+        headers = {**(error.headers or {}), **(exc.headers or {})}
+        return problem_response(error, headers or None)
 
     async def internal_error(request: Request, exc: Exception) -> Response:
         # Log the failure without the request body: it may hold personal data.

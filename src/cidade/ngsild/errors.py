@@ -16,11 +16,13 @@ Every error the hub raises is an ``NgsiError``; the HTTP layer renders it as
      ├── UnsupportedMediaType    415  (HTTP)
      ├── NotImplementedFeature   501
      ├── LdContextNotAvailable   503
-     └── InternalError           500
+     ├── InternalError           500
+     └── HttpError               any other HTTP status (type about:blank)
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 ERROR_BASE = "https://uri.etsi.org/ngsi-ld/errors/"
@@ -130,9 +132,47 @@ class InternalError(NgsiError):
     pass
 
 
+class HttpError(NgsiError):
+    """An HTTP error the specification has no type for (408, 429, 502...): RFC 7807's
+    ``about:blank`` type, titled with the status's reason phrase."""
+
+    def __init__(self, status: int, detail: str = "") -> None:
+        super().__init__(detail, title=HTTPStatus(status).phrase)
+        self.status = status
+
+    @property
+    def type_uri(self) -> str:
+        return "about:blank"
+
+
+# The error types that HTTP statuses raised outside the hub's own code stand for.
+_BY_STATUS: dict[int, type[NgsiError]] = {
+    error.status: error
+    for error in (
+        InvalidRequest,  # a request Starlette could not parse is syntactically wrong
+        ResourceNotFound,
+        AlreadyExists,
+        OperationNotSupported,
+        PayloadTooLarge,
+        NotAcceptable,
+        UnsupportedMediaType,
+        MethodNotAllowed,
+        NotImplementedFeature,
+    )
+}
+
+
+def error_for_status(status: int, detail: str = "") -> NgsiError:
+    """The error an HTTP status stands for: the specification's type where one has that
+    status, else an ``HttpError`` of that status."""
+    known = _BY_STATUS.get(status)
+    return known(detail) if known is not None else HttpError(status, detail)
+
+
 __all__ = [
     "AlreadyExists",
     "BadRequestData",
+    "HttpError",
     "InternalError",
     "InvalidRequest",
     "LdContextNotAvailable",
@@ -145,4 +185,5 @@ __all__ = [
     "ResourceNotFound",
     "TooManyResults",
     "UnsupportedMediaType",
+    "error_for_status",
 ]
