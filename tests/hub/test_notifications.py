@@ -5,6 +5,7 @@ endpoint from a live one."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
@@ -531,3 +532,37 @@ def test_a_deleted_subscription_does_not_hold_up_its_endpoint(client, receiver):
     update(client, no2=2)
     (got,) = receiver.wait_for(1, timeout=10)
     assert got.body["data"][0]["no2"]["value"] == 2
+def test_a_subscription_that_no_longer_compiles_is_shown_invalid_and_stops_no_write(
+    client, receiver, caplog
+):
+    """Stored subscriptions were validated at creation; one that a later version cannot read
+    any more (here: its stored q, or an entity type, made unreadable) matches nothing, says so
+    in its status and in the log (without its q), and never stops a write."""
+    good = subscribe(client, receiver.url, q="NO2>10")
+    bad_q = subscribe(client, receiver.url, q="NO2>20")
+    bad_type = subscribe(client, receiver.url)
+    store = client.app.state.store
+
+    async def corrupt() -> None:
+        for sub_id, change in ((bad_q, {"q": "NO2>>secret(("}), (bad_type, None)):
+            doc = await store.get_subscription("", sub_id)
+            if change:
+                doc.update(change)
+            else:
+                doc["entities"] = [{"type": "(("}]
+            assert await store.replace_subscription("", doc)
+
+    client.portal.call(corrupt)
+    with caplog.at_level(logging.WARNING, logger="cidade.notify"):
+        create(client, NO2={"type": "Property", "value": 50})
+        receiver.wait_for(1)
+    time.sleep(0.5)
+    assert [r.body["subscriptionId"] for r in receiver.received] == [good]
+    assert status_of(client, good)["status"] == "active"
+    for sub_id in (bad_q, bad_type):
+        assert status_of(client, sub_id)["status"] == "invalid"
+        listed = client.get(f"{NGSI}/subscriptions")
+        assert listed.status_code == 200, listed.text
+        assert {s["id"]: s["status"] for s in listed.json()}[sub_id] == "invalid"
+        assert any(sub_id in r.getMessage() for r in caplog.records), caplog.text
+    assert "secret" not in caplog.text

@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 from cidade.hub.model import NULL, Terms, expand_name, is_uri
 from cidade.ngsild import timefmt
-from cidade.ngsild.errors import BadRequestData, NotImplementedFeature
+from cidade.ngsild.errors import BadRequestData, NgsiError, NotImplementedFeature
 from cidade.ngsild.query.geo import GeoQuery, parse_geoquery
 from cidade.ngsild.query.q import QNode, parse_q
 from cidade.ngsild.query.types import TypeExpr, parse_type_expression, type_matches
@@ -603,6 +603,20 @@ def _is_null(value: object) -> bool:
 # -- stored -> client ---------------------------------------------------------------------------
 
 
+# The status of a stored subscription that can no longer be evaluated (none of §5.2.12's
+# values fits: it is neither active, nor paused by its owner, nor expired).
+INVALID = "invalid"
+
+
+def subscription_filters(stored: dict[str, Any]) -> tuple[QNode | None, GeoQuery | None]:
+    """The parsed ``q`` and ``geoQ`` of a stored subscription, its entity types checked: what
+    matching a change needs. Raises when one of them no longer parses (all were validated at
+    creation; a later version of the language may read them otherwise)."""
+    for selector in stored.get("entities", ()):
+        selector_type(selector)
+    return subscription_q(stored, lambda name: name), subscription_geoq(stored)
+
+
 def subscription_status(stored: dict[str, Any], now: str) -> str:
     """§5.2.12 status: "expired" once expiresAt has passed, "paused" when not isActive, else
     "active". Expiry wins: a paused subscription that expired cannot be resumed as it is."""
@@ -629,7 +643,7 @@ def _client_form(stored: dict[str, Any], terms: Terms) -> dict[str, Any]:
             out[key] = [
                 {
                     **{k: v for k, v in sel.items() if k != "type"},
-                    "type": compact_type_expression(sel["type"], terms),
+                    "type": _shown_type(sel["type"], terms),
                 }
                 for sel in value
             ]
@@ -662,6 +676,15 @@ def _copy_endpoint(endpoint: dict[str, Any]) -> dict[str, Any]:
     return copy
 
 
+def _shown_type(stored_type: str, terms: Terms) -> str:
+    try:
+        return compact_type_expression(stored_type, terms)
+    except NgsiError:
+        # One that no longer parses is shown as stored (its status says "invalid"), rather
+        # than make every listing of the tenant's subscriptions fail.
+        return stored_type
+
+
 def compact_type_expression(stored_type: str, terms: Terms) -> str:
     return render_type_expression(_stored_type_expr(stored_type), terms.compact)
 
@@ -680,12 +703,17 @@ def render_subscription(
     body = _client_form(stored, terms)
     body.pop("@context", None)
     out: dict[str, Any] = {}
+    try:
+        subscription_filters(stored)
+        status = subscription_status(stored, now)
+    except Exception:
+        status = INVALID  # it matches nothing: say so rather than look alive
     for key, value in body.items():
         out[key] = value
         if key == "isActive":
-            out["status"] = subscription_status(stored, now)
+            out["status"] = status
     if "status" not in out:
-        out["status"] = subscription_status(stored, now)
+        out["status"] = status
     if status_info:
         notification = out["notification"]
         for key in STATUS_MEMBERS:
@@ -805,6 +833,7 @@ __all__ = [
     "ACCEPTS",
     "DEFAULT_TRIGGERS",
     "FORMATS",
+    "INVALID",
     "STATUS_MEMBERS",
     "TRIGGERS",
     "check_endpoint_uri",
@@ -817,6 +846,7 @@ __all__ = [
     "render_subscription",
     "render_type_expression",
     "selector_type",
+    "subscription_filters",
     "subscription_geoq",
     "subscription_matches_entity",
     "subscription_matches_entity_type",

@@ -136,8 +136,10 @@ class Notifier:
         # Hand the lanes back now rather than when their lease runs out, so the next process
         # (or another worker) resumes at once; what was in flight is sent again.
         for lane in lanes:
-            with contextlib.suppress(Exception):
+            try:
                 await self.store.release_lane(lane, self.owner)
+            except Exception as exc:  # its lease runs out instead
+                log.warning("notification lane not handed back at stop: %s", type(exc).__name__)
         await self.http.aclose()
         await self.mqtt.aclose()
 

@@ -13,6 +13,7 @@ notification itself is rendered at delivery, with the subscription's format and 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -22,13 +23,14 @@ import orjson
 from cidade.hub.model import KINDS, PREVIOUS
 from cidade.hub.subscriptions import (
     DEFAULT_TRIGGERS,
-    subscription_geoq,
+    subscription_filters,
     subscription_matches_entity,
-    subscription_q,
 )
 from cidade.ngsild.null import null_value
 from cidade.ngsild.query.geo import GeoQuery
 from cidade.ngsild.query.q import QNode, evaluate
+
+log = logging.getLogger("cidade.notify")
 
 OutboxEntry = tuple[str, str, bytes]  # (lane = endpoint URI, subscription id, body JSON)
 
@@ -53,14 +55,21 @@ class Watching:
 
 def compile_subscription(doc: dict[str, Any]) -> Watching | None:
     """The change-watching form of a stored subscription; None for periodic ones (timeInterval:
-    they report on a clock, not on changes) and for those that cannot be parsed any more."""
+    they report on a clock, not on changes) and for those that cannot be parsed any more: they
+    were validated at creation, and one must never stop every write. Those are logged here
+    and shown with the status "invalid" (subscriptions.py)."""
     if "timeInterval" in doc:
         return None
     try:
-        q = subscription_q(doc, lambda name: name)
-        geo = subscription_geoq(doc)
-    except Exception:
-        return None  # validated at creation; never let one subscription stop every write
+        q, geo = subscription_filters(doc)
+    except Exception as exc:
+        # Its id and what failed, not its q or geoQ: they may name people or places.
+        log.warning(
+            "subscription %s can no longer be evaluated and matches no change (status invalid): %s",
+            doc.get("id"),
+            type(exc).__name__,
+        )
+        return None
     watched = doc.get("watchedAttributes")
     datasets = doc.get("datasetId")
     return Watching(

@@ -150,8 +150,8 @@ class MqttSender:
         if client is not None:
             try:
                 await client.__aexit__(None, None, None)
-            except Exception:
-                pass
+            except Exception as exc:  # a broken connection's close may fail too: it is gone
+                log.info("closing the MQTT connection to %s: %s", key[1], type(exc).__name__)
 
     async def aclose(self) -> None:
         for key in list(self.clients):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import time
@@ -50,6 +51,8 @@ from cidade.store.sqlite.history import (
     short_instance_id,
 )
 from cidade.store.sqlite.q import install_sqlite_functions, to_sqlite
+
+log = logging.getLogger("cidade.store")
 
 
 def _setup(conn: sqlite3.Connection) -> None:
@@ -120,7 +123,9 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             try:  # leave the history whole in attr_history (the next start would manage anyway)
                 await self.db.write(merge_recent)
             except Exception:
-                pass
+                log.warning(
+                    "recent history not merged at close (it will be at start)", exc_info=True
+                )
         self.db.stop()
 
     async def _settle_history(self, where: str, params: Sequence[Any]) -> None:
@@ -986,8 +991,11 @@ def _write_batch(
         for attr, value in moved.get(eid, ()):
             try:
                 box = geometry_bbox(value)
-            except Exception:
-                continue  # validated on the way in; a value we cannot box is not indexed
+            except Exception as exc:
+                # Validated on the way in; a value we cannot box is not indexed (the value
+                # itself is not logged: it may be where someone is).
+                log.warning("a geometry of %s is not indexed: %s", attr, type(exc).__name__)
+                continue
             geo_rows.append((next_gid, tenant, rid, attr, orjson.dumps(value).decode()))
             geo_boxes.append((next_gid, box[0], box[2], box[1], box[3]))
             next_gid += 1
