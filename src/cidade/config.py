@@ -106,6 +106,9 @@ class Settings:
     rate_limit: int = 1200
     # CIDADE_RATE_LIMIT_ANONYMOUS: requests per client address per minute for the public; 0: none
     rate_limit_anonymous: int = 300
+    # CIDADE_TRUSTED_PROXIES: CIDR networks of the reverse proxies in front of Cidade, whose
+    # X-Forwarded-For / Forwarded headers name the client's address; empty: none are believed
+    trusted_proxies: str = ""
     # CIDADE_SESSION_MAX_AGE: seconds a web session lasts after log-in
     session_max_age: float = 8 * 3600.0
 
@@ -178,6 +181,7 @@ _ENV = {
     "oidc_departments_claim": ("CIDADE_OIDC_DEPARTMENTS_CLAIM", str),
     "rate_limit": ("CIDADE_RATE_LIMIT", int),
     "rate_limit_anonymous": ("CIDADE_RATE_LIMIT_ANONYMOUS", int),
+    "trusted_proxies": ("CIDADE_TRUSTED_PROXIES", str),
     "session_max_age": ("CIDADE_SESSION_MAX_AGE", float),
     "mqtt": ("CIDADE_MQTT", str),
     "mqtt_client_id": ("CIDADE_MQTT_CLIENT_ID", str),
@@ -224,10 +228,14 @@ def _check(settings: Settings) -> None:
     from cidade.http.egress import parse_networks
     from cidade.hub.retention import parse_retention
 
-    try:
-        parse_networks(settings.private_networks)
-    except ValueError as exc:
-        raise SystemExit(f"CIDADE_PRIVATE_NETWORKS: {exc}") from None
+    for variable, networks in (
+        ("CIDADE_PRIVATE_NETWORKS", settings.private_networks),
+        ("CIDADE_TRUSTED_PROXIES", settings.trusted_proxies),
+    ):
+        try:
+            parse_networks(networks)
+        except ValueError as exc:
+            raise SystemExit(f"{variable}: {exc}") from None
     if settings.temporal_max_instances < 1:
         raise SystemExit("CIDADE_TEMPORAL_MAX_INSTANCES must be at least 1")
     if not settings.history_purge_interval > 0:

@@ -6,9 +6,7 @@ Every route declares its permission like any other; errors are ProblemDetails li
 from __future__ import annotations
 
 import html
-import time
 import urllib.parse
-from collections import OrderedDict
 from typing import Any
 
 import orjson
@@ -26,6 +24,7 @@ from cidade.auth.audit import EVENTS, Audit
 from cidade.auth.credentials import new_token, same
 from cidade.auth.errors import TooManyRequests, Unauthenticated
 from cidade.auth.gate import FORM, SESSION_COOKIE, Gate, grant_of, read_form
+from cidade.auth.limits import LoginLockout
 from cidade.auth.principal import EVERY_TENANT
 from cidade.auth.roles import PUBLIC, permissions_of
 from cidade.auth.routes import GuardedRoute, guarded
@@ -37,34 +36,10 @@ from cidade.store.base import AuditQuery
 
 PREFIX = "/auth"
 LOGIN_CSRF_COOKIE = "cidade_login_csrf"
-_MAX_FAILURES = 5  # failed log-ins of one name ...
-_FAILURE_WINDOW = 900.0  # ... within this many seconds lock that name out for the rest of it
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status_code=status, media_type=JSON, headers=headers)
-
-
-class _Failures:
-    """Recent failed log-ins per account name (in this worker), to slow down password guessing."""
-
-    def __init__(self) -> None:
-        self._seen: OrderedDict[str, list[float]] = OrderedDict()
-
-    def locked_for(self, name: str, now: float) -> int:
-        recent = [t for t in self._seen.get(name, []) if now - t < _FAILURE_WINDOW]
-        if len(recent) < _MAX_FAILURES:
-            return 0
-        return int(_FAILURE_WINDOW - (now - recent[0])) + 1
-
-    def add(self, name: str, now: float) -> None:
-        times = [t for t in self._seen.pop(name, []) if now - t < _FAILURE_WINDOW]
-        self._seen[name] = [*times, now]
-        while len(self._seen) > 50_000:
-            self._seen.popitem(last=False)
-
-    def clear(self, name: str) -> None:
-        self._seen.pop(name, None)
 
 
 class AuthApi:
@@ -73,7 +48,7 @@ class AuthApi:
         self.accounts = accounts
         self.audit = audit
         self.gate = gate
-        self.failures = _Failures()
+        self.lockout = LoginLockout(accounts.store)
 
     async def _body(self, request: Request) -> dict[str, Any]:
         body, _ = await read_json(request, self.settings.max_body_bytes)
@@ -127,8 +102,8 @@ class AuthApi:
         if not isinstance(name, str) or not isinstance(password, str):
             raise BadRequestData("name and password are required strings")
         tenant = grant_of(request).tenant
-        now = time.monotonic()
-        wait = self.failures.locked_for(name, now)
+        address = self.gate.client_address(request)
+        wait = await self.lockout.locked_for(name, address)
         if wait:
             await self.audit.record(
                 "login.failed", "unknown", tenant=tenant, outcome="locked", target=_who(name)
@@ -136,7 +111,7 @@ class AuthApi:
             raise TooManyRequests(f"too many failed log-ins; try again in {wait} s", wait)
         account = await self.accounts.log_in(name, password)
         if account is None:
-            self.failures.add(name, now)
+            await self.lockout.failed(name, address)
             # The name is recorded only when it is an account's: a failed log-in may carry a
             # password typed into the name field.
             known = await self.accounts.store.get_account(name) is not None
@@ -148,7 +123,7 @@ class AuthApi:
                 target=_who(name) if known else "",
             )
             raise Unauthenticated("wrong name or password")
-        self.failures.clear(name)
+        await self.lockout.succeeded(name, address)
         token, session = await self.accounts.open_session(account)
         principal = account_principal(account)
         await self.audit.record("login", principal, tenant=tenant, target=principal.subject)

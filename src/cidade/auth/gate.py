@@ -34,6 +34,8 @@ from cidade.auth.roles import (
     permissions_of,
 )
 from cidade.config import Settings
+from cidade.http.clients import ClientAddresses
+from cidade.http.egress import parse_networks
 from cidade.ngsild.errors import BadRequestData
 
 log = logging.getLogger("cidade.auth")
@@ -155,6 +157,7 @@ class Gate:
         self.oidc = oidc
         self.limiter = RateLimiter(settings.rate_limit)
         self.public_limiter = RateLimiter(settings.rate_limit_anonymous)
+        self.clients = ClientAddresses(parse_networks(settings.trusted_proxies))
         self.cache = _Cache()
 
     def forget(self) -> None:
@@ -271,10 +274,13 @@ class Gate:
         self.cache.put(key, principal)
         return principal
 
+    def client_address(self, request: Request) -> str:
+        """The caller's address, through the trusted proxies (http/clients.py)."""
+        return self.clients.of(request.scope)
+
     def _throttle(self, request: Request, principal: Principal) -> None:
         if principal.anonymous:
-            client = request.client.host if request.client else "unknown"
-            wait = self.public_limiter.take(f"ip:{client}")
+            wait = self.public_limiter.take(f"ip:{self.client_address(request)}")
         else:
             wait = self.limiter.take(principal.subject)
         if wait:

@@ -390,6 +390,26 @@ class Store(Protocol):
         """Delete one session, every session of an account, or those expired before a time."""
         ...
 
+    async def add_login_failure(self, name_key: str, address_key: str, at: float) -> None:
+        """Record a failed log-in of a name from an address (both hashed by the caller, so
+        a password typed into the name field is not kept as it is) at ``at`` (epoch
+        seconds). Shared by every worker (auth/limits.py, LoginLockout)."""
+        ...
+
+    async def login_failures(
+        self, name_key: str, address_key: str, since: float
+    ) -> tuple[list[float], list[float]]:
+        """The times of the failed log-ins since ``since``, oldest first: of this name from
+        this address, and of any name from this address."""
+        ...
+
+    async def forget_login_failures(
+        self, *, before: float, name_key: str | None = None, address_key: str | None = None
+    ) -> None:
+        """Forget the failures older than ``before``; with ``name_key`` and ``address_key``,
+        every failure of that name from that address (a log-in that succeeded)."""
+        ...
+
     async def append_audit(self, events: Sequence[dict[str, Any]]) -> None:
         """Append events ``{"at", "tenant", "actor", "event", "outcome", "target", "detail"}``
         to the audit log; the log refuses every update and delete."""

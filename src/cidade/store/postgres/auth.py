@@ -122,6 +122,39 @@ class PostgresAuth:
             )
         return _count(status)
 
+    # -- failed log-ins ---------------------------------------------------------------------
+
+    async def add_login_failure(self, name_key: str, address_key: str, at: float) -> None:
+        await self._pool.execute(
+            "INSERT INTO login_failures(name_key, address_key, at) VALUES ($1, $2, $3)",
+            name_key,
+            address_key,
+            float(at),
+        )
+
+    async def login_failures(
+        self, name_key: str, address_key: str, since: float
+    ) -> tuple[list[float], list[float]]:
+        rows = await self._pool.fetch(
+            "SELECT name_key, at FROM login_failures WHERE address_key = $1 AND at >= $2"
+            " ORDER BY at",
+            address_key,
+            float(since),
+        )
+        return [r["at"] for r in rows if r["name_key"] == name_key], [r["at"] for r in rows]
+
+    async def forget_login_failures(
+        self, *, before: float, name_key: str | None = None, address_key: str | None = None
+    ) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM login_failures WHERE at < $1", float(before))
+            if name_key is not None and address_key is not None:
+                await conn.execute(
+                    "DELETE FROM login_failures WHERE address_key = $1 AND name_key = $2",
+                    address_key,
+                    name_key,
+                )
+
     # -- the audit log --------------------------------------------------------------------------
 
     async def append_audit(self, events: Sequence[dict[str, Any]]) -> None:

@@ -124,6 +124,42 @@ class SqliteAuth:
             sql, value = "DELETE FROM sessions WHERE expires < ?", expired_before
         return await self.db.write(lambda c: c.execute(sql, (value,)).rowcount)
 
+    # -- failed log-ins ---------------------------------------------------------------------
+
+    async def add_login_failure(self, name_key: str, address_key: str, at: float) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO login_failures(name_key, address_key, at) VALUES (?, ?, ?)",
+                (name_key, address_key, at),
+            )
+
+        await self.db.write(run)
+
+    async def login_failures(
+        self, name_key: str, address_key: str, since: float
+    ) -> tuple[list[float], list[float]]:
+        rows = self.db.read_now(
+            lambda c: c.execute(
+                "SELECT name_key, at FROM login_failures WHERE address_key = ? AND at >= ?"
+                " ORDER BY at",
+                (address_key, since),
+            ).fetchall()
+        )
+        return [at for key, at in rows if key == name_key], [at for _, at in rows]
+
+    async def forget_login_failures(
+        self, *, before: float, name_key: str | None = None, address_key: str | None = None
+    ) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM login_failures WHERE at < ?", (before,))
+            if name_key is not None and address_key is not None:
+                conn.execute(
+                    "DELETE FROM login_failures WHERE address_key = ? AND name_key = ?",
+                    (address_key, name_key),
+                )
+
+        await self.db.write(run)
+
     # -- the audit log --------------------------------------------------------------------------
 
     async def append_audit(self, events: Sequence[dict[str, Any]]) -> None:
