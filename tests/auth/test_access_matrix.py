@@ -26,7 +26,8 @@ OWN = "urn:ngsi-ld:Device:own-1"
 EVERYONE = {"admin", "operator", "staff", "publisher", "device", "citizen", "anonymous"}
 READ = EVERYONE  # narrowed inside: public types for citizen/anonymous, own entities for device
 WRITE = {"admin", "operator", "device"}  # device: its own entities only
-DISCOVER = {"admin", "operator", "staff", "publisher"}
+# Narrowed inside for citizen/anonymous: the public types and their attributes only.
+DISCOVER = {"admin", "operator", "staff", "publisher", "citizen", "anonymous"}
 HISTORY_READ = {"admin", "operator", "staff", "publisher"}
 HISTORY_WRITE = {"admin", "operator"}
 SUBSCRIBE = {"admin", "operator", "staff"}

@@ -412,15 +412,52 @@ def test_public_types_are_readable_by_anyone_and_nothing_else(make_client):
     ]
     query = {"type": "Query", "entities": [{"type": "Building"}]}
     assert client.post(f"{NGSI}/entityOperations/query", json=query).json() == []
-    assert client.get(f"{NGSI}/types").status_code == 401
     write = client.post(
         f"{NGSI}/entities", json=entity("urn:ngsi-ld:ParkingSpot:p2", "ParkingSpot")
     )
     assert write.status_code == 401 and problem_type(write) == "Unauthenticated"
 
 
+def test_the_public_discovers_the_public_types_and_nothing_else(make_client, store_url):
+    """The demo's promise: the city's (public) types are read without logging in. Discovery
+    then names those types and their attributes only, and no count that other types make."""
+    client = make_client(store_url, public_types="ParkingSpot")
+    op = call(client, account_with_key, "op", ["operator"], [""])
+    citizen = call(client, account_with_key, "cid", ["citizen"], [""])
+    for body in (
+        entity("urn:ngsi-ld:ParkingSpot:p1", "ParkingSpot", status="free", name="P1"),
+        entity("urn:ngsi-ld:Building:b1", "Building", owner="someone", name="B1"),
+    ):
+        assert client.post(f"{NGSI}/entities", json=body, headers=bearer(op)).status_code == 201
+    for headers in ({}, bearer(citizen)):
+        types = client.get(f"{NGSI}/types", headers=headers)
+        assert types.status_code == 200, types.text
+        assert types.json()["typeList"] == ["ParkingSpot"]
+        detailed = client.get(f"{NGSI}/types?details=true", headers=headers).json()
+        assert [(t["typeName"], t["attributeNames"]) for t in detailed] == [
+            ("ParkingSpot", ["name", "status"])
+        ]
+        info = client.get(f"{NGSI}/types/ParkingSpot", headers=headers).json()
+        assert info["entityCount"] == 1
+        assert client.get(f"{NGSI}/types/Building", headers=headers).status_code == 404
+        attrs = client.get(f"{NGSI}/attributes", headers=headers).json()["attributeList"]
+        assert attrs == ["name", "status"]
+        named = client.get(f"{NGSI}/attributes/name", headers=headers).json()
+        assert named["typeNames"] == ["ParkingSpot"] and "attributeCount" not in named
+        assert client.get(f"{NGSI}/attributes/owner", headers=headers).status_code == 404
+        details = client.get(f"{NGSI}/attributes?details=true", headers=headers).json()
+        assert {a["attributeName"] for a in details} == {"name", "status"}
+    # Those who read everything still see everything, with counts.
+    everything = client.get(f"{NGSI}/types", headers=bearer(op)).json()["typeList"]
+    assert sorted(everything) == ["Building", "ParkingSpot"]
+    named = client.get(f"{NGSI}/attributes/name", headers=bearer(op)).json()
+    assert named["typeNames"] == ["Building", "ParkingSpot"] and named["attributeCount"] == 2
+
+
 def test_without_public_types_the_public_must_log_in(client):
     response = client.get(f"{NGSI}/entities?type=Building")
+    assert response.status_code == 401 and problem_type(response) == "Unauthenticated"
+    response = client.get(f"{NGSI}/types")
     assert response.status_code == 401 and problem_type(response) == "Unauthenticated"
 
 

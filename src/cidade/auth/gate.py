@@ -49,6 +49,8 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _READ_ALL = frozenset(r for r in ROLES if r not in PUBLIC_READERS and r != "device")
 
 _EVERY_PERMISSION = frozenset(PERMISSIONS)
+# Reads that the public and citizens make of the public entity types only.
+_NARROWED_READS = frozenset({"entities.read", "types.read"})
 
 # The principal every request has when access control is off (local development only).
 DEVELOPER = Principal(
@@ -208,7 +210,7 @@ class Gate:
         ):
             await self._deny(request, principal, tenant, permission, reason="csrf")
         narrowed = not roles & _READ_ALL
-        if narrowed and "device" not in roles and permission == "entities.read":
+        if narrowed and "device" not in roles and permission in _NARROWED_READS:
             if not self.public_types:
                 # Nothing is public here: say "log in" rather than answer with empty lists.
                 await self._deny(request, principal, tenant, permission)

@@ -18,7 +18,8 @@ PERMISSIONS = {
     "entities.read": "read entities (the public types only, for the public and citizens; "
     "its own entities only, for a device)",
     "entities.write": "create, change and delete entities (a device: its own only)",
-    "types.read": "discover entity types and attributes",
+    "types.read": "discover entity types and attributes (the public types only, for the public"
+    " and citizens)",
     "temporal.read": "read entities' history",
     "temporal.write": "write and delete entities' history",
     "subscriptions.read": "list and read subscriptions",
@@ -73,8 +74,8 @@ ROLES: dict[str, frozenset[str]] = {
     # A sensor or actuator (or the agent speaking for it): its own entities only.
     "device": frozenset({PUBLIC, "entities.read", "entities.write"}),
     # A resident with an account: what the public may, and later their own reports.
-    "citizen": frozenset({PUBLIC, "entities.read", "credentials.own"}),
-    "anonymous": frozenset({PUBLIC, "entities.read"}),
+    "citizen": frozenset({PUBLIC, "entities.read", "types.read", "credentials.own"}),
+    "anonymous": frozenset({PUBLIC, "entities.read", "types.read"}),
 }
 
 # Roles a principal may be given (anonymous is what nobody logged in is).

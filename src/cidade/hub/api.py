@@ -480,7 +480,12 @@ class HubApi:
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
-        body = await self.discovery.types(tenant, ctx.terms, details=self._details(request))
+        body = await self.discovery.types(
+            tenant,
+            ctx.terms,
+            details=self._details(request),
+            visible=grant_of(request).read_types,
+        )
         return json_response(body, kind=kind, ctx=ctx)
 
     async def type_info(self, request: Request) -> Response:
@@ -489,7 +494,9 @@ class HubApi:
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
-        body = await self.discovery.type_info(tenant, ctx.terms, request.path_params["type"])
+        body = await self.discovery.type_info(
+            tenant, ctx.terms, request.path_params["type"], grant_of(request).read_types
+        )
         return json_response(body, kind=kind, ctx=ctx)
 
     async def list_attributes(self, request: Request) -> Response:
@@ -498,7 +505,12 @@ class HubApi:
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
-        body = await self.discovery.attributes(tenant, ctx.terms, details=self._details(request))
+        body = await self.discovery.attributes(
+            tenant,
+            ctx.terms,
+            details=self._details(request),
+            visible=grant_of(request).read_types,
+        )
         return json_response(body, kind=kind, ctx=ctx)
 
     async def attribute_info(self, request: Request) -> Response:
@@ -507,7 +519,9 @@ class HubApi:
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request, geo=False)
-        body = await self.discovery.attribute_info(tenant, ctx.terms, request.path_params["attr"])
+        body = await self.discovery.attribute_info(
+            tenant, ctx.terms, request.path_params["attr"], grant_of(request).read_types
+        )
         return json_response(body, kind=kind, ctx=ctx)
 
     # -- §6.29 @context management --------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Discovery (§5.7.5–§5.7.8): entity types and attributes that exist in a tenant."""
+"""Discovery (§5.7.5–§5.7.8): entity types and attributes that exist in a tenant.
+
+``visible`` narrows it to the entity types a caller may read (the public types, for the public
+and citizens: hub/access.py): only those types, and the attributes of entities of those types,
+are named; an attribute count, which would include entities of other types, is left out.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +22,29 @@ class Discovery:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def types(self, tenant: str, terms: Any, *, details: bool) -> Any:
+    async def _types(self, tenant: str, visible: frozenset[str] | None) -> list[dict[str, Any]]:
         found = await self.store.entity_types(tenant)
+        return found if visible is None else [t for t in found if t["type"] in visible]
+
+    async def _attributes(
+        self, tenant: str, visible: frozenset[str] | None
+    ) -> list[dict[str, Any]]:
+        if visible is None:
+            return await self.store.attributes(tenant)
+        info: dict[str, dict[str, Any]] = {}
+        for t in await self._types(tenant, visible):
+            for attr, kinds in t["attrs"].items():
+                item = info.setdefault(
+                    attr, {"attr": attr, "kinds": set(), "types": set(), "count": None}
+                )
+                item["kinds"] |= set(kinds)
+                item["types"].add(t["type"])
+        return [info[a] for a in sorted(info)]
+
+    async def types(
+        self, tenant: str, terms: Any, *, details: bool, visible: frozenset[str] | None = None
+    ) -> Any:
+        found = await self._types(tenant, visible)
         if not details:
             return {
                 "id": _list_id("EntityTypeList"),
@@ -35,9 +61,11 @@ class Discovery:
             for t in found
         ]
 
-    async def type_info(self, tenant: str, terms: Any, type_name: str) -> dict[str, Any]:
+    async def type_info(
+        self, tenant: str, terms: Any, type_name: str, visible: frozenset[str] | None = None
+    ) -> dict[str, Any]:
         iri = terms.expand(type_name)
-        for t in await self.store.entity_types(tenant):
+        for t in await self._types(tenant, visible):
             if t["type"] == iri:
                 return {
                     "id": iri,
@@ -57,7 +85,7 @@ class Discovery:
         raise ResourceNotFound(f"no entity of type {type_name} exists")
 
     def _attribute(self, terms: Any, info: dict[str, Any]) -> dict[str, Any]:
-        return {
+        out = {
             "id": info["attr"],
             "type": "Attribute",
             "attributeName": terms.compact(info["attr"]),
@@ -65,9 +93,14 @@ class Discovery:
             "attributeTypes": sorted(info["kinds"]),
             "typeNames": sorted(terms.compact(t) for t in info["types"]),
         }
+        if info["count"] is None:
+            del out["attributeCount"]
+        return out
 
-    async def attributes(self, tenant: str, terms: Any, *, details: bool) -> Any:
-        found = await self.store.attributes(tenant)
+    async def attributes(
+        self, tenant: str, terms: Any, *, details: bool, visible: frozenset[str] | None = None
+    ) -> Any:
+        found = await self._attributes(tenant, visible)
         if not details:
             return {
                 "id": _list_id("AttributeList"),
@@ -76,9 +109,11 @@ class Discovery:
             }
         return [self._attribute(terms, a) for a in found]
 
-    async def attribute_info(self, tenant: str, terms: Any, name: str) -> dict[str, Any]:
+    async def attribute_info(
+        self, tenant: str, terms: Any, name: str, visible: frozenset[str] | None = None
+    ) -> dict[str, Any]:
         iri = terms.expand(name)
-        for info in await self.store.attributes(tenant):
+        for info in await self._attributes(tenant, visible):
             if info["attr"] == iri:
                 return self._attribute(terms, info)
         raise ResourceNotFound(f"no entity has an attribute {name}")
