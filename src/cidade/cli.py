@@ -6,9 +6,14 @@ import argparse
 import asyncio
 import os
 import sys
+import urllib.parse
+from typing import TYPE_CHECKING
 
 from cidade import __version__
-from cidade.config import load_settings, settings_to_env
+from cidade.config import Settings, load_settings, settings_to_env
+
+if TYPE_CHECKING:
+    from cidade.store import Store
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -202,6 +207,42 @@ def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(url: str) -> str:
+    """A store URL fit to print: without its password."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urllib.parse.urlunsplit(parts._replace(netloc=netloc))
+
+
+async def _existing_store(settings: Settings, command: str) -> Store | None:
+    """The store a command acts on, opened, when it exists; else None, having said so. Only
+    `serve`, `demo` and `migrate` make a store: a mistyped or forgotten --store must not
+    leave an empty one behind (and then fail for want of an account)."""
+    from cidade.store import open_store
+
+    store = open_store(settings.store)
+    try:
+        exists = await store.exists()
+    except Exception as exc:  # a server that cannot be reached, refused credentials
+        print(
+            f"cidade {command}: cannot reach the store {_shown(settings.store)}: {exc}",
+            file=sys.stderr,
+        )
+        return None
+    if not exists:
+        print(
+            f"cidade {command}: there is no store at {_shown(settings.store)}; name the"
+            " platform's with --store (or CIDADE_STORE), or make a new one with"
+            f" `cidade migrate --store {_shown(settings.store)}`",
+            file=sys.stderr,
+        )
+        return None
+    await store.open()
+    return store
+
+
 def _user(args: argparse.Namespace) -> int:
     """`cidade user ...`: accounts, straight on the store (the first administrator has no one
     to log in as yet). Each change is audited as done by the command line."""
@@ -210,7 +251,6 @@ def _user(args: argparse.Namespace) -> int:
     from cidade.auth.accounts import AccountError, Accounts, NotFound, public_account
     from cidade.auth.audit import Audit
     from cidade.auth.principal import EVERY_TENANT, Principal
-    from cidade.store import open_store
 
     settings = load_settings(store=args.store)
     actor = Principal(
@@ -229,8 +269,9 @@ def _user(args: argparse.Namespace) -> int:
         return first
 
     async def run() -> int:
-        store = open_store(settings.store)
-        await store.open()
+        store = await _existing_store(settings, f"user {args.action}")
+        if store is None:
+            return 2
         try:
             accounts = Accounts(store, Audit(store), session_max_age=settings.session_max_age)
             if args.action == "add":
@@ -282,13 +323,13 @@ def _key(args: argparse.Namespace) -> int:
     """`cidade key add`: an API key for an account (a script, a device), printed once."""
     from cidade.auth.accounts import AccountError, Accounts, account_principal
     from cidade.auth.audit import Audit
-    from cidade.store import open_store
 
     settings = load_settings(store=args.store)
 
     async def run() -> int:
-        store = open_store(settings.store)
-        await store.open()
+        store = await _existing_store(settings, "key add")
+        if store is None:
+            return 2
         try:
             account = await store.get_account(args.owner)
             if account is None:

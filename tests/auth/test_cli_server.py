@@ -28,6 +28,7 @@ def cidade(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
 
 def test_first_admin_from_the_cli_then_a_guarded_server(tmp_path):
     store = f"sqlite:///{tmp_path}/c.db"
+    assert cidade("migrate", "--store", store).returncode == 0
     made = cidade(
         "user",
         "add",
@@ -87,3 +88,64 @@ def test_first_admin_from_the_cli_then_a_guarded_server(tmp_path):
         stop(proc)
     output = proc.stdout.read().decode()
     assert token not in output and "a long root password" not in output
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_cli_commands_never_make_a_store(kind, tmp_path, monkeypatch, capsys):
+    """`key add` or `user ...` on a store that is not there is an error naming it, and leaves
+    nothing behind (it used to make an empty cidade.db, then fail for want of an account);
+    only serve, demo and migrate make a store."""
+    import asyncio
+    import uuid
+
+    import asyncpg
+
+    from cidade.cli import main
+    from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CIDADE_STORE", raising=False)
+    if kind == "sqlite":
+        assert main(["key", "add", "--owner", "maria"]) == 2
+        assert "no store at sqlite:///cidade.db" in capsys.readouterr().err
+        assert list(tmp_path.iterdir()) == []
+        store = f"sqlite:///{tmp_path}/var/cidade.db"
+        schema = None
+    else:
+        reason = postgres_unavailable()
+        if reason:
+            pytest.skip(reason)
+        schema = f"c_{uuid.uuid4().hex[:12]}"
+        store = f"{PG_URL}?schema={schema}"
+
+    async def schema_exists() -> bool:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            found = await conn.fetchval(
+                "SELECT 1 FROM information_schema.schemata WHERE schema_name = $1", schema
+            )
+            return found is not None
+        finally:
+            await conn.close()
+
+    try:
+        for command in (
+            ["user", "add", "maria", "--no-password"],
+            ["user", "list"],
+            ["key", "add", "--owner", "maria"],
+        ):
+            assert main([*command, "--store", store]) == 2
+            err = capsys.readouterr().err
+            assert f"no store at {store}" in err and "cidade migrate" in err
+        if schema is None:
+            assert list(tmp_path.iterdir()) == []
+        else:
+            assert not asyncio.run(schema_exists())
+        # Made on purpose, it is used.
+        assert main(["migrate", "--store", store]) == 0
+        assert main(["user", "add", "maria", "--no-password", "--store", store]) == 0
+        assert main(["key", "add", "--owner", "maria", "--store", store]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-1].startswith("cdk_")
+    finally:
+        if schema is not None:
+            drop_schema(schema)

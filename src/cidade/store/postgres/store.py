@@ -120,6 +120,17 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         self._listener: asyncpg.Connection | None = None
         self._topics: dict[str, list[Callable[[], None]]] = {}
 
+    async def exists(self) -> bool:
+        try:
+            conn = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
+        except asyncpg.InvalidCatalogNameError:
+            return False  # no such database
+        try:
+            table = f'"{self.schema}".schema_migrations' if self.schema else "schema_migrations"
+            return await conn.fetchval("SELECT to_regclass($1)", table) is not None
+        finally:
+            await conn.close()
+
     async def open(self) -> None:
         conn = await asyncpg.connect(self.dsn, server_settings=self.server_settings)
         try:

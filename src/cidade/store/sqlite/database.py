@@ -134,8 +134,6 @@ class Database:
         if path == ":memory:":
             # A shared in-memory database, so the writer and the readers see the same data.
             path = f"file:cidade-mem-{id(self)}?mode=memory&cache=shared"
-        elif not path.startswith("file:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._setup = setup
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -180,7 +178,14 @@ class Database:
         assert isinstance(conn, OwnedConnection)
         return conn
 
+    @property
+    def exists(self) -> bool:
+        """Whether the database is there already (an in-memory one always is)."""
+        return self.path.startswith("file:") or Path(self.path).is_file()
+
     def start(self, init: Callable[[sqlite3.Connection], None]) -> None:
+        if not self.path.startswith("file:"):
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = self._owned()
         init(conn)
         self._writer = threading.Thread(

@@ -115,6 +115,9 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         self.recent_rows = 0
         self.series = SeriesNumbers(self.db)  # only the writer thread
 
+    async def exists(self) -> bool:
+        return self.db.exists
+
     async def open(self) -> None:
         self.db.start(_init)
 
