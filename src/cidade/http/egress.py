@@ -128,15 +128,16 @@ class EgressPolicy:
             raise TargetRefused(f"connections to {ip} are not allowed")
         return str(ip)
 
-    async def check_host(self, host: str) -> None:
+    async def check_host(self, host: str, timeout: float = 2.0) -> None:
         """Refuse (TargetRefused) a host that is, or resolves only to, addresses that may not
-        be reached; a name that does not resolve now passes (it is checked again, always,
-        when it is connected to)."""
+        be reached; a name that does not resolve now, or not within ``timeout`` seconds,
+        passes (it is checked again, always, when it is connected to)."""
         try:
-            await self.resolve(host, 0)
+            async with asyncio.timeout(timeout):
+                await self.resolve(host, 0)
         except TargetRefused:
             raise
-        except OSError:
+        except (OSError, TimeoutError):
             pass
 
 
