@@ -532,6 +532,8 @@ def test_a_deleted_subscription_does_not_hold_up_its_endpoint(client, receiver):
     update(client, no2=2)
     (got,) = receiver.wait_for(1, timeout=10)
     assert got.body["data"][0]["no2"]["value"] == 2
+
+
 def test_a_subscription_that_no_longer_compiles_is_shown_invalid_and_stops_no_write(
     client, receiver, caplog
 ):
