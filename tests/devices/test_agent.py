@@ -103,6 +103,18 @@ def test_the_t_parameter_times_every_measure_object_of_a_message(client):
     assert entity(client, AQ).json()["no2"]["value"] == 2
 
 
+def test_an_autoprovisioned_device_reads_back_as_a_provisioned_one(client):
+    """With the members the API documents (IotDeviceOut): its entity's name too (the served
+    fuzz session found GET /iot/devices without entity_name)."""
+    provision(client)
+    assert send(client, "aq1", {"n": 1}).status_code == 200
+    device = client.get("/iot/devices/aq1", headers=CITY).json()
+    assert device["entity_name"] == AQ and device["entity_type"] == "AirQualityObserved"
+    listed = client.get("/iot/devices", headers=CITY).json()["devices"]
+    assert [d["entity_name"] for d in listed] == [AQ]
+    assert entity(client, AQ).json()["no2"]["value"] == 1
+
+
 def test_refused_messages_write_nothing(client):
     provision(client)
     assert send(client, "aq1", {"n": 1}).status_code == 200

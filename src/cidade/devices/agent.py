@@ -19,7 +19,14 @@ from typing import Any
 
 import orjson
 
-from cidade.devices.mapping import MappingError, Profile, build_profile, single_value, to_fragment
+from cidade.devices.mapping import (
+    MappingError,
+    Profile,
+    build_profile,
+    entity_id_for,
+    single_value,
+    to_fragment,
+)
 from cidade.devices.messages import CommandAnswer, Measure
 from cidade.hub.batch import updated_with
 from cidade.hub.model import (
@@ -113,10 +120,13 @@ class Agent:
                 raise Refused(
                     "unknown device, and its group does not provision devices", "unknown_device"
                 )
+            entity_type = group.get("entity_type") or "Thing"
+            # Recorded as a provisioned device's is (device_record): its entity's name too.
             device = {
                 "device_id": device_id,
                 "apikey": apikey,
-                "entity_type": group.get("entity_type") or "Thing",
+                "entity_type": entity_type,
+                "entity_name": entity_id_for(entity_type, device_id),
                 "protocol": "IoTA-JSON",
                 "transport": "HTTP" if resource else "MQTT",
                 "service_path": group.get("service_path", "/"),
