@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from cidade.http.responses import problem_response
 from cidade.ngsild.errors import BadRequestData
 
+# A '+' between a time of day and a two-digit UTC offset (``10:00:00+01:00``, ':' raw or as %3A):
+# the one place where a client that did not encode its URL meant a plus sign.
+_OFFSET_PLUS = re.compile(
+    rb"([0-9]{2}(?::|%3[Aa])[0-9]{2}(?:(?::|%3[Aa])[0-9]{2}(?:\.[0-9]+)?)?)\+([0-9]{2})"
+)
+
 
 class LiteralPlus:
-    """ASGI middleware: a '+' in a query string is a plus sign (RFC 3986), not a space (the HTML
-    forms convention Starlette follows). NGSI-LD values like ``2026-01-01T10:00:00+01:00`` in
-    ``q`` depend on it; a space is sent as %20."""
+    """ASGI middleware: a '+' in a query string is a space, as every form encoder (Python's
+    requests, JavaScript's URLSearchParams, Java's URLEncoder, ...) writes it and Starlette reads
+    it, except between a time and its UTC offset: ``q=t.observedAt>2026-01-01T10:00:00+01:00``
+    typed into a URL by hand keeps its '+' (a space is never valid there). Encoders send a plus
+    sign as %2B."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -26,7 +35,9 @@ class LiteralPlus:
                 await problem_response(error)(scope, receive, send)
                 return
             if b"+" in query:
-                scope = {**scope, "query_string": query.replace(b"+", b"%2B")}
+                fixed = _OFFSET_PLUS.sub(rb"\1%2B\2", query)
+                if fixed != query:
+                    scope = {**scope, "query_string": fixed}
         await self.app(scope, receive, send)
 
 

@@ -39,9 +39,11 @@ from cidade.hub.http import (
     tenant_of,
 )
 from cidade.hub.jsonld import ContextResolver, TermMap
-from cidade.hub.model import View, check_entity_id, geojson_feature, render_entity
+from cidade.hub.linked import Join, Joined, join_linked, parse_join
+from cidade.hub.model import View, check_entity_id, geojson_feature, is_uri, render_entity
 from cidade.hub.params import check_params
-from cidade.hub.querying import build_query, projection, query_from_body
+from cidade.hub.projection import parse_projection
+from cidade.hub.querying import attribute_names, build_query, query_from_body
 from cidade.ngsild.errors import (
     BadRequestData,
     InvalidRequest,
@@ -88,30 +90,77 @@ class HubApi:
         ctx = await context_for_body(self.resolver, request, body, kind)
         return _strip_context(body), ctx
 
-    def _view(self, request: Request, ctx: Ctx) -> View:
-        if not request.scope.get("query_string"):
+    def _view(self, request: Request, ctx: Ctx, body: dict[str, Any] | None = None) -> View:
+        """How the request asks to see entities (§6.3: format, options, attrs, pick, omit,
+        lang, datasetId); a Query body (POST /entityOperations/query) may carry attrs, pick,
+        omit, lang and datasetId itself."""
+        if not request.scope.get("query_string") and not body:
             return View(ctx.terms)
         reject_unsupported(request)
+        params = request.query_params
+        given = body or {}
         opts = options_param(request)
-        pick = list_param(request, "pick")
-        omit = list_param(request, "omit")
-        if pick and omit:
-            raise BadRequestData("pick and omit cannot be used together")
-        attrs = list_param(request, "attrs")
+        attrs = list_param(request, "attrs") or _names(given.get("attrs"), "attrs")
+        pick = _param_or_member(params, given, "pick")
+        omit = _param_or_member(params, given, "omit")
+        if attrs and (pick is not None or omit is not None):
+            raise BadRequestData("attrs cannot be combined with pick or omit (§4.21)")
+        picked = parse_projection(pick, ctx.terms, omit=False) if pick is not None else None
+        omitted = parse_projection(omit, ctx.terms, omit=True) if omit is not None else None
+        if picked is not None and omitted is not None:
+            both = picked.members & omitted.members
+            if both:
+                raise BadRequestData(f"{', '.join(sorted(both))} cannot be in both pick and omit")
+        datasets = list_param(request, "datasetId") or _names(given.get("datasetId"), "datasetId")
+        for dataset in datasets:
+            if dataset != "@none" and not is_uri(dataset):
+                raise BadRequestData(f"datasetId {dataset!r} is neither a URI nor @none")
+        lang = params.get("lang", given.get("lang"))
+        if lang is not None and not isinstance(lang, str):
+            raise BadRequestData("lang must be a string")
         return View(
             ctx.terms,
             form=representation(request),
             sys_attrs="sysAttrs" in opts,
-            attrs=projection(ctx.terms, attrs) if attrs else None,
-            pick=projection(ctx.terms, pick) if pick else None,
-            omit=projection(ctx.terms, omit) if omit else None,
-            lang=request.query_params.get("lang"),
+            attrs=attribute_names(ctx.terms, attrs) if attrs else None,
+            pick=picked,
+            omit=omitted,
+            lang=lang,
+            datasets=datasets or None,
+        )
+
+    @staticmethod
+    def _join(request: Request, body: dict[str, Any] | None = None) -> Join | None:
+        """``join`` and ``joinLevel`` (§4.5.23), from the query string or a Query body."""
+        if not request.scope.get("query_string") and not body:
+            return None
+        params = request.query_params
+        given = body or {}
+        return parse_join(
+            params.get("join", given.get("join")), params.get("joinLevel", given.get("joinLevel"))
         )
 
     def _render_many(
-        self, request: Request, entities: list[dict], view: View, kind: str, ctx: Ctx, headers: dict
+        self,
+        request: Request,
+        entities: list[dict],
+        view: View,
+        kind: str,
+        ctx: Ctx,
+        headers: dict,
+        linked: Joined | None = None,
     ) -> Response:
-        items = [render_entity(e, view) for e in entities]
+        if linked is not None:
+            items = linked.items
+        else:
+            items = [render_entity(e, view) for e in entities]
+        if view.pick is not None or view.omit is not None:
+            # An entity left with no member by pick/omit is not part of the result (§4.21).
+            kept = [(e, r) for e, r in zip(entities, items, strict=True) if r]
+            entities, items = [e for e, _ in kept], [r for _, r in kept]
+        if linked is not None and linked.linked:
+            entities = [*entities, *linked.linked_entities]
+            items = [*items, *linked.linked]
         if kind == GEO_JSON:
             geo = self._geometry_property(request, ctx)
             return json_response(
@@ -127,8 +176,11 @@ class HubApi:
             )
         return json_response(items, kind=kind, ctx=ctx, headers=headers)
 
-    def query_from_params(self, request: Request, ctx: Ctx) -> EntityQuery:
-        """GET /entities and GET /temporal/entities share their filters and paging (§6.4.3.2)."""
+    def query_from_params(
+        self, request: Request, ctx: Ctx, *, ids_suffice: bool = True
+    ) -> EntityQuery:
+        """GET /entities and GET /temporal/entities share their filters and paging (§6.4.3.2).
+        Query Entities needs more than ids or an id pattern (§5.7.2.4: ``ids_suffice=False``)."""
         params = request.query_params
         limit, offset, count = page_params(
             request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
@@ -140,6 +192,7 @@ class HubApi:
             type_text=params.get("type"),
             attrs=list_param(request, "attrs"),
             q=params.get("q"),
+            scope_q=params.get("scopeQ"),
             georel=params.get("georel"),
             geometry=params.get("geometry"),
             coordinates=params.get("coordinates"),
@@ -148,6 +201,7 @@ class HubApi:
             offset=offset,
             count=count,
             require_filter=not _boolean(params, "local"),
+            ids_suffice=ids_suffice,
         )
 
     @staticmethod
@@ -198,6 +252,14 @@ class HubApi:
             return QueryResult([], 0 if query.count else None)
         return await self.store.query(tenant, narrowed)
 
+    async def _join_linked(
+        self, request: Request, tenant: str, entities: list[dict], view: View, join: Join
+    ) -> Joined:
+        """Linked entity retrieval (§4.5.23), with only the linked entities the caller may read."""
+        return await join_linked(
+            self.store, tenant, entities, view, join, lambda e: self.visible(request, e)
+        )
+
     def _geometry_property(self, request: Request, ctx: Ctx) -> str:
         return ctx.terms.expand(request.query_params.get("geometryProperty", "location"))
 
@@ -219,13 +281,17 @@ class HubApi:
         tenant = await self.read_tenant(request)
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request)
-        query = self.query_from_params(request, ctx)
+        query = self.query_from_params(request, ctx, ids_suffice=False)
         view = self._view(request, ctx)
+        join = self._join(request)
         result = await self.run_query(request, tenant, query)
         headers = {}
         if result.count is not None:
             headers["NGSILD-Results-Count"] = str(result.count)
-        return self._render_many(request, result.entities, view, kind, ctx, headers)
+        linked = None
+        if join is not None:
+            linked = await self._join_linked(request, tenant, result.entities, view, join)
+        return self._render_many(request, result.entities, view, kind, ctx, headers, linked)
 
     async def retrieve_entity(self, request: Request) -> Response:
         """§6.5.3.1 Retrieve Entity (§5.7.1)."""
@@ -234,12 +300,31 @@ class HubApi:
         ctx = await context_for_read(self.resolver, request)
         kind = accepted(request)
         view = self._view(request, ctx)
+        join = self._join(request)
         entity = await self.entities.get(tenant, request.path_params["entity_id"])
         if not self.visible(request, entity):
             raise ResourceNotFound(f"entity {entity['id']} not found")
-        body = render_entity(entity, view)
+        if view.attrs is not None and view.attrs.isdisjoint(entity["attrs"]):
+            raise ResourceNotFound(f"entity {entity['id']} has none of the attributes asked for")
+        if join is None:
+            body: Any = render_entity(entity, view)
+            linked = None
+        else:
+            linked = await self._join_linked(request, tenant, [entity], view, join)
+            body = linked.items[0] if linked.items else {}
+        if not body:
+            raise ResourceNotFound(f"nothing of entity {entity['id']} is left by pick and omit")
         if kind == GEO_JSON:
-            body = geojson_feature(entity, body, self._geometry_property(request, ctx))
+            geo = self._geometry_property(request, ctx)
+            body = geojson_feature(entity, body, geo)
+            if linked is not None and linked.linked:
+                features = [body] + [
+                    geojson_feature(e, r, geo)
+                    for e, r in zip(linked.linked_entities, linked.linked, strict=True)
+                ]
+                body = {"type": "FeatureCollection", "features": features}
+        elif linked is not None and linked.linked:
+            body = [body, *linked.linked]  # flat: the entity, then the entities it links to
         return json_response(body, kind=kind, ctx=ctx)
 
     async def entity_without_id(self, request: Request) -> Response:
@@ -456,15 +541,25 @@ class HubApi:
         limit, offset, count = page_params(
             request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
         )
-        query = query_from_body(ctx.terms, body, limit=limit, offset=offset, count=count)
-        view = self._view(request, ctx)
-        if query.attrs:
-            view.attrs = frozenset(query.attrs)
+        query = query_from_body(
+            ctx.terms,
+            body,
+            limit=limit,
+            offset=offset,
+            count=count,
+            require_filter=not _boolean(request.query_params, "local"),
+            ids_suffice=False,
+        )
+        view = self._view(request, ctx, body)
+        join = self._join(request, body)
         result = await self.run_query(request, tenant, query)
         headers = {}
         if result.count is not None:
             headers["NGSILD-Results-Count"] = str(result.count)
-        return self._render_many(request, result.entities, view, kind, ctx, headers)
+        linked = None
+        if join is not None:
+            linked = await self._join_linked(request, tenant, result.entities, view, join)
+        return self._render_many(request, result.entities, view, kind, ctx, headers, linked)
 
     # -- §6.25–§6.28 discovery ------------------------------------------------------------------
 
@@ -630,6 +725,32 @@ def _boolean(params: Any, name: str) -> bool:
     if value not in ("true", "false"):
         raise BadRequestData(f"{name} must be true or false")
     return value == "true"
+
+
+def _param_or_member(params: Any, body: dict[str, Any], name: str) -> str | None:
+    """A projection (pick, omit) from the query string (its values joined), or a body's."""
+    values = params.getlist(name)
+    if values:
+        return ",".join(values)
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    if not isinstance(value, str):
+        raise BadRequestData(f"{name} must be a string or an array of strings")
+    return value
+
+
+def _names(value: object, name: str) -> list[str]:
+    """A Query body member that lists names: an array of strings (or one string)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadRequestData(f"{name} must be an array of strings")
+    return value
 
 
 def _strip_context(body: Any) -> Any:

@@ -107,7 +107,17 @@ class Discovery:
                 "type": "AttributeList",
                 "attributeList": [terms.compact(a["attr"]) for a in found],
             }
-        return [self._attribute(terms, a) for a in found]
+        # §5.7.9: the list's Attributes name their attribute and the entity types that have it;
+        # counts and attribute types are for one attribute's information (§5.7.10).
+        return [
+            {
+                "id": a["attr"],
+                "type": "Attribute",
+                "attributeName": terms.compact(a["attr"]),
+                "typeNames": sorted(terms.compact(t) for t in a["types"]),
+            }
+            for a in found
+        ]
 
     async def attribute_info(
         self, tenant: str, terms: Any, name: str, visible: frozenset[str] | None = None

@@ -164,7 +164,8 @@ def json_response(
     ctx: Ctx | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response:
-    """A response in ``kind``: JSON-LD bodies carry @context, JSON ones a Link header to it."""
+    """A response in ``kind``: JSON-LD bodies carry @context, JSON ones a Link header to it,
+    GeoJSON ones (a Feature or FeatureCollection) an @context member at the top (§6.3.15)."""
     out_headers = dict(headers or {})
     if ctx is not None:
         context = ctx.response_context()
@@ -173,6 +174,8 @@ def json_response(
                 body = [{**item, "@context": context} for item in body]
             elif isinstance(body, dict):
                 body = {**body, "@context": context}
+        elif kind == GEO_JSON and isinstance(body, dict):
+            body = {**body, "@context": context}
         elif isinstance(context, str):
             link = f"<{context}>; {LINK_REL}"
             # Beside page links (page_links), if any: one Link header, comma-separated.
@@ -241,10 +244,31 @@ def list_param(request: Request, name: str) -> list[str]:
     return values
 
 
+OPTIONS = frozenset(
+    {
+        "keyValues",
+        "simplified",
+        "concise",
+        "normalized",
+        "sysAttrs",
+        "noOverwrite",
+        "replace",
+        "update",
+    }
+)
+# The representations (§4.5) by the names format and options give them.
+FORMS = {
+    "keyValues": "keyValues",
+    "simplified": "keyValues",
+    "concise": "concise",
+    "normalized": "normalized",
+}
+
+
 def options_param(request: Request) -> set[str]:
+    """The ``options`` values; an unknown one is 400 InvalidRequest (§6.3.7: invalid options)."""
     opts = set(list_param(request, "options"))
-    allowed = {"keyValues", "concise", "normalized", "sysAttrs", "noOverwrite", "replace", "update"}
-    unknown = opts - allowed
+    unknown = opts - OPTIONS
     if unknown:
         # §6.3.20: a parameter's value the operation does not define, as an unknown parameter.
         raise InvalidRequest(f"unknown options: {', '.join(sorted(unknown))}")
@@ -252,29 +276,26 @@ def options_param(request: Request) -> set[str]:
 
 
 def representation(request: Request) -> str:
-    """normalized | concise | keyValues, from ``format`` (1.8) or ``options`` (older)."""
+    """normalized | concise | keyValues, from ``format`` (1.8; it wins over options) or
+    ``options`` (older). An unknown format is 400 InvalidRequest."""
     fmt = request.query_params.get("format")
     opts = options_param(request)
     if fmt is not None:
-        if fmt not in ("keyValues", "concise", "normalized", "simplified"):
+        if fmt not in FORMS:
             raise InvalidRequest(f"unknown format {fmt!r}")
-        return "keyValues" if fmt == "simplified" else fmt
-    forms = opts & {"keyValues", "concise", "normalized"}
+        return FORMS[fmt]
+    forms = {FORMS[o] for o in opts if o in FORMS}
     if len(forms) > 1:
-        raise BadRequestData(f"options {', '.join(sorted(forms))} cannot be combined")
+        raise BadRequestData(f"options {', '.join(sorted(opts & FORMS.keys()))} cannot be combined")
     return next(iter(forms), "normalized")
 
 
 # Query parameters of later NGSI-LD versions or optional features this broker does not offer yet:
 # refusing them (501) is better than silently answering as if they were not there.
 UNSUPPORTED_PARAMS = (
-    "scopeQ",
     "csf",
-    "join",
-    "joinLevel",
     "entityMap",
     "containedBy",
-    "datasetId",
     "expandValues",
     "orderBy",
     "collation",

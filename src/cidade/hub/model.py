@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from cidade.ngsild import timefmt
@@ -345,10 +346,33 @@ def _check_value(kind: str, value: Any, what: str, terms: Terms) -> Any:
 # -- stored -> client ---------------------------------------------------------------------------
 
 
-class View:
-    """How a client asked to see entities (one per request)."""
+@dataclass(frozen=True, slots=True)
+class Projection:
+    """One level of a pick or an omit (§4.21; parsed by hub/projection.py): the members it
+    applies to (expanded attribute IRIs, or ``id``, ``type``, ``scope``) and, by relationship
+    IRI, the projection of the entities that relationship links to."""
 
-    __slots__ = ("attrs", "form", "lang", "omit", "pick", "sys_attrs", "terms")
+    members: frozenset[str]
+    linked: Mapping[str, Projection] = field(default_factory=dict)
+
+    def of_linked(self, relationship: str) -> Projection | None:
+        return self.linked.get(relationship)
+
+
+def _as_projection(value: Projection | Iterable[str] | None) -> Projection | None:
+    """A Projection as given, or one of plain member names (no nested parts); None for none."""
+    if value is None or isinstance(value, Projection):
+        return value
+    members = frozenset(value)
+    return Projection(members) if members else None
+
+
+class View:
+    """How a client asked to see entities (one per request). ``pick`` and ``omit`` are
+    projections (hub/projection.py); ``datasets`` keeps only the attribute instances of those
+    datasetIds ("@none": the default instance, §4.5.5)."""
+
+    __slots__ = ("attrs", "datasets", "form", "lang", "omit", "pick", "sys_attrs", "terms")
 
     def __init__(
         self,
@@ -357,23 +381,25 @@ class View:
         form: str = "normalized",
         sys_attrs: bool = False,
         attrs: Iterable[str] | None = None,
-        pick: Iterable[str] | None = None,
-        omit: Iterable[str] | None = None,
+        pick: Projection | Iterable[str] | None = None,
+        omit: Projection | Iterable[str] | None = None,
         lang: str | None = None,
+        datasets: Iterable[str] | None = None,
     ) -> None:
         self.terms = terms
         self.form = form
         self.sys_attrs = sys_attrs
         self.attrs = frozenset(attrs) if attrs else None
-        self.pick = frozenset(pick) if pick else None
-        self.omit = frozenset(omit) if omit else frozenset()
+        self.pick = _as_projection(pick)
+        self.omit = _as_projection(omit)
         self.lang = _parse_lang(lang) if lang else None
+        self.datasets = frozenset(datasets) if datasets else None
 
     def wants(self, member: str) -> bool:
         """Whether a top-level member (an expanded attribute IRI, or id/type/scope) is shown."""
-        if member in self.omit:
+        if self.omit is not None and member in self.omit.members:
             return False
-        if self.pick is not None and member not in self.pick:
+        if self.pick is not None and member not in self.pick.members:
             return False
         if self.attrs is not None and member not in (
             "id",
@@ -385,14 +411,37 @@ class View:
             return member in self.attrs
         return True
 
+    def of_linked(self, relationship: str) -> View:
+        """The view of the entities a relationship links to (§4.5.23): the same representation,
+        with the part of pick and omit nested under that relationship (§4.21)."""
+        view = View.__new__(View)
+        view.terms = self.terms
+        view.form = self.form
+        view.sys_attrs = self.sys_attrs
+        view.attrs = None
+        view.pick = self.pick.of_linked(relationship) if self.pick is not None else None
+        view.omit = self.omit.of_linked(relationship) if self.omit is not None else None
+        view.lang = self.lang
+        view.datasets = self.datasets
+        return view
+
 
 def _parse_lang(header: str) -> list[str]:
-    langs = []
-    for part in header.split(","):
-        tag = part.split(";")[0].strip()
-        if tag:
-            langs.append(tag)
-    return langs
+    """The language tags of a ``lang`` parameter (§4.15: as Accept-Language), the most
+    preferred first: by their q-value, then in the order given."""
+    ranked: list[tuple[float, int, str]] = []
+    for n, part in enumerate(header.split(",")):
+        tag, *weights = (f.strip() for f in part.split(";"))
+        q = 1.0
+        for w in weights:
+            if w.startswith("q="):
+                try:
+                    q = float(w[2:])
+                except ValueError:
+                    q = 0.0
+        if tag and q > 0:
+            ranked.append((-q, n, tag))
+    return [tag for _, _, tag in sorted(ranked)]
 
 
 def render_entity(entity: dict[str, Any], view: View) -> dict[str, Any]:
@@ -407,14 +456,19 @@ def render_entity(entity: dict[str, Any], view: View) -> dict[str, Any]:
         scope = entity["scope"]
         out["scope"] = scope[0] if len(scope) == 1 else scope
     if view.sys_attrs:
-        out["createdAt"] = entity["createdAt"]
-        out["modifiedAt"] = entity["modifiedAt"]
-    everything = view.pick is None and view.attrs is None and not view.omit
+        out["createdAt"] = timefmt.display(entity["createdAt"])
+        out["modifiedAt"] = timefmt.display(entity["modifiedAt"])
+    everything = view.pick is None and view.attrs is None and view.omit is None
     # The common case (normalized, no sysAttrs, no lang) has a lean renderer of its own.
     plain = view.form == "normalized" and not view.sys_attrs and not view.lang
+    datasets = view.datasets
     for iri, instances in entity["attrs"].items():
         if not everything and not view.wants(iri):
             continue
+        if datasets is not None:
+            instances = [i for i in instances if i.get("datasetId", "@none") in datasets]
+            if not instances:
+                continue
         name = terms.compact(iri)
         if view.form == "keyValues":
             out[name] = _key_values(instances, view)
@@ -439,8 +493,8 @@ def _key_values(instances: list[dict], view: View) -> Any:
 
 def _pick_language(language_map: dict[str, Any], langs: list[str]) -> tuple[str, Any] | None:
     for lang in langs:
-        if lang == "*":
-            return None
+        if lang == "*":  # any language: the first the map holds
+            break
         if lang in language_map:
             return lang, language_map[lang]
     if "@none" in language_map:
@@ -466,6 +520,7 @@ def _key_value(inst: dict[str, Any], view: View) -> Any:
 
 
 _HIDDEN = frozenset({"createdAt", "modifiedAt", "deletedAt"})
+_TIMES = frozenset({"observedAt", "createdAt", "modifiedAt", "deletedAt"})
 _VOCAB_MEMBERS = frozenset({"vocab", "objectType", "previousVocab"})
 
 
@@ -479,6 +534,8 @@ def _render_plain(inst: dict[str, Any], terms: Terms) -> dict[str, Any]:
             out[terms.compact(key)] = _render_plain(val, terms)
         elif key in _VOCAB_MEMBERS:
             out[key] = terms.compact_vocab_value(val)
+        elif key == "observedAt":
+            out[key] = timefmt.display(val)
         else:
             out[key] = val
     return out
@@ -509,7 +566,11 @@ def _render_instance(inst: dict[str, Any], view: View) -> Any:
         if key in META or key in _PREVIOUS_MEMBERS:
             if key in SYSTEM and not view.sys_attrs:
                 continue
-            out[key] = terms.compact_vocab_value(val) if key in _VOCAB_MEMBERS else val
+            if key in _VOCAB_MEMBERS:
+                val = terms.compact_vocab_value(val)
+            elif key in _TIMES:
+                val = timefmt.display(val)
+            out[key] = val
         elif ":" in key:
             out[terms.compact(key)] = _render_instance(val, view)
     if concise and len(out) == 1 and member in ("value",):

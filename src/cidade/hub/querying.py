@@ -12,6 +12,7 @@ from cidade.hub.model import check_entity_id, expand_name
 from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.query.geo import parse_geoquery
 from cidade.ngsild.query.q import parse_q
+from cidade.ngsild.query.scope import parse_scope_q
 from cidade.ngsild.query.types import parse_type_expression
 from cidade.store.base import EntityQuery
 
@@ -36,6 +37,7 @@ def build_query(
     type_text: str | None = None,
     attrs: list[str] | None = None,
     q: str | None = None,
+    scope_q: str | None = None,
     georel: str | None = None,
     geometry: str | None = None,
     coordinates: Any = None,
@@ -44,6 +46,7 @@ def build_query(
     offset: int = 0,
     count: bool = False,
     require_filter: bool = True,
+    ids_suffice: bool = True,
 ) -> EntityQuery:
     query = EntityQuery(limit=limit, offset=offset, count=count)
 
@@ -59,25 +62,38 @@ def build_query(
     if type_text:
         query.types = parse_type_expression(type_text, _type_iri(terms))
     if attrs:
-        query.attrs = [name_iri(a) for a in attrs]
+        query.attrs = attribute_names(terms, attrs)
     if q:
         query.q = parse_q(q, name_iri)
+    if scope_q is not None:
+        if not isinstance(scope_q, str):
+            raise BadRequestData("scopeQ must be a string")
+        query.scope = parse_scope_q(scope_q)
     query.geo = parse_geoquery(georel, geometry, coordinates, geoproperty, name_iri)
-    if require_filter and not (
-        query.ids or query.id_pattern or query.types or query.attrs or query.q or query.geo
-    ):
-        # §6.4.3.2: a query needs at least one of type, id, attrs, q, geo (or local=true).
+    ids = ids_suffice and bool(query.ids or query.id_pattern)
+    if require_filter and not (ids or query.types or query.attrs or query.q or query.geo):
+        # §5.7.2.4: Query Entities needs an entity type selector, attribute names, a query, a
+        # geo-query or local=true; ids or an id pattern alone are not enough there.
         raise BadRequestData(
-            "a query needs at least one of: type, id, idPattern, attrs, q, a geo-query, local=true"
+            "a query needs at least one of: type, attrs, q, a geo-query, local=true"
+            + ("" if not ids_suffice else ", id, idPattern")
         )
     return query
 
 
 def query_from_body(
-    terms: Any, body: object, *, limit: int, offset: int, count: bool
+    terms: Any,
+    body: object,
+    *,
+    limit: int,
+    offset: int,
+    count: bool,
+    require_filter: bool = True,
+    ids_suffice: bool = True,
 ) -> EntityQuery:
     """A §5.2.23 Query object (the body of POST /entityOperations/query and of POST
-    /temporal/entityOperations/query) as one EntityQuery."""
+    /temporal/entityOperations/query) as one EntityQuery; ``require_filter`` and
+    ``ids_suffice`` as for build_query."""
     if not isinstance(body, dict) or body.get("type") != "Query":
         raise BadRequestData('the body must be a Query object ("type": "Query")')
     ids, patterns, types = _entity_selectors(body.get("entities"))
@@ -97,6 +113,7 @@ def query_from_body(
         type_text=types,
         attrs=attrs,
         q=q,
+        scope_q=body.get("scopeQ"),
         georel=geo_q.get("georel"),
         geometry=geo_q.get("geometry"),
         coordinates=geo_q.get("coordinates"),
@@ -104,6 +121,8 @@ def query_from_body(
         limit=limit,
         offset=offset,
         count=count,
+        require_filter=require_filter,
+        ids_suffice=ids_suffice,
     )
 
 
@@ -129,6 +148,20 @@ def _entity_selectors(
     pattern = "|".join(f"(?:{p})" for p in patterns) if patterns else None
     type_text = ",".join(f"({t})" for t in types)
     return ids or None, pattern, type_text
+
+
+# Members of every entity that are not attributes (§4.5.1): they cannot be named in attrs.
+CORE_MEMBERS = frozenset({"id", "type", "@id", "@type", "scope", "@context"})
+
+
+def attribute_names(terms: Any, names: list[str]) -> list[str]:
+    """The expanded IRIs of attribute names (attrs); 400 for a name that is not one."""
+    out = []
+    for name in names:
+        if name in CORE_MEMBERS:
+            raise BadRequestData(f"{name!r} is an entity member, not an attribute name (use pick)")
+        out.append(expand_name(name, terms))
+    return out
 
 
 def projection(terms: Any, names: list[str]) -> list[str]:

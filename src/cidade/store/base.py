@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from cidade.ngsild.query.geo import GeoQuery
 from cidade.ngsild.query.q import QNode
+from cidade.ngsild.query.scope import ScopeNode
 
 Entity = dict[str, Any]
 
@@ -70,6 +71,7 @@ class EntityQuery:
     types: TypeExpr | None = None
     attrs: Sequence[str] = ()  # entity must have at least one of these (expanded) attributes
     q: QNode | None = None
+    scope: ScopeNode | None = None  # scopeQ (§4.19)
     geo: GeoQuery | None = None
     limit: int = 20
     offset: int = 0
@@ -179,6 +181,11 @@ class Store(Protocol):
     async def tenant_exists(self, tenant: str) -> bool: ...
 
     async def get_entity(self, tenant: str, entity_id: str) -> Entity | None: ...
+
+    async def get_entities(self, tenant: str, entity_ids: Sequence[str]) -> list[Entity]:
+        """The entities of those ids that exist, in no particular order: one indexed read for
+        all of them (linked entity retrieval reads each level of links this way)."""
+        ...
 
     async def write(
         self, tenant: str, ops: Sequence[WriteOp], *, chain: WriteChain | None = None

@@ -197,17 +197,23 @@ def _build(kind: str, coords: Any) -> BaseGeometry:
 
 
 def _check_valid(geom: BaseGeometry, kind: str, what: str) -> None:
+    """Refuse what is no geometry at all (too few distinct points, a ring that is not closed);
+    a ring that touches or crosses itself, or polygons of a MultiPolygon that overlap, are
+    allowed (see validate_geojson_geometry)."""
     if not geom.is_valid:
         reason = shapely.is_valid_reason(geom)
-        raise BadRequestData(f"{what}: the {kind} is not a valid geometry ({reason})")
+        if not reason.startswith(("Self-intersection", "Ring Self-intersection")):
+            raise BadRequestData(f"{what}: the {kind} is not a valid geometry ({reason})")
 
 
 def validate_geojson_geometry(obj: Any) -> None:
     """Check a GeoProperty value (§4.7.1): a GeoJSON geometry of one of the six allowed types
     (not GeometryCollection) whose coordinates have the right shape, 2 or 3 numbers per position,
-    longitudes in [-180, 180], latitudes in [-90, 90], closed rings of >= 4 positions, and that
-    forms a valid (OGC) geometry. Other members (``bbox``, foreign members) are allowed as
-    RFC 7946 allows them. Raises BadRequestData with the reason."""
+    longitudes in [-180, 180], latitudes in [-90, 90], closed rings of >= 4 positions. RFC 7946
+    asks no more of a polygon: a ring that touches or crosses itself (not simple in the OGC
+    sense) is accepted, as PostGIS and other brokers accept it, and related as GEOS relates it.
+    Other members (``bbox``, foreign members) are allowed as RFC 7946 allows them. Raises
+    BadRequestData with the reason."""
     what = "GeoProperty value"
     if not isinstance(obj, dict):
         raise BadRequestData(f"{what} must be a GeoJSON geometry object, got {_short(obj)}")

@@ -84,6 +84,7 @@ from cidade.ngsild.query.q import (
     Term,
     relationship_allowed,
 )
+from cidade.ngsild.query.scope import ScopeAnd, ScopeNode, ScopeTerm, scope_regex
 
 _MEMBER_CLASS = {KIND_REL: "r", KIND_LANG: "l", KIND_JSON: "j"}
 
@@ -877,4 +878,31 @@ def to_postgres(
     return sql, builder.params
 
 
-__all__ = ["GinIndex", "to_postgres", "translate_regex"]
+__all__ = ["GinIndex", "scope_to_postgres", "to_postgres", "translate_regex"]
+
+
+def scope_to_postgres(
+    node: ScopeNode, doc_column: str = "e.doc", first_param: int = 1
+) -> tuple[str, list[str]]:
+    """SQL true for the rows whose ``doc_column`` (jsonb, stored form) has scopes that satisfy
+    the scope query (§4.19), as ``scope.evaluate_scope`` decides; placeholders from
+    ``$first_param`` on, their text values in the list."""
+    params: list[str] = []
+
+    def sql(n: ScopeNode) -> str:
+        if isinstance(n, ScopeTerm):
+            if n.exact:
+                params.append("/" + "/".join(n.levels))
+                test = f"s.v = ${first_param + len(params) - 1}::text"
+            else:
+                params.append(scope_regex(n))
+                test = f"s.v ~ ${first_param + len(params) - 1}::text"
+            return (
+                f"EXISTS (SELECT 1 FROM jsonb_array_elements_text("
+                f"CASE jsonb_typeof({doc_column} -> 'scope') WHEN 'array'"
+                f" THEN {doc_column} -> 'scope' END) AS s(v) WHERE {test})"
+            )
+        joiner = " AND " if isinstance(n, ScopeAnd) else " OR "
+        return "(" + joiner.join(sql(i) for i in n.items) + ")"
+
+    return sql(node), params

@@ -50,7 +50,7 @@ from cidade.store.outbox import UNPARK_LANE_POSTGRES, status_info, status_rows
 from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
-from cidade.store.postgres.q import to_postgres
+from cidade.store.postgres.q import scope_to_postgres, to_postgres
 
 log = logging.getLogger("cidade.store")
 CLOSE_TIMEOUT = 5.0  # seconds a graceful close may take
@@ -199,6 +199,15 @@ class PostgresStore(PostgresAuth, PostgresDevices):
             "SELECT doc FROM entities WHERE tenant = $1 AND id = $2", tenant, entity_id
         )
 
+    async def get_entities(self, tenant: str, entity_ids: Sequence[str]) -> list[Entity]:
+        ids = list(dict.fromkeys(entity_ids))
+        if not ids:
+            return []
+        rows = await self._pool.fetch(
+            "SELECT doc FROM entities WHERE tenant = $1 AND id = ANY($2::text[])", tenant, ids
+        )
+        return [r["doc"] for r in rows]
+
     async def write(
         self, tenant: str, ops: Sequence[WriteOp], *, chain: WriteChain | None = None
     ) -> list[Any]:
@@ -264,6 +273,10 @@ class PostgresStore(PostgresAuth, PostgresDevices):
             where.append(f"(e.doc -> 'attrs') ?| {bind(list(query.attrs), '::text[]')}")
         if query.q is not None:
             sql, qparams = to_postgres(query.q, "e.doc", len(params) + 1)
+            where.append(sql)
+            params.extend(qparams)
+        if query.scope is not None:
+            sql, qparams = scope_to_postgres(query.scope, "e.doc", len(params) + 1)
             where.append(sql)
             params.extend(qparams)
         if query.geo is not None:

@@ -51,6 +51,7 @@ from cidade.ngsild.query.q import (
     relationship_allowed,
     temporal,
 )
+from cidade.ngsild.query.scope import ScopeAnd, ScopeNode, ScopeTerm, scope_regex
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _KIND_META = "meta"
@@ -340,4 +341,27 @@ def to_sqlite(node: QNode, doc_column: str = "e.doc") -> tuple[str, list[Any]]:
     return sql, builder.params
 
 
-__all__ = ["install_sqlite_functions", "to_sqlite"]
+def scope_to_sqlite(node: ScopeNode, doc_column: str = "e.doc") -> tuple[str, list[Any]]:
+    """SQL (``?`` placeholders) true for the rows whose ``doc_column`` JSON has scopes that
+    satisfy the scope query (§4.19), as ``scope.evaluate_scope`` decides."""
+    params: list[Any] = []
+
+    def sql(n: ScopeNode) -> str:
+        if isinstance(n, ScopeTerm):
+            if n.exact:
+                params.append("/" + "/".join(n.levels))
+                test = "s.value = ?"
+            else:
+                params.append(scope_regex(n))
+                test = "regexp(?, s.value)"
+            return (
+                f"EXISTS (SELECT 1 FROM json_each({doc_column}, '$.scope') s"
+                f" WHERE s.type = 'text' AND {test})"
+            )
+        joiner = " AND " if isinstance(n, ScopeAnd) else " OR "
+        return "(" + joiner.join(sql(i) for i in n.items) + ")"
+
+    return sql(node), params
+
+
+__all__ = ["install_sqlite_functions", "scope_to_sqlite", "to_sqlite"]

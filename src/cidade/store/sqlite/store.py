@@ -16,6 +16,7 @@ import orjson
 from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.query.geo import geometry_bbox
 from cidade.ngsild.query.q import evaluate
+from cidade.ngsild.query.scope import evaluate_scope
 from cidade.ngsild.timefmt import now as now_iso
 from cidade.store.base import (
     TIME_COLUMNS,
@@ -50,7 +51,7 @@ from cidade.store.sqlite.history import (
     record,
     short_instance_id,
 )
-from cidade.store.sqlite.q import install_sqlite_functions, to_sqlite
+from cidade.store.sqlite.q import install_sqlite_functions, scope_to_sqlite, to_sqlite
 
 log = logging.getLogger("cidade.store")
 
@@ -165,6 +166,25 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         )
         return orjson.loads(row[0]) if row else None
 
+    async def get_entities(self, tenant: str, entity_ids: Sequence[str]) -> list[Entity]:
+        ids = list(dict.fromkeys(entity_ids))
+        if not ids:
+            return []
+
+        def run(conn: sqlite3.Connection) -> list[Entity]:
+            found: list[Entity] = []
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                rows = conn.execute(
+                    "SELECT doc FROM entities WHERE tenant = ?"
+                    f" AND id IN ({','.join('?' * len(chunk))})",
+                    (tenant, *chunk),
+                ).fetchall()
+                found.extend(orjson.loads(r[0]) for r in rows)
+            return found
+
+        return await self.db.read(run)
+
     async def write(
         self, tenant: str, ops: Sequence[WriteOp], *, chain: WriteChain | None = None
     ) -> list[Any]:
@@ -207,6 +227,10 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             return await self.db.read(lambda conn: _geo_query(conn, tenant, query))
         if query.q is not None:
             sql, qparams = to_sqlite(query.q, "e.doc")
+            where.append(sql)
+            params.extend(qparams)
+        if query.scope is not None:
+            sql, qparams = scope_to_sqlite(query.scope, "e.doc")
             where.append(sql)
             params.extend(qparams)
         clause = " AND ".join(where)
@@ -1095,6 +1119,8 @@ def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Que
         if query.attrs and not any(a in entity["attrs"] for a in query.attrs):
             continue
         if query.q is not None and not evaluate(query.q, entity):
+            continue
+        if query.scope is not None and not evaluate_scope(query.scope, entity):
             continue
         matched.append(entity)
         if wanted is not None and len(matched) >= wanted:
