@@ -65,8 +65,35 @@ FORMAT = query(
     {"type": "string", "enum": ["normalized", "concise", "keyValues", "simplified"]},
 )
 ATTRS = list_param("attrs", "Only these attributes (and, in queries, entities having one of them).")
-PICK = list_param("pick", "Only these members (attributes, id, type, scope); not with omit.")
-OMIT = list_param("omit", "All members but these; not with pick.")
+PICK = query(
+    "pick",
+    "Only these members (attributes, id, type, scope), `,` or `|` between them; braces after a "
+    "relationship pick members of the entities it links to (`id,locatedAt{name}`); not with "
+    "attrs, nor naming a member omit names.",
+)
+OMIT = query(
+    "omit",
+    "All members but these; braces after a relationship omit members of the entities it links "
+    "to (`locatedAt{name}`); not with attrs, nor naming a member pick names.",
+)
+DATASET_ID = list_param(
+    "datasetId", "Only the attribute instances with these datasetIds (@none: the default one)."
+)
+JOIN = query(
+    "join",
+    "Linked entity retrieval: the entities the relationships link to, inside each relationship "
+    "(inline) or after the entities (flat).",
+    {"type": "string", "enum": ["flat", "inline", "@none"]},
+)
+JOIN_LEVEL = query(
+    "joinLevel",
+    "How many relationships deep join goes (default 1).",
+    {"type": "integer", "minimum": 1, "maximum": 10},
+)
+SCOPE_Q = query(
+    "scopeQ",
+    "A scope query: `/Porto/+/Aliados`, `/CompanyA/#`, `;` (and), `,` or `|` (or).",
+)
 LANG = query("lang", "Preferred languages of LanguageProperty values (`*` for all).")
 GEOMETRY_PROPERTY = query(
     "geometryProperty",
@@ -152,7 +179,16 @@ def entities_paths() -> dict[str, Any]:
                 tag=TAG,
                 description="Needs at least one filter (id, idPattern, type, attrs, q, a "
                 "geo-query) or local=true.",
-                parameters=[TENANT, LINK, *ENTITY_FILTERS, *REPRESENTATION],
+                parameters=[
+                    TENANT,
+                    LINK,
+                    *ENTITY_FILTERS,
+                    SCOPE_Q,
+                    *REPRESENTATION,
+                    DATASET_ID,
+                    JOIN,
+                    JOIN_LEVEL,
+                ],
             ),
             "put": operation(
                 "replaceEntityWithoutId",
@@ -183,7 +219,16 @@ def entities_paths() -> dict[str, Any]:
                 "Retrieve Entity (§6.5.3.1)",
                 merge(ENTITY_OK, problems(*READ_ERRORS, 501)),
                 tag=TAG,
-                parameters=[ENTITY_ID, TENANT, LINK, ATTRS, *REPRESENTATION],
+                parameters=[
+                    ENTITY_ID,
+                    TENANT,
+                    LINK,
+                    ATTRS,
+                    *REPRESENTATION,
+                    DATASET_ID,
+                    JOIN,
+                    JOIN_LEVEL,
+                ],
             ),
             "delete": operation(
                 "deleteEntity",
@@ -359,7 +404,7 @@ def batch_paths() -> dict[str, Any]:
                 "Query Entities via POST (§6.23.3.1)",
                 merge(ENTITIES_OK, problems(*READ_ERRORS, 403, 413, 415, 501)),
                 tag=BATCH,
-                parameters=[TENANT, LINK, LIMIT, OFFSET, COUNT, *REPRESENTATION],
+                parameters=[TENANT, LINK, LIMIT, OFFSET, COUNT, *REPRESENTATION, JOIN, JOIN_LEVEL],
                 request_body=body(ref("Query"), "What to select."),
             )
         },
