@@ -251,7 +251,9 @@ ATTRIBUTE_LIST: Schema = {
 
 ATTRIBUTE: Schema = {
     "type": "object",
-    "required": ["id", "type", "attributeName", "attributeCount", "attributeTypes", "typeNames"],
+    # attributeCount and attributeTypes describe one attribute (§5.7.10), not the items of the
+    # detailed list (§5.7.9).
+    "required": ["id", "type", "attributeName", "typeNames"],
     "properties": {
         "id": STRING,
         "type": {"const": "Attribute"},
