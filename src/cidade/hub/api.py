@@ -53,6 +53,9 @@ from cidade.ngsild.errors import (
 from cidade.store.base import EntityQuery, QueryResult, Store
 
 PREFIX = "/ngsi-ld/v1"
+# Of the parameters not every read supports yet (http.UNSUPPORTED_PARAMS), those Retrieve
+# Entity and Query Entities do.
+ENTITY_READS = ("scopeQ", "join", "joinLevel", "datasetId")
 
 
 def _no_content(status: int = 204, headers: dict[str, str] | None = None) -> Response:
@@ -96,7 +99,7 @@ class HubApi:
         omit, lang and datasetId itself."""
         if not request.scope.get("query_string") and not body:
             return View(ctx.terms)
-        reject_unsupported(request)
+        reject_unsupported(request, ENTITY_READS)
         params = request.query_params
         given = body or {}
         opts = options_param(request)

@@ -293,6 +293,10 @@ def representation(request: Request) -> str:
 # Query parameters of later NGSI-LD versions or optional features this broker does not offer yet:
 # refusing them (501) is better than silently answering as if they were not there.
 UNSUPPORTED_PARAMS = (
+    "scopeQ",
+    "join",
+    "joinLevel",
+    "datasetId",
     "csf",
     "entityMap",
     "containedBy",
