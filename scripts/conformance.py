@@ -232,7 +232,9 @@ def run_suite(base: str, areas: list[str], env: dict[str, str]) -> subprocess.Co
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
-def run_group(kind: str, group: str, out: Path, pg_url: str) -> Result:
+def run_group(
+    kind: str, group: str, out: Path, pg_url: str, areas: list[str] | None = None
+) -> Result:
     """A fresh store and server, then the suite's run.sh on the group's areas."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -257,7 +259,7 @@ def run_group(kind: str, group: str, out: Path, pg_url: str) -> Result:
             )
         try:
             wait_until_serving(f"http://127.0.0.1:{port}/health", server)
-            suite = run_suite(f"http://127.0.0.1:{port}", GROUPS[group], env)
+            suite = run_suite(f"http://127.0.0.1:{port}", areas or GROUPS[group], env)
         except RuntimeError as exc:
             return Result(kind, group, 0, 0, time.monotonic() - started, "", str(exc))
         finally:
@@ -299,7 +301,14 @@ def own_mqtt_broker(scratch: Path) -> Iterator[None]:
         stop(broker)
 
 
-def run_store(kind: str, groups: list[str], out: Path, pg_url: str, isolated: bool) -> None:
+def run_store(
+    kind: str,
+    groups: list[str],
+    out: Path,
+    pg_url: str,
+    isolated: bool,
+    areas: list[str] | None = None,
+) -> None:
     """One store's groups, one after the other; each result written as JSON beside its logs."""
     with (
         tempfile.TemporaryDirectory(prefix="cidade-conformance-") as scratch,
@@ -309,7 +318,7 @@ def run_store(kind: str, groups: list[str], out: Path, pg_url: str, isolated: bo
             subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
             stack.enter_context(own_mqtt_broker(Path(scratch)))
         for group in groups:
-            result = run_group(kind, group, out / kind / group, pg_url)
+            result = run_group(kind, group, out / kind / group, pg_url, areas)
             (out / kind / group / "result.json").write_text(json.dumps(result.__dict__))
             print(result.line(), flush=True)
 
@@ -368,6 +377,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--raise-floor", action="store_true", help="raise the floor to what passed this time"
     )
+    parser.add_argument(
+        "--areas",
+        default="",
+        help="only these areas (comma-separated folders under TP/NGSI-LD, or parts of them) "
+        "instead of the group's, to work on a few; one group then",
+    )
     parser.add_argument("--serial", action="store_true", help="no namespaces: one run at a time")
     parser.add_argument("--jobs", type=int, default=0, help="runs at once (default: all)")
     parser.add_argument("--in-namespace", action="store_true", help=argparse.SUPPRESS)
@@ -382,9 +397,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in groups:
         if name not in GROUPS:
             parser.error(f"unknown group {name!r}")
+    areas = [a for a in args.areas.split(",") if a] or None
+    if areas and len(groups) != 1:
+        parser.error("--areas needs exactly one --groups")
     out: Path = args.out.resolve()
     if args.in_namespace:  # one store's runs, in the network namespace the parent made
-        run_store(stores[0], groups, out, postgres_url(), isolated=True)
+        run_store(stores[0], groups, out, postgres_url(), isolated=True, areas=areas)
         return 0
     if not (suite_dir() / "run.sh").exists():
         print(f"no conformance suite at {suite_dir()} (set CONFORMANCE_DIR)", file=sys.stderr)
@@ -396,11 +414,10 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     pg = postgres_url()
     pg_socket = socket_url(pg) if "postgres" in stores else None
+    # A single run goes into a namespace too: its receivers' fixed ports and the broker are then
+    # its own, whatever else runs on this machine.
     parallel = (
-        len(stores) * len(groups) > 1
-        and not args.serial
-        and ("postgres" not in stores or pg_socket is not None)
-        and can_isolate()
+        not args.serial and ("postgres" not in stores or pg_socket is not None) and can_isolate()
     )
     if parallel:
         # Every run in a network namespace of its own, all at once (--jobs at most): the suite
@@ -416,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
                     time.sleep(0.5)
                 command = [sys.executable, __file__, "--in-namespace", "--stores", kind]
                 command += ["--groups", group, "--out", str(out)]
+                if areas:
+                    command += ["--areas", ",".join(areas)]
                 running.append(subprocess.Popen(["unshare", "--net", "--", *command], env=env))
             for child in running:
                 child.wait()
@@ -427,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 child.wait()
     else:
         for kind in stores:
-            run_store(kind, groups, out, pg, isolated=False)
+            run_store(kind, groups, out, pg, isolated=False, areas=areas)
     results = []
     for kind in stores:
         for group in groups:

@@ -101,7 +101,7 @@ def test_cli_commands_never_make_a_store(kind, tmp_path, monkeypatch, capsys):
     import asyncpg
 
     from cidade.cli import main
-    from tests.conftest import PG_URL, drop_schema, postgres_unavailable
+    from tests.conftest import PG_URL, drop_schema, postgres_unavailable, service_missing
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("CIDADE_STORE", raising=False)
@@ -114,7 +114,7 @@ def test_cli_commands_never_make_a_store(kind, tmp_path, monkeypatch, capsys):
     else:
         reason = postgres_unavailable()
         if reason:
-            pytest.skip(reason)
+            service_missing(reason)
         schema = f"c_{uuid.uuid4().hex[:12]}"
         store = f"{PG_URL}?schema={schema}"
 

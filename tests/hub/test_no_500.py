@@ -205,3 +205,15 @@ def test_found_by_fuzzing(client, method, path, body, status):
     assert r.status_code == status, r.text
     assert r.headers["content-type"] == "application/json"
     assert r.json()["type"].startswith("https://uri.etsi.org/ngsi-ld/errors/")
+
+
+def test_partial_update_with_a_list_for_type_is_a_bad_request(client):
+    """Found by fuzzing: a fragment whose type is a list (not a name) raised TypeError (500)."""
+    entity = "urn:ngsi-ld:T:partial-list-type"
+    client.delete(f"{NGSI}/entities/{entity}")
+    body = {"id": entity, "type": "T", "a": {"type": "Property", "value": 1}}
+    assert client.post(f"{NGSI}/entities", json=body).status_code == 201
+    r = client.patch(f"{NGSI}/entities/{entity}/attrs/a", json={"type": ["T", "U"], "value": 2})
+    assert r.status_code == 400, r.text
+    assert r.json()["type"] == "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+    assert client.get(f"{NGSI}/entities/{entity}").json()["a"]["value"] == 1

@@ -22,6 +22,7 @@ from cidade.ngsild.query.scope import (
 )
 from cidade.store.postgres.q import scope_to_postgres
 from cidade.store.sqlite.q import install_sqlite_functions, scope_to_sqlite
+from tests.conftest import service_missing
 from tests.hub.test_q_postgres import Postgres
 
 SCOPES = [
@@ -133,11 +134,22 @@ def pg():
     try:
         db = Postgres()
     except Exception as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc!r}")
+        service_missing(f"PostgreSQL not reachable: {exc!r}")
     try:
         yield db
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("scope", ["/a.b", "/a.bc/d", "/x-1f", "/é/Δ😀", "/[z]/a.b"])
+def test_postgres_reads_escaped_levels_as_written(pg, scope):
+    """A level's punctuation followed by hex digits ("a.b") was read by PostgreSQL as one longer
+    escape (\\x2eb, U+02EB): the scope matched nothing."""
+    pg.load([json.dumps(ent(scope), ensure_ascii=False), json.dumps(ent("/other"))])
+    for query in (scope, scope + "/#", "/#;" + scope + "/#"):
+        sql, params = scope_to_postgres(parse_scope_q(query), "e.doc", 2)
+        rows = pg.fetch(f"SELECT id FROM {pg.table} AS e WHERE e.id >= $1 AND ({sql})", 0, *params)
+        assert {r["id"] for r in rows} == {0}, query
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,14 @@ from cidade.app import build_app
 from cidade.http.egress import EgressPolicy
 from cidade.hub.notify.payload import Rendered
 from cidade.hub.notify.senders import FAILED, SENT, HttpSender, MqttSender
-from tests.conftest import LOOPBACK, NGSI, admin_client, make_settings, problem_type
+from tests.conftest import (
+    LOOPBACK,
+    NGSI,
+    admin_client,
+    make_settings,
+    problem_type,
+    service_missing,
+)
 from tests.hub.test_jsonld import ContextServer, free_port
 from tests.hub.test_notifications_mqtt import broker_unavailable
 from tests.receiver import Receiver
@@ -188,7 +195,7 @@ def test_http_notification_is_checked_when_sent(receiver):
 def test_mqtt_notification_is_checked_when_sent():
     reason = broker_unavailable()
     if reason:
-        pytest.skip(reason)
+        service_missing(reason)
 
     async def go() -> None:
         strict = MqttSender(2.0, EgressPolicy())

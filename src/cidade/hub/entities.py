@@ -455,7 +455,7 @@ def _check_same_kind(attr: str, fragment: dict[str, Any], inst: dict[str, Any]) 
     declared = fragment.get("type")
     if declared is None or declared == inst["type"]:
         return
-    if declared in GEO_TYPES and inst["type"] == "GeoProperty":
+    if isinstance(declared, str) and declared in GEO_TYPES and inst["type"] == "GeoProperty":
         return  # concise: the fragment is the GeoProperty's new geometry
     raise BadRequestData(
         f"attribute {attr!r} is a {inst['type']}; a partial update cannot make it a {declared} "

@@ -83,14 +83,13 @@ def evaluate_scope(node: ScopeNode, entity: dict[str, Any]) -> bool:
 
 
 def _escape(text: str) -> str:
-    # Letters and digits as they are, every other character as a hex escape: the one escape
-    # syntax Python's re and PostgreSQL's advanced regular expressions share.
+    # Letters and digits as they are, every other character as a fixed-width hex escape: the one
+    # escape syntax Python's re and PostgreSQL's advanced regular expressions share. Not \xhh:
+    # PostgreSQL's \x takes every hex digit that follows ("a.b" would read as U+02EB).
     out = []
     for c in text:
         if c.isascii() and c.isalnum():
             out.append(c)
-        elif ord(c) <= 0xFF:
-            out.append(f"\\x{ord(c):02x}")
         elif ord(c) <= 0xFFFF:
             out.append(f"\\u{ord(c):04x}")
         else:
