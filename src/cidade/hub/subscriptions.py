@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
+from cidade.hub.linked import MAX_JOIN_LEVEL, Join
 from cidade.hub.model import NULL, Terms, expand_name, is_uri
 from cidade.ngsild import timefmt
-from cidade.ngsild.errors import BadRequestData, NgsiError, NotImplementedFeature
+from cidade.ngsild.errors import BadRequestData, NgsiError
 from cidade.ngsild.query.geo import GeoQuery, parse_geoquery
 from cidade.ngsild.query.q import QNode, parse_q
 from cidade.ngsild.query.types import TypeExpr, parse_type_expression, type_matches
@@ -444,15 +445,16 @@ def _notification(value: object, terms: Terms) -> dict[str, Any]:
             raise BadRequestData(
                 f"notification.join {_short(join)} is not one of " + ", ".join(JOINS)
             )
-        if join != "@none":
-            # Linked entities in notifications come with linked entity retrieval (§4.5.23).
-            raise NotImplementedFeature(f"notification.join {join!r} is not supported yet")
         out["join"] = join
     if "joinLevel" in value:
         level = value["joinLevel"]
         if isinstance(level, bool) or not isinstance(level, int) or level < 1:
             raise BadRequestData(
                 f"notification.joinLevel must be a positive integer, got {_short(level)}"
+            )
+        if level > MAX_JOIN_LEVEL:
+            raise BadRequestData(
+                f"notification.joinLevel must be at most {MAX_JOIN_LEVEL}, got {level}"
             )
         out["joinLevel"] = level
     if "endpoint" not in value:
@@ -824,6 +826,16 @@ def subscription_geoq(stored: dict[str, Any]) -> GeoQuery | None:
     )
 
 
+def notification_join(stored: dict[str, Any]) -> Join | None:
+    """How a subscription's notifications join linked entities (§4.5.23, ``notification.join``
+    and ``joinLevel``, default 1); None for no join (absent or ``@none``)."""
+    params = stored["notification"]
+    form = params.get("join")
+    if form is None or form == "@none":
+        return None
+    return Join(form, params.get("joinLevel", 1))
+
+
 def notification_attributes(stored: dict[str, Any]) -> list[str] | None:
     """The expanded attributes a notification carries; None for all of them."""
     return stored["notification"].get("attributes")
@@ -843,6 +855,7 @@ __all__ = [
     "normalize_subscription",
     "notification_attributes",
     "notification_context",
+    "notification_join",
     "render_subscription",
     "render_type_expression",
     "selector_type",

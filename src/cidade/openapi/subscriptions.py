@@ -80,7 +80,7 @@ SUBSCRIPTION_INPUT: Schema = {
                 "sysAttrs": {"type": "boolean"},
                 "showChanges": {"type": "boolean"},
                 "join": {"enum": ["flat", "inline", "@none"]},
-                "joinLevel": {"type": "integer", "minimum": 1},
+                "joinLevel": {"type": "integer", "minimum": 1, "maximum": 10},
                 "endpoint": ENDPOINT,
             },
         },

@@ -245,7 +245,7 @@ class Notifier:
     async def _send(self, sub: dict[str, Any], tenant: str, body: dict[str, Any], at: str) -> str:
         endpoint = sub["notification"]["endpoint"]
         try:
-            rendered = await render_notification(self.resolver, sub, tenant, body, at)
+            rendered = await render_notification(self.resolver, sub, tenant, body, at, self.store)
         except Exception:
             # Typically the subscription's @context cannot be fetched right now.
             log.warning("could not render a notification of %s", sub["id"], exc_info=True)

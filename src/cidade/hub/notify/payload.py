@@ -18,8 +18,13 @@ import orjson
 from cidade.http.bodies import GEO_JSON, JSON, JSON_LD
 from cidade.hub.http import TENANT_HEADER
 from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver
+from cidade.hub.linked import EntityReader, join_linked
 from cidade.hub.model import View, geojson_feature, render_entity
-from cidade.hub.subscriptions import notification_attributes, notification_context
+from cidade.hub.subscriptions import (
+    notification_attributes,
+    notification_context,
+    notification_join,
+)
 from cidade.ngsild.query.geo import CORE_LOCATION
 
 LINK_REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
@@ -43,8 +48,12 @@ async def render_notification(
     tenant: str,
     body: dict[str, Any],
     notified_at: str,
+    reader: EntityReader,
 ) -> Rendered:
-    """The Notification for an outbox item's ``body`` ({trigger, entities}) of ``sub``."""
+    """The Notification for an outbox item's ``body`` ({trigger, entities}) of ``sub``. With
+    ``notification.join`` (§4.5.23), the entities their relationships link to are read from
+    ``reader`` (the store, the subscription's tenant) as they are now, and joined inline or
+    flat as the entity API does (hub/linked.py)."""
     params = sub["notification"]
     endpoint = params["endpoint"]
     context = notification_context(sub)
@@ -64,12 +73,23 @@ async def render_notification(
     entities = body["entities"]
     if datasets:
         entities = [_only_datasets(e, datasets) for e in entities]
-    data: list[dict[str, Any]] = []
-    for entity in entities:
-        rendered = render_entity(entity, view)
-        if "deletedAt" in entity:
-            rendered["deletedAt"] = entity["deletedAt"]
-        data.append(rendered)
+    join = notification_join(sub)
+    if join is not None:
+        joined = await join_linked(reader, tenant, entities, view, join)
+        data = joined.items
+        for entity, rendered in zip(entities, data, strict=True):
+            if "deletedAt" in entity:
+                rendered["deletedAt"] = entity["deletedAt"]
+        # Flat: the linked entities after the notified ones, each once (§4.5.23).
+        data = [*data, *joined.linked]
+        entities = [*entities, *joined.linked_entities]
+    else:
+        data = []
+        for entity in entities:
+            rendered = render_entity(entity, view)
+            if "deletedAt" in entity:
+                rendered["deletedAt"] = entity["deletedAt"]
+            data.append(rendered)
     link = context if isinstance(context, str) else CORE_CONTEXT_URL
     payload: Any = data
     if accept == GEO_JSON:
