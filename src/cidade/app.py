@@ -37,6 +37,7 @@ from cidade.http.responses import problem_response
 from cidade.hub.api import HubApi
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.notify import Notifier
+from cidade.hub.registrations_api import RegistrationApi
 from cidade.hub.retention import Purger, RetentionPolicy, parse_retention
 from cidade.hub.subscriptions_api import SubscriptionApi
 from cidade.hub.temporal_api import TemporalApi
@@ -49,6 +50,7 @@ from cidade.ngsild.errors import (
 )
 from cidade.openapi import openapi_route
 from cidade.store import Store, open_store
+from cidade.store.base import CSOURCE_KIND
 
 log = logging.getLogger("cidade")
 
@@ -230,6 +232,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         *hub.routes(),
         *TemporalApi(hub).routes(),
         *SubscriptionApi(hub).routes(),
+        *RegistrationApi(hub).routes(),
+        *SubscriptionApi(hub, kind=CSOURCE_KIND).routes(),
         *ProvisioningApi(settings, provisioning).routes(),
         *Southbound(agent, settings.max_body_bytes).routes(),
     ]

@@ -31,6 +31,10 @@ DISCOVER = {"admin", "operator", "staff", "publisher", "citizen", "anonymous"}
 HISTORY_READ = {"admin", "operator", "staff", "publisher"}
 HISTORY_WRITE = {"admin", "operator"}
 SUBSCRIBE = {"admin", "operator", "staff"}
+# Registering context sources is the platform's own business; reading and following them is
+# as reading subscriptions.
+REGISTRATIONS_READ = {"admin", "operator", "staff"}
+REGISTRATIONS_WRITE = {"admin", "operator"}
 CONTEXT_READ = {"admin", "operator", "staff", "publisher"}
 CONTEXT_WRITE = {"admin", "operator"}
 OWN_CREDENTIALS = {"admin", "operator", "staff", "publisher", "citizen"}
@@ -113,6 +117,16 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     (f"{N}/subscriptions/{{subscription_id}}", "GET"): SUBSCRIBE,
     (f"{N}/subscriptions/{{subscription_id}}", "PATCH"): SUBSCRIBE,
     (f"{N}/subscriptions/{{subscription_id}}", "DELETE"): SUBSCRIBE,
+    (f"{N}/csourceRegistrations", "GET"): REGISTRATIONS_READ,
+    (f"{N}/csourceRegistrations", "POST"): REGISTRATIONS_WRITE,
+    (f"{N}/csourceRegistrations/{{registration_id}}", "GET"): REGISTRATIONS_READ,
+    (f"{N}/csourceRegistrations/{{registration_id}}", "PATCH"): REGISTRATIONS_WRITE,
+    (f"{N}/csourceRegistrations/{{registration_id}}", "DELETE"): REGISTRATIONS_WRITE,
+    (f"{N}/csourceSubscriptions", "GET"): REGISTRATIONS_READ,
+    (f"{N}/csourceSubscriptions", "POST"): REGISTRATIONS_READ,
+    (f"{N}/csourceSubscriptions/{{subscription_id}}", "GET"): REGISTRATIONS_READ,
+    (f"{N}/csourceSubscriptions/{{subscription_id}}", "PATCH"): REGISTRATIONS_READ,
+    (f"{N}/csourceSubscriptions/{{subscription_id}}", "DELETE"): REGISTRATIONS_READ,
 }
 
 SAMPLES = {
@@ -122,6 +136,7 @@ SAMPLES = {
     "attr": "temperature",
     "context_id": "no-such-context",
     "subscription_id": "urn:ngsi-ld:Subscription:none",
+    "registration_id": "urn:ngsi-ld:ContextSourceRegistration:none",
     "instance_id": "urn:ngsi-ld:Instance:none",
     "key_id": "0123456789abcdef",
     "name": "nobody",

@@ -56,6 +56,17 @@ QUERY_TEMPORAL_VIA_POST = BATCH_QUERY | TEMPORAL
 TEMPORAL_WRITE = _ONE | {"datasetId", "deleteAll", "options"}
 SUBSCRIPTIONS = _PAGING | _DISTRIBUTED | {"options", "format"}
 SUBSCRIPTION_ONE = _DISTRIBUTED | {"options", "format"}
+# Context source discovery (§6.8.3.2): entity and attribute filters, q and csf on the
+# registrations' properties, geo and temporal queries on their geometries and intervals.
+REGISTRATIONS = (
+    frozenset({"id", "type", "idPattern", "attrs", "q", "csf"})
+    | {"georel", "geometry", "coordinates", "geoproperty"}
+    | {"timeproperty", "timerel", "timeAt", "endTimeAt"}
+    | _PAGING
+    | _DISTRIBUTED
+    | {"options"}
+)
+REGISTRATION_ONE = _DISTRIBUTED | {"options"}
 CONTEXTS = frozenset({"details", "kind", "reload"})
 
 

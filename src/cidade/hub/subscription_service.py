@@ -15,6 +15,7 @@ from typing import Any
 from cidade.http.egress import TargetRefused
 from cidade.hub.jsonld import ContextResolver
 from cidade.hub.model import Terms, is_uri
+from cidade.hub.notify.csource import initial_entry
 from cidade.hub.subscriptions import (
     CONTEXT_MEMBER,
     OWNER_MEMBER,
@@ -24,7 +25,7 @@ from cidade.hub.subscriptions import (
 )
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import AlreadyExists, BadRequestData, ResourceNotFound
-from cidade.store.base import Store
+from cidade.store.base import CSOURCE_KIND, ENTITY_KIND, OutboxEntry, Store
 
 # Enough to read every subscription of a tenant (hundreds, not millions) in one page.
 _EVERY = 1_000_000
@@ -39,15 +40,32 @@ def check_subscription_id(sub_id: str) -> str:
 
 class SubscriptionService:
     """The subscriptions of every tenant of one store. ``base_url`` is where this hub serves
-    the @contexts it hosts (an inline @context of a subscription becomes one of them)."""
+    the @contexts it hosts (an inline @context of a subscription becomes one of them).
+    ``kind``: subscriptions to entities (§5.8) or, CSOURCE_KIND, to context source
+    registrations (§5.11): the same operations on the same data type, with the members of
+    each kind; one of the latter is notified at once of the registrations it selects."""
 
-    def __init__(self, store: Store, resolver: ContextResolver, base_url: str) -> None:
+    def __init__(
+        self, store: Store, resolver: ContextResolver, base_url: str, *, kind: str = ENTITY_KIND
+    ) -> None:
         self.store = store
         self.resolver = resolver
         self.base_url = base_url
+        self.kind = kind
+        self.csource = kind == CSOURCE_KIND
+
+    async def _initial(self, tenant: str, sub: dict[str, Any]) -> list[OutboxEntry]:
+        """§5.11.2, §5.11.3: a subscription to registrations, once created or changed, is
+        notified of every registration it selects (newlyMatching)."""
+        if not self.csource:
+            return []
+        entry = initial_entry(sub, await self.store.list_registrations(tenant))
+        return [entry] if entry is not None else []
 
     async def _get(self, tenant: str, sub_id: str, subscriber: str | None) -> dict[str, Any]:
-        sub = await self.store.get_subscription(tenant, check_subscription_id(sub_id))
+        sub = await self.store.get_subscription(
+            tenant, check_subscription_id(sub_id), kind=self.kind
+        )
         # Someone else's subscription, for those who see only their own, is "not found".
         if sub is None or (subscriber is not None and sub.get(OWNER_MEMBER) != subscriber):
             raise ResourceNotFound(f"subscription {sub_id} not found")
@@ -76,7 +94,7 @@ class SubscriptionService:
         §5.13 allows); ``owner`` who creates it."""
         if not isinstance(body, dict):
             raise BadRequestData("a subscription must be a JSON object")
-        sub = normalize_subscription(body, terms, timefmt.now())
+        sub = normalize_subscription(body, terms, timefmt.now(), csource=self.csource)
         await self._check_reachable(sub)
         await self._check_jsonld_context(sub)
         if isinstance(context, list) and len(context) == 1 and isinstance(context[0], str):
@@ -89,7 +107,8 @@ class SubscriptionService:
         if context is not None:
             sub[CONTEXT_MEMBER] = context
         sub[OWNER_MEMBER] = owner
-        if not await self.store.create_subscription(tenant, sub):
+        outbox = await self._initial(tenant, sub)
+        if not await self.store.create_subscription(tenant, sub, kind=self.kind, outbox=outbox):
             raise AlreadyExists(f"subscription {sub['id']} already exists")
         return sub["id"]
 
@@ -112,9 +131,9 @@ class SubscriptionService:
         """§5.8.4 Query Subscriptions: one page of them as the client sees them (names
         compacted with ``terms``, notification status included), and how many there are."""
         if subscriber is None:
-            subs, total = await self.store.list_subscriptions(tenant, limit, offset)
+            subs, total = await self.store.list_subscriptions(tenant, limit, offset, kind=self.kind)
         else:
-            every, _ = await self.store.list_subscriptions(tenant, _EVERY, 0)
+            every, _ = await self.store.list_subscriptions(tenant, _EVERY, 0, kind=self.kind)
             own = [s for s in every if s.get(OWNER_MEMBER) == subscriber]
             subs, total = own[offset : offset + limit], len(own)
         return await self._render(tenant, subs, terms, sys_attrs), total
@@ -145,17 +164,18 @@ class SubscriptionService:
         if not isinstance(patch, dict):
             raise BadRequestData("a subscription fragment must be a JSON object")
         current = await self._get(tenant, sub_id, subscriber)
-        merged = merge_subscription(current, patch, terms, timefmt.now())
+        merged = merge_subscription(current, patch, terms, timefmt.now(), csource=self.csource)
         if "jsonldContext" in patch:
             await self._check_jsonld_context(merged)
         await self._check_reachable(merged)
-        if not await self.store.replace_subscription(tenant, merged):
+        outbox = await self._initial(tenant, merged)
+        if not await self.store.replace_subscription(tenant, merged, kind=self.kind, outbox=outbox):
             raise ResourceNotFound(f"subscription {sub_id} not found")
 
     async def delete(self, tenant: str, sub_id: str, *, subscriber: str | None) -> None:
         """§5.8.5 Delete Subscription."""
         await self._get(tenant, sub_id, subscriber)
-        if not await self.store.delete_subscription(tenant, sub_id):
+        if not await self.store.delete_subscription(tenant, sub_id, kind=self.kind):
             raise ResourceNotFound(f"subscription {sub_id} not found")
 
 

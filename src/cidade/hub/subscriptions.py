@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 
 from cidade.hub.linked import MAX_JOIN_LEVEL, Join
 from cidade.hub.model import NULL, Terms, expand_name, is_uri
+from cidade.hub.registrations import GEO_MEMBERS, TimeFilter, parse_time_filter
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData, NgsiError
 from cidade.ngsild.query.geo import GeoQuery, parse_geoquery
@@ -38,6 +39,7 @@ SUBSCRIPTION_TYPE = "Subscription"
 CONTEXT_MEMBER = "_context"  # the @context the subscription was created with
 Q_TERMS_MEMBER = "_qTerms"  # {name in q: IRI} as the q's own @context expanded them
 OWNER_MEMBER = "_owner"  # who created it (auth.gate.owner_of): staff see only their own
+CSF_TERMS_MEMBER = "_csfTerms"  # as Q_TERMS_MEMBER, for a csource subscription's csf
 
 TRIGGERS = (
     "entityCreated",
@@ -73,11 +75,19 @@ STATUS_MEMBERS = (
 _READ_ONLY = frozenset({"status", "createdAt", "modifiedAt"})
 # Spec members this hub does not implement: refused rather than silently ignored, so a client
 # never believes a filter is applied when it is not.
-_UNSUPPORTED = {
-    "scopeQ": "scopeQ in subscriptions is not supported",
-    "csf": "csf (context source filter) in subscriptions is not supported",
-    "temporalQ": "temporalQ in subscriptions is not supported",
+_UNSUPPORTED = {"scopeQ": "scopeQ in subscriptions is not supported"}
+# §5.2.12: members of subscriptions to context source registrations only (§5.11).
+_CSOURCE_ONLY = {
+    "csf": "csf (a context source filter) is for subscriptions to context source registrations",
+    "temporalQ": "temporalQ is for subscriptions to context source registrations",
 }
+# Members of subscriptions to entities only: a registration subscription notifies of
+# registrations newly matching, updated or no longer matching, not of entity changes.
+_ENTITY_ONLY = {
+    "notificationTrigger": "notificationTrigger is for subscriptions to entities; a"
+    " subscription to registrations notifies newlyMatching, updated and noLongerMatching",
+}
+_TEMPORAL_Q = frozenset({"timerel", "timeAt", "endTimeAt", "timeproperty"})
 _TOP = frozenset(
     {
         "id",
@@ -132,11 +142,15 @@ def normalize_subscription(
     now: str,
     *,
     subscription_id: str | None = None,
+    csource: bool = False,
 ) -> dict[str, Any]:
-    """A Create Subscription body (§5.8.1) in the stored form; 400 (BadRequestData) naming the
-    offending member for anything invalid. ``subscription_id`` is the id to use when the body
-    has none (else a ``urn:ngsi-ld:Subscription:<uuid4>`` is made)."""
-    return _normalize(body, terms, now, subscription_id=subscription_id, check_expiry=True)
+    """A Create Subscription body (§5.8.1; with ``csource``, Create Context Source Registration
+    Subscription, §5.11.2) in the stored form; 400 (BadRequestData) naming the offending member
+    for anything invalid. ``subscription_id`` is the id to use when the body has none (else a
+    ``urn:ngsi-ld:Subscription:<uuid4>`` is made)."""
+    return _normalize(
+        body, terms, now, subscription_id=subscription_id, check_expiry=True, csource=csource
+    )
 
 
 def _normalize(
@@ -147,12 +161,19 @@ def _normalize(
     subscription_id: str | None,
     check_expiry: bool,
     created_at: str | None = None,
+    csource: bool = False,
 ) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequestData("a subscription must be a JSON object")
     for key in body:
         if key in _UNSUPPORTED:
             raise BadRequestData(_UNSUPPORTED[key])
+        if key in _CSOURCE_ONLY:
+            if not csource:
+                raise BadRequestData(_CSOURCE_ONLY[key])
+            continue
+        if csource and key in _ENTITY_ONLY:
+            raise BadRequestData(_ENTITY_ONLY[key])
         if key not in _TOP and key not in _READ_ONLY:
             raise BadRequestData(f"unknown subscription member {key!r}")
 
@@ -179,7 +200,8 @@ def _normalize(
         # §5.2.12: entities and watchedAttributes cannot both be absent.
         raise BadRequestData("a subscription needs entities or watchedAttributes (or both)")
 
-    out["notificationTrigger"] = _triggers(body.get("notificationTrigger"))
+    if not csource:
+        out["notificationTrigger"] = _triggers(body.get("notificationTrigger"))
 
     if "timeInterval" in body:
         out["timeInterval"] = _positive(body["timeInterval"], "timeInterval")
@@ -204,6 +226,21 @@ def _normalize(
         out[Q_TERMS_MEMBER] = names
     if "geoQ" in body:
         out["geoQ"] = _geoq(body["geoQ"], terms)
+        if csource and out["geoQ"]["geoproperty"] not in GEO_MEMBERS:
+            raise BadRequestData(
+                "geoQ.geoproperty of a subscription to registrations is location,"
+                " observationSpace or operationSpace"
+            )
+    if "csf" in body:
+        csf = body["csf"]
+        if not isinstance(csf, str):
+            raise BadRequestData(f"csf must be a string, got {_short(csf)}")
+        csf_names: dict[str, str] = {}
+        parse_q(_q_text(csf), lambda name: csf_names.setdefault(name, terms.expand(name)))
+        out["csf"] = csf
+        out[CSF_TERMS_MEMBER] = csf_names
+    if "temporalQ" in body:
+        out["temporalQ"] = _temporal_q(body["temporalQ"])
 
     if "expiresAt" in body:
         expires = timefmt.normalize(body["expiresAt"], "expiresAt")
@@ -230,6 +267,46 @@ def _normalize(
     out["createdAt"] = created_at or now
     out["modifiedAt"] = now
     return out
+
+
+def _temporal_q(value: object) -> dict[str, str]:
+    """§5.2.21 TemporalQuery of a subscription to registrations: timerel, timeAt, endTimeAt
+    and timeproperty (observedAt, createdAt or modifiedAt), times in the stored format."""
+    if not isinstance(value, dict):
+        raise BadRequestData("temporalQ must be a TemporalQuery object")
+    for key in value:
+        if key not in _TEMPORAL_Q:
+            raise BadRequestData(f"unknown member {key!r} in temporalQ")
+    parsed = parse_time_filter(
+        value.get("timerel"), value.get("timeAt"), value.get("endTimeAt"), value.get("timeproperty")
+    )
+    if parsed is None:
+        raise BadRequestData("temporalQ needs timerel and timeAt")
+    out = {"timerel": parsed.timerel, "timeAt": parsed.time_at}
+    if parsed.end_time_at is not None:
+        out["endTimeAt"] = parsed.end_time_at
+    if "timeproperty" in value:
+        out["timeproperty"] = parsed.timeproperty
+    return out
+
+
+def subscription_time_filter(stored: dict[str, Any]) -> TimeFilter | None:
+    """The temporalQ of a stored subscription to registrations."""
+    tq = stored.get("temporalQ")
+    if tq is None:
+        return None
+    return TimeFilter(
+        tq["timerel"], tq["timeAt"], tq.get("endTimeAt"), tq.get("timeproperty", "observedAt")
+    )
+
+
+def subscription_csf(stored: dict[str, Any]) -> QNode | None:
+    """The parsed csf of a stored subscription to registrations; None without one."""
+    text = stored.get("csf")
+    if text is None:
+        return None
+    names = stored.get(CSF_TERMS_MEMBER) or {}
+    return parse_q(_q_text(text), lambda name: names.get(name) or name)
 
 
 def _short(value: object) -> str:
@@ -554,7 +631,7 @@ def _check_notifier_info(info: list[dict[str, str]], scheme: str) -> None:
 
 
 def merge_subscription(
-    stored: dict[str, Any], patch: dict[str, Any], terms: Terms, now: str
+    stored: dict[str, Any], patch: dict[str, Any], terms: Terms, now: str, *, csource: bool = False
 ) -> dict[str, Any]:
     """Update Subscription (§5.8.2): each top-level member of ``patch`` replaces the stored
     one whole (a ``notification`` fragment is the whole new NotificationParams, so one without
@@ -588,10 +665,13 @@ def merge_subscription(
         # must be in the future, as at creation.
         check_expiry="expiresAt" in patch,
         created_at=stored.get("createdAt", now),
+        csource=csource,
     )
     # The q the client did not touch keeps the names it was written with.
     if "q" not in patch and Q_TERMS_MEMBER in stored and "q" in merged:
         merged[Q_TERMS_MEMBER] = stored[Q_TERMS_MEMBER]
+    if "csf" not in patch and CSF_TERMS_MEMBER in stored and "csf" in merged:
+        merged[CSF_TERMS_MEMBER] = stored[CSF_TERMS_MEMBER]
     for member in (CONTEXT_MEMBER, OWNER_MEMBER):
         if member in stored:
             merged[member] = stored[member]
@@ -653,6 +733,11 @@ def _client_form(stored: dict[str, Any], terms: Terms) -> dict[str, Any]:
             out[key] = [terms.compact(iri) for iri in value]
         elif key == "geoQ":
             out[key] = {**value, "geoproperty": terms.compact(value["geoproperty"])}
+        elif key == "temporalQ":
+            out[key] = {
+                k: timefmt.display(v) if k in ("timeAt", "endTimeAt") else v
+                for k, v in value.items()
+            }
         elif key == "notification":
             notification = dict(value)
             for names in ("attributes", "pick", "omit"):
@@ -859,12 +944,14 @@ __all__ = [
     "render_subscription",
     "render_type_expression",
     "selector_type",
+    "subscription_csf",
     "subscription_filters",
     "subscription_geoq",
     "subscription_matches_entity",
     "subscription_matches_entity_type",
     "subscription_q",
     "subscription_status",
+    "subscription_time_filter",
     "triggers_on",
     "watches",
 ]

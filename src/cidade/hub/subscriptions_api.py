@@ -1,5 +1,7 @@
-"""NGSI-LD subscriptions over HTTP (ETSI GS CIM 009 v1.8 §6.10, §6.11): one thin handler per
-operation, each calling the subscription service (``subscription_service.py``)."""
+"""NGSI-LD subscriptions over HTTP (ETSI GS CIM 009 v1.8 §6.10, §6.11), and subscriptions to
+context source registrations (§6.12, §6.13), the same operations on another collection: one
+thin handler per operation, each calling the subscription service
+(``subscription_service.py``)."""
 
 from __future__ import annotations
 
@@ -24,25 +26,33 @@ from cidade.hub.http import (
 )
 from cidade.hub.params import check_params
 from cidade.hub.subscription_service import SubscriptionService
+from cidade.store.base import CSOURCE_KIND, ENTITY_KIND
 
 
 class SubscriptionApi:
-    def __init__(self, hub: HubApi) -> None:
+    """/subscriptions (``kind`` ENTITY_KIND) or /csourceSubscriptions (CSOURCE_KIND)."""
+
+    def __init__(self, hub: HubApi, *, kind: str = ENTITY_KIND) -> None:
         self.hub = hub
-        self.service = SubscriptionService(hub.store, hub.resolver, hub.settings.base_url)
+        self.kind = kind
+        self.collection = "csourceSubscriptions" if kind == CSOURCE_KIND else "subscriptions"
+        self.service = SubscriptionService(
+            hub.store, hub.resolver, hub.settings.base_url, kind=kind
+        )
 
     async def create(self, request: Request) -> Response:
-        """§6.10.3.1 Create Subscription (§5.8.1)."""
+        """§6.10.3.1 Create Subscription (§5.8.1); §6.12.3.1 Create Context Source
+        Registration Subscription (§5.11.2)."""
         check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = tenant_of(request)
         body, ctx = await self.hub.read_body(request)
         owner = owner_of(grant_of(request).principal)
         sub_id = await self.service.create(tenant, body, ctx.terms, ctx.response_context(), owner)
-        location = f"{PREFIX}/subscriptions/{urllib.parse.quote(sub_id, safe=':')}"
+        location = f"{PREFIX}/{self.collection}/{urllib.parse.quote(sub_id, safe=':')}"
         return Response(status_code=201, headers={"Location": location})
 
     async def query(self, request: Request) -> Response:
-        """§6.10.3.2 Query Subscriptions (§5.8.4)."""
+        """§6.10.3.2 Query Subscriptions (§5.8.4); §6.12.3.2 (§5.11.5)."""
         check_params(request, allowed.SUBSCRIPTIONS)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
@@ -65,7 +75,7 @@ class SubscriptionApi:
         return json_response(body, kind=kind, ctx=ctx, headers=headers)
 
     async def retrieve(self, request: Request) -> Response:
-        """§6.11.3.1 Retrieve Subscription (§5.8.3)."""
+        """§6.11.3.1 Retrieve Subscription (§5.8.3); §6.13.3.1 (§5.11.4)."""
         check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = await self.hub.read_tenant(request)
         ctx = await context_for_read(self.hub.resolver, request)
@@ -80,7 +90,7 @@ class SubscriptionApi:
         return json_response(body, kind=kind, ctx=ctx)
 
     async def update(self, request: Request) -> Response:
-        """§6.11.3.2 Update Subscription (§5.8.2)."""
+        """§6.11.3.2 Update Subscription (§5.8.2); §6.13.3.2 (§5.11.3)."""
         check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = await self.hub.read_tenant(request)
         body, ctx = await self.hub.read_body(request, merge=True)
@@ -94,7 +104,7 @@ class SubscriptionApi:
         return Response(status_code=204)
 
     async def delete(self, request: Request) -> Response:
-        """§6.11.3.3 Delete Subscription (§5.8.5)."""
+        """§6.11.3.3 Delete Subscription (§5.8.5); §6.13.3.3 (§5.11.6)."""
         check_params(request, allowed.SUBSCRIPTION_ONE)
         tenant = await self.hub.read_tenant(request)
         await self.service.delete(
@@ -103,14 +113,17 @@ class SubscriptionApi:
         return Response(status_code=204)
 
     def routes(self) -> list[Any]:
-        r, w = "subscriptions.read", "subscriptions.write"
+        if self.kind == CSOURCE_KIND:
+            r = w = "registrations.subscribe"
+        else:
+            r, w = "subscriptions.read", "subscriptions.write"
         return [
             guarded(
-                f"{PREFIX}/subscriptions",
+                f"{PREFIX}/{self.collection}",
                 {"POST": (self.create, w), "GET": (self.query, r)},
             ),
             guarded(
-                f"{PREFIX}/subscriptions/{{subscription_id:path}}",
+                f"{PREFIX}/{self.collection}/{{subscription_id:path}}",
                 {"GET": (self.retrieve, r), "PATCH": (self.update, w), "DELETE": (self.delete, w)},
             ),
         ]

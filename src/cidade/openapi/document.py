@@ -25,6 +25,7 @@ from cidade.openapi.build import ERRORS, ApiPart, error_responses
 from cidade.openapi.devices import devices_part
 from cidade.openapi.hub import hub_part
 from cidade.openapi.platform import platform_part
+from cidade.openapi.registrations import registration_part
 from cidade.openapi.schemas import SCHEMAS
 from cidade.openapi.subscriptions import subscription_part
 from cidade.openapi.temporal import temporal_part
@@ -35,6 +36,7 @@ PARTS: tuple[Callable[[], ApiPart], ...] = (
     hub_part,
     temporal_part,
     subscription_part,
+    registration_part,
     devices_part,
 )
 

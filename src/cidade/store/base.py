@@ -110,6 +110,19 @@ class HistoryQuery:
 
 OutboxEntry = tuple[str, str, bytes]  # (lane = endpoint URI, subscription id, body JSON)
 
+# The kinds of subscription (one table, one id space, one outbox): to entities (§5.8) and to
+# context source registrations (§5.11).
+ENTITY_KIND = "entity"
+CSOURCE_KIND = "csource"
+
+# A change of one context source registration: the stored registration (None: absent) -> the new
+# one (None: delete it); raises an NgsiError to refuse, changing nothing.
+RegistrationApply = Callable[[dict[str, Any] | None], dict[str, Any] | None]
+# (the tenant's csource subscriptions, registration before, after) -> the notifications due.
+RegistrationMatch = Callable[
+    [list[dict[str, Any]], dict[str, Any] | None, dict[str, Any] | None], list[OutboxEntry]
+]
+
 
 @dataclass(slots=True)
 class ChangeWatch:
@@ -268,17 +281,61 @@ class Store(Protocol):
         keeps the instances any of its types keeps. The number of instances deleted."""
         ...
 
-    async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool: ...
+    # -- subscriptions, of either kind (ENTITY_KIND, CSOURCE_KIND) -----------------------------
+    # One id space: a subscription id is taken whatever its kind. ``outbox``: notifications
+    # committed with the change (a csource subscription's initial notification).
 
-    async def get_subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None: ...
+    async def create_subscription(
+        self,
+        tenant: str,
+        sub: dict[str, Any],
+        *,
+        kind: str = ENTITY_KIND,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
+        """Store a new subscription; False when one with its id exists in the tenant."""
+        ...
 
-    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool: ...
+    async def get_subscription(
+        self, tenant: str, sub_id: str, *, kind: str | None = ENTITY_KIND
+    ) -> dict[str, Any] | None:
+        """The subscription of that id and kind (``kind=None``: of any kind)."""
+        ...
 
-    async def delete_subscription(self, tenant: str, sub_id: str) -> bool: ...
+    async def replace_subscription(
+        self,
+        tenant: str,
+        sub: dict[str, Any],
+        *,
+        kind: str = ENTITY_KIND,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool: ...
+
+    async def delete_subscription(
+        self, tenant: str, sub_id: str, *, kind: str = ENTITY_KIND
+    ) -> bool: ...
 
     async def list_subscriptions(
-        self, tenant: str, limit: int, offset: int
+        self, tenant: str, limit: int, offset: int, *, kind: str = ENTITY_KIND
     ) -> tuple[list[dict[str, Any]], int]: ...
+
+    # -- context source registrations (§5.9, §5.10; hub/registrations.py) ---------------------
+
+    async def get_registration(self, tenant: str, reg_id: str) -> dict[str, Any] | None: ...
+
+    async def list_registrations(self, tenant: str) -> list[dict[str, Any]]:
+        """Every registration of the tenant, in creation order (a broker has tens or hundreds:
+        the hub filters them in memory)."""
+        ...
+
+    async def write_registration(
+        self, tenant: str, reg_id: str, apply: RegistrationApply, match: RegistrationMatch
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Create, change or delete one registration in one transaction: ``apply`` maps the
+        stored one (or None) to the new one (None deletes it) or raises to refuse; ``match``
+        gets the tenant's csource subscriptions and the registration before and after, and the
+        notifications it returns are committed with the change. (before, after)."""
+        ...
 
     # -- notification delivery (hub/notify); every method is one short transaction ----------
 
@@ -321,9 +378,11 @@ class Store(Protocol):
         lastFailure}} for those that have notified."""
         ...
 
-    async def claim_periodic(self, now: float) -> list[tuple[str, dict[str, Any]]]:
-        """(tenant, subscription) of every periodic subscription due at ``now``, each moved to
-        its next due time in the same statement, so one worker takes each turn."""
+    async def claim_periodic(
+        self, now: float, *, kind: str = ENTITY_KIND
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """(tenant, subscription) of every periodic subscription of ``kind`` due at ``now``,
+        each moved to its next due time in the same statement, so one worker takes each turn."""
         ...
 
     async def enqueue(self, tenant: str, entries: list[OutboxEntry]) -> None: ...

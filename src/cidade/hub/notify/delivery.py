@@ -28,8 +28,9 @@ from typing import Any
 
 from cidade.config import Settings
 from cidade.hub.jsonld import ContextResolver
+from cidade.hub.notify.csource import initial_entry
 from cidade.hub.notify.matching import compile_subscription, match_changes, periodic_entry
-from cidade.hub.notify.payload import render_notification
+from cidade.hub.notify.payload import render_csource_notification, render_notification
 from cidade.hub.notify.senders import (
     FAILED,
     RETRY,
@@ -46,7 +47,7 @@ from cidade.hub.subscriptions import (
     subscription_q,
 )
 from cidade.ngsild import timefmt
-from cidade.store.base import ChangeWatch, EntityQuery, OutboxItem, Outcome, Store
+from cidade.store.base import CSOURCE_KIND, ChangeWatch, EntityQuery, OutboxItem, Outcome, Store
 
 log = logging.getLogger("cidade.notify")
 
@@ -82,7 +83,7 @@ def _merged(unit: list[OutboxItem]) -> dict[str, Any]:
     if len(unit) == 1:
         return unit[0].body
     entities = [e for item in unit for e in item.body["entities"]]
-    return {"trigger": unit[0].body["trigger"], "entities": entities}
+    return {**unit[0].body, "entities": entities}
 
 
 PERIODIC_LIMIT = 1000  # entities in one periodic notification
@@ -203,7 +204,8 @@ class Notifier:
                 head = unit[0]
                 key = (head.tenant, head.subscription_id)
                 if key not in subs:
-                    subs[key] = await self.store.get_subscription(*key)
+                    # Of either kind: entity and csource subscriptions share one id space.
+                    subs[key] = await self.store.get_subscription(*key, kind=None)
                 sub = subs[key]
                 at = timefmt.now()
                 if sub is None or self._throttled(sub, key):
@@ -245,7 +247,12 @@ class Notifier:
     async def _send(self, sub: dict[str, Any], tenant: str, body: dict[str, Any], at: str) -> str:
         endpoint = sub["notification"]["endpoint"]
         try:
-            rendered = await render_notification(self.resolver, sub, tenant, body, at, self.store)
+            if body.get("csource"):
+                rendered = await render_csource_notification(self.resolver, sub, tenant, body, at)
+            else:
+                rendered = await render_notification(
+                    self.resolver, sub, tenant, body, at, self.store
+                )
         except Exception:
             # Typically the subscription's @context cannot be fetched right now.
             log.warning("could not render a notification of %s", sub["id"], exc_info=True)
@@ -269,6 +276,11 @@ class Notifier:
                         entities = await self._current_state(tenant, sub)
                         if entities:
                             await self.store.enqueue(tenant, [periodic_entry(sub, entities)])
+                for tenant, sub in await self.store.claim_periodic(time.time(), kind=CSOURCE_KIND):
+                    # Every registration it selects, at each turn (§5.11).
+                    entry = initial_entry(sub, await self.store.list_registrations(tenant))
+                    if entry is not None:
+                        await self.store.enqueue(tenant, [entry])
             except asyncio.CancelledError:
                 raise
             except Exception:

@@ -20,6 +20,7 @@ from cidade.hub.http import TENANT_HEADER
 from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver
 from cidade.hub.linked import EntityReader, join_linked
 from cidade.hub.model import View, geojson_feature, render_entity
+from cidade.hub.registrations import render_registration
 from cidade.hub.subscriptions import (
     notification_attributes,
     notification_context,
@@ -110,6 +111,43 @@ async def render_notification(
         "data": payload,
         "triggerReason": body["trigger"],
     }
+    return Rendered(_headers(notification, endpoint, accept, link, tenant), notification)
+
+
+async def render_csource_notification(
+    resolver: ContextResolver,
+    sub: dict[str, Any],
+    tenant: str,
+    body: dict[str, Any],
+    notified_at: str,
+) -> Rendered:
+    """The ContextSourceNotification (§5.3.2) for an outbox item ({trigger, entities: the
+    registrations}) of a subscription to registrations: names compacted with the
+    subscription's @context, sent as an entity notification is (headers, receiverInfo)."""
+    endpoint = sub["notification"]["endpoint"]
+    context = notification_context(sub)
+    terms = await resolver.term_map(context) if context is not None else resolver.core
+    sys_attrs = bool(sub["notification"].get("sysAttrs"))
+    accept = endpoint.get("accept", JSON)
+    if accept == GEO_JSON:
+        accept = JSON  # registrations are not features
+    data = [render_registration(r, terms, sys_attrs=sys_attrs) for r in body["entities"]]
+    link = context if isinstance(context, str) else CORE_CONTEXT_URL
+    notification: dict[str, Any] = {
+        "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
+        "type": "ContextSourceNotification",
+        "subscriptionId": sub["id"],
+        "notifiedAt": notified_at,
+        "data": data,
+        "triggerReason": body["trigger"],
+    }
+    return Rendered(_headers(notification, endpoint, accept, link, tenant), notification)
+
+
+def _headers(
+    notification: dict[str, Any], endpoint: dict[str, Any], accept: str, link: str, tenant: str
+) -> dict[str, str]:
+    """The headers of a notification (the @context put in its body for JSON-LD)."""
     headers = {"Content-Type": accept}
     if accept == JSON_LD:
         notification["@context"] = link
@@ -119,7 +157,7 @@ async def render_notification(
         headers[TENANT_HEADER] = tenant
     for item in endpoint.get("receiverInfo", ()):
         headers[item["key"]] = item["value"]
-    return Rendered(headers, notification)
+    return headers
 
 
 def _only_datasets(entity: dict[str, Any], datasets: list[str]) -> dict[str, Any]:
@@ -134,4 +172,4 @@ def _only_datasets(entity: dict[str, Any], datasets: list[str]) -> dict[str, Any
     return {**entity, "attrs": attrs}
 
 
-__all__ = ["Rendered", "render_notification"]
+__all__ = ["Rendered", "render_csource_notification", "render_notification"]

@@ -26,6 +26,8 @@ from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.query.geo import GeoQuery
 from cidade.ngsild.timefmt import from_datetime
 from cidade.store.base import (
+    CSOURCE_KIND,
+    ENTITY_KIND,
     TIME_COLUMNS,
     ChangeWatch,
     Entity,
@@ -35,6 +37,8 @@ from cidade.store.base import (
     OutboxItem,
     Outcome,
     QueryResult,
+    RegistrationApply,
+    RegistrationMatch,
     TypeExpr,
     WriteChain,
     WriteOp,
@@ -686,40 +690,67 @@ class PostgresStore(PostgresAuth, PostgresDevices):
 
     # -- subscriptions --------------------------------------------------------------------------
 
-    async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+    async def create_subscription(
+        self,
+        tenant: str,
+        sub: dict[str, Any],
+        *,
+        kind: str = ENTITY_KIND,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         """Store a new subscription; False when one with its id exists in the tenant."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING", tenant
             )
             status = await conn.execute(
-                "INSERT INTO subscriptions(tenant, id, doc) VALUES ($1, $2, $3::text::jsonb)"
-                " ON CONFLICT DO NOTHING",
+                "INSERT INTO subscriptions(tenant, id, doc, kind)"
+                " VALUES ($1, $2, $3::text::jsonb, $4) ON CONFLICT DO NOTHING",
                 tenant,
                 sub["id"],
                 orjson.dumps(sub).decode(),
+                kind,
             )
             if status.split()[-1] != "1":
                 return False
             await conn.execute(
                 "DELETE FROM subscription_status WHERE tenant = $1 AND id = $2", tenant, sub["id"]
             )
+            if outbox:
+                await _insert_outbox(conn, self, tenant, list(outbox))
             await _bump_epoch(conn)
+        if outbox and self.watch is not None:
+            self.watch.enqueued()
         return True
 
-    async def get_subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None:
+    async def get_subscription(
+        self, tenant: str, sub_id: str, *, kind: str | None = ENTITY_KIND
+    ) -> dict[str, Any] | None:
         return await self._pool.fetchval(
-            "SELECT doc FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id
+            "SELECT doc FROM subscriptions WHERE tenant = $1 AND id = $2"
+            " AND ($3::text IS NULL OR kind = $3)",
+            tenant,
+            sub_id,
+            kind,
         )
 
-    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+    async def replace_subscription(
+        self,
+        tenant: str,
+        sub: dict[str, Any],
+        *,
+        kind: str = ENTITY_KIND,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(UNPARK_LANE_POSTGRES, tenant, sub["id"])
             status = await conn.execute(
-                "UPDATE subscriptions SET doc = $3::text::jsonb WHERE tenant = $1 AND id = $2",
+                "UPDATE subscriptions SET doc = $3::text::jsonb"
+                " WHERE tenant = $1 AND id = $2 AND kind = $4",
                 tenant,
                 sub["id"],
                 orjson.dumps(sub).decode(),
+                kind,
             )
             if status.split()[-1] != "1":
                 return False
@@ -729,14 +760,23 @@ class PostgresStore(PostgresAuth, PostgresDevices):
                 tenant,
                 sub["id"],
             )
+            if outbox:
+                await _insert_outbox(conn, self, tenant, list(outbox))
             await _bump_epoch(conn)
+        if outbox and self.watch is not None:
+            self.watch.enqueued()
         return True
 
-    async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
+    async def delete_subscription(
+        self, tenant: str, sub_id: str, *, kind: str = ENTITY_KIND
+    ) -> bool:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(UNPARK_LANE_POSTGRES, tenant, sub_id)
             status = await conn.execute(
-                "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2", tenant, sub_id
+                "DELETE FROM subscriptions WHERE tenant = $1 AND id = $2 AND kind = $3",
+                tenant,
+                sub_id,
+                kind,
             )
             if status.split()[-1] != "1":
                 return False
@@ -750,18 +790,83 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         return True
 
     async def list_subscriptions(
-        self, tenant: str, limit: int, offset: int
+        self, tenant: str, limit: int, offset: int, *, kind: str = ENTITY_KIND
     ) -> tuple[list[dict[str, Any]], int]:
         async with self._pool.acquire() as conn:
             total = await conn.fetchval(
-                "SELECT count(*) FROM subscriptions WHERE tenant = $1", tenant
+                "SELECT count(*) FROM subscriptions WHERE tenant = $1 AND kind = $2", tenant, kind
             )
             rows = await conn.fetch(
-                "SELECT doc FROM subscriptions WHERE tenant = $1 ORDER BY seq"
+                "SELECT doc FROM subscriptions WHERE tenant = $1 AND kind = $2 ORDER BY seq"
                 f" LIMIT {int(limit)} OFFSET {int(offset)}",
                 tenant,
+                kind,
             )
         return [r["doc"] for r in rows], total
+
+    # -- context source registrations ---------------------------------------------------------
+
+    async def get_registration(self, tenant: str, reg_id: str) -> dict[str, Any] | None:
+        return await self._pool.fetchval(
+            "SELECT doc FROM csource_registrations WHERE tenant = $1 AND id = $2", tenant, reg_id
+        )
+
+    async def list_registrations(self, tenant: str) -> list[dict[str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT doc FROM csource_registrations WHERE tenant = $1 ORDER BY seq", tenant
+        )
+        return [r["doc"] for r in rows]
+
+    async def write_registration(
+        self, tenant: str, reg_id: str, apply: RegistrationApply, match: RegistrationMatch
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Serialise the changes of one registration (existing or not) across workers.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 7))", f"{tenant}\n{reg_id}"
+            )
+            before = await conn.fetchval(
+                "SELECT doc FROM csource_registrations WHERE tenant = $1 AND id = $2",
+                tenant,
+                reg_id,
+            )
+            after = apply(before)
+            if after is None:
+                await conn.execute(
+                    "DELETE FROM csource_registrations WHERE tenant = $1 AND id = $2",
+                    tenant,
+                    reg_id,
+                )
+            elif before is None:
+                await conn.execute(
+                    "INSERT INTO tenants(name) VALUES ($1) ON CONFLICT DO NOTHING", tenant
+                )
+                await conn.execute(
+                    "INSERT INTO csource_registrations(tenant, id, doc)"
+                    " VALUES ($1, $2, $3::text::jsonb)",
+                    tenant,
+                    reg_id,
+                    orjson.dumps(after).decode(),
+                )
+            else:
+                await conn.execute(
+                    "UPDATE csource_registrations SET doc = $3::text::jsonb"
+                    " WHERE tenant = $1 AND id = $2",
+                    tenant,
+                    reg_id,
+                    orjson.dumps(after).decode(),
+                )
+            rows = await conn.fetch(
+                "SELECT doc FROM subscriptions WHERE tenant = $1 AND kind = $2 ORDER BY seq",
+                tenant,
+                CSOURCE_KIND,
+            )
+            entries = match([r["doc"] for r in rows], before, after)
+            if entries:
+                await _insert_outbox(conn, self, tenant, entries)
+        if entries and self.watch is not None:
+            self.watch.enqueued()
+        return before, after
 
     # -- notification delivery ------------------------------------------------------------------
 
@@ -831,14 +936,18 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         )
         return {r[0]: status_info(tuple(r)[1:]) for r in rows}
 
-    async def claim_periodic(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+    async def claim_periodic(
+        self, now: float, *, kind: str = ENTITY_KIND
+    ) -> list[tuple[str, dict[str, Any]]]:
         taken = []
         async with self._pool.acquire() as conn, conn.transaction():
             due = await conn.fetch(
                 "SELECT s.tenant, s.doc, st.next_periodic FROM subscriptions s"
                 " LEFT JOIN subscription_status st ON st.tenant = s.tenant AND st.id = s.id"
-                " WHERE s.doc ? 'timeInterval' AND coalesce(st.next_periodic, 0) <= $1",
+                " WHERE s.doc ? 'timeInterval' AND s.kind = $2"
+                " AND coalesce(st.next_periodic, 0) <= $1",
                 now,
+                kind,
             )
             for tenant, sub, previous in due:
                 # Compare-and-set on the due time: of several workers, one takes each turn.
@@ -1012,7 +1121,9 @@ async def _watching(
     assert store.watch is not None
     if epoch != store.watching[0]:
         by_tenant: dict[str, list[Any]] = {}
-        for r in await conn.fetch("SELECT tenant, doc FROM subscriptions ORDER BY seq"):
+        for r in await conn.fetch(
+            "SELECT tenant, doc FROM subscriptions WHERE kind = $1 ORDER BY seq", ENTITY_KIND
+        ):
             compiled = store.watch.compile(r["doc"])
             if compiled is not None:
                 by_tenant.setdefault(r["tenant"], []).append(compiled)

@@ -19,6 +19,8 @@ from cidade.ngsild.query.q import evaluate
 from cidade.ngsild.query.scope import evaluate_scope
 from cidade.ngsild.timefmt import now as now_iso
 from cidade.store.base import (
+    CSOURCE_KIND,
+    ENTITY_KIND,
     TIME_COLUMNS,
     ChangeWatch,
     Entity,
@@ -28,6 +30,8 @@ from cidade.store.base import (
     OutboxItem,
     Outcome,
     QueryResult,
+    RegistrationApply,
+    RegistrationMatch,
     TypeExpr,
     WriteChain,
     WriteOp,
@@ -602,7 +606,14 @@ class SqliteStore(SqliteAuth, SqliteDevices):
 
     # -- subscriptions --------------------------------------------------------------------------
 
-    async def create_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+    async def create_subscription(
+        self,
+        tenant: str,
+        sub: dict[str, Any],
+        *,
+        kind: str = ENTITY_KIND,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         """Store a new subscription; False when one with its id exists in the tenant."""
 
         def run(conn: sqlite3.Connection) -> bool:
@@ -612,33 +623,50 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             )
             seq = conn.execute("SELECT coalesce(max(seq), 0) + 1 FROM subscriptions").fetchone()[0]
             cur = conn.execute(
-                "INSERT OR IGNORE INTO subscriptions(tenant, id, doc, seq) VALUES (?, ?, ?, ?)",
-                (tenant, sub["id"], orjson.dumps(sub).decode(), seq),
+                "INSERT OR IGNORE INTO subscriptions(tenant, id, doc, seq, kind)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (tenant, sub["id"], orjson.dumps(sub).decode(), seq, kind),
             )
             if cur.rowcount != 1:
                 return False
             conn.execute(
                 "DELETE FROM subscription_status WHERE tenant = ? AND id = ?", (tenant, sub["id"])
             )
+            if outbox:
+                _insert_outbox(conn, tenant, list(outbox))
             _bump_epoch(conn)
             return True
 
-        return await self.db.write(run)
+        created = await self.db.write(run)
+        if created and outbox and self.watch is not None:
+            self.watch.enqueued()
+        return created
 
-    async def get_subscription(self, tenant: str, sub_id: str) -> dict[str, Any] | None:
+    async def get_subscription(
+        self, tenant: str, sub_id: str, *, kind: str | None = ENTITY_KIND
+    ) -> dict[str, Any] | None:
         row = self.db.read_now(
             lambda c: c.execute(
-                "SELECT doc FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, sub_id)
+                "SELECT doc FROM subscriptions WHERE tenant = ? AND id = ?"
+                " AND (? IS NULL OR kind = ?)",
+                (tenant, sub_id, kind, kind),
             ).fetchone()
         )
         return orjson.loads(row[0]) if row else None
 
-    async def replace_subscription(self, tenant: str, sub: dict[str, Any]) -> bool:
+    async def replace_subscription(
+        self,
+        tenant: str,
+        sub: dict[str, Any],
+        *,
+        kind: str = ENTITY_KIND,
+        outbox: Sequence[OutboxEntry] = (),
+    ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             _unpark_lane_of(conn, tenant, sub["id"])
             cur = conn.execute(
-                "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ?",
-                (orjson.dumps(sub).decode(), tenant, sub["id"]),
+                "UPDATE subscriptions SET doc = ? WHERE tenant = ? AND id = ? AND kind = ?",
+                (orjson.dumps(sub).decode(), tenant, sub["id"], kind),
             )
             if cur.rowcount != 1:
                 return False
@@ -647,16 +675,24 @@ class SqliteStore(SqliteAuth, SqliteDevices):
                 "UPDATE subscription_status SET next_periodic = NULL WHERE tenant = ? AND id = ?",
                 (tenant, sub["id"]),
             )
+            if outbox:
+                _insert_outbox(conn, tenant, list(outbox))
             _bump_epoch(conn)
             return True
 
-        return await self.db.write(run)
+        replaced = await self.db.write(run)
+        if replaced and outbox and self.watch is not None:
+            self.watch.enqueued()
+        return replaced
 
-    async def delete_subscription(self, tenant: str, sub_id: str) -> bool:
+    async def delete_subscription(
+        self, tenant: str, sub_id: str, *, kind: str = ENTITY_KIND
+    ) -> bool:
         def run(conn: sqlite3.Connection) -> bool:
             _unpark_lane_of(conn, tenant, sub_id)
             cur = conn.execute(
-                "DELETE FROM subscriptions WHERE tenant = ? AND id = ?", (tenant, sub_id)
+                "DELETE FROM subscriptions WHERE tenant = ? AND id = ? AND kind = ?",
+                (tenant, sub_id, kind),
             )
             if cur.rowcount != 1:
                 return False
@@ -672,19 +708,89 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         return await self.db.write(run)
 
     async def list_subscriptions(
-        self, tenant: str, limit: int, offset: int
+        self, tenant: str, limit: int, offset: int, *, kind: str = ENTITY_KIND
     ) -> tuple[list[dict[str, Any]], int]:
         def run(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], int]:
             total = conn.execute(
-                "SELECT count(*) FROM subscriptions WHERE tenant = ?", (tenant,)
+                "SELECT count(*) FROM subscriptions WHERE tenant = ? AND kind = ?", (tenant, kind)
             ).fetchone()[0]
             rows = conn.execute(
-                "SELECT doc FROM subscriptions WHERE tenant = ? ORDER BY seq LIMIT ? OFFSET ?",
-                (tenant, limit, offset),
+                "SELECT doc FROM subscriptions WHERE tenant = ? AND kind = ?"
+                " ORDER BY seq LIMIT ? OFFSET ?",
+                (tenant, kind, limit, offset),
             ).fetchall()
             return [orjson.loads(r[0]) for r in rows], total
 
         return await self.db.read(run)
+
+    # -- context source registrations ---------------------------------------------------------
+
+    async def get_registration(self, tenant: str, reg_id: str) -> dict[str, Any] | None:
+        row = self.db.read_now(
+            lambda c: c.execute(
+                "SELECT doc FROM csource_registrations WHERE tenant = ? AND id = ?",
+                (tenant, reg_id),
+            ).fetchone()
+        )
+        return orjson.loads(row[0]) if row else None
+
+    async def list_registrations(self, tenant: str) -> list[dict[str, Any]]:
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT doc FROM csource_registrations WHERE tenant = ? ORDER BY seq", (tenant,)
+            ).fetchall()
+            return [orjson.loads(r[0]) for r in rows]
+
+        return await self.db.read(run)
+
+    async def write_registration(
+        self, tenant: str, reg_id: str, apply: RegistrationApply, match: RegistrationMatch
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        def run(conn: sqlite3.Connection) -> tuple[Any, Any, bool]:
+            row = conn.execute(
+                "SELECT doc FROM csource_registrations WHERE tenant = ? AND id = ?",
+                (tenant, reg_id),
+            ).fetchone()
+            before = orjson.loads(row[0]) if row else None
+            after = apply(before)
+            if after is None:
+                conn.execute(
+                    "DELETE FROM csource_registrations WHERE tenant = ? AND id = ?",
+                    (tenant, reg_id),
+                )
+            elif before is None:
+                conn.execute(
+                    "INSERT OR IGNORE INTO tenants(name, created_at) VALUES (?, ?)",
+                    (tenant, datetime.now(UTC).isoformat()),
+                )
+                seq = conn.execute(
+                    "SELECT coalesce(max(seq), 0) + 1 FROM csource_registrations"
+                ).fetchone()[0]
+                conn.execute(
+                    "INSERT INTO csource_registrations(tenant, id, doc, seq) VALUES (?, ?, ?, ?)",
+                    (tenant, reg_id, orjson.dumps(after).decode(), seq),
+                )
+            else:
+                conn.execute(
+                    "UPDATE csource_registrations SET doc = ? WHERE tenant = ? AND id = ?",
+                    (orjson.dumps(after).decode(), tenant, reg_id),
+                )
+            subs = [
+                orjson.loads(r[0])
+                for r in conn.execute(
+                    "SELECT doc FROM subscriptions WHERE tenant = ? AND kind = ? ORDER BY seq",
+                    (tenant, CSOURCE_KIND),
+                )
+            ]
+            entries = match(subs, before, after)
+            if entries:
+                _insert_outbox(conn, tenant, entries)
+            return before, after, bool(entries)
+
+        before, after, enqueued = await self.db.write(run)
+        if enqueued and self.watch is not None:
+            self.watch.enqueued()
+        return before, after
 
     # -- notification delivery ------------------------------------------------------------------
 
@@ -767,14 +873,16 @@ class SqliteStore(SqliteAuth, SqliteDevices):
         )
         return {r[0]: status_info(r[1:]) for r in rows}
 
-    async def claim_periodic(self, now: float) -> list[tuple[str, dict[str, Any]]]:
+    async def claim_periodic(
+        self, now: float, *, kind: str = ENTITY_KIND
+    ) -> list[tuple[str, dict[str, Any]]]:
         def run(conn: sqlite3.Connection) -> list[tuple[str, dict[str, Any]]]:
             due = conn.execute(
                 "SELECT s.tenant, s.doc FROM subscriptions s LEFT JOIN subscription_status st"
                 " ON st.tenant = s.tenant AND st.id = s.id"
-                " WHERE json_extract(s.doc, '$.timeInterval') IS NOT NULL"
+                " WHERE json_extract(s.doc, '$.timeInterval') IS NOT NULL AND s.kind = ?"
                 " AND coalesce(st.next_periodic, 0) <= ?",
-                (now,),
+                (kind, now),
             ).fetchall()
             taken = []
             for tenant, doc in due:
@@ -893,7 +1001,9 @@ def _watching(conn: sqlite3.Connection, store: SqliteStore, tenant: str) -> list
     (epoch,) = conn.execute("SELECT epoch FROM subscription_epoch").fetchone()
     if epoch != store.watching[0]:
         by_tenant: dict[str, list[Any]] = {}
-        for t, doc in conn.execute("SELECT tenant, doc FROM subscriptions ORDER BY seq"):
+        for t, doc in conn.execute(
+            "SELECT tenant, doc FROM subscriptions WHERE kind = ? ORDER BY seq", (ENTITY_KIND,)
+        ):
             compiled = store.watch.compile(orjson.loads(doc))
             if compiled is not None:
                 by_tenant.setdefault(t, []).append(compiled)
