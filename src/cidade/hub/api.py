@@ -200,6 +200,7 @@ class HubApi:
             geometry=params.get("geometry"),
             coordinates=params.get("coordinates"),
             geoproperty=params.get("geoproperty"),
+            order_by=params.get("orderBy"),
             limit=limit,
             offset=offset,
             count=count,

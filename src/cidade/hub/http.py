@@ -301,8 +301,9 @@ UNSUPPORTED_PARAMS = (
     "entityMap",
     "containedBy",
     "expandValues",
-    "orderBy",
     "collation",
+    "orderFrom",
+    "orderGeometry",
     "doNotCompact",
 )
 

@@ -25,7 +25,7 @@ _PAGING = frozenset({"limit", "offset", "count"})
 _QUERY = frozenset(
     {"id", "type", "idPattern", "q", "csf", "scopeQ"}
     | {"georel", "geometry", "coordinates", "geoproperty"}
-    | {"orderBy", "collation"}
+    | {"orderBy", "collation", "orderFrom", "orderGeometry"}
 )
 # What identifies the target of an operation on one entity (the entity type may be given).
 _ONE = frozenset({"type"}) | _DISTRIBUTED

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cidade.hub.model import check_entity_id, expand_name
-from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData, NotImplementedFeature
 from cidade.ngsild.query.geo import parse_geoquery
+from cidade.ngsild.query.order import parse_order_by
 from cidade.ngsild.query.q import parse_q
 from cidade.ngsild.query.scope import parse_scope_q
 from cidade.ngsild.query.types import parse_type_expression
@@ -42,6 +43,7 @@ def build_query(
     geometry: str | None = None,
     coordinates: Any = None,
     geoproperty: str | None = None,
+    order_by: object = None,
     limit: int = 20,
     offset: int = 0,
     count: bool = False,
@@ -70,6 +72,8 @@ def build_query(
             raise BadRequestData("scopeQ must be a string")
         query.scope = parse_scope_q(scope_q)
     query.geo = parse_geoquery(georel, geometry, coordinates, geoproperty, name_iri)
+    if order_by is not None:
+        query.order = parse_order_by(order_by, name_iri)
     ids = ids_suffice and bool(query.ids or query.id_pattern)
     if require_filter and not (ids or query.types or query.attrs or query.q or query.geo):
         # §5.7.2.4: Query Entities needs an entity type selector, attribute names, a query, a
@@ -106,6 +110,7 @@ def query_from_body(
     q = body.get("q")
     if q is not None and not isinstance(q, str):
         raise BadRequestData("q must be a string")
+    order_by = _ordering(body.get("ordering"))
     return build_query(
         terms,
         ids=ids,
@@ -118,12 +123,28 @@ def query_from_body(
         geometry=geo_q.get("geometry"),
         coordinates=geo_q.get("coordinates"),
         geoproperty=geo_q.get("geoproperty"),
+        order_by=order_by,
         limit=limit,
         offset=offset,
         count=count,
         require_filter=require_filter,
         ids_suffice=ids_suffice,
     )
+
+
+def _ordering(ordering: object) -> object:
+    """The orderBy of a Query's ``ordering`` (§5.2.43 OrderingParams), None without one;
+    collation and order by distance (coordinates, geometry) are not supported (501)."""
+    if ordering is None:
+        return None
+    if not isinstance(ordering, dict):
+        raise BadRequestData("ordering must be an OrderingParams object")
+    for member in ("collation", "coordinates", "geometry"):
+        if member in ordering:
+            raise NotImplementedFeature(f"ordering.{member} is not supported")
+    if ordering.get("orderBy") is None:
+        raise BadRequestData("ordering needs orderBy")
+    return ordering["orderBy"]
 
 
 def _entity_selectors(

@@ -133,6 +133,12 @@ ENTITY_FILTERS = [
     query("coordinates", "The query geometry's coordinates, as JSON (URL-encoded)."),
     query("geoproperty", "The GeoProperty the geo-query applies to (default location)."),
     boolean_query("local", "true: allow a query without any filter."),
+    query(
+        "orderBy",
+        "Order before paging (§4.23): keys in turn, each id, type, scope, createdAt, modifiedAt or "
+        "an attribute path as in q (`name.observedAt`, `address[city]`), then `;asc` (default) "
+        "or `;desc`: `name,height;desc`.",
+    ),
     LIMIT,
     OFFSET,
     COUNT,

@@ -185,6 +185,12 @@ QUERY: Schema = {
                 "geoproperty": STRING,
             },
         },
+        "ordering": {
+            "type": "object",
+            "description": "§5.2.43 OrderingParams: orderBy as the query parameter (§4.23).",
+            "required": ["orderBy"],
+            "properties": {"orderBy": {"type": "array", "items": STRING, "minItems": 1}},
+        },
         "@context": LD_CONTEXT,
     },
 }

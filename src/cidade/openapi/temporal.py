@@ -101,6 +101,12 @@ TEMPORAL_QUERY: Schema = {
         "attrs": {"type": "array", "items": {"type": "string"}},
         "q": {"type": "string"},
         "geoQ": {"type": "object"},
+        "ordering": {
+            "type": "object",
+            "description": "§5.2.43 OrderingParams: orderBy as the query parameter (§4.23).",
+            "required": ["orderBy"],
+            "properties": {"orderBy": {"type": "array", "items": {"type": "string"}}},
+        },
         "temporalQ": {
             "type": "object",
             "properties": {

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from cidade.ngsild.query.geo import GeoQuery
+from cidade.ngsild.query.order import OrderKey
 from cidade.ngsild.query.q import QNode
 from cidade.ngsild.query.scope import ScopeNode
 
@@ -73,6 +74,9 @@ class EntityQuery:
     q: QNode | None = None
     scope: ScopeNode | None = None  # scopeQ (§4.19)
     geo: GeoQuery | None = None
+    # orderBy (§4.23): the store sorts by these keys, then in its own order (creation), before
+    # it pages; empty: its own order only.
+    order: tuple[OrderKey, ...] = ()
     limit: int = 20
     offset: int = 0
     count: bool = False

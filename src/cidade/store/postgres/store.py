@@ -54,6 +54,7 @@ from cidade.store.outbox import UNPARK_LANE_POSTGRES, status_info, status_rows
 from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
+from cidade.store.postgres.order import order_postgres
 from cidade.store.postgres.q import scope_to_postgres, to_postgres
 
 log = logging.getLogger("cidade.store")
@@ -300,8 +301,10 @@ class PostgresStore(PostgresAuth, PostgresDevices):
                 )
             if query.limit == 0:
                 return QueryResult([], count)
+            joins, terms = order_postgres(query.order, "e.doc")
             rows = await conn.fetch(
-                f"SELECT e.doc FROM entities e WHERE {clause} ORDER BY e.rid"
+                f"SELECT e.doc FROM entities e {' '.join(joins)} WHERE {clause}"
+                f" ORDER BY {''.join(t + ', ' for t in terms)}e.rid"
                 f" LIMIT {int(query.limit)} OFFSET {int(query.offset)}",
                 *params,
             )

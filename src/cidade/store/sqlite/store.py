@@ -55,6 +55,7 @@ from cidade.store.sqlite.history import (
     record,
     short_instance_id,
 )
+from cidade.store.sqlite.order import install_order_functions, order_sqlite
 from cidade.store.sqlite.q import install_sqlite_functions, scope_to_sqlite, to_sqlite
 
 log = logging.getLogger("cidade.store")
@@ -62,6 +63,7 @@ log = logging.getLogger("cidade.store")
 
 def _setup(conn: sqlite3.Connection) -> None:
     install_sqlite_functions(conn)
+    install_order_functions(conn)
 
 
 def migrations() -> list[tuple[int, str]]:
@@ -238,6 +240,10 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             where.append(sql)
             params.extend(qparams)
         clause = " AND ".join(where)
+        if query.order:
+            select = _ordered_sql(query, source, clause)
+        else:
+            select = f"SELECT e.doc FROM {source} WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?"
 
         def run(conn: sqlite3.Connection) -> QueryResult:
             count = None
@@ -247,10 +253,7 @@ class SqliteStore(SqliteAuth, SqliteDevices):
                 ).fetchone()[0]
             if query.limit == 0:
                 return QueryResult([], count)
-            rows = conn.execute(
-                f"SELECT e.doc FROM {source} WHERE {clause} ORDER BY {order} LIMIT ? OFFSET ?",
-                [*params, query.limit, query.offset],
-            ).fetchall()
+            rows = conn.execute(select, [*params, query.limit, query.offset]).fetchall()
             return QueryResult([orjson.loads(r[0]) for r in rows], count)
 
         return await self.db.read(run)
@@ -1213,9 +1216,11 @@ def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Que
     sql, params = geo_candidates_sql(tenant, query)
     ids = set(query.ids)
     pattern = re.compile(query.id_pattern) if query.id_pattern is not None else None
-    wanted = None if query.count else query.offset + query.limit
+    # With orderBy every match is needed: SQL then orders them (below).
+    wanted = None if query.count or query.order else query.offset + query.limit
     matched: list[Entity] = []
     seen: set[int] = set()
+    kept: set[int] = set()  # the rids of matched
     for rid, geometry in conn.execute(sql, params):
         if rid in seen or not geo.matches(geometry):
             continue  # another instance of an entity already taken, or no match
@@ -1233,10 +1238,29 @@ def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Que
         if query.scope is not None and not evaluate_scope(query.scope, entity):
             continue
         matched.append(entity)
+        kept.add(rid)
         if wanted is not None and len(matched) >= wanted:
             break
+    count = len(matched) if query.count else None
+    if query.order and query.limit > 0:
+        rids = orjson.dumps(sorted(kept)).decode()
+        select = _ordered_sql(query, "entities e", "e.rid IN (SELECT value FROM json_each(?))")
+        rows = conn.execute(select, [rids, query.limit, query.offset]).fetchall()
+        return QueryResult([orjson.loads(r[0]) for r in rows], count)
     page = matched[query.offset : query.offset + query.limit]
-    return QueryResult(page, len(matched) if query.count else None)
+    return QueryResult(page, count)
+
+
+def _ordered_sql(query: EntityQuery, source: str, clause: str) -> str:
+    """The page of a query with orderBy (§4.23): its keys computed once per matching entity
+    (a materialized CTE), sorted in SQL, then by creation (rid), then LIMIT ? OFFSET ?."""
+    columns, terms = order_sqlite(query.order, "e.doc")
+    computed = "".join(f", {c}" for c in columns)
+    return (
+        f"WITH m AS MATERIALIZED (SELECT e.rid AS rid, e.doc AS doc{computed}"
+        f" FROM {source} WHERE {clause})"
+        f" SELECT doc FROM m ORDER BY {', '.join(terms)}, rid LIMIT ? OFFSET ?"
+    )
 
 
 def _limit(query: HistoryQuery) -> str:
