@@ -21,11 +21,19 @@ class Received:
 
 class Receiver:
     """``url`` takes notifications; ``answers`` is a list of status codes used one per request
-    (then ``status``); ``delay`` seconds are slept before answering (a slow endpoint)."""
+    (then ``status``); ``delay`` seconds are slept before answering (a slow endpoint);
+    ``before_answer`` is called with each notification's body before it is answered (what a
+    receiver does as soon as it gets one)."""
 
-    def __init__(self, status: int = 200, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        status: int = 200,
+        delay: float = 0.0,
+        before_answer: Callable[[Any], None] | None = None,
+    ) -> None:
         self.status = status
         self.delay = delay
+        self.before_answer = before_answer
         self.answers: list[int] = []
         self.received: list[Received] = []
         self.attempts = 0
@@ -40,6 +48,8 @@ class Receiver:
                 raw = self.rfile.read(length)
                 if owner.delay:
                     time.sleep(owner.delay)
+                if owner.before_answer is not None:
+                    owner.before_answer(json.loads(raw))
                 with owner._cond:
                     owner.attempts += 1
                     status = owner.answers.pop(0) if owner.answers else owner.status

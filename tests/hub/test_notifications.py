@@ -115,12 +115,38 @@ def test_status_counts_successes(client, receiver):
     receiver.wait_for(1)  # else both may wait together and go out as one notification
     update(client, no2=2)
     receiver.wait_for(2)
-    n = wait_status(client, sub_id, lambda n: n.get("timesSent") == 2)["notification"]
+    # timesSent counts a notification as it leaves; lastSuccess once it was answered.
+    n = wait_status(
+        client,
+        sub_id,
+        lambda n: n.get("timesSent") == 2 and n.get("lastSuccess") == n["lastNotification"],
+    )["notification"]
     assert n["status"] == "ok"
-    assert n["lastSuccess"] == n["lastNotification"]
     assert "lastFailure" not in n and n.get("timesFailed", 0) == 0
     listed = client.get(f"{NGSI}/subscriptions").json()
     assert listed[0]["notification"]["timesSent"] == 2
+
+
+def test_a_notification_is_counted_before_its_receiver_answers(client):
+    """A receiver that reads the subscription as soon as it gets a notification, before it
+    answers, finds it counted (timesSent, lastNotification = its notifiedAt): the count is
+    recorded before the notification leaves, not once the answer is back."""
+    seen: list[dict] = []
+    receiver = Receiver(
+        before_answer=lambda body: seen.append(status_of(client, body["subscriptionId"]))
+    )
+    try:
+        sub_id = subscribe(client, receiver.url)
+        create(client, no2=1)
+        (got,) = receiver.wait_for(1)
+        (during,) = seen
+        assert during["notification"]["timesSent"] == 1
+        assert during["notification"]["lastNotification"] == got.body["notifiedAt"]
+        done = wait_status(client, sub_id, lambda n: n.get("lastSuccess") is not None)
+        assert done["notification"]["timesSent"] == 1
+        assert done["notification"]["lastSuccess"] == got.body["notifiedAt"]
+    finally:
+        receiver.close()
 
 
 def test_watched_attributes_and_q_filter(client, receiver):
@@ -273,7 +299,14 @@ def test_retry_with_backoff_keeps_order(client, receiver):
     got = receiver.wait_entities(2, timeout=15)
     assert [e["no2"]["value"] for e in got] == [1, 2]
     assert receiver.attempts in (3, 4)
-    n = wait_status(client, sub_id, lambda n: n.get("timesSent") == receiver.attempts)
+    n = wait_status(
+        client,
+        sub_id,
+        lambda n: (
+            n.get("timesSent") == receiver.attempts
+            and n.get("lastSuccess", "") > n.get("lastFailure", "")
+        ),
+    )
     n = n["notification"]
     assert n["timesFailed"] == 2
     assert n["status"] == "ok"
@@ -290,7 +323,9 @@ def test_refusal_is_not_retried(client, receiver):
     update(client, no2=2)
     (got,) = receiver.wait_for(1)
     assert got.body["data"][0]["no2"]["value"] == 2
-    n = wait_status(client, sub_id, lambda n: n.get("timesSent") == 2)["notification"]
+    n = wait_status(client, sub_id, lambda n: n.get("timesSent") == 2 and "lastSuccess" in n)[
+        "notification"
+    ]
     assert n["timesFailed"] == 1
     assert receiver.attempts == 2
 

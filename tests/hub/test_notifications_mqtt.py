@@ -4,9 +4,13 @@ binding: the message payload is {"metadata": headers, "body": Notification})."""
 from __future__ import annotations
 
 import json
+import os
 import queue
+import shutil
 import socket
+import subprocess
 import time
+import urllib.parse
 import uuid
 
 import pytest
@@ -91,7 +95,7 @@ def test_mqtt_notification(client, topic_messages, qos):
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         n = client.get(f"{NGSI}/subscriptions/{sub_id}").json()["notification"]
-        if n.get("timesSent") == 1:
+        if n.get("timesSent") == 1 and "lastSuccess" in n:
             break
         time.sleep(0.05)
     assert n["timesSent"] == 1 and n["status"] == "ok"
@@ -119,3 +123,82 @@ def test_mqtt_broker_down_is_retried(client):
             break
         time.sleep(0.1)
     assert n["timesFailed"] >= 2 and n["status"] == "failed"
+
+
+@pytest.fixture
+def private_broker(tmp_path):
+    """A mosquitto of this test's own on a port that is not 1883, refusing anonymous clients:
+    (port, user, password)."""
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    passwd = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not (os.path.exists(binary) and os.path.exists(passwd)):
+        service_missing("no mosquitto or mosquitto_passwd to start a broker of the test's own")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    users = tmp_path / "passwords"
+    subprocess.run([passwd, "-b", "-c", str(users), "sensor", "s3cret:x"], check=True)
+    config = tmp_path / "mosquitto.conf"
+    # Started by root, mosquitto becomes the user "mosquitto", who cannot read tmp_path.
+    as_root = "user root\n" if os.geteuid() == 0 else ""
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {users}\n"
+        f"persistence false\n{as_root}"
+    )
+    broker = subprocess.Popen([binary, "-c", str(config)], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if time.monotonic() > deadline or broker.poll() is not None:
+                broker.kill()
+                raise AssertionError("the test's mosquitto did not start") from None
+            time.sleep(0.05)
+    yield port, "sensor", "s3cret:x"
+    broker.terminate()
+    broker.wait(10)
+
+
+def test_mqtt_endpoint_with_credentials_and_a_port_of_its_own(client, private_broker):
+    """mqtt://user:password@host:port/topic: the port and the credentials of the URI are used
+    (the password percent-encoded, as a URI's userinfo is)."""
+    import paho.mqtt.client as mqtt
+
+    port, user, password = private_broker
+    topic = f"cidade/test/{uuid.uuid4().hex}"
+    received: queue.Queue = queue.Queue()
+    ready: queue.Queue = queue.Queue()
+    listener = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    listener.username_pw_set(user, password)
+    listener.on_message = lambda c, u, msg: received.put(msg)
+    listener.on_subscribe = lambda *a: ready.put(True)
+    listener.connect("127.0.0.1", port)
+    listener.loop_start()
+    try:
+        listener.subscribe(topic, qos=1)
+        ready.get(timeout=5)
+        secret = urllib.parse.quote(password, safe="")
+        body = {
+            "type": "Subscription",
+            "entities": [{"type": "Streetlight"}],
+            "notification": {
+                "format": "keyValues",
+                "endpoint": {"uri": f"mqtt://{user}:{secret}@127.0.0.1:{port}/{topic}"},
+            },
+        }
+        r = client.post(f"{NGSI}/subscriptions", json=body)
+        assert r.status_code == 201, r.text
+        r = client.post(
+            f"{NGSI}/entities",
+            json=entity("urn:ngsi-ld:Streetlight:3", "Streetlight", powerState="off"),
+        )
+        assert r.status_code == 201, r.text
+        msg = received.get(timeout=10)
+        assert json.loads(msg.payload)["body"]["data"] == [
+            {"id": "urn:ngsi-ld:Streetlight:3", "type": "Streetlight", "powerState": "off"}
+        ]
+    finally:
+        listener.loop_stop()
+        listener.disconnect()

@@ -360,19 +360,25 @@ class Store(Protocol):
         """The oldest ``limit`` notifications of a lane, in order."""
         ...
 
+    async def record_attempt(self, tenant: str, subscription_id: str, at: str) -> None:
+        """A notification of the subscription is about to be sent at ``at``: count it in the
+        subscription's status (timesSent, lastNotification) before it leaves, so that whoever
+        receives it and reads the subscription at once finds it counted."""
+        ...
+
     async def settle(
         self, lane: str, owner: str, outcomes: list[Outcome], lease_until: float
     ) -> bool:
-        """Record attempts that are over (remove their items, count them in their
-        subscription's status) and renew the lease; False, changing nothing, when the lane is
-        no longer ``owner``'s."""
+        """Record attempts that are over (remove their items, count their outcomes in their
+        subscription's status: lastSuccess, timesFailed, lastFailure) and renew the lease;
+        False, changing nothing, when the lane is no longer ``owner``'s."""
         ...
 
     async def defer_lane(
         self, lane: str, owner: str, item: OutboxItem, at: str, retry_at: float
     ) -> None:
-        """A retryable failure of ``item``: count it, keep it at the head, and release the lane
-        until ``retry_at``."""
+        """A retryable failure of ``item`` (its attempt already recorded): count the failure,
+        keep it at the head, and release the lane until ``retry_at``."""
         ...
 
     async def release_lane(self, lane: str, owner: str) -> None: ...

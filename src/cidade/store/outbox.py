@@ -9,15 +9,21 @@ from typing import Any
 from cidade.store.base import Outcome
 
 
+def attempt_row(tenant: str, subscription_id: str, at: str) -> tuple:
+    """The status delta of a notification about to be sent: timesSent and lastNotification are
+    counted before it leaves (§5.2.15: the times it "has been sent"), so that a receiver that
+    reads the subscription as soon as it gets the notification finds it counted."""
+    return (tenant, subscription_id, 1, 0, at, None, None)
+
+
 def status_rows(outcomes: list[Outcome]) -> list[tuple]:
-    """One status delta per subscription: (tenant, id, sent, failed, last, success, failure)."""
+    """One status delta per subscription for attempts that are over (already counted as sent
+    by ``attempt_row``): (tenant, id, sent, failed, last, success, failure)."""
     rows: dict[tuple[str, str], list[Any]] = {}
     for o in outcomes:
         if o.result in ("dropped", "merged"):
             continue  # not a notification of its own
         row = rows.setdefault((o.item.tenant, o.item.subscription_id), [0, 0, None, None, None])
-        row[0] += 1
-        row[2] = o.at
         if o.result == "sent":
             row[3] = o.at
         else:

@@ -211,6 +211,8 @@ class Notifier:
                 if sub is None or self._throttled(sub, key):
                     outcomes.extend(Outcome(item, "dropped", at) for item in unit)
                     continue
+                # Counted before it leaves: its receiver may read the subscription at once.
+                await self.store.record_attempt(head.tenant, head.subscription_id, at)
                 result = await self._send(sub, head.tenant, _merged(unit), at)
                 age = time.time() - head.created_at
                 if result == RETRY and age < self.settings.notification_max_age:

@@ -50,7 +50,7 @@ from cidade.store.history import (
     numeric_value,
     value_item,
 )
-from cidade.store.outbox import UNPARK_LANE_POSTGRES, status_info, status_rows
+from cidade.store.outbox import UNPARK_LANE_POSTGRES, attempt_row, status_info, status_rows
 from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
@@ -897,11 +897,18 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         )
         return [OutboxItem(*r) for r in rows]
 
+    async def record_attempt(self, tenant: str, subscription_id: str, at: str) -> None:
+        # A counter, not data: its commit need not wait for the WAL to reach the disk (a crash
+        # may forget the last few attempts, whose notifications are sent again anyway), so a
+        # notification costs one round trip more, not one more flush.
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SET LOCAL synchronous_commit = off")
+            await conn.execute(_STATUS_UPSERT, *attempt_row(tenant, subscription_id, at))
+
     async def settle(
         self, lane: str, owner: str, outcomes: list[Outcome], lease_until: float
     ) -> bool:
-        # One statement, one round trip: a receiver that reads the subscription as soon as it
-        # answered a notification finds it counted, and a busy lane settles faster.
+        # One statement, one round trip: a busy lane settles faster.
         rows = status_rows(outcomes)
         columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[]] * 7
         held = await self._pool.fetchval(

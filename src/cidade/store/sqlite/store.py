@@ -38,7 +38,7 @@ from cidade.store.base import (
 )
 from cidade.store.changes import apply_ops
 from cidade.store.history import HistoryRow, history_source, value_item
-from cidade.store.outbox import UNPARK_LANE_SQLITE, status_info, status_rows
+from cidade.store.outbox import UNPARK_LANE_SQLITE, attempt_row, status_info, status_rows
 from cidade.store.sqlite.auth import SqliteAuth
 from cidade.store.sqlite.database import Database
 from cidade.store.sqlite.devices import SqliteDevices
@@ -821,6 +821,14 @@ class SqliteStore(SqliteAuth, SqliteDevices):
             ).fetchall()
         )
         return [OutboxItem(r[0], r[1], r[2], r[3], r[4], orjson.loads(r[5])) for r in rows]
+
+    async def record_attempt(self, tenant: str, subscription_id: str, at: str) -> None:
+        row = attempt_row(tenant, subscription_id, at)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute(_STATUS_UPSERT, row)
+
+        await self.db.write(run)
 
     async def settle(
         self, lane: str, owner: str, outcomes: list[Outcome], lease_until: float
