@@ -7,11 +7,12 @@ gives reach its receivers on loopback), then the suite's own `run.sh` against it
 printed; the command fails when a store's passed count in a group falls below the floor committed
 in conformance/floor.txt (raise it with --raise-floor when the hub passes more; never lower it).
 
-run.sh starts its receivers on fixed ports (8085-8087) and the MQTT tests use the broker at
-127.0.0.1:1883, so two runs cannot share a network. As root, with `unshare` and `ip`, each run goes
-into a network namespace of its own (its own loopback, its own mosquitto; PostgreSQL is reached
-through its Unix socket, which the filesystem shares) and all run at the same time (--jobs N: at
-most N); elsewhere, or with --serial, one after the other. docs/conformance.md says more.
+run.sh starts its receivers on fixed ports (8085-8087) and the MQTT tests use a broker on 1883
+and 8085, so two runs cannot share a network. As root, with `unshare` and `ip`, each run goes
+into a network namespace of its own (its own loopback, its own mosquitto at 127.0.0.2 on both
+ports; PostgreSQL is reached through its Unix socket, which the filesystem shares) and all run
+at the same time (--jobs N: at most N); elsewhere, or with --serial, one after the other, with
+the machine's broker at 127.0.0.1:1883. docs/conformance.md says more.
 
 env: CONFORMANCE_DIR (the suite; default ../shared/conformance beside the repository),
      CONFORMANCE_VENV (the suite's Python environment, as run.sh),
@@ -233,9 +234,15 @@ def run_suite(base: str, areas: list[str], env: dict[str, str]) -> subprocess.Co
 
 
 def run_group(
-    kind: str, group: str, out: Path, pg_url: str, areas: list[str] | None = None
+    kind: str,
+    group: str,
+    out: Path,
+    pg_url: str,
+    areas: list[str] | None = None,
+    mqtt_host: str | None = None,
 ) -> Result:
-    """A fresh store and server, then the suite's run.sh on the group's areas."""
+    """A fresh store and server, then the suite's run.sh on the group's areas; its MQTT tests
+    use the broker at ``mqtt_host`` (run.sh's default, 127.0.0.1, when None)."""
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     cidade = Path(sys.executable).with_name("cidade")
@@ -249,6 +256,8 @@ def run_group(
         "CIDADE_TEMPORAL_MAX_INSTANCES": "10",
         "CONFORMANCE_OUT": str(out),
     }
+    if mqtt_host:
+        env["MQTT_HOST"] = mqtt_host
     with (
         tempfile.TemporaryDirectory(prefix="cidade-conformance-") as scratch,
         fresh_store(kind, Path(scratch), pg_url) as store,
@@ -280,26 +289,48 @@ def run_group(
 # -- one store's runs, maybe in a network of their own ---------------------------------------
 
 
+# The broker of the suite's MQTT tests in a namespace. They connect to mqtt_broker_host on 1883
+# and on mqtt_broker_non_default_port (8085 in resources/variables.py: 058_01_02, 058_01_05),
+# where the suite expects a broker of its own (a Mosquitto container, another host). 8085 is
+# also the port of its HTTP notification receiver on 127.0.0.1, so the broker listens on
+# another loopback address, which the suite is told as mqtt_broker_host (run.sh's MQTT_HOST).
+MQTT_HOST = "127.0.0.2"
+MQTT_PORTS = (1883, 8085)
+
+
+def mosquitto_config(host: str, ports: tuple[int, ...]) -> str:
+    listeners = "".join(f"listener {port} {host}\n" for port in ports)
+    return f"{listeners}allow_anonymous true\npersistence false\n"
+
+
 @contextlib.contextmanager
-def own_mqtt_broker(scratch: Path) -> Iterator[None]:
-    """A mosquitto on this namespace's loopback, for the suite's MQTT notification tests."""
+def own_mqtt_broker(
+    scratch: Path, host: str = MQTT_HOST, ports: tuple[int, ...] = MQTT_PORTS
+) -> Iterator[bool]:
+    """A mosquitto on this namespace's loopback (``host``, each of ``ports``), for the suite's
+    MQTT notification tests; yields whether it answers on every port."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         print("no mosquitto: the MQTT notification tests will fail", file=sys.stderr)
-        yield
+        yield False
         return
     config = scratch / "mosquitto.conf"
-    config.write_text("listener 1883 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    config.write_text(mosquitto_config(host, ports))
     broker = subprocess.Popen(
         [binary, "-c", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
+        waiting = set(ports)
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 1883), 1):
-                break
-            time.sleep(0.05)
-        yield
+        while waiting and time.monotonic() < deadline and broker.poll() is None:
+            for port in list(waiting):
+                with contextlib.suppress(OSError), socket.create_connection((host, port), 1):
+                    waiting.discard(port)
+            if waiting:
+                time.sleep(0.05)
+        if waiting:
+            print(f"mosquitto does not answer on {host} {sorted(waiting)}", file=sys.stderr)
+        yield not waiting
     finally:
         stop(broker)
 
@@ -317,11 +348,13 @@ def run_store(
         tempfile.TemporaryDirectory(prefix="cidade-conformance-") as scratch,
         contextlib.ExitStack() as stack,
     ):
+        mqtt_host = None
         if isolated:
             subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
             stack.enter_context(own_mqtt_broker(Path(scratch)))
+            mqtt_host = MQTT_HOST
         for group in groups:
-            result = run_group(kind, group, out / kind / group, pg_url, areas)
+            result = run_group(kind, group, out / kind / group, pg_url, areas, mqtt_host)
             (out / kind / group / "result.json").write_text(json.dumps(result.__dict__))
             print(result.line(), flush=True)
 

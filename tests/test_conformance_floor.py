@@ -1,12 +1,17 @@
-"""scripts/conformance.py's floor: read, checked, raised (never lowered); the committed floor."""
+"""scripts/conformance.py: the floor (read, checked, raised, never lowered; the committed one)
+and the MQTT broker a run in a network namespace starts for the suite."""
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
+import socket
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import service_missing
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "conformance.py"
 spec = importlib.util.spec_from_file_location("conformance_script", SCRIPT)
@@ -60,3 +65,26 @@ def test_postgres_on_loopback_is_reached_through_its_socket(tmp_path, monkeypatc
     )
     assert conformance.socket_url("postgresql://postgres@db.example:5432/test") is None
     assert conformance.socket_url("postgresql://u@127.0.0.1:6000/test") is None  # no socket
+
+
+def test_the_namespace_broker_answers_on_every_port_the_suite_uses(tmp_path):
+    """The suite's MQTT tests connect to its broker host on 1883 and on its
+    mqtt_broker_non_default_port (8085, 058_01_02 and 058_01_05), and its HTTP receiver takes
+    127.0.0.1:8085: the broker of a run listens on both ports at another loopback address."""
+    assert conformance.MQTT_HOST != "127.0.0.1"
+    assert set(conformance.MQTT_PORTS) == {1883, 8085}
+    # The same on free ports of a loopback address of the test's own (not 1883 and 8085, which
+    # a broker or receiver of this machine may hold).
+    host = "127.0.0.3"
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            ports.append(s.getsockname()[1])
+    if not shutil.which("mosquitto") and not Path("/usr/sbin/mosquitto").exists():
+        service_missing("no mosquitto to start")
+    with conformance.own_mqtt_broker(tmp_path, host, tuple(ports)) as answering:
+        assert answering
+        for port in ports:
+            with socket.create_connection((host, port), timeout=2):
+                pass
