@@ -110,6 +110,9 @@ def start_server(store: str, port: int, workers: int = 1) -> subprocess.Popen:
     env.update(
         {
             "CIDADE_RATE_LIMIT": "0",
+            # The receiver is on loopback, which notification endpoints may not name unless
+            # the deployment allows it (docs/security.md).
+            "CIDADE_PRIVATE_NETWORKS": "127.0.0.0/8",
             "CIDADE_HISTORY": "true",
             "CIDADE_MAX_BODY_BYTES": str(64 << 20),
             "CIDADE_WORKERS": str(workers),

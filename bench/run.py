@@ -191,6 +191,8 @@ def admin_key(store: str) -> dict[str, str]:
 
 def make_admin_key(store: str) -> str:
     cli = [sys.executable, "-m", "cidade.cli"]
+    # The user and key commands never make a store: an operator migrates one first.
+    subprocess.run([*cli, "migrate", "--store", store], check=True, capture_output=True)
     subprocess.run(
         [
             *cli,
