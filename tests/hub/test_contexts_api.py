@@ -257,3 +257,93 @@ def test_malformed_context_url_is_400(client):
         headers={"Content-Type": "application/ld+json"},
     )
     assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+
+
+def test_hosted_context_of_remote_urls(client, server):
+    """A Hosted @context that is an array of remote @context URLs (the suite's
+    @context-cached-valid.json, 050_01_02, 050_04_01, 051_03_01): Add downloads and keeps each
+    of them as Cached; the Hosted one is used by its URL; a Cached one is deleted by its URL."""
+    tag = uuid.uuid4().hex
+    first = server.serve(f"/first-{tag}.jsonld", TERMS)
+    second = server.serve(f"/second-{tag}.jsonld", {"@context": {"x": "https://example.org/x"}})
+    r = client.post(f"{NGSI}/jsonldContexts", json={"@context": [first, second]})
+    assert r.status_code == 201, r.text
+    location = r.headers["location"]
+    hosted = client.get(f"{location}?details=true").json()
+    assert hosted["kind"] == "Hosted" and hosted["numberOfHits"] == 0
+    for url in (first, second):
+        info = client.get(f"{NGSI}/jsonldContexts/{quoted(url)}?details=true").json()
+        assert info["kind"] == "Cached" and info["URL"] == url
+    body = {"id": f"urn:ngsi-ld:AQO:{tag}", "type": "AirQualityObserved"}
+    r = client.post(f"{NGSI}/entities", json=body, headers=link(hosted["URL"]))
+    assert r.status_code == 201, r.text
+    assert client.get(f"{location}?details=true").json()["numberOfHits"] == 1
+    plain = client.get(f"{NGSI}/entities/{body['id']}").json()
+    assert plain["type"] == TERMS["@context"]["AirQualityObserved"]
+    # Deleting a Cached one forgets the copy; the Hosted one still works (downloaded again).
+    assert client.delete(f"{NGSI}/jsonldContexts/{quoted(first)}").status_code == 204
+    assert first not in client.get(f"{NGSI}/jsonldContexts?kind=Cached").json()
+    r = client.get(f"{NGSI}/entities/{body['id']}", headers=link(hosted["URL"]))
+    assert r.status_code == 200 and r.json()["type"] == "AirQualityObserved"
+    assert first in client.get(f"{NGSI}/jsonldContexts?kind=Cached").json()
+    assert server.hits[f"/first-{tag}.jsonld"] == 2
+
+
+def test_hosted_context_naming_an_unreachable_context_is_503(client):
+    """Add validates the @context it stores: a remote @context it names that cannot be
+    retrieved is 503 LdContextNotAvailable (as for any request), and nothing is stored."""
+    r = client.post(
+        f"{NGSI}/jsonldContexts", json={"@context": ["http://127.0.0.1:9/gone.jsonld", TERMS]}
+    )
+    assert r.status_code == 503 and problem_type(r) == "LdContextNotAvailable"
+    assert client.get(f"{NGSI}/jsonldContexts").json() == [CORE]
+
+
+def test_implicitly_created_context_listed_and_counted(client, server):
+    """A subscription with a compound @context of two remote URLs (the suite's
+    subscription-with-implicitlycreated-contexts.jsonld: 050_03, 051_06, 052_06, 053_07,
+    053_08): one ImplicitlyCreated entry, the two URLs Cached, each kind filter listing its own;
+    the subscription's creation is its first use, a request naming it by URL the next, and
+    serving it none."""
+    tag = uuid.uuid4().hex
+    first = server.serve(f"/sub-first-{tag}.jsonld", TERMS)
+    second = server.serve(f"/sub-second-{tag}.jsonld", {"@context": {"T1": "urn:x:T1"}})
+    sub = {
+        "id": f"urn:ngsi-ld:Subscription:{tag}",
+        "type": "Subscription",
+        "entities": [{"type": "T1"}],
+        "notification": {"endpoint": {"uri": "http://127.0.0.1:9/notify"}},
+        "@context": [first, second],
+    }
+    r = client.post(
+        f"{NGSI}/subscriptions", json=sub, headers={"Content-Type": "application/ld+json"}
+    )
+    assert r.status_code == 201, r.text
+    implicit = client.get(f"{NGSI}/subscriptions/{sub['id']}").json()["jsonldContext"]
+    local_id = implicit.rsplit("/", 1)[1]
+    for details in ("", "&details=false"):
+        listed = client.get(f"{NGSI}/jsonldContexts?kind=ImplicitlyCreated{details}").json()
+        assert listed == [implicit]
+        cached = client.get(f"{NGSI}/jsonldContexts?kind=Cached{details}").json()
+        assert first in cached and second in cached
+        assert client.get(f"{NGSI}/jsonldContexts?kind=Hosted{details}").json() == []
+        every = client.get(f"{NGSI}/jsonldContexts{details.replace('&', '?')}").json()
+        assert {implicit, first, second, CORE} <= set(every)
+    served = client.get(f"{NGSI}/jsonldContexts/{local_id}")
+    assert served.status_code == 200 and served.json() == {"@context": [first, second]}
+    info = client.get(f"{NGSI}/jsonldContexts/{local_id}?details=true").json()
+    assert info["kind"] == "ImplicitlyCreated" and info["URL"] == implicit
+    assert info["localId"] == local_id and info["numberOfHits"] == 1
+    body = {"id": f"urn:ngsi-ld:T1:{tag}", "type": "T1", "@context": implicit}
+    r = client.post(f"{NGSI}/entities", json=body, headers={"Content-Type": "application/ld+json"})
+    assert r.status_code == 201, r.text
+    for _ in range(2):
+        info = client.get(f"{NGSI}/jsonldContexts/{local_id}?details=true").json()
+        assert info["numberOfHits"] == 2 and info["lastUsage"]
+    assert client.get(f"{NGSI}/entities/{body['id']}").json()["type"] == "urn:x:T1"
+    # Deleted by its local id (reload is for Cached ones only): gone from every list.
+    r = client.delete(f"{NGSI}/jsonldContexts/{local_id}?reload=true")
+    assert r.status_code == 400 and problem_type(r) == "BadRequestData"
+    assert client.delete(f"{NGSI}/jsonldContexts/{local_id}").status_code == 204
+    assert client.get(f"{NGSI}/jsonldContexts?kind=ImplicitlyCreated").json() == []
+    assert implicit not in client.get(f"{NGSI}/jsonldContexts").json()

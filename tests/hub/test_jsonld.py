@@ -912,3 +912,42 @@ def test_relative_references_resolve_against_the_document() -> None:
     ]
     assert resolve_references({"a": "b"}, base) == {"a": "b"}
     assert resolve_references("", base) == ""
+
+
+class GatedUsage(MemoryContexts):
+    """A store whose usage write waits at a gate: a flush that is under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writing = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def add_context_usage(self, usage: Any) -> None:
+        self.writing.set()
+        await self.gate.wait()
+        await super().add_context_usage(usage)
+
+
+def test_details_wait_for_a_flush_under_way() -> None:
+    """A details answer while the periodic flush is writing counts the uses that flush carries:
+    it waits for it instead of reading the store's count without them (numberOfHits read 0
+    after one use, now and then, on PostgreSQL)."""
+
+    async def go() -> None:
+        store = GatedUsage()
+        r = ContextResolver(allow_fetch=False, store=store)
+        info = await r.add_hosted({"@context": {"p": "http://p.example/p"}}, BROKER)
+        await r.term_map(info.url)  # one use, counted here, not flushed yet
+        flushing = asyncio.create_task(r.flush_usage())
+        await store.writing.wait()  # the flush took the count and is writing it
+        details = asyncio.create_task(r.serve(info.local_id, details=True))
+        listed = asyncio.create_task(r.list(details=True, kind="Hosted"))
+        for _ in range(5):
+            await asyncio.sleep(0)  # let them run as far as they can
+        store.gate.set()
+        await flushing
+        assert (await details)["numberOfHits"] == 1
+        assert [c["numberOfHits"] for c in await listed] == [1]
+        assert store.rows[info.local_id]["hits"] == 1
+
+    run(go())

@@ -534,6 +534,10 @@ class ContextResolver:
         # Adding, deleting and syncing stored @contexts one at a time: a sync must never see
         # a context that is being added as one another worker deleted.
         self._stored_lock = asyncio.Lock()
+        # Flushing usage counts and reading them back one at a time: a sync that read the
+        # store while a flush was writing would count the uses that flush carries nowhere (not
+        # pending here any more, not in the store yet), and show too few.
+        self._usage_lock = asyncio.Lock()
         # Base URLs of this broker: a hosted-context URL under one of them that we do not know is
         # answered 503 at once instead of being fetched from ourselves.
         self._bases: set[str] = {b.rstrip("/") for b in base_urls}
@@ -931,12 +935,13 @@ class ContextResolver:
         there is no store."""
         if self._store is None:
             return False
-        await self.flush_usage()
-        async with self._stored_lock:
-            entries = await self._store.context_entries()
-            changed = [e["local_id"] for e in entries if self._is_new(e)]
-            bodies = await self._store.context_bodies(changed) if changed else {}
-            self._mirror(entries, bodies)
+        async with self._usage_lock:
+            await self._flush_usage()
+            async with self._stored_lock:
+                entries = await self._store.context_entries()
+                changed = [e["local_id"] for e in entries if self._is_new(e)]
+                bodies = await self._store.context_bodies(changed) if changed else {}
+                self._mirror(entries, bodies)
         return True
 
     def _known(self, local_id: str) -> _Doc | None:
@@ -1001,6 +1006,13 @@ class ContextResolver:
     async def flush_usage(self) -> None:
         """Add the uses counted here since the last flush to the store's counts, in one batch.
         The app calls this every few seconds, so the request path never writes for it."""
+        if self._store is None:
+            return
+        async with self._usage_lock:
+            await self._flush_usage()
+
+    async def _flush_usage(self) -> None:
+        """flush_usage, its caller holding ``_usage_lock``."""
         if self._store is None:
             return
         docs = [d for d in (*self._local.values(), *self._docs.values()) if d.pending]
