@@ -32,7 +32,7 @@ from cidade.devices.mqtt_process import BridgeProcess
 from cidade.devices.provisioning import DeviceProvisioning
 from cidade.devices.southbound import Southbound
 from cidade.http.egress import EgressPolicy
-from cidade.http.middleware import LiteralPlus, TrailingSlash
+from cidade.http.middleware import EmptySegments, LiteralPlus, TrailingSlash
 from cidade.http.responses import problem_response
 from cidade.hub.api import HubApi
 from cidade.hub.jsonld import ContextResolver
@@ -240,7 +240,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TrailingSlash), Middleware(LiteralPlus)],
+        middleware=[Middleware(TrailingSlash), Middleware(EmptySegments), Middleware(LiteralPlus)],
         exception_handlers={
             NgsiError: ngsi_error,
             HTTPException: http_error,

@@ -447,3 +447,40 @@ def test_parameters_not_supported_yet_are_refused(station):
             else station.get(url)
         )
         assert r.status_code == 501 and problem_type(r) == "NotImplemented", (url, r.text)
+
+
+def test_scope_has_a_temporal_evolution(client):
+    """§4.18: the scope given to Create Temporal Representation is the entity's; its changes
+    and its deletion are in the temporal evolution as a Property's would be (deleted: no
+    scopes, with deletedAt)."""
+    vehicle = "urn:ngsi-ld:Vehicle:scoped"
+    body = {
+        "id": vehicle,
+        "type": "Vehicle",
+        "scope": ["/Madrid/Gardens", "/CompanyA"],
+        "fuel": [
+            {"type": "Property", "value": 67, "observedAt": "2020-08-01T12:03:00Z"},
+            {"type": "Property", "value": 53, "observedAt": "2020-08-01T13:05:00Z"},
+        ],
+    }
+    assert client.post(TEMPORAL, json=body).status_code == 201
+    assert client.get(f"{NGSI}/entities/{vehicle}").json()["scope"] == body["scope"]
+    r = client.patch(f"{NGSI}/entities/{vehicle}", json={"scope": "/Porto"})
+    assert r.status_code == 204, r.text
+    scope = client.get(f"{TEMPORAL}/{vehicle}").json()["scope"]
+    assert [i["value"] for i in scope] == [body["scope"], "/Porto"]
+    assert all(i["type"] == "Property" and "deletedAt" not in i for i in scope)
+    assert client.get(f"{TEMPORAL}/{vehicle}?timeproperty=deletedAt").json().get("scope") is None
+
+    assert client.delete(f"{NGSI}/entities/{vehicle}/attrs/scope").status_code == 204
+    deleted = client.get(f"{TEMPORAL}/{vehicle}?timeproperty=deletedAt").json()
+    assert [(i["type"], i["value"]) for i in deleted["scope"]] == [("Property", [])]
+    assert deleted["scope"][0]["deletedAt"].endswith("Z")
+    assert "fuel" not in deleted
+    values = client.get(
+        f"{TEMPORAL}/{vehicle}?timeproperty=deletedAt&options=temporalValues"
+    ).json()["scope"]
+    assert values["type"] == "Property" and [v[0] for v in values["values"]] == [[]]
+    # Only the scope's changes are recorded: an update of another attribute adds none.
+    client.patch(f"{NGSI}/entities/{vehicle}/attrs/fuel", json={"value": 1})
+    assert len(client.get(f"{TEMPORAL}/{vehicle}").json()["scope"]) == 3

@@ -55,7 +55,50 @@ class TrailingSlash:
             path: str = scope.get("path", "")
             raw: bytes | None = scope.get("raw_path")
             if len(path) > 1 and path.endswith("/") and (raw is None or raw.endswith(b"/")):
-                scope = {**scope, "path": path.rstrip("/") or "/"}
+                # One slash: a path ending in two has an empty segment still (EmptySegments).
+                scope = {**scope, "path": path[:-1] or "/"}
                 if raw is not None:
-                    scope["raw_path"] = raw.rstrip(b"/") or b"/"
+                    scope["raw_path"] = raw[:-1] or b"/"
         await self.app(scope, receive, send)
+
+
+class EmptySegments:
+    """ASGI middleware: in an NGSI-LD path (``prefix``), an empty segment stands where an id or
+    a name was left out (``/entities//attrs``, ``/attrs//{instanceId}``, ``/subscriptions//``):
+    400 BadRequestData whatever the method, not a 405 or a 404 that depends on which route the
+    rest of the path happens to match. So is ``/entities/attrs`` (and its temporal twin): entity
+    ids are URIs, so ``attrs`` there is the attribute collection of an entity whose id is
+    missing. The path is read as the client sent it (``raw_path``), so an id with an encoded
+    ``//`` is untouched, and a literal one after a URI scheme (``http://``, in an id sent
+    unencoded) is not an empty segment. Runs after TrailingSlash."""
+
+    def __init__(self, app: Any, prefix: str = "/ngsi-ld/") -> None:
+        self.app = app
+        self.prefix = prefix.encode()
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            raw: bytes = scope.get("raw_path") or scope.get("path", "").encode()
+            if raw.startswith(self.prefix):
+                problem = _missing_segment(raw[len(self.prefix) :].split(b"/"))
+                if problem is not None:
+                    await problem_response(BadRequestData(problem))(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
+def _missing_segment(segments: list[bytes]) -> str | None:
+    for n, segment in enumerate(segments):
+        if not segment and not (n > 0 and segments[n - 1].endswith(b":")):
+            return "the path has an empty segment: an id or a name is missing"
+    # v1/entities/attrs..., v1/temporal/entities/attrs...
+    at = (
+        2
+        if segments[1:2] == [b"entities"]
+        else 3
+        if segments[1:3] == [b"temporal", b"entities"]
+        else 0
+    )
+    if at and segments[at : at + 1] == [b"attrs"]:
+        return "the entity id is missing before /attrs"
+    return None

@@ -299,6 +299,8 @@ class TemporalService:
             if key not in latest or _time(inst) >= _time(latest[key]):
                 latest[key] = inst
         current: dict[str, Any] = {"id": entity_id, "type": body.get("type")}
+        if "scope" in body:
+            current["scope"] = body["scope"]  # §4.18: the entity's scope, checked on create
         for (attr, _), inst in latest.items():
             current.setdefault(terms.compact(attr), []).append(
                 {k: v for k, v in inst.items() if k not in ("createdAt", "modifiedAt")}

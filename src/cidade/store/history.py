@@ -20,6 +20,8 @@ HistoryRow = tuple[str, str, str, str, str | None, str, str, dict[str, Any]]
 
 
 INSTANCE_PREFIX = "urn:ngsi-ld:attribute:instance:"
+# The IRI the scope's history is kept under, as an attribute's (the core @context's "scope").
+SCOPE = "https://uri.etsi.org/ngsi-ld/scope"
 
 
 def instance_id() -> str:
@@ -93,6 +95,24 @@ def changed_in(before: Entity | None, after: Entity) -> Iterator[tuple[str, dict
             if attr not in new_attrs:
                 for gone in olds:
                     yield attr, deletion(gone, after["modifiedAt"])
+    # The scope (§4.18) has a temporal evolution as a Property would: its value the scope, and
+    # when it is deleted an instance of no scopes ([]) with its deletedAt.
+    scope = after.get("scope")
+    if scope != (before.get("scope") if before is not None else None):
+        if scope is not None:  # as the entity shows it: one scope is a string
+            yield SCOPE, {"type": "Property", "value": scope[0] if len(scope) == 1 else scope}
+        else:
+            now = after["modifiedAt"]
+            yield (
+                SCOPE,
+                {
+                    "type": "Property",
+                    "value": [],
+                    "deletedAt": now,
+                    "modifiedAt": now,
+                    "createdAt": now,
+                },
+            )
 
 
 def deletion(inst: dict[str, Any], now: str) -> dict[str, Any]:
