@@ -1,11 +1,11 @@
 """A parsed ``orderBy`` (``cidade.ngsild.query.order``) as SQLite ``ORDER BY`` terms.
 
-``order_sqlite(keys, doc)`` gives, for a query over entities ``e`` (``doc`` their JSON column):
-the columns to compute once per matching entity (the chosen instance of each attribute key, as
-JSON text, named ``ok0``, ``ok1``, ...) and the ``ORDER BY`` terms over those columns and the
-doc. The store materializes the columns (a ``MATERIALIZED`` CTE, so the instance is looked up
-once per entity, not once per use) and sorts in SQL, so ``LIMIT`` and ``OFFSET`` page through
-the ordered result. The rules are those of the module doc of ``order``, written in SQL with the
+``order_sqlite(keys, doc)`` gives, for a query over entities ``e`` (``doc`` their JSON column),
+three levels of columns to compute once per matching entity (the chosen instance of each
+attribute key as JSON text; its target's json_type and value; the typed literal unwrapped) and
+the ``ORDER BY`` terms over the last. The store materializes each level (``MATERIALIZED`` CTEs,
+so that each JSON lookup runs once per entity, not once per use) and sorts in SQL, so ``LIMIT``
+and ``OFFSET`` page through the ordered result. The rules are those of the module doc of ``order``, written in SQL with the
 structure of ``order.sort_value`` (tests/hub/test_order_property.py holds the two to that):
 
 * per key, ``(rank, number, collation key, text, time)``: the rank of the data type (§4.23.2),
@@ -83,17 +83,22 @@ def _typed(t: str, v: str, temporal_kind: str) -> list[str]:
     return [rank, number, key, text, tv]
 
 
-def _attribute_columns(x: str, key: OrderKey) -> list[str]:
-    """The sort columns of an attribute key, from ``x``, the chosen instance's JSON text."""
+def _attribute_levels(x: str, n: int, key: OrderKey) -> tuple[str, str]:
+    """The SQL of the second and third levels of an attribute key, from ``x{n}``, the chosen
+    instance's JSON text: (the raw target's ``rt{n}``, ``rv{n}`` and whether it is opaque,
+    ``op{n}``), then (``t{n}``, ``v{n}``, ``k{n}``: the typed literal unwrapped, the temporal
+    kind)."""
     path = key.path
     assert path is not None
     base = "$" + "".join(_label(s) for s in path.subs)
     keys = "".join(_label(k) for k in path.keys)
     if path.meta is not None:
         target = _lit(base + _label(path.meta) + keys)
-        t, v = f"json_type({x}, {target})", f"json_extract({x}, {target})"
         kind = "'DateTime'" if path.meta in DATETIME_MEMBERS else "NULL"
-        return _typed(t, v, kind)
+        second = (
+            f"json_type({x}, {target}) AS rt{n}, json_extract({x}, {target}) AS rv{n}, 1 AS op{n}"
+        )
+        return second, f"rt{n} AS t{n}, rv{n} AS v{n}, {kind} AS k{n}"
     # The value member's path (the first of VALUE_MEMBERS the instance has), and whether it is
     # a JsonProperty's (opaque: no typed literal inside).
     member = (
@@ -108,26 +113,29 @@ def _attribute_columns(x: str, key: OrderKey) -> list[str]:
     opaque = f"json_type({x}, {_lit(base + '.json')}) IS NOT NULL AND " + " AND ".join(
         f"json_type({x}, {_lit(base + _label(m))}) IS NULL" for m, _ in VALUE_MEMBERS[:-1]
     )
-    t, v = f"json_type({x}, {member})", f"json_extract({x}, {member})"
+    second = (
+        f"json_type({x}, {member}) AS rt{n}, json_extract({x}, {member}) AS rv{n},"
+        f" ({opaque}) AS op{n}"
+    )
+    t, v = f"rt{n}", f"rv{n}"
     # A typed literal: an object with @value (v is JSON text only when t is 'object'; CASE
     # keeps the JSON functions from reading a plain string as JSON).
     literal = (
-        f"(CASE WHEN {t} = 'object' THEN NOT ({opaque})"
+        f"(CASE WHEN {t} = 'object' THEN NOT op{n}"
         f" AND json_type({v}, '$.\"@value\"') IS NOT NULL ELSE 0 END)"
     )
     kinds = " ".join(f"WHEN {_lit(form)} THEN {_lit(k)}" for form, k in TEMPORAL_TYPES.items())
-    literal_kind = (
-        f"(CASE WHEN {literal} THEN CASE WHEN json_type({v}, '$.\"@type\"') = 'text'"
-        f" THEN CASE json_extract({v}, '$.\"@type\"') {kinds} END END END)"
+    third = (
+        f"CASE WHEN {literal} THEN json_type({v}, '$.\"@value\"') ELSE {t} END AS t{n},"
+        f" CASE WHEN {literal} THEN json_extract({v}, '$.\"@value\"') ELSE {v} END AS v{n},"
+        f" CASE WHEN {literal} THEN CASE WHEN json_type({v}, '$.\"@type\"') = 'text'"
+        f" THEN CASE json_extract({v}, '$.\"@type\"') {kinds} END END END AS k{n}"
     )
-    return _typed(
-        f"(CASE WHEN {literal} THEN json_type({v}, '$.\"@value\"') ELSE {t} END)",
-        f"(CASE WHEN {literal} THEN json_extract({v}, '$.\"@value\"') ELSE {v} END)",
-        literal_kind,
-    )
+    return second, third
 
 
-def _member_columns(doc: str, member: str) -> list[str]:
+def _member_level(doc: str, n: int, member: str) -> str:
+    """``t{n}``, ``v{n}``, ``k{n}`` of an entity member, from the entity's ``doc``."""
     label = _lit("$" + _label(member))
     t, v = f"json_type({doc}, {label})", f"json_extract({doc}, {label})"
     if member in ("type", "scope"):
@@ -137,26 +145,34 @@ def _member_columns(doc: str, member: str) -> list[str]:
         t = f"(CASE WHEN {single} THEN json_type({doc}, {one}) ELSE {t} END)"
         v = f"(CASE WHEN {single} THEN json_extract({doc}, {one}) ELSE {v} END)"
     kind = "'DateTime'" if member in DATETIME_MEMBERS else "NULL"
-    return _typed(t, v, kind)
+    return f"{t} AS t{n}, {v} AS v{n}, {kind} AS k{n}"
 
 
-def order_sqlite(keys: tuple[OrderKey, ...], doc: str) -> tuple[list[str], list[str]]:
-    """(columns, terms): SQL computing ``ok0``, ``ok1``, ... (one per attribute key) from the
-    entity's ``doc``, and the ORDER BY terms over the materialized ``doc`` and those columns."""
-    columns: list[str] = []
+def order_sqlite(keys: tuple[OrderKey, ...], doc: str) -> tuple[list[list[str]], list[str]]:
+    """(levels, terms): the columns of three levels, each computed from the one before (the
+    first from the entity's ``doc``), so that every JSON lookup runs once per entity (the store
+    materializes each level), and the ORDER BY terms over the third level's columns. The third
+    level holds ``t{n}``, ``v{n}``, ``k{n}`` per key: the value's json_type, its SQL value and
+    the name of its temporal kind (NULL when it is none)."""
+    levels: list[list[str]] = [[], [], []]
     terms: list[str] = []
     for n, key in enumerate(keys):
         if key.member is not None:
-            cols = _member_columns("doc", key.member)
+            levels[0].append(_member_level(doc, n, key.member))
+            levels[1].append(f"t{n}, v{n}, k{n}")
+            levels[2].append(f"t{n}, v{n}, k{n}")
         else:
             assert key.path is not None
-            columns.append(f"{_instance_sql(doc, key.path.attr)} AS ok{n}")
-            cols = _attribute_columns(f"ok{n}", key)
+            levels[0].append(f"{_instance_sql(doc, key.path.attr)} AS x{n}")
+            second, third = _attribute_levels(f"x{n}", n, key)
+            levels[1].append(second)
+            levels[2].append(third)
+        cols = _typed(f"t{n}", f"v{n}", f"k{n}")
         rank = cols[0]
         direction = " DESC" if key.descending else ""
         terms.append(f"CASE WHEN {rank} >= {NULL} THEN {rank} ELSE 0 END")
         terms.extend(c + direction for c in cols)
-    return columns, terms
+    return levels, terms
 
 
 __all__ = ["install_order_functions", "order_sqlite"]

@@ -1261,13 +1261,16 @@ def _geo_query(conn: sqlite3.Connection, tenant: str, query: EntityQuery) -> Que
 
 def _ordered_sql(query: EntityQuery, source: str, clause: str) -> str:
     """The page of a query with orderBy (§4.23): its keys computed once per matching entity
-    (a materialized CTE), sorted in SQL, then by creation (rid), then LIMIT ? OFFSET ?."""
-    columns, terms = order_sqlite(query.order, "e.doc")
-    computed = "".join(f", {c}" for c in columns)
+    (materialized CTEs, store/sqlite/order.py), sorted in SQL, then by creation (rid), then
+    LIMIT ? OFFSET ?."""
+    (first, second, third), terms = order_sqlite(query.order, "e.doc")
     return (
-        f"WITH m AS MATERIALIZED (SELECT e.rid AS rid, e.doc AS doc{computed}"
-        f" FROM {source} WHERE {clause})"
-        f" SELECT doc FROM m ORDER BY {', '.join(terms)}, rid LIMIT ? OFFSET ?"
+        f"WITH m1 AS MATERIALIZED (SELECT e.rid AS rid, {', '.join(first)}"
+        f" FROM {source} WHERE {clause}),"
+        f" m2 AS MATERIALIZED (SELECT rid, {', '.join(second)} FROM m1),"
+        f" m3 AS MATERIALIZED (SELECT rid, {', '.join(third)} FROM m2)"
+        f" SELECT e.doc FROM m3 JOIN entities e ON e.rid = m3.rid"
+        f" ORDER BY {', '.join(terms)}, m3.rid LIMIT ? OFFSET ?"
     )
 
 
