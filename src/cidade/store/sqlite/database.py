@@ -33,7 +33,6 @@ import asyncio
 import queue
 import sqlite3
 import threading
-import time
 import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -146,6 +145,7 @@ class Database:
         self._checkpointer: threading.Thread | None = None
         self._committed = threading.Event()  # a commit the checkpointer has not seen yet
         self._stopping = False
+        self._stop_pause = threading.Event()  # ends the checkpointer's pause at stop
         # Rollbacks (of a write's savepoint, or of a whole transaction) so far: what the writer
         # remembers of the database must be forgotten once one happens (SeriesNumbers).
         self.rollbacks = 0
@@ -188,6 +188,8 @@ class Database:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = self._owned()
         init(conn)
+        self._stopping = False
+        self._stop_pause.clear()
         self._writer = threading.Thread(
             target=self._write_loop, args=(conn,), name="sqlite-writer", daemon=True
         )
@@ -214,6 +216,7 @@ class Database:
             self._writer = None
         if self._checkpointer is not None:
             self._stopping = True
+            self._stop_pause.set()
             self._committed.set()
             self._checkpointer.join()
             self._checkpointer = None
@@ -237,7 +240,9 @@ class Database:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             except sqlite3.Error:
                 pass  # busy or closing: the next commit asks again
-            time.sleep(CHECKPOINT_PAUSE)
+            # A pause that stop() ends at once: a store closes without waiting it out.
+            if self._stop_pause.wait(CHECKPOINT_PAUSE):
+                return
 
     # -- writes ---------------------------------------------------------------------------------
 
