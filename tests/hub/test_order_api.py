@@ -163,3 +163,14 @@ def test_distance_and_collation_are_not_implemented(city) -> None:
         "ordering": {"orderBy": ["name"], "collation": "und"},
     }
     assert city.post(f"{NGSI}/entityOperations/query", json=body).status_code == 501
+
+
+def test_order_with_filters(city) -> None:
+    """The filters' parameters and the order's SQL go together (q, scopeQ, attrs, ids)."""
+    city.patch(f"{NGSI}/entities/{BASE}1", json={"scope": "/Porto/Baixa"})
+    city.patch(f"{NGSI}/entities/{BASE}3", json={"scope": "/Porto/Campanha"})
+    city.patch(f"{NGSI}/entities/{BASE}4", json={"scope": "/Lisboa"})
+    assert ids(get(city, "name;desc", q="height>10", scopeQ="/Porto/#")) == [3, 1]
+    assert ids(get(city, "scope;desc,id", attrs="height")) == [3, 1, 4, 2]
+    r = get(city, "height", id=f"{BASE}5,{BASE}4,{BASE}2", q="height<100|name", count="true")
+    assert ids(r) == [4, 2, 5] and r.headers["NGSILD-Results-Count"] == "3"
