@@ -25,6 +25,7 @@ from cidade.ngsild.query.order import (
     render_order_by,
     sort_entities,
 )
+from cidade.ngsild.query.q import Path
 from cidade.store.base import EntityQuery, WriteOp
 from tests.conftest import running_store
 from tests.hub.test_q_property import DATETIMES, D, entity, expand, paths
@@ -38,6 +39,12 @@ STAMPS = [
     "2025-06-30T12:00:00.500000Z",
     "2026-01-01T00:00:00.000001Z",
 ]
+# ICU collations (RFC 6067 tags): phonebook German (ü as ue), numeric, Swedish, case-blind
+# (ties by code point), upper case first.
+COLLATIONS = ["de-u-co-phonebk", "und-u-kn", "sv", "und-u-ks-level2", "en-u-kf-upper"]
+# Strings that these collations order differently, in an attribute of their own.
+WORDS = ["a10", "a9", "A9", "Müller", "Mueller", "Muller", "z", "å", "ä", "aa", "Ö", "oe", "Z"]
+WORD_PATH = Path(D + "word", names=("word",))
 _tenants = itertools.count()
 
 
@@ -52,10 +59,13 @@ def order_keys(draw: st.DrawFn) -> tuple[OrderKey, ...]:
     keys = []
     for _ in range(draw(st.integers(1, 3))):
         descending = draw(st.booleans())
-        if draw(st.integers(0, 3)) == 0:
+        roll = draw(st.integers(0, 5))
+        if roll == 0:
             keys.append(
                 OrderKey(member=draw(st.sampled_from(ENTITY_MEMBERS)), descending=descending)
             )
+        elif roll == 1:
+            keys.append(OrderKey(path=WORD_PATH, descending=descending))
         else:
             keys.append(OrderKey(path=draw(paths()), descending=descending))
     return tuple(keys)
@@ -75,6 +85,8 @@ def documents(draw: st.DrawFn) -> list[dict[str, Any]]:
         doc["modifiedAt"] = draw(st.sampled_from([*STAMPS, *DATETIMES[:1]]))
         # The default instance is not always the first one stored.
         attrs = {name: draw(st.permutations(insts)) for name, insts in e["attrs"].items()}
+        if draw(st.integers(0, 4)):
+            attrs[WORD_PATH.attr] = [{"type": "Property", "value": draw(st.sampled_from(WORDS))}]
         doc["attrs"] = {
             **attrs,
             LOCATION: [{"type": "GeoProperty", "value": {"type": "Point", "coordinates": [n, n]}}],
@@ -101,28 +113,36 @@ def _ids(backend: Any, loop: asyncio.AbstractEventLoop, tenant: str, query: Enti
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(keys=order_keys(), docs=documents(), page=st.integers(1, 3))
+@given(
+    keys=order_keys(),
+    docs=documents(),
+    page=st.integers(1, 3),
+    collation=st.sampled_from([None, None, *COLLATIONS]),
+)
 def test_store_orders_as_the_reference(
-    store, keys: tuple[OrderKey, ...], docs: list[dict[str, Any]], page: int
+    store,
+    keys: tuple[OrderKey, ...],
+    docs: list[dict[str, Any]],
+    page: int,
+    collation: str | None,
 ) -> None:
     backend, loop = store
     tenant = _write(backend, loop, docs)
     # The parser reads back what render_order_by writes.
     assert parse_order_by(render_order_by(keys), expand) == keys
-    expected = [d["id"] for d in sort_entities(docs, keys)]
-    text = render_order_by(keys)
+    expected = [d["id"] for d in sort_entities(docs, keys, collation)]
+    text = f"{render_order_by(keys)} {collation}"
 
-    whole = _ids(backend, loop, tenant, EntityQuery(order=keys, limit=100))
-    assert whole == expected, text
+    def query(**extra: Any) -> list[str]:
+        return _ids(backend, loop, tenant, EntityQuery(order=keys, collation=collation, **extra))
 
+    assert query(limit=100) == expected, text
     paged: list[str] = []
     for offset in range(0, len(docs), page):
-        paged += _ids(backend, loop, tenant, EntityQuery(order=keys, limit=page, offset=offset))
+        paged += query(limit=page, offset=offset)
     assert paged == expected, text
-
     geo = parse_geoquery("within", "Polygon", WORLD, None, expand)
-    by_geo = _ids(backend, loop, tenant, EntityQuery(order=keys, geo=geo, limit=2, offset=1))
-    assert by_geo == expected[1:3], text
+    assert query(geo=geo, limit=2, offset=1) == expected[1:3], text
 
 
 def test_icu_root_collation_is_postgresqls(store) -> None:
@@ -164,3 +184,30 @@ def test_icu_root_collation_is_postgresqls(store) -> None:
         "f",
         "z",
     ]
+
+
+def test_collations_are_postgresqls(store) -> None:
+    """A collation asked for orders strings as ICU does in PostgreSQL: phonebook German reads
+    ü as ue, numeric collation reads digits as numbers."""
+    backend, loop = store
+    words = ["Müller", "Muller", "Mueller", "Mxller", "a10", "a9", "A9"]
+    docs = [
+        {
+            "id": f"urn:w:{n}",
+            "type": [D + "T"],
+            "createdAt": STAMPS[0],
+            "modifiedAt": STAMPS[0],
+            "attrs": {D + "name": [{"type": "Property", "value": w}]},
+        }
+        for n, w in enumerate(words)
+    ]
+    tenant = _write(backend, loop, docs)
+    keys = parse_order_by("name", expand)
+
+    def ordered(collation: str) -> list[str]:
+        query = EntityQuery(order=keys, collation=collation, limit=100)
+        return [words[int(i.rsplit(":", 1)[1])] for i in _ids(backend, loop, tenant, query)]
+
+    assert ordered("de-u-co-phonebk")[3:] == ["Mueller", "Müller", "Muller", "Mxller"]
+    assert ordered("und-u-kn")[:3] == ["a9", "A9", "a10"]
+    assert ordered("en")[:3] == ["a10", "a9", "A9"]

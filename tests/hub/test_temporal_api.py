@@ -435,9 +435,9 @@ def test_instance_paths_refuse_bad_names_and_ids(station):
 
 def test_parameters_not_supported_yet_are_refused(station):
     """As for /entities (hub/http.py UNSUPPORTED_PARAMS): 501 rather than an answer that
-    silently ignores them (collation, §4.23, would otherwise look applied)."""
+    silently ignores them (orderFrom, §4.23, would otherwise look applied)."""
     for url in (
-        f"{TEMPORAL}?type=AirQualityObserved&orderBy=no2&collation=de",
+        f"{TEMPORAL}?type=AirQualityObserved&orderBy=no2&orderFrom=[8,40]",
         f"{TEMPORAL}/{E}?join=flat",
         f"{NGSI}/temporal/entityOperations/query?join=inline",
     ):

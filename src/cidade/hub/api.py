@@ -201,6 +201,7 @@ class HubApi:
             coordinates=params.get("coordinates"),
             geoproperty=params.get("geoproperty"),
             order_by=params.get("orderBy"),
+            collation=params.get("collation"),
             limit=limit,
             offset=offset,
             count=count,

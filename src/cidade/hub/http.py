@@ -301,7 +301,6 @@ UNSUPPORTED_PARAMS = (
     "entityMap",
     "containedBy",
     "expandValues",
-    "collation",
     "orderFrom",
     "orderGeometry",
     "doNotCompact",

@@ -11,7 +11,7 @@ from typing import Any
 from cidade.hub.model import check_entity_id, expand_name
 from cidade.ngsild.errors import BadRequestData, NotImplementedFeature
 from cidade.ngsild.query.geo import parse_geoquery
-from cidade.ngsild.query.order import parse_order_by
+from cidade.ngsild.query.order import parse_collation, parse_order_by
 from cidade.ngsild.query.q import parse_q
 from cidade.ngsild.query.scope import parse_scope_q
 from cidade.ngsild.query.types import parse_type_expression
@@ -44,6 +44,7 @@ def build_query(
     coordinates: Any = None,
     geoproperty: str | None = None,
     order_by: object = None,
+    collation: object = None,
     limit: int = 20,
     offset: int = 0,
     count: bool = False,
@@ -74,6 +75,8 @@ def build_query(
     query.geo = parse_geoquery(georel, geometry, coordinates, geoproperty, name_iri)
     if order_by is not None:
         query.order = parse_order_by(order_by, name_iri)
+    if collation is not None:
+        query.collation = parse_collation(collation)
     ids = ids_suffice and bool(query.ids or query.id_pattern)
     if require_filter and not (ids or query.types or query.attrs or query.q or query.geo):
         # §5.7.2.4: Query Entities needs an entity type selector, attribute names, a query, a
@@ -110,7 +113,7 @@ def query_from_body(
     q = body.get("q")
     if q is not None and not isinstance(q, str):
         raise BadRequestData("q must be a string")
-    order_by = _ordering(body.get("ordering"))
+    order_by, collation = _ordering(body.get("ordering"))
     return build_query(
         terms,
         ids=ids,
@@ -124,6 +127,7 @@ def query_from_body(
         coordinates=geo_q.get("coordinates"),
         geoproperty=geo_q.get("geoproperty"),
         order_by=order_by,
+        collation=collation,
         limit=limit,
         offset=offset,
         count=count,
@@ -132,19 +136,19 @@ def query_from_body(
     )
 
 
-def _ordering(ordering: object) -> object:
-    """The orderBy of a Query's ``ordering`` (§5.2.43 OrderingParams), None without one;
-    collation and order by distance (coordinates, geometry) are not supported (501)."""
+def _ordering(ordering: object) -> tuple[object, object]:
+    """orderBy and collation of a Query's ``ordering`` (§5.2.43 OrderingParams), None without
+    one; order by distance (coordinates, geometry) is not supported (501)."""
     if ordering is None:
-        return None
+        return None, None
     if not isinstance(ordering, dict):
         raise BadRequestData("ordering must be an OrderingParams object")
-    for member in ("collation", "coordinates", "geometry"):
+    for member in ("coordinates", "geometry"):
         if member in ordering:
-            raise NotImplementedFeature(f"ordering.{member} is not supported")
+            raise NotImplementedFeature(f"ordering.{member} (order by distance) is not supported")
     if ordering.get("orderBy") is None:
         raise BadRequestData("ordering needs orderBy")
-    return ordering["orderBy"]
+    return ordering["orderBy"], ordering.get("collation")
 
 
 def _entity_selectors(

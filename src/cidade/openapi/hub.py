@@ -139,6 +139,11 @@ ENTITY_FILTERS = [
         "an attribute path as in q (`name.observedAt`, `address[city]`), then `;asc` (default) "
         "or `;desc`: `name,height;desc`.",
     ),
+    query(
+        "collation",
+        "With orderBy, strings by this ICU collation (a BCP 47 tag, RFC 6067: `de-u-co-phonebk`, "
+        "`und-u-kn`); ICU's root collation by default.",
+    ),
     LIMIT,
     OFFSET,
     COUNT,

@@ -187,9 +187,13 @@ QUERY: Schema = {
         },
         "ordering": {
             "type": "object",
-            "description": "§5.2.43 OrderingParams: orderBy as the query parameter (§4.23).",
+            "description": "§5.2.43 OrderingParams: orderBy and collation as the query "
+            "parameters (§4.23).",
             "required": ["orderBy"],
-            "properties": {"orderBy": {"type": "array", "items": STRING, "minItems": 1}},
+            "properties": {
+                "orderBy": {"type": "array", "items": STRING, "minItems": 1},
+                "collation": STRING,
+            },
         },
         "@context": LD_CONTEXT,
     },

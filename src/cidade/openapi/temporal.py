@@ -103,9 +103,13 @@ TEMPORAL_QUERY: Schema = {
         "geoQ": {"type": "object"},
         "ordering": {
             "type": "object",
-            "description": "§5.2.43 OrderingParams: orderBy as the query parameter (§4.23).",
+            "description": "§5.2.43 OrderingParams: orderBy and collation as the query "
+            "parameters (§4.23).",
             "required": ["orderBy"],
-            "properties": {"orderBy": {"type": "array", "items": {"type": "string"}}},
+            "properties": {
+                "orderBy": {"type": "array", "items": {"type": "string"}},
+                "collation": {"type": "string"},
+            },
         },
         "temporalQ": {
             "type": "object",

@@ -77,6 +77,7 @@ class EntityQuery:
     # orderBy (§4.23): the store sorts by these keys, then in its own order (creation), before
     # it pages; empty: its own order only.
     order: tuple[OrderKey, ...] = ()
+    collation: str | None = None  # strings of ``order`` by this ICU collation (None: root)
     limit: int = 20
     offset: int = 0
     count: bool = False

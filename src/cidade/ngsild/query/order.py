@@ -22,6 +22,11 @@ A path is q's (``cidade.ngsild.query.q``): an attribute name, then sub-attribute
 ``dist-desc`` (order by distance, with ``orderFrom``) are not implemented: 501. Anything else
 malformed is 400 BadRequestData.
 
+``collation`` (§4.23.3, RFC 6067): a BCP 47 language tag naming an ICU collation
+(``de-u-co-phonebk``, ``und-u-kn``, ``sv``); strings then order by it instead of the root
+collation. ``parse_collation`` takes the tags ICU reads whole (its canonical form is the tag
+itself, letter case aside), so that both stores, built on the same ICU, read it alike.
+
 Semantics (what the SQL of both stores does, and ``sort_entities``):
 
 * The value of an entity for a key: ``id``; ``type`` and ``scope`` as the entity shows them (one
@@ -37,8 +42,9 @@ Semantics (what the SQL of both stores does, and ``sort_entities``):
   (``DateTime``, ``ngsi-ld:DateTime`` or its IRI) whose value is one, or an instance member
   observedAt, createdAt or modifiedAt, or the entity's createdAt and modifiedAt; other strings are
   Strings. Within a type: numbers by value, false before true, strings by ICU's root collation
-  ("und-x-icu", §4.23.1; equal under it: by code point, as PostgreSQL's deterministic collations
-  do), temporal values in time (UTC). Objects and arrays are not ordered among themselves.
+  ("und-x-icu", §4.23.1) or the ``collation`` asked for (equal under it: by code point, as
+  PostgreSQL's deterministic collations do), temporal values in time (UTC). Objects and arrays
+  are not ordered among themselves.
 * ``desc`` reverses that order, except that null and no value stay last ("null values last"),
   null before no value, in both directions.
 * Keys apply in turn; entities equal on every key keep the store's order (the order they were
@@ -47,9 +53,10 @@ Semantics (what the SQL of both stores does, and ``sort_entities``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import cmp_to_key
+from functools import cmp_to_key, lru_cache
 from typing import Any
 
 import icu
@@ -86,14 +93,39 @@ TEMPORAL_TYPES = {
 # Instance members that hold a DateTime.
 DATETIME_MEMBERS = frozenset({"observedAt", "createdAt", "modifiedAt"})
 
-# ICU's root collation (§4.23.1). A collator is never changed once made; PyICU keeps the GIL
-# while it works, so one serves every thread.
-ROOT_COLLATOR = icu.Collator.createInstance(icu.Locale.getRoot())
+MAX_COLLATION = 100
+_TAG = re.compile(r"[A-Za-z0-9]+(?:-[A-Za-z0-9]+)*")
 
 
-def collation_key(text: str) -> bytes:
-    """ICU root collation sort key of ``text``: bytes that compare as the collation does."""
-    return bytes(ROOT_COLLATOR.getSortKey(text))
+@lru_cache(maxsize=64)
+def collator(tag: str | None = None) -> Any:
+    """The ICU collator of a tag (``parse_collation``), ICU's root collation for None (§4.23.1).
+    A collator is never changed once made; PyICU keeps the GIL while it works, so one serves
+    every thread."""
+    locale = icu.Locale.getRoot() if tag is None else icu.Locale.forLanguageTag(tag)
+    return icu.Collator.createInstance(locale)
+
+
+def collation_key(text: str, tag: str | None = None) -> bytes:
+    """The sort key of ``text`` under a collation (None: ICU's root collation): bytes that
+    compare as the collation does."""
+    return bytes(collator(tag).getSortKey(text))
+
+
+def parse_collation(value: object) -> str:
+    """``collation``: a BCP 47 tag that ICU reads whole (RFC 6067 keywords included), in its
+    canonical form; 400 BadRequestData for anything else."""
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_COLLATION:
+        raise BadRequestData("collation must be a BCP 47 language tag (RFC 6067)")
+    if _TAG.fullmatch(value) is None:
+        raise BadRequestData(f"collation {value!r} is not a BCP 47 language tag")
+    try:
+        canonical = icu.Locale.forLanguageTag(value).toLanguageTag()
+    except icu.ICUError:
+        canonical = ""
+    if canonical.lower() != value.lower():
+        raise BadRequestData(f"collation {value!r} is not a BCP 47 language tag ICU reads whole")
+    return canonical
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,7 +239,7 @@ def chosen_instance(instances: object) -> dict | None:
     return first if isinstance(first, dict) else None
 
 
-def _classify(value: Any, temporal_kind: str | None) -> tuple[int, Any]:
+def _classify(value: Any, temporal_kind: str | None, tag: str | None = None) -> tuple[int, Any]:
     if temporal_kind is not None:
         text = temporal(temporal_kind, value)
         if text is not None:
@@ -219,29 +251,30 @@ def _classify(value: Any, temporal_kind: str | None) -> tuple[int, Any]:
     if isinstance(value, int | float):
         return NUMBER, value
     if isinstance(value, str):
-        return STRING, (collation_key(value), value.encode())
+        return STRING, (collation_key(value, tag), value.encode())
     if isinstance(value, dict):
         return OBJECT, None
     return ARRAY, None
 
 
-def _shown(values: list[str]) -> tuple[int, Any]:
+def _shown(values: list[str], tag: str | None) -> tuple[int, Any]:
     """A member the entity shows as one string, or as an array when it has several."""
     if len(values) == 1:
-        return _classify(values[0], None)
+        return _classify(values[0], None, tag)
     return ARRAY, None
 
 
-def sort_value(entity: dict, key: OrderKey) -> tuple[int, Any]:
+def sort_value(entity: dict, key: OrderKey, tag: str | None = None) -> tuple[int, Any]:
     """(rank, value) of an entity (stored form) for one key: the rank of its data type
-    (NUMBER ... ABSENT), and a value that orders entities of that rank."""
+    (NUMBER ... ABSENT), and a value that orders entities of that rank (strings by the
+    collation ``tag``, None: the root collation)."""
     if key.member is not None:
         if key.member not in entity:
             return ABSENT, None
         value = entity[key.member]
         if key.member in ("type", "scope"):
-            return _shown(value) if isinstance(value, list) else _classify(value, None)
-        return _classify(value, "DateTime" if key.member in DATETIME_MEMBERS else None)
+            return _shown(value, tag) if isinstance(value, list) else _classify(value, None, tag)
+        return _classify(value, "DateTime" if key.member in DATETIME_MEMBERS else None, tag)
     path = key.path
     assert path is not None
     attrs = entity.get("attrs")
@@ -277,7 +310,7 @@ def sort_value(entity: dict, key: OrderKey) -> tuple[int, Any]:
         literal_type = target.get("@type")
         temporal_kind = TEMPORAL_TYPES.get(literal_type) if isinstance(literal_type, str) else None
         target = target["@value"]
-    return _classify(target, temporal_kind)
+    return _classify(target, temporal_kind, tag)
 
 
 def _compare(a: Any, b: Any) -> int:
@@ -296,10 +329,13 @@ def compare_values(a: tuple[int, Any], b: tuple[int, Any], descending: bool) -> 
     return -c if descending else c
 
 
-def sort_entities(entities: Iterable[dict], keys: Sequence[OrderKey]) -> list[dict]:
-    """The entities in the order ``keys`` give (stable: equal ones keep their order)."""
+def sort_entities(
+    entities: Iterable[dict], keys: Sequence[OrderKey], collation: str | None = None
+) -> list[dict]:
+    """The entities in the order ``keys`` give, strings by ``collation`` (None: ICU's root
+    collation); stable: equal ones keep their order."""
     listed = list(entities)
-    values = {id(e): [sort_value(e, k) for k in keys] for e in listed}
+    values = {id(e): [sort_value(e, k, collation) for k in keys] for e in listed}
 
     def cmp(a: dict, b: dict) -> int:
         for n, key in enumerate(keys):
@@ -322,7 +358,9 @@ __all__ = [
     "OrderKey",
     "chosen_instance",
     "collation_key",
+    "collator",
     "compare_values",
+    "parse_collation",
     "parse_order_by",
     "render_order_by",
     "sort_entities",

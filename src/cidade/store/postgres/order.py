@@ -8,7 +8,8 @@ doc of ``order``, written with the structure of ``order.sort_value`` and of the 
 
 * per key, ``(rank, number, text, time)``: the rank of the data type (§4.23.2), then the value in
   the one column its type uses (the others NULL, equal to each other);
-* strings ``COLLATE "und-x-icu"``, ICU's root collation (§4.23.1), deterministic: strings equal
+* strings ``COLLATE "und-x-icu"``, ICU's root collation (§4.23.1), or a collation of the tag
+  asked for, made once in the store's schema (``collation_sql``); deterministic: strings equal
   under it order by their bytes;
 * null and no value last in both directions.
 
@@ -16,6 +17,8 @@ Nothing is bound: the SQL holds only literals of the parsed names, quoted.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from cidade.ngsild.query.order import (
     ABSENT,
@@ -118,9 +121,28 @@ def _member(doc: str, alias: str, member: str) -> str:
     return f"LEFT JOIN LATERAL {_columns(alias, value, 'false', kind)} AS {alias} ON true"
 
 
-def order_postgres(keys: tuple[OrderKey, ...], doc: str) -> tuple[list[str], list[str]]:
+def collation_name(tag: str | None) -> str:
+    """The quoted name of the collation strings order by: ICU's root one, or for a tag
+    (order.parse_collation) one the store makes in its schema (``collation_sql``)."""
+    if tag is None:
+        return COLLATION
+    return '"ngsi_order_' + hashlib.sha256(tag.encode()).hexdigest()[:24] + '"'
+
+
+def collation_sql(tag: str) -> str:
+    """The statement that makes the collation of a tag (order.parse_collation: letters, digits
+    and '-' only), deterministic as the root one is."""
+    return f"CREATE COLLATION IF NOT EXISTS {collation_name(tag)} (provider = icu, locale = {_lit(tag)})"
+
+
+def order_postgres(
+    keys: tuple[OrderKey, ...], doc: str, collation: str | None = None
+) -> tuple[list[str], list[str]]:
     """(joins, terms): the LATERAL joins that compute each key's sort columns from ``doc``, and
-    the ORDER BY terms over them (the caller adds its own last term, a unique one)."""
+    the ORDER BY terms over them (the caller adds its own last term, a unique one); strings by
+    the ICU collation ``collation`` (None: the root collation), which must exist
+    (``collation_sql``)."""
+    collate = collation_name(collation)
     joins: list[str] = []
     terms: list[str] = []
     for n, key in enumerate(keys):
@@ -134,9 +156,9 @@ def order_postgres(keys: tuple[OrderKey, ...], doc: str) -> tuple[list[str], lis
         terms.append(f"CASE WHEN {rank} >= {NULL} THEN {rank} ELSE 0 END")
         terms.append(rank + direction)
         terms.append(f"{alias}.num" + direction)
-        terms.append(f"{alias}.str COLLATE {COLLATION}" + direction)
+        terms.append(f"{alias}.str COLLATE {collate}" + direction)
         terms.append(f"{alias}.tv" + direction)
     return joins, terms
 
 
-__all__ = ["COLLATION", "order_postgres"]
+__all__ = ["COLLATION", "collation_name", "collation_sql", "order_postgres"]

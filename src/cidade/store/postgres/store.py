@@ -54,7 +54,7 @@ from cidade.store.outbox import UNPARK_LANE_POSTGRES, attempt_row, status_info, 
 from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
-from cidade.store.postgres.order import order_postgres
+from cidade.store.postgres.order import collation_sql, order_postgres
 from cidade.store.postgres.q import scope_to_postgres, to_postgres
 
 log = logging.getLogger("cidade.store")
@@ -117,6 +117,8 @@ class PostgresStore(PostgresAuth, PostgresDevices):
         # Months whose history partition this process has seen exist. Partitions are only ever
         # dropped by retention; a write that finds one gone clears this and retries.
         self._partitions: set[str] = set()
+        # The orderBy collations (other than ICU's root one) this process made or found.
+        self._collations: set[str] = set()
         self.watch: ChangeWatch | None = None
         # (subscription epoch, {tenant: compiled subscriptions}), checked in every write
         self.watching: tuple[int, dict[str, list[Any]]] = (-1, {})
@@ -301,7 +303,9 @@ class PostgresStore(PostgresAuth, PostgresDevices):
                 )
             if query.limit == 0:
                 return QueryResult([], count)
-            joins, terms = order_postgres(query.order, "e.doc")
+            if query.order and query.collation is not None:
+                await self._collation(conn, query.collation)
+            joins, terms = order_postgres(query.order, "e.doc", query.collation)
             rows = await conn.fetch(
                 f"SELECT e.doc FROM entities e {' '.join(joins)} WHERE {clause}"
                 f" ORDER BY {''.join(t + ', ' for t in terms)}e.rid"
@@ -309,6 +313,18 @@ class PostgresStore(PostgresAuth, PostgresDevices):
                 *params,
             )
         return QueryResult([r["doc"] for r in rows], count)
+
+    async def _collation(self, conn: asyncpg.Connection, tag: str) -> None:
+        """Make the collation of an orderBy's ``collation`` tag in the store's schema, once."""
+        if tag in self._collations:
+            return
+        try:
+            await conn.execute(collation_sql(tag))
+        except asyncpg.UniqueViolationError:
+            pass  # another worker made it at the same time
+        except asyncpg.PostgresError as exc:
+            raise BadRequestData(f"collation {tag!r} cannot be used: {exc}") from None
+        self._collations.add(tag)
 
     # -- discovery ------------------------------------------------------------------------------
 

@@ -10,8 +10,9 @@ structure of ``order.sort_value`` (tests/hub/test_order_property.py holds the tw
 
 * per key, ``(rank, number, collation key, text, time)``: the rank of the data type (§4.23.2),
   then the value in the one column its type uses (the others are NULL, equal to each other);
-* strings by ``ngsi_collation_key`` (ICU root collation sort keys, compared as bytes), then by
-  the text itself (code points), as PostgreSQL's deterministic ICU collation does;
+* strings by ``ngsi_collation_key`` (ICU sort keys of the root collation or of the one asked
+  for, compared as bytes), then by the text itself (code points), as PostgreSQL's deterministic
+  ICU collations do;
 * null and no value last in both directions: a first term ``CASE WHEN rank >= 8 THEN rank ELSE 0
   END`` always ascending.
 
@@ -39,13 +40,15 @@ from cidade.ngsild.query.order import (
 from cidade.ngsild.query.q import VALUE_MEMBERS
 
 
-def _collation_key(text: object) -> bytes | None:
-    return collation_key(text) if isinstance(text, str) else None
+def _collation_key(text: object, tag: object) -> bytes | None:
+    if not isinstance(text, str):
+        return None
+    return collation_key(text, tag if isinstance(tag, str) else None)
 
 
 def install_order_functions(conn: sqlite3.Connection) -> None:
     """Register the function ``order_sqlite``'s SQL calls (call on every new connection)."""
-    conn.create_function("ngsi_collation_key", 1, _collation_key, deterministic=True)
+    conn.create_function("ngsi_collation_key", 2, _collation_key, deterministic=True)
 
 
 def _lit(text: str) -> str:
@@ -65,7 +68,7 @@ def _instance_sql(doc: str, attr: str) -> str:
     )
 
 
-def _typed(t: str, v: str, temporal_kind: str) -> list[str]:
+def _typed(t: str, v: str, temporal_kind: str, tag: str) -> list[str]:
     """The five sort columns of a value given as (json_type ``t``, json_extract ``v``);
     ``temporal_kind`` an SQL text expression naming the temporal kind of the value, or NULL."""
     tv = f"(CASE WHEN {t} = 'text' THEN ngsi_temporal({temporal_kind}, {v}) END)"
@@ -79,7 +82,7 @@ def _typed(t: str, v: str, temporal_kind: str) -> list[str]:
     plain = f"{tv} IS NULL"
     number = f"(CASE WHEN {plain} AND {t} IN ('integer', 'real', 'true', 'false') THEN {v} END)"
     text = f"(CASE WHEN {plain} AND {t} = 'text' THEN {v} END)"
-    key = f"ngsi_collation_key({text})"
+    key = f"ngsi_collation_key({text}, {tag})"
     return [rank, number, key, text, tv]
 
 
@@ -148,12 +151,16 @@ def _member_level(doc: str, n: int, member: str) -> str:
     return f"{t} AS t{n}, {v} AS v{n}, {kind} AS k{n}"
 
 
-def order_sqlite(keys: tuple[OrderKey, ...], doc: str) -> tuple[list[list[str]], list[str]]:
+def order_sqlite(
+    keys: tuple[OrderKey, ...], doc: str, collation: str | None = None
+) -> tuple[list[list[str]], list[str]]:
     """(levels, terms): the columns of three levels, each computed from the one before (the
     first from the entity's ``doc``), so that every JSON lookup runs once per entity (the store
     materializes each level), and the ORDER BY terms over the third level's columns. The third
     level holds ``t{n}``, ``v{n}``, ``k{n}`` per key: the value's json_type, its SQL value and
-    the name of its temporal kind (NULL when it is none)."""
+    the name of its temporal kind (NULL when it is none). Strings order by the ICU collation
+    ``collation`` (order.parse_collation; None: the root collation)."""
+    tag = "NULL" if collation is None else _lit(collation)
     levels: list[list[str]] = [[], [], []]
     terms: list[str] = []
     for n, key in enumerate(keys):
@@ -167,7 +174,7 @@ def order_sqlite(keys: tuple[OrderKey, ...], doc: str) -> tuple[list[list[str]],
             second, third = _attribute_levels(f"x{n}", n, key)
             levels[1].append(second)
             levels[2].append(third)
-        cols = _typed(f"t{n}", f"v{n}", f"k{n}")
+        cols = _typed(f"t{n}", f"v{n}", f"k{n}", tag)
         rank = cols[0]
         direction = " DESC" if key.descending else ""
         terms.append(f"CASE WHEN {rank} >= {NULL} THEN {rank} ELSE 0 END")

@@ -1263,7 +1263,7 @@ def _ordered_sql(query: EntityQuery, source: str, clause: str) -> str:
     """The page of a query with orderBy (§4.23): its keys computed once per matching entity
     (materialized CTEs, store/sqlite/order.py), sorted in SQL, then by creation (rid), then
     LIMIT ? OFFSET ?."""
-    (first, second, third), terms = order_sqlite(query.order, "e.doc")
+    (first, second, third), terms = order_sqlite(query.order, "e.doc", query.collation)
     return (
         f"WITH m1 AS MATERIALIZED (SELECT e.rid AS rid, {', '.join(first)}"
         f" FROM {source} WHERE {clause}),"
