@@ -481,6 +481,9 @@ def test_scope_has_a_temporal_evolution(client):
         f"{TEMPORAL}/{vehicle}?timeproperty=deletedAt&options=temporalValues"
     ).json()["scope"]
     assert values["type"] == "Property" and [v[0] for v in values["values"]] == [[]]
+    picked = client.get(f"{TEMPORAL}/{vehicle}?pick=id,scope").json()
+    assert set(picked) == {"id", "scope"} and len(picked["scope"]) == 3
+    assert "scope" not in client.get(f"{TEMPORAL}/{vehicle}?omit=scope").json()
     # Only the scope's changes are recorded: an update of another attribute adds none.
     client.patch(f"{NGSI}/entities/{vehicle}/attrs/fuel", json={"value": 1})
     assert len(client.get(f"{TEMPORAL}/{vehicle}").json()["scope"]) == 3

@@ -16,6 +16,7 @@ from cidade.ngsild.query.q import parse_q
 from cidade.ngsild.query.scope import parse_scope_q
 from cidade.ngsild.query.types import parse_type_expression
 from cidade.store.base import EntityQuery
+from cidade.store.history import SCOPE
 
 RESERVED_PROJECTION = {"id": "id", "type": "type", "scope": "scope"}
 
@@ -227,6 +228,8 @@ class Members:
             return list(self.attrs)
         if self.pick is not None:
             named = [m for m in self.pick if m not in RESERVED_PROJECTION]
+            if "scope" in self.pick:
+                named.append(SCOPE)  # the scope's history is kept as an attribute's
             return named or None
         return []
 
