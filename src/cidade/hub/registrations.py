@@ -17,13 +17,13 @@ Everything here is pure (no I/O): the registration service and the notifier buil
 from __future__ import annotations
 
 import functools
-import math
 import re
 import urllib.parse
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from cidade.hub.members import attribute_names, entity_selectors, key_values, positive, short
 from cidade.hub.model import NULL, Terms, expand_name, is_uri, normalize_scope
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData
@@ -126,7 +126,6 @@ _TOP = frozenset(
 )
 _MANDATORY = ("information", "endpoint")
 _INFO = frozenset({"entities", "propertyNames", "relationshipNames"})
-_ENTITY_INFO = frozenset({"id", "idPattern", "type"})
 _INTERVAL = frozenset({"startAt", "endAt"})
 _MANAGEMENT = frozenset({"localOnly", "cacheDuration", "timeout", "cooldown"})
 # ISO 8601 duration (refreshRate, cacheDuration), e.g. PT1M, P1DT2H, P1W.
@@ -162,10 +161,10 @@ def _normalize(
     if rid is None:
         rid = f"urn:ngsi-ld:ContextSourceRegistration:{uuid.uuid4()}"
     elif not is_uri(rid):
-        raise BadRequestData(f"the registration id must be a URI, got {_short(rid)}")
+        raise BadRequestData(f"the registration id must be a URI, got {short(rid)}")
     if body.get("type") != REGISTRATION_TYPE:
         raise BadRequestData(
-            f"the registration type must be {REGISTRATION_TYPE!r}, got {_short(body.get('type'))}"
+            f"the registration type must be {REGISTRATION_TYPE!r}, got {short(body.get('type'))}"
         )
     for member in _MANDATORY:
         if body.get(member) is None:
@@ -189,12 +188,12 @@ def _normalize(
         out["expiresAt"] = expires
     out["endpoint"] = _endpoint(body["endpoint"])
     if "contextSourceInfo" in body:
-        out["contextSourceInfo"] = _key_values(body["contextSourceInfo"], "contextSourceInfo")
+        out["contextSourceInfo"] = key_values(body["contextSourceInfo"], "contextSourceInfo")
     if "scope" in body:
         out["scope"] = normalize_scope(body["scope"])
     mode = body.get("mode", DEFAULT_MODE)
     if mode not in MODES:
-        raise BadRequestData(f"mode must be one of {', '.join(MODES)}, got {_short(mode)}")
+        raise BadRequestData(f"mode must be one of {', '.join(MODES)}, got {short(mode)}")
     out["mode"] = mode
     out["operations"] = _operations(body.get("operations", list(DEFAULT_OPERATIONS)))
     if "refreshRate" in body:
@@ -218,14 +217,9 @@ def _normalize(
     return out
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _string(value: object, what: str) -> str:
     if not isinstance(value, str):
-        raise BadRequestData(f"{what} must be a string, got {_short(value)}")
+        raise BadRequestData(f"{what} must be a string, got {short(value)}")
     return value
 
 
@@ -247,56 +241,19 @@ def _information(value: object, terms: Terms) -> list[dict[str, Any]]:
             )
         stored: dict[str, Any] = {}
         if "entities" in info:
-            stored["entities"] = _entity_infos(info["entities"], terms, f"{what}.entities")
+            stored["entities"] = entity_selectors(
+                info["entities"],
+                f"{what}.entities",
+                kind="EntityInfo",
+                item="an EntityInfo object",
+                entity_type=lambda value, where: expand_name(
+                    value, terms, f"entity type in {where}"
+                ),
+            )
         for key in ("propertyNames", "relationshipNames"):
             if key in info:
-                stored[key] = _names(info[key], terms, f"{what}.{key}")
+                stored[key] = attribute_names(info[key], terms, f"{what}.{key}")
         out.append(stored)
-    return out
-
-
-def _entity_infos(value: object, terms: Terms, what: str) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        raise BadRequestData(f"{what} must be a non-empty array of EntityInfo")
-    out = []
-    for j, item in enumerate(value):
-        where = f"{what}[{j}]"
-        if not isinstance(item, dict):
-            raise BadRequestData(f"{where} must be an EntityInfo object")
-        for key in item:
-            if key not in _ENTITY_INFO:
-                raise BadRequestData(f"unknown member {key!r} in {where}")
-        if "type" not in item:
-            raise BadRequestData(f"{where} needs a type")
-        stored: dict[str, str] = {}
-        if "id" in item:
-            if not is_uri(item["id"]):
-                raise BadRequestData(f"{where}.id must be a URI, got {_short(item['id'])}")
-            stored["id"] = item["id"]
-        if "idPattern" in item:
-            pattern = item["idPattern"]
-            if not isinstance(pattern, str) or not pattern:
-                raise BadRequestData(f"{where}.idPattern must be a non-empty string")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise BadRequestData(
-                    f"{where}.idPattern {pattern!r} is not a valid regular expression: {exc}"
-                ) from None
-            stored["idPattern"] = pattern
-        stored["type"] = expand_name(item["type"], terms, f"entity type in {where}")
-        out.append(stored)
-    return out
-
-
-def _names(value: object, terms: Terms, what: str) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise BadRequestData(f"{what} must be a non-empty array of attribute names")
-    out: list[str] = []
-    for name in value:
-        iri = expand_name(name, terms, f"attribute name in {what}")
-        if iri not in out:
-            out.append(iri)
     return out
 
 
@@ -329,7 +286,7 @@ def _geometry(value: object, what: str) -> dict[str, Any]:
 def _endpoint(value: object) -> str:
     """§5.2.9 endpoint: the URI of the context source (http or https, with a host)."""
     if not isinstance(value, str) or not is_uri(value):
-        raise BadRequestData(f"endpoint must be a URI, got {_short(value)}")
+        raise BadRequestData(f"endpoint must be a URI, got {short(value)}")
     try:
         parts = urllib.parse.urlsplit(value)
         parts.port  # noqa: B018 -- raises ValueError on a port out of range or not a number
@@ -340,32 +297,13 @@ def _endpoint(value: object) -> str:
     return value
 
 
-def _key_values(value: object, what: str) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        raise BadRequestData(f"{what} must be a non-empty array of {{key, value}} objects")
-    out = []
-    for item in value:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"key", "value"}
-            or not isinstance(item["key"], str)
-            or not item["key"]
-            or not isinstance(item["value"], str)
-        ):
-            raise BadRequestData(
-                f'{what} items must be {{"key": string, "value": string}}, got {_short(item)}'
-            )
-        out.append({"key": item["key"], "value": item["value"]})
-    return out
-
-
 def _operations(value: object) -> list[str]:
     if not isinstance(value, list) or not value:
         raise BadRequestData("operations must be a non-empty array of operation names")
     out: list[str] = []
     for name in value:
         if name not in OPERATIONS:
-            raise BadRequestData(f"operations: {_short(name)} is not an NGSI-LD operation name")
+            raise BadRequestData(f"operations: {short(name)} is not an NGSI-LD operation name")
         if name not in out:
             out.append(name)
     return out
@@ -373,18 +311,7 @@ def _operations(value: object) -> list[str]:
 
 def _duration(value: object, what: str) -> str:
     if not isinstance(value, str) or not _DURATION.fullmatch(value):
-        raise BadRequestData(f"{what} must be an ISO 8601 duration, got {_short(value)}")
-    return value
-
-
-def _positive(value: object, what: str) -> int | float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise BadRequestData(f"{what} must be a positive number, got {_short(value)}")
+        raise BadRequestData(f"{what} must be an ISO 8601 duration, got {short(value)}")
     return value
 
 
@@ -402,7 +329,7 @@ def _management(value: object) -> dict[str, Any]:
         elif key == "cacheDuration":
             out[key] = _duration(item, "management.cacheDuration")
         else:
-            out[key] = _positive(item, f"management.{key}")
+            out[key] = positive(item, f"management.{key}")
     return out
 
 
@@ -425,7 +352,7 @@ def merge_registration(
         raise BadRequestData("the id of a registration cannot be changed")
     if "type" in fragment and fragment["type"] != REGISTRATION_TYPE:
         raise BadRequestData(
-            f"the type of a registration is {REGISTRATION_TYPE!r}, got {_short(fragment['type'])}"
+            f"the type of a registration is {REGISTRATION_TYPE!r}, got {short(fragment['type'])}"
         )
     # Work in client form with the requester's terms: compacting then expanding with the same
     # terms gives back the stored IRIs, and the merged body is then checked like a new one.
@@ -538,7 +465,7 @@ def parse_time_filter(
     none; 400 for an invalid or incomplete one."""
     if timerel is None and time_at is None and end_time_at is None:
         if timeproperty is not None and timeproperty not in TIME_INTERVALS:
-            raise BadRequestData(f"timeproperty {_short(timeproperty)} is not one of " + _props())
+            raise BadRequestData(f"timeproperty {short(timeproperty)} is not one of " + _props())
         return None
     if timerel not in TIMERELS:
         raise BadRequestData(f"timerel must be one of before, after, between, got {timerel!r}")
@@ -554,7 +481,7 @@ def parse_time_filter(
             raise BadRequestData("endTimeAt must be later than timeAt")
     prop = "observedAt" if timeproperty is None else timeproperty
     if prop not in TIME_INTERVALS:
-        raise BadRequestData(f"timeproperty {_short(prop)} is not one of " + _props())
+        raise BadRequestData(f"timeproperty {short(prop)} is not one of " + _props())
     return TimeFilter(timerel, at, end, prop)  # type: ignore[arg-type]
 
 

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from cidade.hub.linked import MAX_JOIN_LEVEL, Join
+from cidade.hub.members import attribute_names, entity_selectors, key_values, positive, short
 from cidade.hub.model import NULL, Terms, expand_name, is_uri
 from cidade.hub.registrations import GEO_MEMBERS, TimeFilter, parse_time_filter
 from cidade.ngsild import timefmt
@@ -125,7 +126,6 @@ _NOTIFICATION = frozenset(
     }
 )
 _ENDPOINT = frozenset({"uri", "accept", "timeout", "cooldown", "receiverInfo", "notifierInfo"})
-_SELECTOR = frozenset({"id", "idPattern", "type"})
 # Entity members that pick/omit name as they are, not as attribute terms to expand.
 _ENTITY_MEMBERS = frozenset({"id", "type", "scope"})
 _GEOQ = frozenset({"geometry", "coordinates", "georel", "geoproperty"})
@@ -181,10 +181,10 @@ def _normalize(
     if sid is None:
         sid = f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
     elif not is_uri(sid):
-        raise BadRequestData(f"the subscription id must be a URI, got {_short(sid)}")
+        raise BadRequestData(f"the subscription id must be a URI, got {short(sid)}")
     if body.get("type") != SUBSCRIPTION_TYPE:
         raise BadRequestData(
-            f"the subscription type must be 'Subscription', got {_short(body.get('type'))}"
+            f"the subscription type must be 'Subscription', got {short(body.get('type'))}"
         )
 
     out: dict[str, Any] = {"id": sid, "type": SUBSCRIPTION_TYPE}
@@ -195,7 +195,9 @@ def _normalize(
     if "entities" in body:
         out["entities"] = _entities(body["entities"], terms)
     if "watchedAttributes" in body:
-        out["watchedAttributes"] = _names(body["watchedAttributes"], terms, "watchedAttributes")
+        out["watchedAttributes"] = attribute_names(
+            body["watchedAttributes"], terms, "watchedAttributes"
+        )
     if "entities" not in out and "watchedAttributes" not in out:
         # §5.2.12: entities and watchedAttributes cannot both be absent.
         raise BadRequestData("a subscription needs entities or watchedAttributes (or both)")
@@ -204,7 +206,7 @@ def _normalize(
         out["notificationTrigger"] = _triggers(body.get("notificationTrigger"))
 
     if "timeInterval" in body:
-        out["timeInterval"] = _positive(body["timeInterval"], "timeInterval")
+        out["timeInterval"] = positive(body["timeInterval"], "timeInterval")
         # §5.2.12: periodic subscriptions do not watch changes, so neither watchedAttributes
         # nor throttling (a bound on change-driven notifications) makes sense with them.
         if "watchedAttributes" in out:
@@ -212,12 +214,12 @@ def _normalize(
         if "throttling" in body:
             raise BadRequestData("timeInterval and throttling cannot both be present")
     if "throttling" in body:
-        out["throttling"] = _positive(body["throttling"], "throttling")
+        out["throttling"] = positive(body["throttling"], "throttling")
 
     if "q" in body:
         q = body["q"]
         if not isinstance(q, str):
-            raise BadRequestData(f"q must be a string, got {_short(q)}")
+            raise BadRequestData(f"q must be a string, got {short(q)}")
         # Parse once now: a 400 with the position on a bad q, and the IRI of every name it uses
         # recorded, so the notifier can parse it later without the request's @context.
         names: dict[str, str] = {}
@@ -234,7 +236,7 @@ def _normalize(
     if "csf" in body:
         csf = body["csf"]
         if not isinstance(csf, str):
-            raise BadRequestData(f"csf must be a string, got {_short(csf)}")
+            raise BadRequestData(f"csf must be a string, got {short(csf)}")
         csf_names: dict[str, str] = {}
         parse_q(_q_text(csf), lambda name: csf_names.setdefault(name, terms.expand(name)))
         out["csf"] = csf
@@ -255,7 +257,7 @@ def _normalize(
     if "jsonldContext" in body:
         ctx = body["jsonldContext"]
         if not is_uri(ctx):
-            raise BadRequestData(f"jsonldContext must be a URI, got {_short(ctx)}")
+            raise BadRequestData(f"jsonldContext must be a URI, got {short(ctx)}")
         out["jsonldContext"] = ctx
     if "datasetId" in body:
         out["datasetId"] = _dataset_ids(body["datasetId"])
@@ -309,32 +311,15 @@ def subscription_csf(stored: dict[str, Any]) -> QNode | None:
     return parse_q(_q_text(text), lambda name: names.get(name) or name)
 
 
-def _short(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
 def _string(value: object, what: str, *, empty: bool = True) -> str:
     if not isinstance(value, str) or (not empty and not value):
         raise BadRequestData(f"{what} must be a {'' if empty else 'non-empty '}string")
     return value
 
 
-def _positive(value: object, what: str) -> int | float:
-    # bool is an int in Python, but true is not a number of seconds.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise BadRequestData(f"{what} must be a positive number, got {_short(value)}")
-    return value
-
-
 def _flag(value: object, what: str) -> bool:
     if not isinstance(value, bool):
-        raise BadRequestData(f"{what} must be true or false, got {_short(value)}")
+        raise BadRequestData(f"{what} must be true or false, got {short(value)}")
     return value
 
 
@@ -358,7 +343,7 @@ def _dataset_ids(value: object) -> list[str]:
     out: list[str] = []
     for item in value:
         if item != "@none" and not (isinstance(item, str) and is_uri(item)):
-            raise BadRequestData(f"datasetId {_short(item)} is not a URI")
+            raise BadRequestData(f"datasetId {short(item)} is not a URI")
         if item not in out:
             out.append(item)
     return out
@@ -371,53 +356,18 @@ def _non_negative(value: object, what: str) -> int | float:
         or not math.isfinite(value)
         or value < 0
     ):
-        raise BadRequestData(f"{what} must be a non-negative number, got {_short(value)}")
+        raise BadRequestData(f"{what} must be a non-negative number, got {short(value)}")
     return value
 
 
-def _names(value: object, terms: Terms, what: str) -> list[str]:
-    if not isinstance(value, list) or not value:
-        raise BadRequestData(f"{what} must be a non-empty array of attribute names")
-    out: list[str] = []
-    for name in value:
-        iri = expand_name(name, terms, f"attribute name in {what}")
-        if iri not in out:
-            out.append(iri)
-    return out
-
-
 def _entities(value: object, terms: Terms) -> list[dict[str, str]]:
-    if not isinstance(value, list) or not value:
-        raise BadRequestData("entities must be a non-empty array of EntitySelectors")
-    out = []
-    for i, sel in enumerate(value):
-        what = f"entities[{i}]"
-        if not isinstance(sel, dict):
-            raise BadRequestData(f"{what} must be an object")
-        for key in sel:
-            if key not in _SELECTOR:
-                raise BadRequestData(f"unknown member {key!r} in {what}")
-        if "type" not in sel:
-            raise BadRequestData(f"{what} needs a type")
-        stored: dict[str, str] = {}
-        if "id" in sel:
-            if not is_uri(sel["id"]):
-                raise BadRequestData(f"{what}.id must be a URI, got {_short(sel['id'])}")
-            stored["id"] = sel["id"]
-        if "idPattern" in sel:
-            pattern = sel["idPattern"]
-            if not isinstance(pattern, str) or not pattern:
-                raise BadRequestData(f"{what}.idPattern must be a non-empty string")
-            try:
-                re.compile(pattern)
-            except re.error as exc:
-                raise BadRequestData(
-                    f"{what}.idPattern {pattern!r} is not a valid regular expression: {exc}"
-                ) from None
-            stored["idPattern"] = pattern
-        stored["type"] = _type_expression(sel["type"], terms, f"{what}.type")
-        out.append(stored)
-    return out
+    return entity_selectors(
+        value,
+        "entities",
+        kind="EntitySelectors",
+        item="an object",
+        entity_type=lambda type_, where: _type_expression(type_, terms, f"{where}.type"),
+    )
 
 
 def _type_expression(value: object, terms: Terms, what: str) -> str:
@@ -460,7 +410,7 @@ def _triggers(value: object) -> list[str]:
     for trigger in value:
         if trigger not in TRIGGERS:
             raise BadRequestData(
-                f"unknown notificationTrigger {_short(trigger)}; expected any of "
+                f"unknown notificationTrigger {short(trigger)}; expected any of "
                 + ", ".join(TRIGGERS)
             )
         if trigger not in out:
@@ -494,11 +444,11 @@ def _notification(value: object, terms: Terms) -> dict[str, Any]:
             raise BadRequestData(f"unknown member {key!r} in notification")
     out: dict[str, Any] = {}
     if "attributes" in value:
-        out["attributes"] = _names(value["attributes"], terms, "notification.attributes")
+        out["attributes"] = attribute_names(value["attributes"], terms, "notification.attributes")
     fmt = value.get("format", "normalized")
     if fmt not in FORMATS:
         raise BadRequestData(
-            f"notification.format {_short(fmt)} is not one of " + ", ".join(FORMATS)
+            f"notification.format {short(fmt)} is not one of " + ", ".join(FORMATS)
         )
     out["format"] = fmt
     for key in ("sysAttrs", "showChanges"):
@@ -520,14 +470,14 @@ def _notification(value: object, terms: Terms) -> dict[str, Any]:
         join = value["join"]
         if join not in JOINS:
             raise BadRequestData(
-                f"notification.join {_short(join)} is not one of " + ", ".join(JOINS)
+                f"notification.join {short(join)} is not one of " + ", ".join(JOINS)
             )
         out["join"] = join
     if "joinLevel" in value:
         level = value["joinLevel"]
         if isinstance(level, bool) or not isinstance(level, int) or level < 1:
             raise BadRequestData(
-                f"notification.joinLevel must be a positive integer, got {_short(level)}"
+                f"notification.joinLevel must be a positive integer, got {short(level)}"
             )
         if level > MAX_JOIN_LEVEL:
             raise BadRequestData(
@@ -554,16 +504,18 @@ def _endpoint(value: object) -> dict[str, Any]:
     accept = value.get("accept", "application/json")
     if accept not in ACCEPTS:
         raise BadRequestData(
-            f"notification.endpoint.accept {_short(accept)} is not one of " + ", ".join(ACCEPTS)
+            f"notification.endpoint.accept {short(accept)} is not one of " + ", ".join(ACCEPTS)
         )
     out["accept"] = accept
     for key in ("timeout", "cooldown"):
         if key in value:
             out[key] = _non_negative(value[key], f"notification.endpoint.{key}")
     if "receiverInfo" in value:
-        out["receiverInfo"] = _key_values(value["receiverInfo"], "receiverInfo")
+        out["receiverInfo"] = key_values(
+            value["receiverInfo"], "notification.endpoint.receiverInfo"
+        )
     if "notifierInfo" in value:
-        info = _key_values(value["notifierInfo"], "notifierInfo")
+        info = key_values(value["notifierInfo"], "notification.endpoint.notifierInfo")
         _check_notifier_info(info, scheme)
         out["notifierInfo"] = info
     return out
@@ -573,7 +525,7 @@ def check_endpoint_uri(uri: object) -> str:
     """The scheme of a valid notification endpoint URI (http, https, mqtt, mqtts with a host;
     an MQTT URI also names its topic in the path); 400 otherwise."""
     if not isinstance(uri, str) or not is_uri(uri):
-        raise BadRequestData(f"notification.endpoint.uri must be a URI, got {_short(uri)}")
+        raise BadRequestData(f"notification.endpoint.uri must be a URI, got {short(uri)}")
     try:
         parts = urlsplit(uri)
         parts.port  # noqa: B018 -- raises ValueError on a port out of range or not a number
@@ -591,26 +543,6 @@ def check_endpoint_uri(uri: object) -> str:
         # mqtt[s]://[user[:pass]@]host[:port]/topic[/subtopic]*: the topic is mandatory.
         raise BadRequestData(f"notification.endpoint.uri {uri!r} has no MQTT topic")
     return scheme
-
-
-def _key_values(value: object, what: str) -> list[dict[str, str]]:
-    where = f"notification.endpoint.{what}"
-    if not isinstance(value, list) or not value:
-        raise BadRequestData(f"{where} must be a non-empty array of {{key, value}} objects")
-    out = []
-    for item in value:
-        if (
-            not isinstance(item, dict)
-            or set(item) != {"key", "value"}
-            or not isinstance(item["key"], str)
-            or not item["key"]
-            or not isinstance(item["value"], str)
-        ):
-            raise BadRequestData(
-                f'{where} items must be {{"key": string, "value": string}}, got {_short(item)}'
-            )
-        out.append({"key": item["key"], "value": item["value"]})
-    return out
 
 
 def _check_notifier_info(info: list[dict[str, str]], scheme: str) -> None:

@@ -1,0 +1,130 @@
+"""Checks of the members the NGSI-LD data types share, client form -> stored form: entity
+selectors (a Subscription's EntitySelector and a registration's EntityInfo, §5.2.8),
+lists of attribute names, lists of KeyValuePair and positive numbers. The
+Subscription (subscriptions.py) and the CSourceRegistration (registrations.py) build on them.
+
+Each raises 400 BadRequestData naming the offending member (``what``); the callers choose the
+words that differ between the data types.
+
+Pure (no I/O).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+
+from cidade.hub.model import Terms, expand_name, is_uri
+from cidade.ngsild.errors import BadRequestData
+
+# The members of an EntitySelector and of an EntityInfo.
+SELECTOR_MEMBERS = frozenset({"id", "idPattern", "type"})
+
+
+def short(value: object) -> str:
+    """``value`` as a message shows it: its repr, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def positive(value: object, what: str) -> int | float:
+    """A number above 0 (seconds, a timeout ...); bool is an int in Python, but not a number."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise BadRequestData(f"{what} must be a positive number, got {short(value)}")
+    return value
+
+
+def attribute_names(value: object, terms: Terms, what: str) -> list[str]:
+    """A non-empty array of attribute names, each expanded to its IRI, repeats dropped."""
+    if not isinstance(value, list) or not value:
+        raise BadRequestData(f"{what} must be a non-empty array of attribute names")
+    out: list[str] = []
+    for name in value:
+        iri = expand_name(name, terms, f"attribute name in {what}")
+        if iri not in out:
+            out.append(iri)
+    return out
+
+
+def entity_selectors(
+    value: object,
+    what: str,
+    *,
+    kind: str,
+    item: str,
+    entity_type: Callable[[object, str], str],
+) -> list[dict[str, str]]:
+    """A non-empty array of entity selectors ({id?, idPattern?, type}): id a URI, idPattern a
+    regular expression, ``type`` stored as ``entity_type(type, where)`` makes it (an expanded
+    type, or a type expression). ``kind`` names the array's items in its message
+    (EntitySelectors, EntityInfo), ``item`` one item ("an object")."""
+    if not isinstance(value, list) or not value:
+        raise BadRequestData(f"{what} must be a non-empty array of {kind}")
+    out = []
+    for i, selector in enumerate(value):
+        where = f"{what}[{i}]"
+        if not isinstance(selector, dict):
+            raise BadRequestData(f"{where} must be {item}")
+        for key in selector:
+            if key not in SELECTOR_MEMBERS:
+                raise BadRequestData(f"unknown member {key!r} in {where}")
+        if "type" not in selector:
+            raise BadRequestData(f"{where} needs a type")
+        stored: dict[str, str] = {}
+        if "id" in selector:
+            if not is_uri(selector["id"]):
+                raise BadRequestData(f"{where}.id must be a URI, got {short(selector['id'])}")
+            stored["id"] = selector["id"]
+        if "idPattern" in selector:
+            stored["idPattern"] = _id_pattern(selector["idPattern"], f"{where}.idPattern")
+        stored["type"] = entity_type(selector["type"], where)
+        out.append(stored)
+    return out
+
+
+def _id_pattern(pattern: object, what: str) -> str:
+    if not isinstance(pattern, str) or not pattern:
+        raise BadRequestData(f"{what} must be a non-empty string")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise BadRequestData(
+            f"{what} {pattern!r} is not a valid regular expression: {exc}"
+        ) from None
+    return pattern
+
+
+def key_values(value: object, what: str) -> list[dict[str, str]]:
+    """A non-empty array of KeyValuePair: {"key": non-empty string, "value": string}."""
+    if not isinstance(value, list) or not value:
+        raise BadRequestData(f"{what} must be a non-empty array of {{key, value}} objects")
+    out = []
+    for pair in value:
+        if (
+            not isinstance(pair, dict)
+            or set(pair) != {"key", "value"}
+            or not isinstance(pair["key"], str)
+            or not pair["key"]
+            or not isinstance(pair["value"], str)
+        ):
+            raise BadRequestData(
+                f'{what} items must be {{"key": string, "value": string}}, got {short(pair)}'
+            )
+        out.append({"key": pair["key"], "value": pair["value"]})
+    return out
+
+
+__all__ = [
+    "SELECTOR_MEMBERS",
+    "attribute_names",
+    "entity_selectors",
+    "key_values",
+    "positive",
+    "short",
+]
