@@ -236,3 +236,95 @@ def merge(*parts: dict[str, Any]) -> dict[str, Any]:
     for part in parts:
         out.update(part)
     return out
+
+
+# -- collections --------------------------------------------------------------------------------
+
+# The errors of creating a resource: a bad body, one that exists, too large, not JSON, a
+# @context that cannot be retrieved.
+CREATE_ERRORS = (400, 409, 413, 415, 503)
+
+
+def create_operation(
+    operation_id: str, summary: str, *, tag: str, schema: str, what: str
+) -> Operation:
+    """POST of a resource: its body the component schema ``schema``, described as ``what``;
+    201 with its Location."""
+    return operation(
+        operation_id,
+        summary,
+        merge(created("Created."), problems(*CREATE_ERRORS)),
+        tag=tag,
+        parameters=[TENANT, LINK],
+        request_body=body(ref(schema), what),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Collection:
+    """A collection of NGSI-LD resources (subscriptions, registrations) that clients create and
+    query on its path, retrieve, update (merge) and delete on one's. ``schema`` names the
+    component schemas of one resource: ``schema`` (as answered), ``schema``Input (created) and
+    ``schema``Fragment (an update). ``operations`` gives the (operationId, summary) of create,
+    query, retrieve, update and delete, in that order."""
+
+    path: str
+    item: dict[str, Any]  # the path parameter that names one resource
+    tag: str
+    schema: str
+    noun: str  # "subscription": "The subscription."
+    listed: str  # what a query answers
+    operations: tuple[tuple[str, str], ...]
+    filters: tuple[dict[str, Any], ...]  # the parameters of a query (after Tenant and Link)
+    options: tuple[dict[str, Any], ...] = ()  # further parameters of a retrieval
+
+
+def collection_paths(c: Collection) -> dict[str, PathItem]:
+    """The two path items of a collection: ``c.path`` and ``c.path/{item}``."""
+    create, query_, retrieve, update, delete = c.operations
+    return {
+        c.path: {
+            "post": create_operation(
+                *create, tag=c.tag, schema=f"{c.schema}Input", what=f"The {c.noun}."
+            ),
+            "get": operation(
+                *query_,
+                merge(
+                    ok(
+                        {"type": "array", "items": ref(c.schema)},
+                        c.listed,
+                        headers={**LINK_HEADER, **RESULTS_COUNT},
+                    ),
+                    problems(400, 403, 404, 406, 503),
+                ),
+                tag=c.tag,
+                parameters=[TENANT, LINK, *c.filters],
+            ),
+        },
+        f"{c.path}/{{{c.item['name']}}}": {
+            "get": operation(
+                *retrieve,
+                merge(
+                    ok(ref(c.schema), f"The {c.noun}.", headers=LINK_HEADER),
+                    problems(*READ_ERRORS),
+                ),
+                tag=c.tag,
+                parameters=[c.item, TENANT, LINK, *c.options],
+            ),
+            "patch": operation(
+                *update,
+                merge(no_content("Updated."), problems(*WRITE_ERRORS)),
+                tag=c.tag,
+                parameters=[c.item, TENANT, LINK],
+                request_body=body(
+                    ref(f"{c.schema}Fragment"), "The members to change.", merge_patch=True
+                ),
+            ),
+            "delete": operation(
+                *delete,
+                merge(no_content("Deleted."), problems(400, 404)),
+                tag=c.tag,
+                parameters=[c.item, TENANT],
+            ),
+        },
+    }

@@ -16,6 +16,7 @@ from cidade.openapi.build import (
     ApiPart,
     body,
     boolean_query,
+    create_operation,
     created,
     merge,
     no_content,
@@ -175,13 +176,12 @@ def entities_paths() -> dict[str, Any]:
     attrs = f"{one}/attrs"
     return {
         f"{PREFIX}/entities": {
-            "post": operation(
+            "post": create_operation(
                 "createEntity",
                 "Create Entity (§6.4.3.1)",
-                merge(created("Created."), problems(400, 409, 413, 415, 503)),
                 tag=TAG,
-                parameters=[TENANT, LINK],
-                request_body=body(ref("EntityInput"), "The entity."),
+                schema="EntityInput",
+                what="The entity.",
             ),
             "get": operation(
                 "queryEntity",

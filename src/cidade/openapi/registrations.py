@@ -8,25 +8,15 @@ from typing import Any
 from cidade.hub.api import PREFIX
 from cidade.hub.registrations import MODES
 from cidade.openapi.build import (
-    LINK,
-    LINK_HEADER,
-    RESULTS_COUNT,
-    TENANT,
-    WRITE_ERRORS,
     ApiPart,
-    body,
-    created,
-    merge,
-    no_content,
-    ok,
-    operation,
+    Collection,
+    collection_paths,
     path_param,
-    problems,
     query,
 )
 from cidade.openapi.hub import COUNT, LIMIT, OFFSET, list_param
-from cidade.openapi.schemas import DATE_TIME, STRING, STRINGS, URI, Schema, ref
-from cidade.openapi.subscriptions import SUBSCRIPTION_ID, SYS_ATTRS
+from cidade.openapi.schemas import DATE_TIME, STRING, STRINGS, URI, Schema
+from cidade.openapi.subscriptions import PAGE, SUBSCRIPTION_ID, SYS_ATTRS
 
 TAG = "Context sources"
 
@@ -136,121 +126,48 @@ REGISTRATION_FILTERS = [
 
 
 def registration_paths() -> dict[str, Any]:
-    base = f"{PREFIX}/csourceRegistrations"
-    return {
-        base: {
-            "post": operation(
-                "registerContextSource",
-                "Register Context Source (§6.8.3.1)",
-                merge(created("Created."), problems(400, 409, 413, 415, 503)),
-                tag=TAG,
-                parameters=[TENANT, LINK],
-                request_body=body(ref("CSourceRegistrationInput"), "The registration."),
+    return collection_paths(
+        Collection(
+            path=f"{PREFIX}/csourceRegistrations",
+            item=REGISTRATION_ID,
+            tag=TAG,
+            schema="CSourceRegistration",
+            noun="registration",
+            listed="The registrations that match.",
+            operations=(
+                ("registerContextSource", "Register Context Source (§6.8.3.1)"),
+                ("queryCSourceRegistrations", "Query Context Source Registrations (§6.8.3.2)"),
+                ("retrieveCSourceRegistration", "Retrieve Context Source Registration (§6.9.3.1)"),
+                ("updateCSourceRegistration", "Update Context Source Registration (§6.9.3.2)"),
+                ("deleteCSourceRegistration", "Delete Context Source Registration (§6.9.3.3)"),
             ),
-            "get": operation(
-                "queryCSourceRegistrations",
-                "Query Context Source Registrations (§6.8.3.2)",
-                merge(
-                    ok(
-                        {"type": "array", "items": ref("CSourceRegistration")},
-                        "The registrations that match.",
-                        headers={**LINK_HEADER, **RESULTS_COUNT},
-                    ),
-                    problems(400, 403, 404, 406, 503),
-                ),
-                tag=TAG,
-                parameters=[TENANT, LINK, *REGISTRATION_FILTERS],
-            ),
-        },
-        f"{base}/{{registration_id}}": {
-            "get": operation(
-                "retrieveCSourceRegistration",
-                "Retrieve Context Source Registration (§6.9.3.1)",
-                merge(
-                    ok(ref("CSourceRegistration"), "The registration.", headers=LINK_HEADER),
-                    problems(400, 404, 406, 503),
-                ),
-                tag=TAG,
-                parameters=[REGISTRATION_ID, TENANT, LINK, SYS_ATTRS],
-            ),
-            "patch": operation(
-                "updateCSourceRegistration",
-                "Update Context Source Registration (§6.9.3.2)",
-                merge(no_content("Updated."), problems(*WRITE_ERRORS)),
-                tag=TAG,
-                parameters=[REGISTRATION_ID, TENANT, LINK],
-                request_body=body(
-                    ref("CSourceRegistrationFragment"), "The members to change.", merge_patch=True
-                ),
-            ),
-            "delete": operation(
-                "deleteCSourceRegistration",
-                "Delete Context Source Registration (§6.9.3.3)",
-                merge(no_content("Deleted."), problems(400, 404)),
-                tag=TAG,
-                parameters=[REGISTRATION_ID, TENANT],
-            ),
-        },
-    }
+            filters=tuple(REGISTRATION_FILTERS),
+            options=(SYS_ATTRS,),
+        )
+    )
 
 
 def csource_subscription_paths() -> dict[str, Any]:
-    base = f"{PREFIX}/csourceSubscriptions"
-    return {
-        base: {
-            "post": operation(
-                "createCSourceSubscription",
-                "Create Context Source Registration Subscription (§6.12.3.1)",
-                merge(created("Created."), problems(400, 409, 413, 415, 503)),
-                tag=TAG,
-                parameters=[TENANT, LINK],
-                request_body=body(ref("SubscriptionInput"), "The subscription."),
+    what = "Context Source Registration Subscription"
+    return collection_paths(
+        Collection(
+            path=f"{PREFIX}/csourceSubscriptions",
+            item=SUBSCRIPTION_ID,
+            tag=TAG,
+            schema="Subscription",
+            noun="subscription",
+            listed="The tenant's subscriptions to registrations.",
+            operations=(
+                ("createCSourceSubscription", f"Create {what} (§6.12.3.1)"),
+                ("queryCSourceSubscriptions", f"Query {what}s (§6.12.3.2)"),
+                ("retrieveCSourceSubscription", f"Retrieve {what} (§6.13.3.1)"),
+                ("updateCSourceSubscription", f"Update {what} (§6.13.3.2)"),
+                ("deleteCSourceSubscription", f"Delete {what} (§6.13.3.3)"),
             ),
-            "get": operation(
-                "queryCSourceSubscriptions",
-                "Query Context Source Registration Subscriptions (§6.12.3.2)",
-                merge(
-                    ok(
-                        {"type": "array", "items": ref("Subscription")},
-                        "The tenant's subscriptions to registrations.",
-                        headers={**LINK_HEADER, **RESULTS_COUNT},
-                    ),
-                    problems(400, 403, 404, 406, 503),
-                ),
-                tag=TAG,
-                parameters=[TENANT, LINK, LIMIT, OFFSET, COUNT, SYS_ATTRS],
-            ),
-        },
-        f"{base}/{{subscription_id}}": {
-            "get": operation(
-                "retrieveCSourceSubscription",
-                "Retrieve Context Source Registration Subscription (§6.13.3.1)",
-                merge(
-                    ok(ref("Subscription"), "The subscription.", headers=LINK_HEADER),
-                    problems(400, 404, 406, 503),
-                ),
-                tag=TAG,
-                parameters=[SUBSCRIPTION_ID, TENANT, LINK, SYS_ATTRS],
-            ),
-            "patch": operation(
-                "updateCSourceSubscription",
-                "Update Context Source Registration Subscription (§6.13.3.2)",
-                merge(no_content("Updated."), problems(*WRITE_ERRORS)),
-                tag=TAG,
-                parameters=[SUBSCRIPTION_ID, TENANT, LINK],
-                request_body=body(
-                    ref("SubscriptionFragment"), "The members to change.", merge_patch=True
-                ),
-            ),
-            "delete": operation(
-                "deleteCSourceSubscription",
-                "Delete Context Source Registration Subscription (§6.13.3.3)",
-                merge(no_content("Deleted."), problems(400, 404)),
-                tag=TAG,
-                parameters=[SUBSCRIPTION_ID, TENANT],
-            ),
-        },
-    }
+            filters=PAGE,
+            options=(SYS_ATTRS,),
+        )
+    )
 
 
 def registration_part() -> ApiPart:

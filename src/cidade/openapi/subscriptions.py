@@ -6,23 +6,13 @@ from typing import Any
 
 from cidade.hub.api import PREFIX
 from cidade.openapi.build import (
-    LINK,
-    LINK_HEADER,
-    RESULTS_COUNT,
-    TENANT,
-    WRITE_ERRORS,
     ApiPart,
-    body,
-    created,
-    merge,
-    no_content,
-    ok,
-    operation,
+    Collection,
+    collection_paths,
     path_param,
-    problems,
 )
 from cidade.openapi.hub import COUNT, LIMIT, OFFSET, list_param
-from cidade.openapi.schemas import DATE_TIME, STRING, STRINGS, URI, Schema, ref
+from cidade.openapi.schemas import DATE_TIME, STRING, STRINGS, URI, Schema
 
 TAG = "Subscriptions"
 
@@ -128,65 +118,30 @@ SUBSCRIPTION_ID = path_param(
     schema=URI,
 )
 SYS_ATTRS = list_param("options", "sysAttrs: add createdAt and modifiedAt.")
+# The parameters of a query of subscriptions.
+PAGE = (LIMIT, OFFSET, COUNT, SYS_ATTRS)
 
 
 def subscription_paths() -> dict[str, Any]:
-    base = f"{PREFIX}/subscriptions"
-    return {
-        base: {
-            "post": operation(
-                "createSubscription",
-                "Create Subscription (§6.10.3.1)",
-                merge(created("Created."), problems(400, 409, 413, 415, 503)),
-                tag=TAG,
-                parameters=[TENANT, LINK],
-                request_body=body(ref("SubscriptionInput"), "The subscription."),
+    return collection_paths(
+        Collection(
+            path=f"{PREFIX}/subscriptions",
+            item=SUBSCRIPTION_ID,
+            tag=TAG,
+            schema="Subscription",
+            noun="subscription",
+            listed="The tenant's subscriptions.",
+            operations=(
+                ("createSubscription", "Create Subscription (§6.10.3.1)"),
+                ("querySubscription", "Query Subscriptions (§6.10.3.2)"),
+                ("retrieveSubscription", "Retrieve Subscription (§6.11.3.1)"),
+                ("updateSubscription", "Update Subscription (§6.11.3.2)"),
+                ("deleteSubscription", "Delete Subscription (§6.11.3.3)"),
             ),
-            "get": operation(
-                "querySubscription",
-                "Query Subscriptions (§6.10.3.2)",
-                merge(
-                    ok(
-                        {"type": "array", "items": ref("Subscription")},
-                        "The tenant's subscriptions.",
-                        headers={**LINK_HEADER, **RESULTS_COUNT},
-                    ),
-                    problems(400, 403, 404, 406, 503),
-                ),
-                tag=TAG,
-                parameters=[TENANT, LINK, LIMIT, OFFSET, COUNT, SYS_ATTRS],
-            ),
-        },
-        f"{base}/{{subscription_id}}": {
-            "get": operation(
-                "retrieveSubscription",
-                "Retrieve Subscription (§6.11.3.1)",
-                merge(
-                    ok(ref("Subscription"), "The subscription.", headers=LINK_HEADER),
-                    problems(400, 404, 406, 503),
-                ),
-                tag=TAG,
-                parameters=[SUBSCRIPTION_ID, TENANT, LINK, SYS_ATTRS],
-            ),
-            "patch": operation(
-                "updateSubscription",
-                "Update Subscription (§6.11.3.2)",
-                merge(no_content("Updated."), problems(*WRITE_ERRORS)),
-                tag=TAG,
-                parameters=[SUBSCRIPTION_ID, TENANT, LINK],
-                request_body=body(
-                    ref("SubscriptionFragment"), "The members to change.", merge_patch=True
-                ),
-            ),
-            "delete": operation(
-                "deleteSubscription",
-                "Delete Subscription (§6.11.3.3)",
-                merge(no_content("Deleted."), problems(400, 404)),
-                tag=TAG,
-                parameters=[SUBSCRIPTION_ID, TENANT],
-            ),
-        },
-    }
+            filters=PAGE,
+            options=(SYS_ATTRS,),
+        )
+    )
 
 
 def subscription_part() -> ApiPart:
