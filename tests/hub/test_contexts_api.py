@@ -142,6 +142,19 @@ def test_relative_context_reference_in_a_body(client):
     assert client.get(f"{location}?details=true").json()["numberOfHits"] == 1
 
 
+@pytest.mark.parametrize("reference", ["|x", "a b", "ctx{1}.jsonld", "x\u0085y", "a<b>"])
+def test_a_context_reference_that_is_no_iri_is_a_bad_request(client, reference):
+    """Found by a served fuzz run: a body's @context "|..." was resolved against the request URL
+    and fetched (503 LdContextNotAvailable, as if a server were down). Characters no IRI holds
+    (RFC 3987) make it a bad request, and nothing is fetched or stored."""
+    body = {"id": "urn:ngsi-ld:AQO:not-iri", "type": "AirQualityObserved", "@context": reference}
+    headers = {"Content-Type": "application/ld+json"}
+    r = client.post(f"{NGSI}/entities", json=body, headers=headers)
+    assert r.status_code == 400, r.text
+    assert problem_type(r) == "BadRequestData"
+    assert client.get(f"{NGSI}/entities/urn:ngsi-ld:AQO:not-iri").status_code == 404
+
+
 def test_cached_context_by_url(client, server):
     path = f"/cached-{uuid.uuid4().hex}.jsonld"
     url = server.serve(path, TERMS)

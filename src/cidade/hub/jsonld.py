@@ -96,6 +96,11 @@ def is_core_context_url(url: object) -> bool:
     return isinstance(url, str) and _CORE_URL.match(url) is not None
 
 
+# What RFC 3987 leaves out of every IRI (reference): controls, space, surrogates, and the ASCII
+# characters " < > \ ^ ` { | }.
+_NOT_IN_IRI = re.compile(r'[\x00-\x20\x7f-\x9f"<>\\^`{|}\ud800-\udfff]')
+
+
 def _now_iso(ts: float | None = None) -> str:
     moment = datetime.now(UTC) if ts is None else datetime.fromtimestamp(ts, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -781,6 +786,13 @@ class ContextResolver:
 
     async def _download(self, url: str) -> Any:
         """GET a remote @context document; its @context member. 503 on any failure."""
+        bad = _NOT_IN_IRI.search(url)
+        if bad is not None:
+            # RFC 3987 §2.2: spaces, controls, surrogates and " < > \ ^ ` { | } are in no IRI;
+            # httpx would percent-encode them and fetch a URL the caller never wrote.
+            raise BadRequestData(
+                f"the @context URL {url!r} is not a valid URL: {bad.group()!r} is not allowed in one"
+            )
         try:
             httpx.URL(url)
         except httpx.InvalidURL as exc:
