@@ -6,7 +6,6 @@ render its result; every rule of the data lives in the services and the model.
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -30,6 +29,7 @@ from cidade.hub.http import (
     context_for_body,
     context_for_read,
     contexts_for_batch,
+    created,
     json_response,
     list_param,
     options_param,
@@ -83,6 +83,20 @@ class HubApi:
         if not await self.store.tenant_exists(tenant):
             raise ResourceNotFound(f"tenant {tenant} not found")
         return tenant
+
+    async def for_read(self, request: Request, *, geo: bool = True) -> tuple[str, Ctx, str]:
+        """What a read needs, in the order its errors come: the tenant (404 when it does not
+        exist), the @context to compact with, and the media type to answer in (406; GeoJSON
+        only where ``geo``)."""
+        tenant = await self.read_tenant(request)
+        ctx = await context_for_read(self.resolver, request)
+        return tenant, ctx, accepted(request, geo=geo)
+
+    def page(self, request: Request) -> tuple[int, int, bool]:
+        """The limit, offset and count of a request (§5.5.9), within this broker's page sizes."""
+        return page_params(
+            request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
+        )
 
     async def read_body(self, request: Request, *, merge: bool = False) -> tuple[Any, Ctx]:
         """The body, a JSON object, and its @context. A body of another JSON type is malformed
@@ -185,9 +199,7 @@ class HubApi:
         """GET /entities and GET /temporal/entities share their filters and paging (§6.4.3.2).
         Query Entities needs more than ids or an id pattern (§5.7.2.4: ``ids_suffice=False``)."""
         params = request.query_params
-        limit, offset, count = page_params(
-            request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
-        )
+        limit, offset, count = self.page(request)
         return build_query(
             ctx.terms,
             ids=list_param(request, "id"),
@@ -277,15 +289,12 @@ class HubApi:
         body, ctx = await self.read_body(request)
         self.check_writes(request, body)
         entity_id = await self.entities.create(tenant, body, ctx.terms)
-        location = f"{PREFIX}/entities/{urllib.parse.quote(entity_id, safe=':')}"
-        return _no_content(201, {"Location": location})
+        return created(f"{PREFIX}/entities", entity_id)
 
     async def query_entities(self, request: Request) -> Response:
         """§6.4.3.2 Query Entities (§5.7.2)."""
         check_params(request, allowed.QUERY_ENTITIES)
-        tenant = await self.read_tenant(request)
-        ctx = await context_for_read(self.resolver, request)
-        kind = accepted(request)
+        tenant, ctx, kind = await self.for_read(request)
         query = self.query_from_params(request, ctx, ids_suffice=False)
         view = self._view(request, ctx)
         join = self._join(request)
@@ -301,9 +310,7 @@ class HubApi:
     async def retrieve_entity(self, request: Request) -> Response:
         """§6.5.3.1 Retrieve Entity (§5.7.1)."""
         check_params(request, allowed.RETRIEVE_ENTITY)
-        tenant = await self.read_tenant(request)
-        ctx = await context_for_read(self.resolver, request)
-        kind = accepted(request)
+        tenant, ctx, kind = await self.for_read(request)
         view = self._view(request, ctx)
         join = self._join(request)
         entity = await self.entities.get(tenant, request.path_params["entity_id"])
@@ -543,9 +550,7 @@ class HubApi:
         tenant = await self.read_tenant(request)
         kind = accepted(request)
         body, ctx = await self.read_body(request)
-        limit, offset, count = page_params(
-            request, default=self.settings.default_page_size, maximum=self.settings.max_page_size
-        )
+        limit, offset, count = self.page(request)
         query = query_from_body(
             ctx.terms,
             body,
@@ -577,9 +582,7 @@ class HubApi:
     async def list_types(self, request: Request) -> Response:
         """§6.25.3.1 Retrieve Available Entity Types (§5.7.5, §5.7.6)."""
         check_params(request, allowed.DISCOVERY)
-        tenant = await self.read_tenant(request)
-        ctx = await context_for_read(self.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.for_read(request, geo=False)
         body = await self.discovery.types(
             tenant,
             ctx.terms,
@@ -591,9 +594,7 @@ class HubApi:
     async def type_info(self, request: Request) -> Response:
         """§6.26.3.1 Retrieve Entity Type Information (§5.7.7)."""
         check_params(request, allowed.DISCOVERY_ONE)
-        tenant = await self.read_tenant(request)
-        ctx = await context_for_read(self.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.for_read(request, geo=False)
         body = await self.discovery.type_info(
             tenant, ctx.terms, request.path_params["type"], grant_of(request).read_types
         )
@@ -602,9 +603,7 @@ class HubApi:
     async def list_attributes(self, request: Request) -> Response:
         """§6.27.3.1 Retrieve Available Attributes (§5.7.8, §5.7.9)."""
         check_params(request, allowed.DISCOVERY)
-        tenant = await self.read_tenant(request)
-        ctx = await context_for_read(self.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.for_read(request, geo=False)
         body = await self.discovery.attributes(
             tenant,
             ctx.terms,
@@ -616,9 +615,7 @@ class HubApi:
     async def attribute_info(self, request: Request) -> Response:
         """§6.28.3.1 Retrieve Attribute Information (§5.7.10)."""
         check_params(request, allowed.DISCOVERY_ONE)
-        tenant = await self.read_tenant(request)
-        ctx = await context_for_read(self.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.for_read(request, geo=False)
         body = await self.discovery.attribute_info(
             tenant, ctx.terms, request.path_params["attr"], grant_of(request).read_types
         )
@@ -638,8 +635,7 @@ class HubApi:
         check_params(request, allowed.CONTEXTS)
         body, _kind = await read_json(request, self.settings.max_body_bytes)
         info = await self.resolver.add_hosted(body, self.settings.base_url)
-        location = f"{PREFIX}/jsonldContexts/{urllib.parse.quote(info.local_id, safe=':')}"
-        return _no_content(201, {"Location": location})
+        return created(f"{PREFIX}/jsonldContexts", info.local_id)
 
     async def get_context(self, request: Request) -> Response:
         """§6.30.3.1 Serve @context (§5.13.4)."""

@@ -228,6 +228,24 @@ def page_links(request: Request, limit: int, offset: int, total: int) -> dict[st
     return {"Link": ",".join(text)}
 
 
+def page_headers(
+    request: Request, limit: int, offset: int, total: int, *, count: bool
+) -> dict[str, str]:
+    """The headers of a page of ``total`` results: its Link to the previous and next pages
+    (``page_links``), and NGSILD-Results-Count when the request asks for ``count``."""
+    headers = page_links(request, limit, offset, total)
+    if count:
+        headers["NGSILD-Results-Count"] = str(total)
+    return headers
+
+
+def created(collection: str, resource_id: str) -> Response:
+    """201 Created, Location ``collection``/id: the id percent-encoded, as it may hold any
+    character a URI allows and a header only latin-1."""
+    location = f"{collection}/{urllib.parse.quote(resource_id, safe=':')}"
+    return Response(status_code=201, headers={"Location": location})
+
+
 def _int_param(value: str | None, name: str, default: int) -> int:
     if value is None:
         return default

@@ -5,7 +5,6 @@ with the csource kind."""
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from starlette.requests import Request
@@ -15,13 +14,11 @@ from cidade.auth.routes import guarded
 from cidade.hub import params as allowed
 from cidade.hub.api import PREFIX, HubApi
 from cidade.hub.http import (
-    accepted,
-    context_for_read,
+    created,
     json_response,
     list_param,
     options_param,
-    page_links,
-    page_params,
+    page_headers,
     tenant_of,
 )
 from cidade.hub.params import check_params
@@ -41,19 +38,13 @@ class RegistrationApi:
         tenant = tenant_of(request)
         body, ctx = await self.hub.read_body(request)
         reg_id = await self.service.create(tenant, body, ctx.terms)
-        location = f"{COLLECTION}/{urllib.parse.quote(reg_id, safe=':')}"
-        return Response(status_code=201, headers={"Location": location})
+        return created(COLLECTION, reg_id)
 
     async def query(self, request: Request) -> Response:
         """§6.8.3.2 Query Context Source Registrations (§5.10.2)."""
         check_params(request, allowed.REGISTRATIONS)
-        tenant = await self.hub.read_tenant(request)
-        ctx = await context_for_read(self.hub.resolver, request)
-        kind = accepted(request, geo=False)
-        settings = self.hub.settings
-        limit, offset, count = page_params(
-            request, default=settings.default_page_size, maximum=settings.max_page_size
-        )
+        tenant, ctx, kind = await self.hub.for_read(request, geo=False)
+        limit, offset, count = self.hub.page(request)
         p = request.query_params
         flt = registration_filter(
             ctx.terms,
@@ -80,17 +71,13 @@ class RegistrationApi:
             offset=offset,
             sys_attrs="sysAttrs" in options_param(request),
         )
-        headers = page_links(request, limit, offset, total)
-        if count:
-            headers["NGSILD-Results-Count"] = str(total)
+        headers = page_headers(request, limit, offset, total, count=count)
         return json_response(body, kind=kind, ctx=ctx, headers=headers)
 
     async def retrieve(self, request: Request) -> Response:
         """§6.9.3.1 Retrieve Context Source Registration (§5.10.1)."""
         check_params(request, allowed.REGISTRATION_ONE)
-        tenant = await self.hub.read_tenant(request)
-        ctx = await context_for_read(self.hub.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.hub.for_read(request, geo=False)
         body = await self.service.retrieve(
             tenant,
             request.path_params["registration_id"],

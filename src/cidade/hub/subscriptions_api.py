@@ -5,7 +5,6 @@ thin handler per operation, each calling the subscription service
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from starlette.requests import Request
@@ -16,12 +15,10 @@ from cidade.auth.routes import guarded
 from cidade.hub import params as allowed
 from cidade.hub.api import PREFIX, HubApi
 from cidade.hub.http import (
-    accepted,
-    context_for_read,
+    created,
     json_response,
     options_param,
-    page_links,
-    page_params,
+    page_headers,
     tenant_of,
 )
 from cidade.hub.params import check_params
@@ -48,19 +45,13 @@ class SubscriptionApi:
         body, ctx = await self.hub.read_body(request)
         owner = owner_of(grant_of(request).principal)
         sub_id = await self.service.create(tenant, body, ctx.terms, ctx.response_context(), owner)
-        location = f"{PREFIX}/{self.collection}/{urllib.parse.quote(sub_id, safe=':')}"
-        return Response(status_code=201, headers={"Location": location})
+        return created(f"{PREFIX}/{self.collection}", sub_id)
 
     async def query(self, request: Request) -> Response:
         """§6.10.3.2 Query Subscriptions (§5.8.4); §6.12.3.2 (§5.11.5)."""
         check_params(request, allowed.SUBSCRIPTIONS)
-        tenant = await self.hub.read_tenant(request)
-        ctx = await context_for_read(self.hub.resolver, request)
-        kind = accepted(request, geo=False)
-        settings = self.hub.settings
-        limit, offset, count = page_params(
-            request, default=settings.default_page_size, maximum=settings.max_page_size
-        )
+        tenant, ctx, kind = await self.hub.for_read(request, geo=False)
+        limit, offset, count = self.hub.page(request)
         body, total = await self.service.query(
             tenant,
             ctx.terms,
@@ -69,17 +60,13 @@ class SubscriptionApi:
             offset=offset,
             sys_attrs="sysAttrs" in options_param(request),
         )
-        headers = page_links(request, limit, offset, total)
-        if count:
-            headers["NGSILD-Results-Count"] = str(total)
+        headers = page_headers(request, limit, offset, total, count=count)
         return json_response(body, kind=kind, ctx=ctx, headers=headers)
 
     async def retrieve(self, request: Request) -> Response:
         """§6.11.3.1 Retrieve Subscription (§5.8.3); §6.13.3.1 (§5.11.4)."""
         check_params(request, allowed.SUBSCRIPTION_ONE)
-        tenant = await self.hub.read_tenant(request)
-        ctx = await context_for_read(self.hub.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.hub.for_read(request, geo=False)
         body = await self.service.retrieve(
             tenant,
             request.path_params["subscription_id"],

@@ -3,7 +3,6 @@ per operation; the operations themselves are ``temporal_service.TemporalService`
 
 from __future__ import annotations
 
-import urllib.parse
 from typing import Any
 
 from starlette.convertors import Convertor, register_url_convertor
@@ -17,9 +16,9 @@ from cidade.hub.http import (
     Ctx,
     accepted,
     context_for_read,
+    created,
     json_response,
     list_param,
-    page_params,
     reject_unsupported,
     tenant_of,
 )
@@ -46,9 +45,7 @@ class TemporalApi:
         """§6.19.3.1 Retrieve Temporal Evolution of an Entity (§5.7.3)."""
         check_params(request, allowed.RETRIEVE_TEMPORAL)
         reject_unsupported(request, TEMPORAL_SUPPORTED)
-        tenant = await self.hub.read_tenant(request)
-        ctx = await context_for_read(self.hub.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.hub.for_read(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
         found = await self.service.retrieve(
             tenant,
@@ -65,9 +62,7 @@ class TemporalApi:
         """§6.18.3.2 Query Temporal Evolution of Entities (§5.7.4)."""
         check_params(request, allowed.QUERY_TEMPORAL)
         reject_unsupported(request, TEMPORAL_SUPPORTED)
-        tenant = await self.hub.read_tenant(request)
-        ctx = await context_for_read(self.hub.resolver, request)
-        kind = accepted(request, geo=False)
+        tenant, ctx, kind = await self.hub.for_read(request, geo=False)
         temporal = parse_temporal_query(request.query_params, require_timerel=False)
         query = self.hub.query_from_params(request, ctx)
         if not (query.types or query.attrs or query.q or query.geo) and not _local(request):
@@ -87,10 +82,7 @@ class TemporalApi:
         tenant = await self.hub.read_tenant(request)
         kind = accepted(request, geo=False)
         body, ctx = await self.hub.read_body(request)
-        settings = self.hub.settings
-        limit, offset, count = page_params(
-            request, default=settings.default_page_size, maximum=settings.max_page_size
-        )
+        limit, offset, count = self.hub.page(request)
         query = query_from_body(ctx.terms, body, limit=limit, offset=offset, count=count)
         temporal = parse_temporal_query(
             temporal_params(request.query_params, body.get("temporalQ")), require_timerel=False
@@ -133,13 +125,10 @@ class TemporalApi:
         check_params(request, allowed.TEMPORAL_WRITE)
         tenant = tenant_of(request)
         body, ctx = await self.hub.read_body(request)
-        created = await self.service.create_or_update(tenant, body, ctx.terms)
-        if created is None:
+        entity_id = await self.service.create_or_update(tenant, body, ctx.terms)
+        if entity_id is None:
             return Response(status_code=204)
-        # Percent-encoded as for Create Entity: an id may hold any character a URI allows, and
-        # a header only latin-1.
-        location = f"{PREFIX}/temporal/entities/{urllib.parse.quote(created, safe=':')}"
-        return Response(status_code=201, headers={"Location": location})
+        return created(f"{PREFIX}/temporal/entities", entity_id)
 
     async def delete_entity(self, request: Request) -> Response:
         """§6.19.3.2 Delete Temporal Representation of an Entity (§5.6.16)."""
