@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 
 from cidade.app import build_app
 from cidade.config import Settings
+from tests.receiver import Receiver
 
 NGSI = "/ngsi-ld/v1"
 CORE = "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context-v1.8.jsonld"
@@ -126,6 +127,15 @@ def make_settings(**values: Any) -> Settings:
     return Settings(**values)
 
 
+def notifying_settings(store_url: str, **values: Any) -> Settings:
+    """Settings for tests that deliver notifications to a receiver on loopback: the notifier
+    polls every 0.2 s, and loopback is allowed as a deployment would allow its own network
+    (CIDADE_PRIVATE_NETWORKS)."""
+    return make_settings(
+        store=store_url, notification_poll=0.2, private_networks=LOOPBACK, **values
+    )
+
+
 async def _platform_admin_key(app: Any) -> str:
     from cidade.auth.principal import EVERY_TENANT, Principal
 
@@ -164,6 +174,14 @@ def settings(store_url: str) -> Settings:
 def client(settings: Settings) -> Iterator[TestClient]:
     with admin_client(build_app(settings), raise_server_exceptions=False) as c:
         yield c
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """An HTTP notification receiver on loopback (tests/receiver.py)."""
+    r = Receiver()
+    yield r
+    r.close()
 
 
 def problem_type(response) -> str:

@@ -22,7 +22,6 @@ from tests.conftest import (
     service_missing,
 )
 from tests.hub.helpers import entity
-from tests.receiver import Receiver
 
 
 @pytest.fixture
@@ -42,13 +41,6 @@ def workers() -> Iterator[tuple[TestClient, TestClient]]:
             yield a, b
     finally:
         drop_schema(schema)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_subscription_made_on_one_worker_notifies_from_the_other(workers, receiver):

@@ -6,14 +6,12 @@ receiver on loopback."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
 from cidade.config import Settings
-from tests.conftest import LOOPBACK, NGSI, make_settings, problem_type
-from tests.receiver import Receiver
+from tests.conftest import NGSI, notifying_settings, problem_type
 
 REGS = f"{NGSI}/csourceRegistrations"
 CSUBS = f"{NGSI}/csourceSubscriptions"
@@ -21,16 +19,7 @@ CSUBS = f"{NGSI}/csourceSubscriptions"
 
 @pytest.fixture
 def settings(store_url: str) -> Settings:
-    return make_settings(
-        store=store_url, max_page_size=1000, notification_poll=0.2, private_networks=LOOPBACK
-    )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+    return notifying_settings(store_url, max_page_size=1000)
 
 
 def register(client: TestClient, rid: str, *types: str, **extra) -> None:

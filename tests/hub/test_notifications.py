@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 
 import pytest
 from starlette.testclient import TestClient
 
 from cidade.app import build_app
 from cidade.config import Settings
-from tests.conftest import CORE, LOOPBACK, NGSI, admin_client, make_settings
+from tests.conftest import CORE, NGSI, admin_client, notifying_settings
 from tests.hub.helpers import entity, point
 from tests.receiver import Receiver
 
@@ -24,18 +23,7 @@ E2 = "urn:ngsi-ld:AirQualityObserved:porto-2"
 
 @pytest.fixture
 def settings(store_url: str) -> Settings:
-    # The receivers are on loopback, which these tests allow as a deployment would its own
-    # network (CIDADE_PRIVATE_NETWORKS).
-    return make_settings(
-        store=store_url, max_page_size=1000, notification_poll=0.2, private_networks=LOOPBACK
-    )
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+    return notifying_settings(store_url, max_page_size=1000)
 
 
 def subscribe(client: TestClient, uri: str, **members) -> str:

@@ -4,15 +4,12 @@ linked entities are read when the notification is sent, from the subscription's 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from starlette.testclient import TestClient
 
 from cidade.config import Settings
-from tests.conftest import LOOPBACK, NGSI, make_settings
+from tests.conftest import NGSI, notifying_settings
 from tests.hub.helpers import entity
-from tests.receiver import Receiver
 
 BUILDING = "urn:ngsi-ld:Building:eiffel"
 CITY = "urn:ngsi-ld:City:paris"
@@ -21,15 +18,7 @@ COUNTRY = "urn:ngsi-ld:Country:france"
 
 @pytest.fixture
 def settings(store_url: str) -> Settings:
-    # The receiver is on loopback, which these tests allow (CIDADE_PRIVATE_NETWORKS).
-    return make_settings(store=store_url, notification_poll=0.2, private_networks=LOOPBACK)
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
+    return notifying_settings(store_url)
 
 
 def rel(target: str) -> dict:

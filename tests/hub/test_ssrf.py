@@ -27,7 +27,6 @@ from tests.conftest import (
 )
 from tests.hub.test_jsonld import ContextServer, free_port
 from tests.hub.test_notifications_mqtt import broker_unavailable
-from tests.receiver import Receiver
 
 REL = 'rel="http://www.w3.org/ns/json-ld#context"; type="application/ld+json"'
 DOCUMENT = {"@context": {"speed": "http://example.org/speed"}}
@@ -42,13 +41,6 @@ def server() -> Iterator[ContextServer]:
     srv = ContextServer()
     yield srv
     srv.close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
 
 
 def test_remote_context_on_loopback_is_never_fetched(client, server):
