@@ -1,7 +1,8 @@
-"""Checks of the members the NGSI-LD data types share, client form -> stored form: entity
-selectors (a Subscription's EntitySelector and a registration's EntityInfo, §5.2.8),
-lists of attribute names, lists of KeyValuePair and positive numbers. The
-Subscription (subscriptions.py) and the CSourceRegistration (registrations.py) build on them.
+"""Checks of the members the NGSI-LD data types share, client form -> stored form: the id and
+type of a new one, entity selectors (a Subscription's EntitySelector and a registration's
+EntityInfo, §5.2.8), lists of attribute names, lists of KeyValuePair, positive and non-negative
+numbers. The Subscription (subscriptions.py) and the CSourceRegistration (registrations.py)
+build on them.
 
 Each raises 400 BadRequestData naming the offending member (``what``); the callers choose the
 words that differ between the data types.
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from collections.abc import Callable
+from typing import Any, TypeGuard
 
 from cidade.hub.model import Terms, expand_name, is_uri
 from cidade.ngsild.errors import BadRequestData
@@ -28,15 +31,36 @@ def short(value: object) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def id_and_type(body: dict[str, Any], given: str | None, type_: str, noun: str) -> str:
+    """The id of a new resource of type ``type_`` (a subscription, a registration): the body's,
+    else ``given``, else a new urn:ngsi-ld:<type>:<uuid>; a URI. The body's type must be
+    ``type_``."""
+    rid = body.get("id", given)
+    if rid is None:
+        rid = f"urn:ngsi-ld:{type_}:{uuid.uuid4()}"
+    elif not is_uri(rid):
+        raise BadRequestData(f"the {noun} id must be a URI, got {short(rid)}")
+    if body.get("type") != type_:
+        raise BadRequestData(f"the {noun} type must be {type_!r}, got {short(body.get('type'))}")
+    return rid
+
+
+def _number(value: object) -> TypeGuard[int | float]:
+    # bool is an int in Python, but true is not a number of seconds.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def positive(value: object, what: str) -> int | float:
-    """A number above 0 (seconds, a timeout ...); bool is an int in Python, but not a number."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
+    """A finite number above 0 (seconds, a timeout ...)."""
+    if not _number(value) or value <= 0:
         raise BadRequestData(f"{what} must be a positive number, got {short(value)}")
+    return value
+
+
+def non_negative(value: object, what: str) -> int | float:
+    """A finite number, 0 or above."""
+    if not _number(value) or value < 0:
+        raise BadRequestData(f"{what} must be a non-negative number, got {short(value)}")
     return value
 
 
@@ -124,7 +148,9 @@ __all__ = [
     "SELECTOR_MEMBERS",
     "attribute_names",
     "entity_selectors",
+    "id_and_type",
     "key_values",
+    "non_negative",
     "positive",
     "short",
 ]

@@ -19,11 +19,17 @@ from __future__ import annotations
 import functools
 import re
 import urllib.parse
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from cidade.hub.members import attribute_names, entity_selectors, key_values, positive, short
+from cidade.hub.members import (
+    attribute_names,
+    entity_selectors,
+    id_and_type,
+    key_values,
+    positive,
+    short,
+)
 from cidade.hub.model import NULL, Terms, expand_name, is_uri, normalize_scope
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData
@@ -157,15 +163,7 @@ def _normalize(
 ) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequestData("a context source registration must be a JSON object")
-    rid = body.get("id", registration_id)
-    if rid is None:
-        rid = f"urn:ngsi-ld:ContextSourceRegistration:{uuid.uuid4()}"
-    elif not is_uri(rid):
-        raise BadRequestData(f"the registration id must be a URI, got {short(rid)}")
-    if body.get("type") != REGISTRATION_TYPE:
-        raise BadRequestData(
-            f"the registration type must be {REGISTRATION_TYPE!r}, got {short(body.get('type'))}"
-        )
+    rid = id_and_type(body, registration_id, REGISTRATION_TYPE, "registration")
     for member in _MANDATORY:
         if body.get(member) is None:
             raise BadRequestData(f"a context source registration needs {member}")

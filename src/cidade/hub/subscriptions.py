@@ -17,16 +17,22 @@ Everything here is pure (no I/O): the API layer and the notifier build on it.
 from __future__ import annotations
 
 import functools
-import math
 import re
 import urllib.parse
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
 from cidade.hub.linked import MAX_JOIN_LEVEL, Join
-from cidade.hub.members import attribute_names, entity_selectors, key_values, positive, short
+from cidade.hub.members import (
+    attribute_names,
+    entity_selectors,
+    id_and_type,
+    key_values,
+    non_negative,
+    positive,
+    short,
+)
 from cidade.hub.model import NULL, Terms, expand_name, is_uri
 from cidade.hub.registrations import GEO_MEMBERS, TimeFilter, parse_time_filter
 from cidade.ngsild import timefmt
@@ -177,15 +183,7 @@ def _normalize(
         if key not in _TOP and key not in _READ_ONLY:
             raise BadRequestData(f"unknown subscription member {key!r}")
 
-    sid = body.get("id", subscription_id)
-    if sid is None:
-        sid = f"urn:ngsi-ld:Subscription:{uuid.uuid4()}"
-    elif not is_uri(sid):
-        raise BadRequestData(f"the subscription id must be a URI, got {short(sid)}")
-    if body.get("type") != SUBSCRIPTION_TYPE:
-        raise BadRequestData(
-            f"the subscription type must be 'Subscription', got {short(body.get('type'))}"
-        )
+    sid = id_and_type(body, subscription_id, SUBSCRIPTION_TYPE, "subscription")
 
     out: dict[str, Any] = {"id": sid, "type": SUBSCRIPTION_TYPE}
     for key in ("subscriptionName", "description"):
@@ -217,15 +215,7 @@ def _normalize(
         out["throttling"] = positive(body["throttling"], "throttling")
 
     if "q" in body:
-        q = body["q"]
-        if not isinstance(q, str):
-            raise BadRequestData(f"q must be a string, got {short(q)}")
-        # Parse once now: a 400 with the position on a bad q, and the IRI of every name it uses
-        # recorded, so the notifier can parse it later without the request's @context.
-        names: dict[str, str] = {}
-        parse_q(_q_text(q), lambda name: names.setdefault(name, terms.expand(name)))
-        out["q"] = q
-        out[Q_TERMS_MEMBER] = names
+        out["q"], out[Q_TERMS_MEMBER] = _query_text(body["q"], "q", terms)
     if "geoQ" in body:
         out["geoQ"] = _geoq(body["geoQ"], terms)
         if csource and out["geoQ"]["geoproperty"] not in GEO_MEMBERS:
@@ -234,13 +224,7 @@ def _normalize(
                 " observationSpace or operationSpace"
             )
     if "csf" in body:
-        csf = body["csf"]
-        if not isinstance(csf, str):
-            raise BadRequestData(f"csf must be a string, got {short(csf)}")
-        csf_names: dict[str, str] = {}
-        parse_q(_q_text(csf), lambda name: csf_names.setdefault(name, terms.expand(name)))
-        out["csf"] = csf
-        out[CSF_TERMS_MEMBER] = csf_names
+        out["csf"], out[CSF_TERMS_MEMBER] = _query_text(body["csf"], "csf", terms)
     if "temporalQ" in body:
         out["temporalQ"] = _temporal_q(body["temporalQ"])
 
@@ -269,6 +253,17 @@ def _normalize(
     out["createdAt"] = created_at or now
     out["modifiedAt"] = now
     return out
+
+
+def _query_text(value: object, what: str, terms: Terms) -> tuple[str, dict[str, str]]:
+    """A q or csf as the client wrote it, and {name in it: IRI}. Parsed once now: a 400 with the
+    position on a bad one, and the IRI of every name it uses recorded, so the notifier can parse
+    it later without the request's @context."""
+    if not isinstance(value, str):
+        raise BadRequestData(f"{what} must be a string, got {short(value)}")
+    names: dict[str, str] = {}
+    parse_q(_q_text(value), lambda name: names.setdefault(name, terms.expand(name)))
+    return value, names
 
 
 def _temporal_q(value: object) -> dict[str, str]:
@@ -347,17 +342,6 @@ def _dataset_ids(value: object) -> list[str]:
         if item not in out:
             out.append(item)
     return out
-
-
-def _non_negative(value: object, what: str) -> int | float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        raise BadRequestData(f"{what} must be a non-negative number, got {short(value)}")
-    return value
 
 
 def _entities(value: object, terms: Terms) -> list[dict[str, str]]:
@@ -509,7 +493,7 @@ def _endpoint(value: object) -> dict[str, Any]:
     out["accept"] = accept
     for key in ("timeout", "cooldown"):
         if key in value:
-            out[key] = _non_negative(value[key], f"notification.endpoint.{key}")
+            out[key] = non_negative(value[key], f"notification.endpoint.{key}")
     if "receiverInfo" in value:
         out["receiverInfo"] = key_values(
             value["receiverInfo"], "notification.endpoint.receiverInfo"
