@@ -17,7 +17,7 @@ import orjson
 
 from cidade.http.bodies import GEO_JSON, JSON, JSON_LD
 from cidade.hub.http import TENANT_HEADER
-from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver
+from cidade.hub.jsonld import CORE_CONTEXT_URL, ContextResolver, TermMap
 from cidade.hub.linked import EntityReader, join_linked
 from cidade.hub.model import View, geojson_feature, render_entity
 from cidade.hub.registrations import render_registration
@@ -57,8 +57,7 @@ async def render_notification(
     flat as the entity API does (hub/linked.py)."""
     params = sub["notification"]
     endpoint = params["endpoint"]
-    context = notification_context(sub)
-    terms = await resolver.term_map(context) if context is not None else resolver.core
+    terms, link = await _terms(resolver, sub)
     accept = endpoint.get("accept", JSON)
     fmt = params.get("format", "normalized")
     view = View(
@@ -91,7 +90,6 @@ async def render_notification(
             if "deletedAt" in entity:
                 rendered["deletedAt"] = entity["deletedAt"]
             data.append(rendered)
-    link = context if isinstance(context, str) else CORE_CONTEXT_URL
     payload: Any = data
     if accept == GEO_JSON:
         payload = {
@@ -103,14 +101,7 @@ async def render_notification(
     elif accept == JSON_LD:
         # Each entity a JSON-LD document of its own, as in a JSON-LD query result (§6.3.7).
         payload = [{**e, "@context": link} for e in data]
-    notification: dict[str, Any] = {
-        "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
-        "type": "Notification",
-        "subscriptionId": sub["id"],
-        "notifiedAt": notified_at,
-        "data": payload,
-        "triggerReason": body["trigger"],
-    }
+    notification = _envelope("Notification", sub, notified_at, payload, body["trigger"])
     return Rendered(_headers(notification, endpoint, accept, link, tenant), notification)
 
 
@@ -125,23 +116,36 @@ async def render_csource_notification(
     registrations}) of a subscription to registrations: names compacted with the
     subscription's @context, sent as an entity notification is (headers, receiverInfo)."""
     endpoint = sub["notification"]["endpoint"]
-    context = notification_context(sub)
-    terms = await resolver.term_map(context) if context is not None else resolver.core
+    terms, link = await _terms(resolver, sub)
     sys_attrs = bool(sub["notification"].get("sysAttrs"))
     accept = endpoint.get("accept", JSON)
     if accept == GEO_JSON:
         accept = JSON  # registrations are not features
     data = [render_registration(r, terms, sys_attrs=sys_attrs) for r in body["entities"]]
-    link = context if isinstance(context, str) else CORE_CONTEXT_URL
-    notification: dict[str, Any] = {
+    notification = _envelope("ContextSourceNotification", sub, notified_at, data, body["trigger"])
+    return Rendered(_headers(notification, endpoint, accept, link, tenant), notification)
+
+
+async def _terms(resolver: ContextResolver, sub: dict[str, Any]) -> tuple[TermMap, str]:
+    """The terms a subscription's notifications are compacted with (its @context, the core one
+    without), and the @context URL they name (in the Link header, or in the body as JSON-LD)."""
+    context = notification_context(sub)
+    terms = await resolver.term_map(context) if context is not None else resolver.core
+    return terms, context if isinstance(context, str) else CORE_CONTEXT_URL
+
+
+def _envelope(
+    kind: str, sub: dict[str, Any], notified_at: str, data: Any, trigger: str
+) -> dict[str, Any]:
+    """A Notification or ContextSourceNotification (§5.3.1, §5.3.2) of ``data``."""
+    return {
         "id": f"urn:ngsi-ld:Notification:{uuid.uuid4()}",
-        "type": "ContextSourceNotification",
+        "type": kind,
         "subscriptionId": sub["id"],
         "notifiedAt": notified_at,
         "data": data,
-        "triggerReason": body["trigger"],
+        "triggerReason": trigger,
     }
-    return Rendered(_headers(notification, endpoint, accept, link, tenant), notification)
 
 
 def _headers(
