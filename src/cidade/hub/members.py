@@ -45,6 +45,19 @@ def id_and_type(body: dict[str, Any], given: str | None, type_: str, noun: str) 
     return rid
 
 
+def object_with(
+    value: object, allowed: frozenset[str], what: str, expected: str = "an object"
+) -> dict[str, Any]:
+    """``value`` as a JSON object of no members but ``allowed``: else 400 saying it must be
+    ``expected``, or naming the first unknown member."""
+    if not isinstance(value, dict):
+        raise BadRequestData(f"{what} must be {expected}")
+    for key in value:
+        if key not in allowed:
+            raise BadRequestData(f"unknown member {key!r} in {what}")
+    return value
+
+
 def _number(value: object) -> TypeGuard[int | float]:
     # bool is an int in Python, but true is not a number of seconds.
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
@@ -93,11 +106,7 @@ def entity_selectors(
     out = []
     for i, selector in enumerate(value):
         where = f"{what}[{i}]"
-        if not isinstance(selector, dict):
-            raise BadRequestData(f"{where} must be {item}")
-        for key in selector:
-            if key not in SELECTOR_MEMBERS:
-                raise BadRequestData(f"unknown member {key!r} in {where}")
+        selector = object_with(selector, SELECTOR_MEMBERS, where, item)
         if "type" not in selector:
             raise BadRequestData(f"{where} needs a type")
         stored: dict[str, str] = {}
@@ -151,6 +160,7 @@ __all__ = [
     "id_and_type",
     "key_values",
     "non_negative",
+    "object_with",
     "positive",
     "short",
 ]

@@ -27,6 +27,7 @@ from cidade.hub.members import (
     entity_selectors,
     id_and_type,
     key_values,
+    object_with,
     positive,
     short,
 )
@@ -227,11 +228,7 @@ def _information(value: object, terms: Terms) -> list[dict[str, Any]]:
     out = []
     for i, info in enumerate(value):
         what = f"information[{i}]"
-        if not isinstance(info, dict):
-            raise BadRequestData(f"{what} must be a RegistrationInfo object")
-        for key in info:
-            if key not in _INFO:
-                raise BadRequestData(f"unknown member {key!r} in {what}")
+        info = object_with(info, _INFO, what, "a RegistrationInfo object")
         if not info:
             # §5.2.10: a RegistrationInfo names entities, attributes or both.
             raise BadRequestData(

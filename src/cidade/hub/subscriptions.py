@@ -30,6 +30,7 @@ from cidade.hub.members import (
     id_and_type,
     key_values,
     non_negative,
+    object_with,
     positive,
     short,
 )
@@ -269,11 +270,7 @@ def _query_text(value: object, what: str, terms: Terms) -> tuple[str, dict[str, 
 def _temporal_q(value: object) -> dict[str, str]:
     """§5.2.21 TemporalQuery of a subscription to registrations: timerel, timeAt, endTimeAt
     and timeproperty (observedAt, createdAt or modifiedAt), times in the stored format."""
-    if not isinstance(value, dict):
-        raise BadRequestData("temporalQ must be a TemporalQuery object")
-    for key in value:
-        if key not in _TEMPORAL_Q:
-            raise BadRequestData(f"unknown member {key!r} in temporalQ")
+    value = object_with(value, _TEMPORAL_Q, "temporalQ", "a TemporalQuery object")
     parsed = parse_time_filter(
         value.get("timerel"), value.get("timeAt"), value.get("endTimeAt"), value.get("timeproperty")
     )
@@ -403,11 +400,7 @@ def _triggers(value: object) -> list[str]:
 
 
 def _geoq(value: object, terms: Terms) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequestData("geoQ must be an object")
-    for key in value:
-        if key not in _GEOQ:
-            raise BadRequestData(f"unknown member {key!r} in geoQ")
+    value = object_with(value, _GEOQ, "geoQ")
     geo = parse_geoquery(
         value.get("georel"),
         value.get("geometry"),
@@ -421,11 +414,7 @@ def _geoq(value: object, terms: Terms) -> dict[str, Any]:
 
 
 def _notification(value: object, terms: Terms) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequestData("notification must be an object")
-    for key in value:
-        if key not in _NOTIFICATION:
-            raise BadRequestData(f"unknown member {key!r} in notification")
+    value = object_with(value, _NOTIFICATION, "notification")
     out: dict[str, Any] = {}
     if "attributes" in value:
         out["attributes"] = attribute_names(value["attributes"], terms, "notification.attributes")
@@ -475,11 +464,7 @@ def _notification(value: object, terms: Terms) -> dict[str, Any]:
 
 
 def _endpoint(value: object) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise BadRequestData("notification.endpoint must be an object")
-    for key in value:
-        if key not in _ENDPOINT:
-            raise BadRequestData(f"unknown member {key!r} in notification.endpoint")
+    value = object_with(value, _ENDPOINT, "notification.endpoint")
     if "uri" not in value:
         raise BadRequestData("notification.endpoint needs a uri")
     uri = value["uri"]
