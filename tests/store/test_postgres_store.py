@@ -101,3 +101,50 @@ def test_concurrent_creates_of_one_id_give_one_entity(pg):
     outcomes = [r[0] for r in loop.run_until_complete(race())]
     assert sum(1 for o in outcomes if isinstance(o, dict)) == 1
     assert sum(1 for o in outcomes if isinstance(o, AlreadyExists)) == 7
+
+
+def test_a_retry_takes_the_lane_before_its_outbox_item(pg):
+    """Every transaction of the outbox takes the lane's row before its items' (settle, a
+    subscription's deletion). defer_lane took the item first: with a deletion holding the lane
+    and waiting for the item, PostgreSQL found a deadlock (a 500 for DELETE /csourceSubscriptions
+    in a conformance run). Here the lane is held: defer_lane must wait for it holding nothing,
+    so the item stays free."""
+    store, loop, schema = pg
+    lane = "http://receiver.example/notify"
+
+    async def scenario() -> None:
+        await store.enqueue("t", [(lane, "urn:ngsi-ld:Subscription:1", b"{}")])
+        assert await store.claim_lanes("worker", 1.0, 60.0) == [lane]
+        [item] = await store.lane_items(lane, 10)
+        holder = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+        other = await asyncpg.connect(PG_URL, server_settings={"search_path": schema})
+        try:
+            await holder.execute("BEGIN")
+            await holder.execute("SELECT 1 FROM delivery_lanes WHERE lane = $1 FOR UPDATE", lane)
+            holder_pid = await holder.fetchval("SELECT pg_backend_pid()")
+            deferring = asyncio.ensure_future(
+                store.defer_lane(lane, "worker", item, "2026-01-01T00:00:00Z", 2.0)
+            )
+            # Until defer_lane waits for a lock the holder has (whatever it holds by then).
+            for _ in range(500):
+                blocked = await other.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                    holder_pid,
+                )
+                if blocked:
+                    break
+                await asyncio.sleep(0.01)
+            assert blocked, "defer_lane never waited for the lane"
+            await other.execute("BEGIN")
+            # Raises LockNotAvailableError when defer_lane took the item before the lane.
+            await other.execute("SELECT 1 FROM outbox WHERE seq = $1 FOR UPDATE NOWAIT", item.seq)
+            await other.execute("ROLLBACK")
+            await holder.execute("ROLLBACK")
+            await deferring
+        finally:
+            await holder.close()
+            await other.close()
+        [again] = await store.lane_items(lane, 10)
+        assert again.attempts == item.attempts + 1
+
+    loop.run_until_complete(scenario())

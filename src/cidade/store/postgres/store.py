@@ -935,8 +935,10 @@ class PostgresStore(PostgresAuth, PostgresDevices):
     async def defer_lane(
         self, lane: str, owner: str, item: OutboxItem, at: str, retry_at: float
     ) -> None:
+        # Rows in the order every transaction here takes them: the lane, then its outbox
+        # items, then the status (settle, delete_subscription). The outbox item first deadlocked
+        # with a subscription's deletion, which holds the lane and waits for its items.
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = $1", item.seq)
             await conn.execute(
                 "UPDATE delivery_lanes SET owner = NULL, retry_at = $1, failures = failures + 1"
                 " WHERE lane = $2 AND owner = $3",
@@ -944,6 +946,7 @@ class PostgresStore(PostgresAuth, PostgresDevices):
                 lane,
                 owner,
             )
+            await conn.execute("UPDATE outbox SET attempts = attempts + 1 WHERE seq = $1", item.seq)
             await conn.executemany(_STATUS_UPSERT, status_rows([Outcome(item, "failed", at)]))
 
     async def release_lane(self, lane: str, owner: str) -> None:
