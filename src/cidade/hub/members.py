@@ -12,13 +12,14 @@ Pure (no I/O).
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeGuard
 
-from cidade.hub.model import Terms, expand_name, is_uri
+from cidade.hub.model import NULL, Terms, expand_name, is_uri
 from cidade.ngsild.errors import BadRequestData
 
 # The members of an EntitySelector and of an EntityInfo.
@@ -164,3 +165,14 @@ __all__ = [
     "positive",
     "short",
 ]
+
+
+@functools.lru_cache(maxsize=4096)
+def compiled_pattern(pattern: str) -> re.Pattern[str]:
+    """An idPattern as a regular expression (checked when it was stored), compiled once."""
+    return re.compile(pattern)
+
+
+def deletes_member(value: object) -> bool:
+    """Whether a member's value in an update fragment removes it: null, or the NGSI-LD Null."""
+    return value is None or value == NULL

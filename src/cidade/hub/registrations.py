@@ -16,7 +16,6 @@ Everything here is pure (no I/O): the registration service and the notifier buil
 
 from __future__ import annotations
 
-import functools
 import re
 import urllib.parse
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ from typing import Any
 
 from cidade.hub.members import (
     attribute_names,
+    compiled_pattern,
+    deletes_member,
     entity_selectors,
     id_and_type,
     key_values,
@@ -31,7 +32,7 @@ from cidade.hub.members import (
     positive,
     short,
 )
-from cidade.hub.model import NULL, Terms, expand_name, is_uri, normalize_scope
+from cidade.hub.model import Terms, expand_name, is_uri, normalize_scope
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData
 from cidade.ngsild.query.geo import CORE_LOCATION, GeoQuery, validate_geojson_geometry
@@ -353,7 +354,7 @@ def merge_registration(
     # terms gives back the stored IRIs, and the merged body is then checked like a new one.
     body = _client_form(stored, terms)
     for key, value in fragment.items():
-        if value is None or value == NULL:
+        if deletes_member(value):
             if key in _MANDATORY or key in ("id", "type"):
                 raise BadRequestData(f"{key} is mandatory: it cannot be removed")
             body.pop(key, None)
@@ -524,12 +525,12 @@ class RegistrationFilter:
                 if info["id"] not in self.ids:
                     return False
             elif "idPattern" in info:
-                pattern = _pattern(info["idPattern"])
+                pattern = compiled_pattern(info["idPattern"])
                 if not any(pattern.search(i) for i in self.ids):
                     return False
         if self.id_pattern:
             # An idPattern against another: they may select common ids, so it matches.
-            if "id" in info and not _pattern(self.id_pattern).search(info["id"]):
+            if "id" in info and not compiled_pattern(self.id_pattern).search(info["id"]):
                 return False
         return True
 
@@ -582,11 +583,6 @@ def _as_entity(stored: dict[str, Any]) -> dict[str, Any]:
         for iri, value in stored.get(PROPERTIES_MEMBER, {}).items()
     }
     return {"id": stored["id"], "type": [], "attrs": attrs}
-
-
-@functools.lru_cache(maxsize=4096)
-def _pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
 
 
 def select(

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 from cidade.hub.linked import MAX_JOIN_LEVEL, Join
 from cidade.hub.members import (
     attribute_names,
+    compiled_pattern,
+    deletes_member,
     entity_selectors,
     id_and_type,
     key_values,
@@ -34,7 +36,7 @@ from cidade.hub.members import (
     positive,
     short,
 )
-from cidade.hub.model import NULL, Terms, expand_name, is_uri
+from cidade.hub.model import Terms, expand_name, is_uri
 from cidade.hub.registrations import GEO_MEMBERS, TimeFilter, parse_time_filter
 from cidade.ngsild import timefmt
 from cidade.ngsild.errors import BadRequestData, NgsiError
@@ -552,8 +554,8 @@ def merge_subscription(
     body = _client_form(stored, terms)
     for key, value in patch.items():
         if key == "notification" and isinstance(value, dict):
-            value = {k: v for k, v in value.items() if not _is_null(v)}
-        if _is_null(value):
+            value = {k: v for k, v in value.items() if not deletes_member(v)}
+        if deletes_member(value):
             body.pop(key, None)
         else:
             body[key] = value
@@ -577,10 +579,6 @@ def merge_subscription(
         if member in stored:
             merged[member] = stored[member]
     return merged
-
-
-def _is_null(value: object) -> bool:
-    return value is None or value == NULL
 
 
 # -- stored -> client ---------------------------------------------------------------------------
@@ -742,11 +740,6 @@ def subscription_matches_entity_type(stored: dict[str, Any], types: list[str]) -
     return any(type_matches(_stored_type_expr(sel["type"]), types) for sel in selectors)
 
 
-@functools.lru_cache(maxsize=4096)
-def _pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def subscription_matches_entity(stored: dict[str, Any], entity_id: str, types: list[str]) -> bool:
     """Whether an entity (id, expanded types) is selected by the subscription's ``entities``:
     any selector whose type expression matches and whose id / idPattern (if given) match.
@@ -759,7 +752,7 @@ def subscription_matches_entity(stored: dict[str, Any], entity_id: str, types: l
             continue
         if "id" in sel and sel["id"] != entity_id:
             continue
-        if "idPattern" in sel and not _pattern(sel["idPattern"]).search(entity_id):
+        if "idPattern" in sel and not compiled_pattern(sel["idPattern"]).search(entity_id):
             continue
         return True
     return False
