@@ -278,9 +278,12 @@ class Notifier:
                         entities = await self._current_state(tenant, sub)
                         if entities:
                             await self.store.enqueue(tenant, [periodic_entry(sub, entities)])
+                registrations: dict[str, list[dict[str, Any]]] = {}  # read once a turn
                 for tenant, sub in await self.store.claim_periodic(time.time(), kind=CSOURCE_KIND):
+                    if tenant not in registrations:
+                        registrations[tenant] = await self.store.list_registrations(tenant)
                     # Every registration it selects, at each turn (§5.11).
-                    entry = initial_entry(sub, await self.store.list_registrations(tenant))
+                    entry = initial_entry(sub, registrations[tenant])
                     if entry is not None:
                         await self.store.enqueue(tenant, [entry])
             except asyncio.CancelledError:
