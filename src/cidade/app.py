@@ -48,6 +48,8 @@ from cidade.ngsild.errors import (
     ResourceNotFound,
     error_for_status,
 )
+from cidade.occurrences.configuration import load_config
+from cidade.occurrences.service import OccurrenceService, watch_deadlines
 from cidade.openapi import openapi_route
 from cidade.store import Store, open_store
 from cidade.store.base import CSOURCE_KIND
@@ -117,6 +119,13 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         background.add(task)  # a reference until done, or the loop may collect it mid-way
         task.add_done_callback(background.discard)
 
+    occurrences = OccurrenceService(
+        store,
+        load_config(settings.occurrences_config),
+        public_url=settings.base_url,
+        max_photo_bytes=settings.occurrence_photo_max_bytes,
+    )
+
     policy = RetentionPolicy.build(parse_retention(settings.history_retention), resolver.core)
     purger = Purger(store, policy, settings.history_purge_interval)
 
@@ -150,6 +159,10 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         counting = asyncio.create_task(
             resolver.run_usage_flusher(settings.context_usage_flush), name="@context usage"
         )
+        deadlines = asyncio.create_task(
+            watch_deadlines(occurrences, settings.occurrence_deadline_check),
+            name="occurrence deadlines",
+        )
         if bridge is not None:
             # It connects (and reconnects) on its own; its process is started again if it dies.
             await bridge.start()
@@ -179,7 +192,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
                 await asyncio.wait_for(notifier.stop(), 10)
             except TimeoutError:
                 log.warning("the notifier did not stop within 10 s; going on with shutdown")
-            for task in (purging, expiring, counting):
+            for task in (purging, expiring, counting, deadlines):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -258,6 +271,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.bridge = bridge
     app.state.notifier = notifier
     app.state.purger = purger
+    app.state.occurrences = occurrences
     app.state.simulator = None
     return app
 

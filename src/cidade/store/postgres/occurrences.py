@@ -1,0 +1,327 @@
+"""Occurrence storage on PostgreSQL (docs/occurrences.md): a mixin of PostgresStore. A write is
+one transaction: the occurrence's row locked (FOR UPDATE), its function run, the row, its
+departments, its history events and its messages written; a refusal rolls it all back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+
+from cidade.store.devices import check_tenant
+from cidade.store.occurrences import (
+    ORDERS,
+    OccurrenceApply,
+    OccurrenceConflict,
+    OccurrencePage,
+    OccurrenceQuery,
+    StoredOccurrence,
+    check_query,
+    distance_m,
+    epoch,
+    near_box,
+    occurrence_columns,
+)
+
+_NAMES = [
+    "category",
+    "grp",
+    "status",
+    "open",
+    "priority",
+    "source",
+    "area",
+    "lat",
+    "lon",
+    "created_at",
+    "updated_at",
+    "response_due",
+    "resolution_due",
+    "token",
+    "rule_key",
+]
+
+
+def _row(row: Any) -> StoredOccurrence:
+    return StoredOccurrence(row[0], row[1], row[2], row[3])
+
+
+class PostgresOccurrences:
+    _pool: asyncpg.Pool
+
+    async def write_occurrence(
+        self, tenant: str, number: int | None, apply: OccurrenceApply
+    ) -> StoredOccurrence:
+        check_tenant(tenant)
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = None
+            if number is None:
+                new_number = await conn.fetchval(
+                    "SELECT nextval(pg_get_serial_sequence('occurrences', 'number'))"
+                )
+            else:
+                row = await conn.fetchrow(
+                    "SELECT number, version, doc, private FROM occurrences"
+                    " WHERE tenant = $1 AND number = $2 FOR UPDATE",
+                    tenant,
+                    number,
+                )
+                if row is None:
+                    raise LookupError(number)
+                current = _row(row)
+                new_number = number
+            change = apply(current, new_number)
+            version = (current.version if current else 0) + 1
+            cols = occurrence_columns(change.doc)
+            departments = cols.pop("departments")
+            values = [cols[n] for n in _NAMES]
+            doc, private = change.doc, change.private
+            geom = (
+                "ST_SetSRID(ST_MakePoint($9, $8), 4326)"
+                if cols["lat"] is not None and cols["lon"] is not None
+                else "NULL"
+            )
+            try:
+                if current is None:
+                    await conn.execute(
+                        f"INSERT INTO occurrences(number, tenant, version, doc, private, geom,"
+                        f" {', '.join(_NAMES)}) VALUES ($16, $17, $18, $19::jsonb, $20::jsonb,"
+                        f" {geom}, {', '.join(f'${i + 1}' for i in range(len(_NAMES)))})",
+                        *values,
+                        new_number,
+                        tenant,
+                        version,
+                        doc,
+                        private,
+                    )
+                else:
+                    sets = ", ".join(f"{n} = ${i + 1}" for i, n in enumerate(_NAMES))
+                    await conn.execute(
+                        f"UPDATE occurrences SET {sets}, version = $18, doc = $19::jsonb,"
+                        f" private = $20::jsonb, geom = {geom} WHERE number = $16"
+                        " AND tenant = $17",
+                        *values,
+                        new_number,
+                        tenant,
+                        version,
+                        doc,
+                        private,
+                    )
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "occurrences_rule":
+                    raise OccurrenceConflict(cols["rule_key"]) from None
+                raise
+            await conn.execute(
+                "DELETE FROM occurrence_departments WHERE number = $1"
+                " AND NOT (department = ANY($2::text[]))",
+                new_number,
+                departments,
+            )
+            await conn.execute(
+                "INSERT INTO occurrence_departments(number, department)"
+                " SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING",
+                new_number,
+                departments,
+            )
+            if change.events:
+                await conn.executemany(
+                    "INSERT INTO occurrence_events(tenant, number, at, kind, public, doc)"
+                    " VALUES ($1, $2, $3, $4, $5, $6::jsonb)",
+                    [
+                        (
+                            tenant,
+                            new_number,
+                            epoch(e["at"]),
+                            e["kind"],
+                            bool(e.get("public")),
+                            e,
+                        )
+                        for e in change.events
+                    ],
+                )
+            if change.messages:
+                await conn.executemany(
+                    "INSERT INTO occurrence_messages(tenant, number, state, next_at, created_at,"
+                    " doc) VALUES ($1, $2, 'pending', $3, $3, $4::jsonb)",
+                    [(tenant, new_number, epoch(m["at"]), m) for m in change.messages],
+                )
+            if change.photos:
+                await conn.executemany(
+                    "INSERT INTO occurrence_photos(tenant, number, id, media_type, data)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    [(tenant, new_number, i, t, d) for i, t, d in change.photos],
+                )
+        return StoredOccurrence(new_number, version, change.doc, change.private)
+
+    async def occurrence_photo(
+        self, tenant: str, number: int, photo_id: str
+    ) -> tuple[str, bytes] | None:
+        row = await self._pool.fetchrow(
+            "SELECT media_type, data FROM occurrence_photos"
+            " WHERE tenant = $1 AND number = $2 AND id = $3",
+            tenant,
+            number,
+            photo_id,
+        )
+        return (row[0], bytes(row[1])) if row else None
+
+    async def overdue_occurrences(self, now: float, limit: int = 1000) -> list[tuple[str, int]]:
+        rows = await self._pool.fetch(
+            "SELECT tenant, number FROM occurrences WHERE response_due < $1"
+            " UNION SELECT tenant, number FROM occurrences WHERE resolution_due < $1 LIMIT $2",
+            now,
+            limit,
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def get_occurrence(self, tenant: str, number: int) -> StoredOccurrence | None:
+        row = await self._pool.fetchrow(
+            "SELECT number, version, doc, private FROM occurrences"
+            " WHERE tenant = $1 AND number = $2",
+            tenant,
+            number,
+        )
+        return _row(row) if row else None
+
+    async def occurrence_by_token(self, tenant: str, token: str) -> StoredOccurrence | None:
+        row = await self._pool.fetchrow(
+            "SELECT number, version, doc, private FROM occurrences"
+            " WHERE token = $1 AND tenant = $2",
+            token,
+            tenant,
+        )
+        return _row(row) if row else None
+
+    async def query_occurrences(self, tenant: str, query: OccurrenceQuery) -> OccurrencePage:
+        check_query(query)
+        params: list[Any] = [tenant]
+        where = ["tenant = $1"]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if query.numbers is not None:
+            where.append(f"number = ANY({param([int(n) for n in query.numbers])}::bigint[])")
+        for column, values in (
+            ("status", query.statuses),
+            ("category", query.categories),
+            ("grp", query.groups),
+            ("priority", query.priorities),
+            ("source", query.sources),
+            ("area", query.areas),
+        ):
+            if values is not None:
+                where.append(f"{column} = ANY({param(list(values))}::text[])")
+        if query.departments is not None:
+            where.append(
+                "number IN (SELECT number FROM occurrence_departments WHERE department ="
+                f" ANY({param(list(query.departments))}::text[]))"
+            )
+        if query.open is not None:
+            where.append(f"open = {param(query.open)}")
+        for column, op, value in (
+            ("created_at", ">=", query.created_since),
+            ("created_at", "<", query.created_until),
+            ("updated_at", ">=", query.updated_since),
+            ("updated_at", "<", query.updated_until),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} {param(float(value))}")
+        if query.rule_key is not None:
+            where.append(f"rule_key = {param(query.rule_key)}")
+        if query.overdue_at is not None:
+            p = param(float(query.overdue_at))
+            where.append(f"(response_due < {p} OR resolution_due < {p})")
+        box = query.bbox
+        if query.near is not None:
+            box = near_box(*query.near)
+            if query.bbox is not None:
+                box = (
+                    max(box[0], query.bbox[0]),
+                    max(box[1], query.bbox[1]),
+                    min(box[2], query.bbox[2]),
+                    min(box[3], query.bbox[3]),
+                )
+        if box is not None:
+            where.append(
+                f"geom && ST_MakeEnvelope({param(box[0])}, {param(box[1])}, {param(box[2])},"
+                f" {param(box[3])}, 4326)"
+                f" AND lon BETWEEN {param(box[0])} AND {param(box[2])}"
+                f" AND lat BETWEEN {param(box[1])} AND {param(box[3])}"
+            )
+        base = f"FROM occurrences WHERE {' AND '.join(where)}"
+        select = (
+            f"SELECT number, version, doc, private, lat, lon {base} ORDER BY {ORDERS[query.order]}"
+        )
+        if query.near is None:
+            n = len(params)
+            rows = await self._pool.fetch(
+                f"{select} LIMIT ${n + 1} OFFSET ${n + 2}", *params, query.limit, query.offset
+            )
+            total = (
+                await self._pool.fetchval(f"SELECT count(*) {base}", *params)
+                if query.count
+                else None
+            )
+            return OccurrencePage([_row(r) for r in rows], total)
+        # The box selected candidates; the same distance as on SQLite decides, then the page.
+        lat, lon, metres = query.near
+        rows = [
+            r
+            for r in await self._pool.fetch(select, *params)
+            if distance_m(lat, lon, r[4], r[5]) <= metres
+        ]
+        page = rows[query.offset : query.offset + query.limit]
+        return OccurrencePage([_row(r) for r in page], len(rows) if query.count else None)
+
+    async def occurrence_events(
+        self,
+        tenant: str,
+        number: int | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        public: bool | None = None,
+        kinds: list[str] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        params: list[Any] = [tenant]
+        where = ["tenant = $1"]
+        for clause, value in (
+            ("number = ", number),
+            ("at >= ", since),
+            ("at < ", until),
+            ("public = ", public),
+        ):
+            if value is not None:
+                params.append(value)
+                where.append(f"{clause}${len(params)}")
+        if kinds is not None:
+            params.append(list(kinds))
+            where.append(f"kind = ANY(${len(params)}::text[])")
+        params.append(limit)
+        rows = await self._pool.fetch(
+            f"SELECT seq, number, doc FROM occurrence_events WHERE {' AND '.join(where)}"
+            f" ORDER BY seq LIMIT ${len(params)}",
+            *params,
+        )
+        return [{"seq": r[0], "number": r[1], **r[2]} for r in rows]
+
+    async def occurrence_settings(self, tenant: str) -> list[tuple[str, str, Any]]:
+        rows = await self._pool.fetch(
+            "SELECT kind, key, doc FROM occurrence_settings WHERE tenant = $1 ORDER BY kind, key",
+            tenant,
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+
+    async def save_occurrence_setting(self, tenant: str, kind: str, key: str, doc: Any) -> None:
+        check_tenant(tenant)
+        await self._pool.execute(
+            "INSERT INTO occurrence_settings(tenant, kind, key, doc) VALUES ($1, $2, $3,"
+            " $4::jsonb) ON CONFLICT (tenant, kind, key) DO UPDATE SET doc = excluded.doc",
+            tenant,
+            kind,
+            key,
+            doc,
+        )

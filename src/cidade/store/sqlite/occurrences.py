@@ -1,0 +1,340 @@
+"""Occurrence storage on SQLite (docs/occurrences.md): a mixin of SqliteStore. A write runs its
+function on the writer thread, in the savepoint the writer gives every call, so a refused one
+leaves nothing; its history events and messages commit with it."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from cidade.store.devices import check_tenant
+from cidade.store.occurrences import (
+    ORDERS,
+    OccurrenceApply,
+    OccurrenceConflict,
+    OccurrencePage,
+    OccurrenceQuery,
+    StoredOccurrence,
+    check_query,
+    distance_m,
+    near_box,
+    occurrence_columns,
+)
+
+if TYPE_CHECKING:
+    from cidade.store.sqlite.database import Database
+
+_COLUMNS = (
+    "category, grp, status, open, priority, source, area, lat, lon, created_at, updated_at,"
+    " response_due, resolution_due, token, rule_key"
+)
+_NAMES = [c.strip() for c in _COLUMNS.split(",")]
+
+
+def _row(row: Any) -> StoredOccurrence:
+    return StoredOccurrence(row[0], row[1], orjson.loads(row[2]), orjson.loads(row[3]))
+
+
+def _in(column: str, values: Any, where: list[str], params: list[Any]) -> None:
+    values = list(values)
+    where.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
+    params.extend(values)
+
+
+class SqliteOccurrences:
+    db: Database
+
+    async def write_occurrence(
+        self, tenant: str, number: int | None, apply: OccurrenceApply
+    ) -> StoredOccurrence:
+        check_tenant(tenant)
+
+        def run(conn: sqlite3.Connection) -> StoredOccurrence:
+            current = None
+            if number is None:
+                # The number is the row's: taken now, the row filled in below.
+                new_number = conn.execute(
+                    "INSERT INTO occurrences(tenant, version, category, grp, status, open,"
+                    " priority, source, area, created_at, updated_at, doc, private)"
+                    " VALUES (?, 0, '', '', '', 0, '', '', '', 0, 0, '{}', '{}')",
+                    (tenant,),
+                ).lastrowid
+                assert new_number is not None
+            else:
+                row = conn.execute(
+                    "SELECT number, version, doc, private FROM occurrences"
+                    " WHERE tenant = ? AND number = ?",
+                    (tenant, number),
+                ).fetchone()
+                if row is None:
+                    raise LookupError(number)
+                current = _row(row)
+                new_number = number
+            change = apply(current, new_number)
+            version = (current.version if current else 0) + 1
+            cols = occurrence_columns(change.doc)
+            departments = cols.pop("departments")
+            try:
+                conn.execute(
+                    f"UPDATE occurrences SET version = ?, doc = ?, private = ?,"
+                    f" {', '.join(f'{n} = ?' for n in _NAMES)} WHERE number = ?",
+                    (
+                        version,
+                        orjson.dumps(change.doc),
+                        orjson.dumps(change.private),
+                        *(cols[n] for n in _NAMES),
+                        new_number,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if "rule_key" in str(exc):
+                    raise OccurrenceConflict(cols["rule_key"]) from None
+                raise
+            conn.execute("DELETE FROM occurrence_geo WHERE number = ?", (new_number,))
+            if cols["lat"] is not None and cols["lon"] is not None:
+                conn.execute(
+                    "INSERT INTO occurrence_geo VALUES (?, ?, ?, ?, ?)",
+                    (new_number, cols["lon"], cols["lon"], cols["lat"], cols["lat"]),
+                )
+            held = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT department FROM occurrence_departments WHERE number = ?",
+                    (new_number,),
+                )
+            }
+            gone = held - set(departments)
+            if gone:
+                conn.executemany(
+                    "DELETE FROM occurrence_departments WHERE number = ? AND department = ?",
+                    [(new_number, d) for d in gone],
+                )
+            conn.executemany(
+                "INSERT INTO occurrence_departments(number, department) VALUES (?, ?)",
+                [(new_number, d) for d in departments if d not in held],
+            )
+            _append(conn, tenant, new_number, change.events, change.messages)
+            if change.photos:
+                conn.executemany(
+                    "INSERT INTO occurrence_photos(tenant, number, id, media_type, data)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(tenant, new_number, i, t, d) for i, t, d in change.photos],
+                )
+            return StoredOccurrence(new_number, version, change.doc, change.private)
+
+        return await self.db.write(run)
+
+    async def get_occurrence(self, tenant: str, number: int) -> StoredOccurrence | None:
+        row = self.db.read_now(
+            lambda c: c.execute(
+                "SELECT number, version, doc, private FROM occurrences"
+                " WHERE tenant = ? AND number = ? AND version > 0",
+                (tenant, number),
+            ).fetchone()
+        )
+        return _row(row) if row else None
+
+    async def occurrence_by_token(self, tenant: str, token: str) -> StoredOccurrence | None:
+        row = self.db.read_now(
+            lambda c: c.execute(
+                "SELECT number, version, doc, private FROM occurrences"
+                " WHERE token = ? AND tenant = ?",
+                (token, tenant),
+            ).fetchone()
+        )
+        return _row(row) if row else None
+
+    async def occurrence_photo(
+        self, tenant: str, number: int, photo_id: str
+    ) -> tuple[str, bytes] | None:
+        row = await self.db.read(
+            lambda c: c.execute(
+                "SELECT media_type, data FROM occurrence_photos"
+                " WHERE tenant = ? AND number = ? AND id = ?",
+                (tenant, number, photo_id),
+            ).fetchone()
+        )
+        return (row[0], bytes(row[1])) if row else None
+
+    async def overdue_occurrences(self, now: float, limit: int = 1000) -> list[tuple[str, int]]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT tenant, number FROM occurrences WHERE response_due < ?"
+                " UNION SELECT tenant, number FROM occurrences WHERE resolution_due < ?"
+                " LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def query_occurrences(self, tenant: str, query: OccurrenceQuery) -> OccurrencePage:
+        check_query(query)
+        where = ["o.tenant = ?", "o.version > 0"]
+        params: list[Any] = [tenant]
+        join = ""
+        if query.numbers is not None:
+            _in("o.number", query.numbers, where, params)
+        for column, values in (
+            ("o.status", query.statuses),
+            ("o.category", query.categories),
+            ("o.grp", query.groups),
+            ("o.priority", query.priorities),
+            ("o.source", query.sources),
+            ("o.area", query.areas),
+        ):
+            if values is not None:
+                _in(column, values, where, params)
+        if query.departments is not None:
+            departments = list(query.departments)
+            where.append(
+                "o.number IN (SELECT number FROM occurrence_departments WHERE department IN"
+                f" ({', '.join('?' * len(departments))}))"
+            )
+            params.extend(departments)
+        if query.open is not None:
+            where.append("o.open = ?")
+            params.append(1 if query.open else 0)
+        for column, op, value in (
+            ("o.created_at", ">=", query.created_since),
+            ("o.created_at", "<", query.created_until),
+            ("o.updated_at", ">=", query.updated_since),
+            ("o.updated_at", "<", query.updated_until),
+        ):
+            if value is not None:
+                where.append(f"{column} {op} ?")
+                params.append(value)
+        if query.rule_key is not None:
+            where.append("o.rule_key = ?")
+            params.append(query.rule_key)
+        if query.overdue_at is not None:
+            where.append("(o.response_due < ? OR o.resolution_due < ?)")
+            params.extend([query.overdue_at, query.overdue_at])
+        box = query.bbox
+        if query.near is not None:
+            box = near_box(*query.near)
+            if query.bbox is not None:  # both: the intersection of the boxes
+                box = (
+                    max(box[0], query.bbox[0]),
+                    max(box[1], query.bbox[1]),
+                    min(box[2], query.bbox[2]),
+                    min(box[3], query.bbox[3]),
+                )
+        if box is not None:
+            join = " JOIN occurrence_geo g ON g.number = o.number"
+            where.append("g.min_lon >= ? AND g.max_lon <= ? AND g.min_lat >= ? AND g.max_lat <= ?")
+            params.extend([box[0], box[2], box[1], box[3]])
+        order = ORDERS[query.order].replace("created_at", "o.created_at")
+        order = order.replace("updated_at", "o.updated_at").replace("number", "o.number")
+        base = f"FROM occurrences o{join} WHERE {' AND '.join(where)}"
+        select = (
+            f"SELECT o.number, o.version, o.doc, o.private, o.lat, o.lon {base} ORDER BY {order}"
+        )
+        near = query.near
+
+        def run(conn: sqlite3.Connection) -> tuple[list[StoredOccurrence], int | None]:
+            if near is None:
+                rows = conn.execute(
+                    f"{select} LIMIT ? OFFSET ?", (*params, query.limit, query.offset)
+                ).fetchall()
+                total = (
+                    conn.execute(f"SELECT count(*) {base}", params).fetchone()[0]
+                    if query.count
+                    else None
+                )
+                return [_row(r) for r in rows], total
+            # The box selected candidates; the distance decides, then the page is cut.
+            lat, lon, metres = near
+            rows = [
+                r
+                for r in conn.execute(select, params)
+                if distance_m(lat, lon, r[4], r[5]) <= metres
+            ]
+            page = rows[query.offset : query.offset + query.limit]
+            return [_row(r) for r in page], len(rows) if query.count else None
+
+        items, total = await self.db.read(run)
+        return OccurrencePage(items, total)
+
+    async def occurrence_events(
+        self,
+        tenant: str,
+        number: int | None = None,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        public: bool | None = None,
+        kinds: list[str] | None = None,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        where, params = ["tenant = ?"], [tenant]
+        if number is not None:
+            where.append("number = ?")
+            params.append(number)
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        if until is not None:
+            where.append("at < ?")
+            params.append(until)
+        if public is not None:
+            where.append("public = ?")
+            params.append(1 if public else 0)
+        if kinds is not None:
+            _in("kind", kinds, where, params)
+        sql = f"SELECT seq, number, doc FROM occurrence_events WHERE {' AND '.join(where)}"
+        sql += " ORDER BY seq LIMIT ?"
+        rows = await self.db.read(lambda c: c.execute(sql, (*params, limit)).fetchall())
+        return [{"seq": r[0], "number": r[1], **orjson.loads(r[2])} for r in rows]
+
+    # -- settings a tenant's administrators change through the API -----------------------------
+
+    async def occurrence_settings(self, tenant: str) -> list[tuple[str, str, Any]]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT kind, key, doc FROM occurrence_settings WHERE tenant = ?"
+                " ORDER BY kind, key",
+                (tenant,),
+            ).fetchall()
+        )
+        return [(r[0], r[1], None if r[2] is None else orjson.loads(r[2])) for r in rows]
+
+    async def save_occurrence_setting(self, tenant: str, kind: str, key: str, doc: Any) -> None:
+        check_tenant(tenant)
+        data = None if doc is None else orjson.dumps(doc)
+        await self.db.write(
+            lambda c: (
+                c.execute(
+                    "INSERT INTO occurrence_settings(tenant, kind, key, doc) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (tenant, kind, key) DO UPDATE SET doc = excluded.doc",
+                    (tenant, kind, key, data),
+                ).rowcount
+            )
+        )
+
+
+def _append(
+    conn: sqlite3.Connection,
+    tenant: str,
+    number: int,
+    events: list[dict[str, Any]],
+    messages: list[dict[str, Any]],
+) -> None:
+    from cidade.store.occurrences import epoch
+
+    if events:
+        conn.executemany(
+            "INSERT INTO occurrence_events(tenant, number, at, kind, public, doc)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (tenant, number, epoch(e["at"]), e["kind"], bool(e.get("public")), orjson.dumps(e))
+                for e in events
+            ],
+        )
+    if messages:
+        conn.executemany(
+            "INSERT INTO occurrence_messages(tenant, number, state, next_at, created_at, doc)"
+            " VALUES (?, ?, 'pending', ?, ?, ?)",
+            [(tenant, number, epoch(m["at"]), epoch(m["at"]), orjson.dumps(m)) for m in messages],
+        )
