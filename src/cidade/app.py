@@ -48,6 +48,7 @@ from cidade.ngsild.errors import (
     ResourceNotFound,
     error_for_status,
 )
+from cidade.occurrences.api import OccurrencesApi
 from cidade.occurrences.configuration import load_config
 from cidade.occurrences.service import OccurrenceService, watch_deadlines
 from cidade.openapi import openapi_route
@@ -249,6 +250,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         *SubscriptionApi(hub, kind=CSOURCE_KIND).routes(),
         *ProvisioningApi(settings, provisioning).routes(),
         *Southbound(agent, settings.max_body_bytes).routes(),
+        *OccurrencesApi(settings, occurrences, audit).routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -40,6 +40,11 @@ CONTEXT_WRITE = {"admin", "operator"}
 OWN_CREDENTIALS = {"admin", "operator", "staff", "publisher", "citizen"}
 ADMIN = {"admin"}
 DEVICES = {"admin", "operator"}
+# Anyone may report a problem, logged in or not; a device or a publisher is not a reporter.
+REPORT = {"admin", "operator", "staff", "citizen", "anonymous"}
+OCCURRENCES_READ = {"admin", "operator", "staff"}
+TRIAGE = {"admin", "operator"}
+CONTACT = {"admin", "operator"}
 
 N = "/ngsi-ld/v1"
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -70,6 +75,22 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("/iot/devices/{device_id}", "GET"): DEVICES,
     ("/iot/devices/{device_id}", "PUT"): DEVICES,
     ("/iot/devices/{device_id}", "DELETE"): DEVICES,
+    ("/occurrences", "GET"): OCCURRENCES_READ,
+    ("/occurrences", "POST"): REPORT,
+    ("/occurrences/duplicates", "GET"): REPORT,
+    ("/occurrences/follow/{token}", "GET"): EVERYONE,
+    ("/occurrences/config", "GET"): OCCURRENCES_READ,
+    ("/occurrences/config/{kind}/{key}", "GET"): OCCURRENCES_READ,
+    ("/occurrences/config/{kind}/{key}", "PUT"): ADMIN,
+    ("/occurrences/config/{kind}/{key}", "DELETE"): ADMIN,
+    ("/occurrences/{number}", "GET"): OCCURRENCES_READ,
+    ("/occurrences/{number}", "PATCH"): TRIAGE,
+    ("/occurrences/{number}/history", "GET"): OCCURRENCES_READ,
+    # Which action a caller may take is the service's check (workflow.ACTIONS).
+    ("/occurrences/{number}/actions", "POST"): OCCURRENCES_READ,
+    ("/occurrences/{number}/updates", "POST"): OCCURRENCES_READ,
+    ("/occurrences/{number}/contact", "GET"): CONTACT,
+    ("/occurrences/{number}/photos/{photo}", "GET"): EVERYONE,
     (f"{N}/entities", "GET"): READ,
     (f"{N}/entities", "POST"): WRITE,
     (f"{N}/entities", "PUT"): WRITE,  # 400: no entity id
@@ -141,6 +162,11 @@ SAMPLES = {
     "key_id": "0123456789abcdef",
     "name": "nobody",
     "device_id": "no-such-device",
+    "number": "1",
+    "token": "no-such-token",
+    "kind": "category",
+    "key": "pothole",
+    "photo": "p1",
 }
 
 

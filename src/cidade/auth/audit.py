@@ -31,6 +31,8 @@ EVENTS = {
     "command.sent": "a command sent to a device (who, which entity, which command, its value)",
     "command.refused": "a command that could not be sent (no such command, no transport)",
     "command.result": "a device's answer to a command, or its expiry (OK, ERROR, EXPIRED)",
+    "occurrence.contact": "a reporter's contact read by the operations room (which occurrence)",
+    "occurrences.configured": "a department, category, area or sensor rule set or removed",
 }
 
 

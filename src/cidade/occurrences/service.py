@@ -318,6 +318,7 @@ class OccurrenceService:
     # -- reading ---------------------------------------------------------------------------------
 
     async def get(self, tenant: str, number: int) -> StoredOccurrence:
+        _check_number(number)
         found = await self.store.get_occurrence(tenant, number)
         if found is None:
             raise OccurrenceNotFound(f"no occurrence {number}")
@@ -372,6 +373,7 @@ class OccurrenceService:
         if action.name == "mark_duplicate":
             if of is None or of == number:
                 raise OccurrenceError("a duplicate names another occurrence (of)", field="of")
+            _check_number(of)
             target = await self.store.get_occurrence(tenant, of)
             if target is None:
                 raise OccurrenceNotFound(f"no occurrence {of}", field="of")
@@ -677,6 +679,7 @@ class OccurrenceService:
     # -- photos ----------------------------------------------------------------------------------
 
     async def photo(self, tenant: str, number: int, photo_id: str) -> tuple[str, bytes]:
+        _check_number(number)
         found = await self.store.occurrence_photo(tenant, number, photo_id)
         if found is None:
             raise OccurrenceNotFound("no such photo")
@@ -688,6 +691,7 @@ class OccurrenceService:
         number: int,
         apply: Callable[[StoredOccurrence | None, int], OccurrenceChange],
     ) -> StoredOccurrence:
+        _check_number(number)
         try:
             return await self.store.write_occurrence(tenant, number, apply)
         except LookupError:
@@ -733,6 +737,12 @@ def _breaches(
         return OccurrenceChange(doc, private, events, messages)
 
     return apply
+
+
+def _check_number(number: int) -> None:
+    # Numbers are 64-bit in both stores: a larger one names no occurrence.
+    if not 0 < number < 2**63:
+        raise OccurrenceNotFound(f"no occurrence {number}")
 
 
 SYSTEM = Actor("system", frozenset())
