@@ -537,8 +537,8 @@ class OccurrenceService:
     ) -> StoredOccurrence:
         """A comment: public (shown with the occurrence, told to its reporter and followers)
         or an internal note of the operations room."""
-        permission = "occurrences.work" if public or not actor.may("occurrences.report") else ""
-        if permission and not actor.may(permission):
+        permission = "occurrences.work" if public else "occurrences.read"
+        if not actor.may(permission):
             raise NotAllowed(f"updates need the permission {permission}")
         text = _text(text, "text", MAX_UPDATE)
         if not text:
