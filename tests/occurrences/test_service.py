@@ -265,3 +265,18 @@ def test_history_is_append_only(env, kind):
     assert len(run(service.history("", n))) == 1
     assert ADMIN.may("occurrences.configure")
     asyncio  # noqa: B018
+
+
+def test_anyone_may_follow_once(env):
+    service, run, _ = env
+    n = run(service.report("", CITIZEN, report(email="", name=""))).occurrence
+    assert n.doc["anonymous"] is True and n.private["reporter"] == {}
+    occ = run(service.follow("", n.number, {"email": "vizinho@example.org"}))
+    assert occ.doc["followers"] == 1 and occ.version == 2
+    again = run(service.follow("", n.number, {"email": "vizinho@example.org"}))
+    assert again.version == 2  # already following: nothing written
+    with pytest.raises(OccurrenceError):
+        run(service.follow("", n.number, {}))
+    with pytest.raises(OccurrenceError):
+        run(service.follow("", n.number, {"email": "not-an-address"}))
+    assert [e["kind"] for e in run(service.history("", n.number))] == ["created", "followed"]

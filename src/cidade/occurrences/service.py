@@ -654,12 +654,15 @@ class OccurrenceService:
             doc, private = _copy(current.doc), _copy(current.private)
             followers = private.setdefault("followers", [])
             if follower in followers:
-                return OccurrenceChange(doc, private)
+                raise Unchanged
             followers.append(follower)
             doc["followers"] = len(followers)
             return OccurrenceChange(doc, private, [_event(at, _PUBLIC, "followed", False)])
 
-        return await self._write(tenant, number, apply)
+        try:
+            return await self._write(tenant, number, apply)
+        except Unchanged:
+            return await self.get(tenant, number)
 
     # -- deadlines -------------------------------------------------------------------------------
 
@@ -672,8 +675,11 @@ class OccurrenceService:
             config = await self.config(tenant)
             at = timefmt.from_epoch(now_epoch)
 
-            stored = await self._write(tenant, number, _breaches(config, at, now_epoch))
-            marked += 1 if stored else 0
+            try:
+                await self._write(tenant, number, _breaches(config, at, now_epoch))
+            except (Unchanged, OccurrenceNotFound):
+                continue
+            marked += 1
         return marked
 
     # -- photos ----------------------------------------------------------------------------------
@@ -732,11 +738,16 @@ def _breaches(
                             f" at {d['due']}.",
                             "breach",
                         )
-        if events:
-            doc["updated_at"] = at
+        if not events:  # another worker marked them first
+            raise Unchanged
+        doc["updated_at"] = at
         return OccurrenceChange(doc, private, events, messages)
 
     return apply
+
+
+class Unchanged(Exception):
+    """Raised by a write function that finds nothing to change: the store writes nothing."""
 
 
 def _check_number(number: int) -> None:
