@@ -51,6 +51,7 @@ from cidade.ngsild.errors import (
 from cidade.occurrences.api import OccurrencesApi
 from cidade.occurrences.configuration import load_config
 from cidade.occurrences.service import OccurrenceService, watch_deadlines
+from cidade.occurrences.statistics_api import StatisticsApi
 from cidade.openapi import openapi_route
 from cidade.store import Store, open_store
 from cidade.store.base import CSOURCE_KIND
@@ -250,6 +251,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         *SubscriptionApi(hub, kind=CSOURCE_KIND).routes(),
         *ProvisioningApi(settings, provisioning).routes(),
         *Southbound(agent, settings.max_body_bytes).routes(),
+        # before /occurrences/{number}, which would take "statistics" for a number
+        *StatisticsApi(occurrences).routes(),
         *OccurrencesApi(settings, occurrences, audit).routes(),
     ]
     app = Starlette(

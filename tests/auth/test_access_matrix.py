@@ -91,6 +91,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("/occurrences/{number}/updates", "POST"): OCCURRENCES_READ,
     ("/occurrences/{number}/contact", "GET"): CONTACT,
     ("/occurrences/{number}/photos/{photo}", "GET"): EVERYONE,
+    ("/occurrences/statistics", "GET"): OCCURRENCES_READ,
     (f"{N}/entities", "GET"): READ,
     (f"{N}/entities", "POST"): WRITE,
     (f"{N}/entities", "PUT"): WRITE,  # 400: no entity id

@@ -58,3 +58,9 @@ class PhotoTooLarge(BadPhoto):
     status = 413
     kind = "PhotoTooLarge"
     title = "Photo too large"
+
+
+class InvalidFilter(OccurrenceError):
+    status = 400
+    kind = "InvalidFilter"
+    title = "Invalid filter"

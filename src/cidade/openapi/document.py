@@ -24,6 +24,7 @@ from cidade.openapi.auth import auth_part
 from cidade.openapi.build import ERRORS, ApiPart, error_responses
 from cidade.openapi.devices import devices_part
 from cidade.openapi.hub import hub_part
+from cidade.openapi.occurrence_statistics import occurrence_statistics_part
 from cidade.openapi.occurrences import occurrences_part
 from cidade.openapi.platform import platform_part
 from cidade.openapi.registrations import registration_part
@@ -40,6 +41,7 @@ PARTS: tuple[Callable[[], ApiPart], ...] = (
     registration_part,
     devices_part,
     occurrences_part,
+    occurrence_statistics_part,
 )
 
 PARAMETERS: dict[str, Any] = {

@@ -19,9 +19,11 @@ from cidade.ngsild.query.order import OrderKey
 from cidade.ngsild.query.q import QNode
 from cidade.ngsild.query.scope import ScopeNode
 from cidade.store.occurrences import (
+    OccurrenceAggregates,
     OccurrenceApply,
     OccurrencePage,
     OccurrenceQuery,
+    OccurrenceStatisticsQuery,
     StoredOccurrence,
 )
 
@@ -567,6 +569,14 @@ class Store(Protocol):
         self, tenant: str, number: int, photo_id: str
     ) -> tuple[str, bytes] | None:
         """(media type, bytes) of one of an occurrence's photos."""
+        ...
+
+    async def occurrence_statistics(
+        self, tenant: str, query: OccurrenceStatisticsQuery, now: float
+    ) -> OccurrenceAggregates:
+        """Open and closed counts by category, department, status and area, and the times to
+        meet the response and resolution deadlines, of the occurrences ``query`` chooses,
+        computed in SQL from one snapshot; ``now`` decides which unmet deadlines are overdue."""
         ...
 
     async def overdue_occurrences(self, now: float, limit: int = 1000) -> list[tuple[str, int]]:

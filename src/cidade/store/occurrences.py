@@ -124,8 +124,18 @@ def occurrence_columns(doc: dict[str, Any]) -> dict[str, Any]:
         "resolution_due": _due(doc, "resolution"),
         "token": doc.get("token"),
         "rule_key": f"{rule['id']} {rule['entity']}" if rule else None,
+        # What the statistics are computed from in SQL (store methods occurrence_statistics).
+        "responded_at": _deadline_time(doc, "response", "met"),
+        "resolved_at": _deadline_time(doc, "resolution", "met"),
+        "response_deadline": _deadline_time(doc, "response", "due"),
+        "resolution_deadline": _deadline_time(doc, "resolution", "due"),
         "departments": sorted(set(doc.get("departments") or ())),
     }
+
+
+def _deadline_time(doc: dict[str, Any], which: str, when: str) -> float | None:
+    """Epoch seconds of a deadline's ``due`` or ``met``, whatever the occurrence's state."""
+    return epoch(((doc.get("deadlines") or {}).get(which) or {}).get(when))
 
 
 def _due(doc: dict[str, Any], which: str) -> float | None:
@@ -136,6 +146,61 @@ def _due(doc: dict[str, Any], which: str) -> float | None:
     if deadline.get("breached"):
         return None
     return epoch(deadline["due"])
+
+
+@dataclass(slots=True)
+class OccurrenceStatisticsQuery:
+    """Which of a tenant's occurrences the statistics count. Every field narrows; None does not."""
+
+    categories: Sequence[str] | None = None
+    groups: Sequence[str] | None = None
+    departments: Sequence[str] | None = None
+    areas: Sequence[str] | None = None
+    created_since: float | None = None  # epoch seconds, inclusive
+    created_until: float | None = None  # exclusive
+
+
+@dataclass(slots=True)
+class DurationFigures:
+    """One deadline (response or resolution) over the occurrences counted: ``count`` met it
+    (answered, resolved), taking ``mean`` and ``p90`` seconds from their creation (p90 as
+    PostgreSQL's percentile_cont: linear between the two nearest ranks; None when none met
+    it); ``within`` met it by its due time, ``late`` after it; ``overdue`` have not met it
+    and its due time has passed."""
+
+    count: int = 0
+    mean: float | None = None
+    p90: float | None = None
+    within: int = 0
+    late: int = 0
+    overdue: int = 0
+
+
+@dataclass(slots=True)
+class OccurrenceAggregates:
+    """What a store counts for the statistics (occurrences/statistics.py shapes it).
+    ``counts``: (dimension, key, open, closed) for the dimensions category, department,
+    status and area (an occurrence held by two departments counts in both; area "" is
+    outside every configured area); ``open``/``closed``: the occurrences counted."""
+
+    open: int
+    closed: int
+    counts: list[tuple[str, str, int, int]]
+    response: DurationFigures
+    resolution: DurationFigures
+
+
+STATISTICS_DIMENSIONS = ("category", "department", "status", "area")
+P90 = 0.9
+
+
+def percentile_between(nearest: Sequence[float], fraction: float) -> float:
+    """A percentile from the values at the two ranks around it (the second absent when the
+    first is the last) and how far between them it lies, as PostgreSQL's percentile_cont
+    computes it: what SQLite's statistics do with the two values an ordered OFFSET gives."""
+    if fraction == 0 or len(nearest) == 1:
+        return nearest[0]
+    return nearest[0] + (nearest[1] - nearest[0]) * fraction
 
 
 def rule_key(rule_id: str, entity_id: str) -> str:

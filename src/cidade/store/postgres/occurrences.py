@@ -11,10 +11,14 @@ import asyncpg
 from cidade.store.devices import check_tenant
 from cidade.store.occurrences import (
     ORDERS,
+    P90,
+    DurationFigures,
+    OccurrenceAggregates,
     OccurrenceApply,
     OccurrenceConflict,
     OccurrencePage,
     OccurrenceQuery,
+    OccurrenceStatisticsQuery,
     StoredOccurrence,
     check_query,
     distance_m,
@@ -39,7 +43,18 @@ _NAMES = [
     "resolution_due",
     "token",
     "rule_key",
+    "responded_at",
+    "resolved_at",
+    "response_deadline",
+    "resolution_deadline",
 ]
+# The parameters after the columns' ($1..$N in _NAMES' order; lat and lon are $8 and $9).
+_N = len(_NAMES)
+_NUMBER, _TENANT, _VERSION, _DOC, _PRIVATE = (f"${_N + i}" for i in range(1, 6))
+
+
+# (met, due) columns of the response and resolution deadlines, in that order.
+_MEASURES = (("responded_at", "response_deadline"), ("resolved_at", "resolution_deadline"))
 
 
 def _row(row: Any) -> StoredOccurrence:
@@ -85,8 +100,9 @@ class PostgresOccurrences:
                 if current is None:
                     await conn.execute(
                         f"INSERT INTO occurrences(number, tenant, version, doc, private, geom,"
-                        f" {', '.join(_NAMES)}) VALUES ($16, $17, $18, $19::jsonb, $20::jsonb,"
-                        f" {geom}, {', '.join(f'${i + 1}' for i in range(len(_NAMES)))})",
+                        f" {', '.join(_NAMES)}) VALUES ({_NUMBER}, {_TENANT}, {_VERSION},"
+                        f" {_DOC}::jsonb, {_PRIVATE}::jsonb, {geom},"
+                        f" {', '.join(f'${i + 1}' for i in range(_N))})",
                         *values,
                         new_number,
                         tenant,
@@ -97,9 +113,9 @@ class PostgresOccurrences:
                 else:
                     sets = ", ".join(f"{n} = ${i + 1}" for i, n in enumerate(_NAMES))
                     await conn.execute(
-                        f"UPDATE occurrences SET {sets}, version = $18, doc = $19::jsonb,"
-                        f" private = $20::jsonb, geom = {geom} WHERE number = $16"
-                        " AND tenant = $17",
+                        f"UPDATE occurrences SET {sets}, version = {_VERSION},"
+                        f" doc = {_DOC}::jsonb, private = {_PRIVATE}::jsonb, geom = {geom}"
+                        f" WHERE number = {_NUMBER} AND tenant = {_TENANT}",
                         *values,
                         new_number,
                         tenant,
@@ -274,6 +290,76 @@ class PostgresOccurrences:
         ]
         page = rows[query.offset : query.offset + query.limit]
         return OccurrencePage([_row(r) for r in page], len(rows) if query.count else None)
+
+    async def occurrence_statistics(
+        self, tenant: str, query: OccurrenceStatisticsQuery, now: float
+    ) -> OccurrenceAggregates:
+        params: list[Any] = [tenant]
+        where = ["o.tenant = $1"]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        for column, values in (
+            ("o.category", query.categories),
+            ("o.grp", query.groups),
+            ("o.area", query.areas),
+        ):
+            if values is not None:
+                where.append(f"{column} = ANY({param(list(values))}::text[])")
+        if query.departments is not None:
+            where.append(
+                "o.number IN (SELECT number FROM occurrence_departments WHERE department ="
+                f" ANY({param(list(query.departments))}::text[]))"
+            )
+        for op, value in ((">=", query.created_since), ("<", query.created_until)):
+            if value is not None:
+                where.append(f"o.created_at {op} {param(float(value))}")
+        chosen = " AND ".join(where)
+        counted = "count(*) FILTER (WHERE o.open), count(*) FILTER (WHERE NOT o.open)"
+        counts_sql = " UNION ALL ".join(
+            [
+                *(
+                    f"SELECT '{dim}', o.{dim}, {counted} FROM occurrences o WHERE {chosen}"
+                    f" GROUP BY o.{dim}"
+                    for dim in ("category", "status", "area")
+                ),
+                f"SELECT 'department', d.department, {counted} FROM occurrences o"
+                f" JOIN occurrence_departments d ON d.number = o.number WHERE {chosen}"
+                " GROUP BY d.department",
+            ]
+        )
+        now_param = f"${len(params) + 1}"  # the times' query alone takes it
+        # percentile_cont leaves out the occurrences that have not met the deadline (NULL)
+        times_sql = (
+            "SELECT"
+            + ",".join(
+                f" count(o.{met}), avg(o.{met} - o.created_at),"
+                f" percentile_cont({P90}) WITHIN GROUP (ORDER BY o.{met} - o.created_at),"
+                f" count(*) FILTER (WHERE o.{met} <= o.{due}),"
+                f" count(*) FILTER (WHERE o.{met} > o.{due}),"
+                f" count(*) FILTER (WHERE o.{met} IS NULL AND o.{due} < {now_param})"
+                for met, due in _MEASURES
+            )
+            + f" FROM occurrences o WHERE {chosen}"
+        )
+        async with (
+            self._pool.acquire() as conn,
+            # one snapshot: the counts and the times agree
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            rows = await conn.fetch(counts_sql, *params)
+            row = await conn.fetchrow(times_sql, *params, float(now))
+        counts = [(r[0], r[1], r[2], r[3]) for r in rows]
+        figures = [DurationFigures(*row[6 * k : 6 * k + 6]) for k in range(len(_MEASURES))]
+        return OccurrenceAggregates(
+            sum(c[2] for c in counts if c[0] == "status"),
+            sum(c[3] for c in counts if c[0] == "status"),
+            counts,
+            figures[0],
+            figures[1],
+        )
 
     async def occurrence_events(
         self,

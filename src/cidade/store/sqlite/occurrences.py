@@ -12,15 +12,20 @@ import orjson
 from cidade.store.devices import check_tenant
 from cidade.store.occurrences import (
     ORDERS,
+    P90,
+    DurationFigures,
+    OccurrenceAggregates,
     OccurrenceApply,
     OccurrenceConflict,
     OccurrencePage,
     OccurrenceQuery,
+    OccurrenceStatisticsQuery,
     StoredOccurrence,
     check_query,
     distance_m,
     near_box,
     occurrence_columns,
+    percentile_between,
 )
 
 if TYPE_CHECKING:
@@ -28,9 +33,14 @@ if TYPE_CHECKING:
 
 _COLUMNS = (
     "category, grp, status, open, priority, source, area, lat, lon, created_at, updated_at,"
-    " response_due, resolution_due, token, rule_key"
+    " response_due, resolution_due, token, rule_key, responded_at, resolved_at,"
+    " response_deadline, resolution_deadline"
 )
 _NAMES = [c.strip() for c in _COLUMNS.split(",")]
+
+
+# (met, due) columns of the response and resolution deadlines, in that order.
+_MEASURES = (("responded_at", "response_deadline"), ("resolved_at", "resolution_deadline"))
 
 
 def _row(row: Any) -> StoredOccurrence:
@@ -256,6 +266,92 @@ class SqliteOccurrences:
 
         items, total = await self.db.read(run)
         return OccurrencePage(items, total)
+
+    async def occurrence_statistics(
+        self, tenant: str, query: OccurrenceStatisticsQuery, now: float
+    ) -> OccurrenceAggregates:
+        where = ["o.tenant = ?", "o.version > 0"]
+        params: list[Any] = [tenant]
+        for column, values in (
+            ("o.category", query.categories),
+            ("o.grp", query.groups),
+            ("o.area", query.areas),
+        ):
+            if values is not None:
+                _in(column, values, where, params)
+        if query.departments is not None:
+            departments = list(query.departments)
+            where.append(
+                "o.number IN (SELECT number FROM occurrence_departments WHERE department IN"
+                f" ({', '.join('?' * len(departments))}))"
+            )
+            params.extend(departments)
+        for op, value in ((">=", query.created_since), ("<", query.created_until)):
+            if value is not None:
+                where.append(f"o.created_at {op} ?")
+                params.append(value)
+        chosen = " AND ".join(where)
+        counted = "sum(o.open), count(*) - sum(o.open)"
+        counts_sql = " UNION ALL ".join(
+            [
+                *(
+                    f"SELECT '{dim}', o.{col}, {counted} FROM occurrences o WHERE {chosen}"
+                    f" GROUP BY o.{col}"
+                    for dim, col in (
+                        ("category", "category"),
+                        ("status", "status"),
+                        ("area", "area"),
+                    )
+                ),
+                f"SELECT 'department', d.department, {counted} FROM occurrences o"
+                f" JOIN occurrence_departments d ON d.number = o.number WHERE {chosen}"
+                " GROUP BY d.department",
+            ]
+        )
+        times_sql = (
+            "SELECT"
+            + ",".join(
+                f" count(o.{met}), avg(o.{met} - o.created_at), total(o.{met} <= o.{due}),"
+                f" total(o.{met} > o.{due}), total(o.{met} IS NULL AND o.{due} < ?)"
+                for met, due in _MEASURES
+            )
+            + f" FROM occurrences o WHERE {chosen}"
+        )
+
+        def run(conn: sqlite3.Connection) -> OccurrenceAggregates:
+            conn.execute("BEGIN")  # one snapshot: the counts and the times agree
+            try:
+                counts = [
+                    (r[0], r[1], int(r[2]), int(r[3])) for r in conn.execute(counts_sql, params * 4)
+                ]
+                row = conn.execute(times_sql, [now] * len(_MEASURES) + params).fetchone()
+                figures = []
+                for k, (met, _) in enumerate(_MEASURES):
+                    n, mean, within, late, overdue = row[5 * k : 5 * k + 5]
+                    p90 = None
+                    if n:
+                        # percentile_cont's ranks: the two around P90 * (n - 1), interpolated
+                        at = int(P90 * (n - 1))
+                        nearest = [
+                            r[0]
+                            for r in conn.execute(
+                                f"SELECT o.{met} - o.created_at AS s FROM occurrences o"
+                                f" WHERE {chosen} AND o.{met} IS NOT NULL"
+                                " ORDER BY s LIMIT 2 OFFSET ?",
+                                (*params, at),
+                            )
+                        ]
+                        p90 = percentile_between(nearest, P90 * (n - 1) - at)
+                    figures.append(
+                        DurationFigures(n, mean, p90, int(within), int(late), int(overdue))
+                    )
+            finally:
+                conn.execute("COMMIT")
+            open_ = sum(c[2] for c in counts if c[0] == "status")
+            closed = sum(c[3] for c in counts if c[0] == "status")
+            return OccurrenceAggregates(open_, closed, counts, figures[0], figures[1])
+
+        return await self.db.read(run)
 
     async def occurrence_events(
         self,
