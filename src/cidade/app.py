@@ -50,6 +50,7 @@ from cidade.ngsild.errors import (
 )
 from cidade.occurrences.api import OccurrencesApi
 from cidade.occurrences.configuration import load_config
+from cidade.occurrences.entities import OccurrenceMirror
 from cidade.occurrences.service import OccurrenceService, watch_deadlines
 from cidade.occurrences.statistics_api import StatisticsApi
 from cidade.openapi import openapi_route
@@ -127,6 +128,9 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         public_url=settings.base_url,
         max_photo_bytes=settings.occurrence_photo_max_bytes,
     )
+    # Each occurrence is also an NGSI-LD entity, written after each change commits.
+    mirror = OccurrenceMirror(store, resolver.core)
+    occurrences.on_written.append(mirror.written)
 
     policy = RetentionPolicy.build(parse_retention(settings.history_retention), resolver.core)
     purger = Purger(store, policy, settings.history_purge_interval)
@@ -165,6 +169,9 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             watch_deadlines(occurrences, settings.occurrence_deadline_check),
             name="occurrence deadlines",
         )
+        mirroring = asyncio.create_task(
+            mirror.run(settings.occurrence_mirror_check), name="occurrence entities"
+        )
         if bridge is not None:
             # It connects (and reconnects) on its own; its process is started again if it dies.
             await bridge.start()
@@ -194,7 +201,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
                 await asyncio.wait_for(notifier.stop(), 10)
             except TimeoutError:
                 log.warning("the notifier did not stop within 10 s; going on with shutdown")
-            for task in (purging, expiring, counting, deadlines):
+            for task in (purging, expiring, counting, deadlines, mirroring):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -277,6 +284,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.notifier = notifier
     app.state.purger = purger
     app.state.occurrences = occurrences
+    app.state.occurrence_mirror = mirror
     app.state.simulator = None
     return app
 

@@ -132,6 +132,9 @@ class Settings:
     occurrence_photo_max_bytes: int = 10 * 1024 * 1024
     # CIDADE_OCCURRENCE_DEADLINE_CHECK: seconds between two looks for deadlines that passed
     occurrence_deadline_check: float = 30.0
+    # CIDADE_OCCURRENCE_MIRROR_CHECK: seconds between two catch-ups of the occurrences' hub
+    # entities (occurrences/entities.py): entities a failed or interrupted write left behind
+    occurrence_mirror_check: float = 60.0
 
     # -- the demo city (docs/demo.md; `cidade demo` sets these) ---------------------------------
     # CIDADE_DEMO: run the demo city's simulated devices inside the app: "helsinki", "kotka" (the
@@ -199,6 +202,7 @@ _ENV = {
     "occurrences_config": ("CIDADE_OCCURRENCES_CONFIG", str),
     "occurrence_photo_max_bytes": ("CIDADE_OCCURRENCE_PHOTO_MAX_BYTES", int),
     "occurrence_deadline_check": ("CIDADE_OCCURRENCE_DEADLINE_CHECK", float),
+    "occurrence_mirror_check": ("CIDADE_OCCURRENCE_MIRROR_CHECK", float),
     "demo": ("CIDADE_DEMO", str),
     "demo_speed": ("CIDADE_DEMO_SPEED", float),
     "demo_scale": ("CIDADE_DEMO_SCALE", float),
@@ -271,6 +275,8 @@ def _check(settings: Settings) -> None:
         raise SystemExit(
             "CIDADE_OCCURRENCE_DEADLINE_CHECK and CIDADE_OCCURRENCE_PHOTO_MAX_BYTES must be positive"
         )
+    if not settings.occurrence_mirror_check > 0:
+        raise SystemExit("CIDADE_OCCURRENCE_MIRROR_CHECK must be a positive number of seconds")
     if settings.occurrences_config:
         from cidade.occurrences.configuration import ConfigError, load_config
 

@@ -7,9 +7,10 @@ the history events and messages the change adds, which commit with it.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,6 +43,11 @@ from cidade.store.occurrences import (
     OccurrenceQuery,
     StoredOccurrence,
 )
+
+log = logging.getLogger("cidade.occurrences")
+
+# What runs after each committed change: (tenant, the occurrence as stored).
+Listener = Callable[[str, StoredOccurrence], Awaitable[None]]
 
 # A tenant's configuration is read again after this many seconds (another worker may have
 # changed it through the API).
@@ -140,6 +146,8 @@ class OccurrenceService:
         self.max_photos = max_photos
         self.clock = clock
         self._configs: dict[str, tuple[float, OccurrenceConfig]] = {}
+        # Called in order after each change commits (the hub's entity: entities.py).
+        self.on_written: list[Listener] = []
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -287,6 +295,7 @@ class OccurrenceService:
             )
 
         stored = await self.store.write_occurrence(tenant, None, apply)
+        await self._written(tenant, stored)
         return Reported(stored, duplicates)
 
     async def duplicates(
@@ -699,9 +708,20 @@ class OccurrenceService:
     ) -> StoredOccurrence:
         _check_number(number)
         try:
-            return await self.store.write_occurrence(tenant, number, apply)
+            stored = await self.store.write_occurrence(tenant, number, apply)
         except LookupError:
             raise OccurrenceNotFound(f"no occurrence {number}") from None
+        await self._written(tenant, stored)
+        return stored
+
+    async def _written(self, tenant: str, stored: StoredOccurrence) -> None:
+        # The change is committed whatever a listener does: a failure is the listener's to
+        # make good (the mirror's catch-up), never the caller's error.
+        for listener in self.on_written:
+            try:
+                await listener(tenant, stored)
+            except Exception:
+                log.exception("a listener failed after occurrence %s changed", stored.number)
 
 
 def _breaches(

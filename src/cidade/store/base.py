@@ -605,6 +605,21 @@ class Store(Protocol):
 
     async def save_occurrence_setting(self, tenant: str, kind: str, key: str, doc: Any) -> None: ...
 
+    # -- occurrences' hub entities (occurrences/entities.py) ------------------------------------
+
+    async def occurrences_to_mirror(
+        self, *, after: int = 0, limit: int = 500, every: bool = False
+    ) -> list[tuple[str, int, int, str]]:
+        """(tenant, number, version, source) of the occurrences numbered above ``after``, in
+        number order, at most ``limit``: every one with ``every``, else only those whose entity
+        was not yet seen at their version (``mark_occurrences_mirrored``)."""
+        ...
+
+    async def mark_occurrences_mirrored(self, marks: Sequence[tuple[str, int, int]]) -> None:
+        """Note (tenant, number, version): the occurrence's hub entity was seen carrying that
+        version (a mark never goes back: a lower one than noted is ignored)."""
+        ...
+
 
 def open_store(url: str, *, history: bool = True, history_after_delete: bool = False) -> Store:
     """The backend for a store URL (not yet opened); ``history`` keeps every attribute change,

@@ -4,6 +4,7 @@ departments, its history events and its messages written; a refusal rolls it all
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
@@ -410,4 +411,31 @@ class PostgresOccurrences:
             kind,
             key,
             doc,
+        )
+
+    # -- the occurrences' hub entities (occurrences/entities.py) -------------------------------
+
+    async def occurrences_to_mirror(
+        self, *, after: int = 0, limit: int = 500, every: bool = False
+    ) -> list[tuple[str, int, int, str]]:
+        behind = "" if every else " AND mirrored_version < version"
+        rows = await self._pool.fetch(
+            "SELECT tenant, number, version, source FROM occurrences"
+            f" WHERE number > $1{behind} ORDER BY number LIMIT $2",
+            after,
+            limit,
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def mark_occurrences_mirrored(self, marks: Sequence[tuple[str, int, int]]) -> None:
+        if not marks:
+            return
+        await self._pool.execute(
+            "UPDATE occurrences o SET mirrored_version = m.version"
+            " FROM unnest($1::text[], $2::bigint[], $3::int[]) AS m(tenant, number, version)"
+            " WHERE o.tenant = m.tenant AND o.number = m.number"
+            " AND o.mirrored_version < m.version",
+            [t for t, _, _ in marks],
+            [n for _, n, _ in marks],
+            [v for _, _, v in marks],
         )

@@ -5,6 +5,7 @@ leaves nothing; its history events and messages commit with it."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -408,6 +409,34 @@ class SqliteOccurrences:
                 ).rowcount
             )
         )
+
+    # -- the occurrences' hub entities (occurrences/entities.py) -------------------------------
+
+    async def occurrences_to_mirror(
+        self, *, after: int = 0, limit: int = 500, every: bool = False
+    ) -> list[tuple[str, int, int, str]]:
+        behind = "" if every else " AND mirrored_version < version"
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT tenant, number, version, source FROM occurrences"
+                f" WHERE number > ? AND version > 0{behind} ORDER BY number LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        )
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
+    async def mark_occurrences_mirrored(self, marks: Sequence[tuple[str, int, int]]) -> None:
+        rows = [(version, tenant, number, version) for tenant, number, version in marks]
+        if rows:
+            await self.db.write(
+                lambda c: (
+                    c.executemany(
+                        "UPDATE occurrences SET mirrored_version = ?"
+                        " WHERE tenant = ? AND number = ? AND mirrored_version < ?",
+                        rows,
+                    ).rowcount
+                )
+            )
 
 
 def _append(
