@@ -446,14 +446,20 @@ class OccurrenceMirror:
             page = await self.store.query_occurrences(
                 tenant, OccurrenceQuery(numbers=behind, limit=len(behind), order="number")
             )
-            for occurrence in page.items:
-                try:
-                    marks.append((tenant, occurrence.number, await self.mirror(tenant, occurrence)))
-                    written += 1
-                except Exception:
-                    log.exception(
-                        "could not write the hub entity of occurrence %s", occurrence.number
+            # Together: the writer puts them in one store write.
+            results = await asyncio.gather(
+                *(self.mirror(tenant, o) for o in page.items), return_exceptions=True
+            )
+            for occurrence, result in zip(page.items, results, strict=True):
+                if isinstance(result, BaseException):
+                    log.error(
+                        "could not write the hub entity of occurrence %s: %r",
+                        occurrence.number,
+                        result,
                     )
+                    continue
+                marks.append((tenant, occurrence.number, result))
+                written += 1
         return marks, written
 
     async def run(self, interval: float) -> None:
