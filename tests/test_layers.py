@@ -23,6 +23,7 @@ ALLOWED = {
     "auth": {"ngsild", "http", "store", "config"},
     "hub": {"ngsild", "http", "store", "auth", "config"},
     "devices": {"ngsild", "http", "store", "auth", "hub", "config"},
+    "occurrences": {"ngsild", "http", "store", "auth", "hub", "config"},
 }
 
 
