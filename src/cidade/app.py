@@ -48,6 +48,7 @@ from cidade.ngsild.errors import (
     ResourceNotFound,
     error_for_status,
 )
+from cidade.occurrences import open311
 from cidade.occurrences.api import OccurrencesApi
 from cidade.occurrences.configuration import load_config
 from cidade.occurrences.entities import OccurrenceMirror
@@ -223,10 +224,21 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
 
     async def ngsi_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, NgsiError)
+        if open311.serves(request.url.path):
+            return open311.ngsi_error_answer(request, exc)
         return problem_response(exc, exc.headers)
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
+        if open311.serves(request.url.path) and exc.status_code >= 400:
+            # Open311 clients read errors in GeoReport's own envelope, the router's too.
+            if exc.status_code == 404:
+                detail = f"no resource at {request.url.path}"
+            elif exc.status_code == 405:
+                detail = f"{request.method} is not allowed here"
+            else:
+                detail = str(exc.detail)
+            return open311.error_answer(request, exc.status_code, detail, exc.headers)
         if exc.status_code == 404:
             return problem_response(ResourceNotFound(f"no resource at {request.url.path}"))
         if exc.status_code == 405:
@@ -245,6 +257,8 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     async def internal_error(request: Request, exc: Exception) -> Response:
         # Log the failure without the request body: it may hold personal data.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        if open311.serves(request.url.path):
+            return open311.error_answer(request, 500, "unexpected error; see the server log")
         return problem_response(InternalError("unexpected error; see the server log"))
 
     routes = [
@@ -261,6 +275,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         # before /occurrences/{number}, which would take "statistics" for a number
         *StatisticsApi(occurrences).routes(),
         *OccurrencesApi(settings, occurrences, audit).routes(),
+        *open311.Open311Api(settings, occurrences).routes(),
     ]
     app = Starlette(
         routes=routes,

@@ -135,6 +135,12 @@ class Settings:
     # CIDADE_OCCURRENCE_MIRROR_CHECK: seconds between two catch-ups of the occurrences' hub
     # entities (occurrences/entities.py): entities a failed or interrupted write left behind
     occurrence_mirror_check: float = 60.0
+    # CIDADE_OPEN311_JURISDICTIONS: Open311 jurisdiction_id=tenant pairs, comma-separated
+    # ("porto.pt=,matosinhos.pt=matosinhos"); a jurisdiction_id not listed is 404. Empty: one
+    # jurisdiction, the default tenant, and any jurisdiction_id is ignored (docs/api/open311.md)
+    open311_jurisdictions: str = ""
+    # CIDADE_OPEN311_CONTACT: who Open311 developers ask for help and keys (its discovery)
+    open311_contact: str = ""
 
     # -- the demo city (docs/demo.md; `cidade demo` sets these) ---------------------------------
     # CIDADE_DEMO: run the demo city's simulated devices inside the app: "helsinki", "kotka" (the
@@ -203,6 +209,8 @@ _ENV = {
     "occurrence_photo_max_bytes": ("CIDADE_OCCURRENCE_PHOTO_MAX_BYTES", int),
     "occurrence_deadline_check": ("CIDADE_OCCURRENCE_DEADLINE_CHECK", float),
     "occurrence_mirror_check": ("CIDADE_OCCURRENCE_MIRROR_CHECK", float),
+    "open311_jurisdictions": ("CIDADE_OPEN311_JURISDICTIONS", str),
+    "open311_contact": ("CIDADE_OPEN311_CONTACT", str),
     "demo": ("CIDADE_DEMO", str),
     "demo_speed": ("CIDADE_DEMO_SPEED", float),
     "demo_scale": ("CIDADE_DEMO_SCALE", float),
@@ -284,6 +292,13 @@ def _check(settings: Settings) -> None:
             load_config(settings.occurrences_config)
         except ConfigError as exc:
             raise SystemExit(f"CIDADE_OCCURRENCES_CONFIG: {exc}") from None
+    if settings.open311_jurisdictions:
+        from cidade.occurrences.open311_format import parse_jurisdictions
+
+        try:
+            parse_jurisdictions(settings.open311_jurisdictions)
+        except ValueError as exc:
+            raise SystemExit(f"CIDADE_OPEN311_JURISDICTIONS: {exc}") from None
     if settings.demo:
         if not settings.demo_speed > 0 or not settings.demo_scale > 0:
             raise SystemExit("CIDADE_DEMO_SPEED and CIDADE_DEMO_SCALE must be positive numbers")

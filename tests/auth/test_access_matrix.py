@@ -45,6 +45,11 @@ REPORT = {"admin", "operator", "staff", "citizen", "anonymous"}
 OCCURRENCES_READ = {"admin", "operator", "staff"}
 TRIAGE = {"admin", "operator"}
 CONTACT = {"admin", "operator"}
+# Open311's POSTs need an API key of an account of the jurisdiction's tenant (never the public
+# there); their refusals are Open311's errors (403), not ProblemDetails.
+OPEN311_REPORT = {"admin", "operator", "staff", "citizen"}
+OPEN311_UPDATE = {"admin", "operator", "staff"}
+O311 = "/open311/v2"
 
 N = "/ngsi-ld/v1"
 EXPECTED: dict[tuple[str, str], set[str]] = {
@@ -92,6 +97,15 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("/occurrences/{number}/contact", "GET"): CONTACT,
     ("/occurrences/{number}/photos/{photo}", "GET"): EVERYONE,
     ("/occurrences/statistics", "GET"): OCCURRENCES_READ,
+    (f"{O311}/discovery.{{format}}", "GET"): EVERYONE,
+    (f"{O311}/services.{{format}}", "GET"): EVERYONE,
+    (f"{O311}/services/{{service_code}}.{{format}}", "GET"): EVERYONE,
+    (f"{O311}/requests.{{format}}", "GET"): EVERYONE,
+    (f"{O311}/requests.{{format}}", "POST"): OPEN311_REPORT,
+    (f"{O311}/requests/{{service_request_id}}.{{format}}", "GET"): EVERYONE,
+    (f"{O311}/tokens/{{token}}.{{format}}", "GET"): EVERYONE,
+    (f"{O311}/servicerequestupdates.{{format}}", "GET"): EVERYONE,
+    (f"{O311}/servicerequestupdates.{{format}}", "POST"): OPEN311_UPDATE,
     (f"{N}/entities", "GET"): READ,
     (f"{N}/entities", "POST"): WRITE,
     (f"{N}/entities", "PUT"): WRITE,  # 400: no entity id
@@ -168,6 +182,9 @@ SAMPLES = {
     "kind": "category",
     "key": "pothole",
     "photo": "p1",
+    "format": "json",
+    "service_code": "pothole",
+    "service_request_id": "1",
 }
 
 
@@ -188,7 +205,13 @@ def matrix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dict
     from starlette.testclient import TestClient
 
     folder = tmp_path_factory.mktemp("matrix")
-    app = build_app(make_settings(store=f"sqlite:///{folder}/m.db", public_types="ParkingSpot"))
+    app = build_app(
+        make_settings(
+            store=f"sqlite:///{folder}/m.db",
+            public_types="ParkingSpot",
+            open311_jurisdictions=f"{TENANT}={TENANT}",
+        )
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         tokens = client.portal.call(_principals, app)
         yield client, tokens
@@ -216,6 +239,8 @@ async def _principals(app: Any) -> dict[str, str | None]:
 
 def _call(client: Any, method: str, path: str, token: str | None) -> Any:
     headers = {"NGSILD-Tenant": TENANT}
+    if path.startswith("/open311/"):
+        path += f"?jurisdiction_id={TENANT}"  # Open311 names its tenant by jurisdiction
     if token:
         headers["Authorization"] = f"Bearer {token}"
     body = None
@@ -233,6 +258,9 @@ def _call(client: Any, method: str, path: str, token: str | None) -> Any:
 
 
 def _refused(response: Any) -> str | None:
+    if response.status_code == 403 and response.request.url.path.startswith("/open311/"):
+        body = response.json()
+        return "Open311Refused" if body and body[0]["code"] == 403 else None
     if response.status_code in (401, 403):
         kind = response.json().get("type", "").rsplit("/", 1)[-1]
         if kind in ("Unauthenticated", "AccessDenied"):
@@ -282,6 +310,8 @@ def test_access(matrix, who):
             wrong.append(f"{method} {path}: refused ({response.status_code} {refused})")
         elif not allowed:
             expected = "Unauthenticated" if who == "anonymous" else "AccessDenied"
+            if path.startswith("/open311/"):
+                expected = "Open311Refused"
             if refused != expected:
                 wrong.append(f"{method} {path}: {response.status_code}, expected {expected}")
         assert response.status_code < 500, f"{method} {path}: {response.text}"

@@ -104,6 +104,20 @@ class Grant:
             raise AccessDenied("a device writes only its own entities")
 
 
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """What a request presents at the gate besides its headers, for routes whose protocol
+    carries them elsewhere (Open311: the API key in the form, the tenant by jurisdiction).
+    ``tenant``: the tenant the route itself names (the tenant headers are then not read);
+    ``api_key``: a credential from the body, used instead of the headers' credentials;
+    ``members_only``: outside its tenants a principal may not act at all (never as the
+    public there), on a route whose permission is not PUBLIC."""
+
+    tenant: str | None = None
+    api_key: str | None = None
+    members_only: bool = False
+
+
 def owner_of(principal: Principal) -> str:
     """Who owns what a principal creates: its account, else itself (a token's subject)."""
     return f"account:{principal.account}" if principal.account else principal.subject
@@ -166,7 +180,9 @@ class Gate:
         """Drop every cached principal (an account or a key changed)."""
         self.cache.clear()
 
-    async def enter(self, request: Request, permission: str) -> Grant:
+    async def enter(
+        self, request: Request, permission: str, presented: Presented | None = None
+    ) -> Grant:
         # One pass over the raw headers: this runs before every request, and Starlette's
         # header lookups scan the list once per name.
         tenant = service = None
@@ -188,6 +204,11 @@ class Gate:
         if service is not None and tenant is not None and service != tenant:
             raise BadRequestData("NGSILD-Tenant and Fiware-Service name different tenants")
         tenant = tenant if tenant is not None else service or ""
+        if presented is not None:
+            if presented.tenant is not None:
+                tenant = presented.tenant
+            if presented.api_key is not None:
+                authorization, api_key, cookies = None, presented.api_key, False
         if not self.enabled:
             grant = Grant(DEVELOPER, tenant, permission, permissions=_EVERY_PERMISSION)
             request.scope[GRANT] = grant
@@ -196,6 +217,9 @@ class Gate:
         self._throttle(request, principal)
         # Outside its tenants a principal is the public there: public reads at most.
         member = principal.member_of(tenant)
+        if not member and presented is not None and presented.members_only:
+            if permission != PUBLIC:
+                await self._deny(request, principal, tenant, permission)
         roles = principal.roles if member else ANONYMOUS.roles
         granted = permissions_of(roles)
         if principal.scope is not None:

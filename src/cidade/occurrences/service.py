@@ -81,6 +81,7 @@ class Report:
     lat: Any = None
     lon: Any = None
     address: str = ""
+    address_id: str = ""  # the place in the city's address register (Open311's address_id)
     source: str = "web"
     priority: str | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
@@ -194,7 +195,8 @@ class OccurrenceService:
                 "lon": _coordinate(report.lon, -180, 180, "long"),
             }
         address = _text(report.address, "address", MAX_ADDRESS)
-        if location is None and not address:
+        address_id = _text(report.address_id, "address_id", 200)
+        if location is None and not address and not address_id:
             raise OccurrenceError(
                 "a location is required: lat and long, or an address", field="location"
             )
@@ -245,6 +247,7 @@ class OccurrenceService:
                 "title": title or category.name,
                 "description": description,
                 "address": address,
+                **({"address_id": address_id} if address_id else {}),
                 "location": location,
                 "area": area,
                 "source": report.source,
@@ -358,10 +361,12 @@ class OccurrenceService:
         departments: Sequence[str] = (),
         of: int | None = None,
         note: str = "",
+        ref: str = "",
     ) -> StoredOccurrence:
         """Take one workflow action (workflow.ACTIONS) on an occurrence. ``departments``: whom
         ``assign`` gives tasks to; ``of``: the occurrence ``mark_duplicate`` merges into;
-        ``note``: a public update that goes with it (told to the reporter)."""
+        ``note``: a public update that goes with it (told to the reporter); ``ref``: the id
+        another system gave that update, as in ``update``."""
         action = ACTIONS.get(action_name)
         if action is None:
             raise OccurrenceError(f"action is one of {', '.join(ACTIONS)}", field="action")
@@ -483,12 +488,14 @@ class OccurrenceService:
             doc["updated_at"] = at
             public_update = None
             if note:
+                _check_ref(doc, ref)
                 public_update = {
                     "id": len(doc["updates"]) + 1,
                     "at": at,
                     "text": note,
                     "status": new_status,
                     "by": "",
+                    **({"ref": ref} if ref else {}),
                 }
                 doc["updates"].append(public_update)
             events.append(
@@ -543,9 +550,11 @@ class OccurrenceService:
         text: str,
         public: bool = True,
         by: str = "",
+        ref: str = "",
     ) -> StoredOccurrence:
         """A comment: public (shown with the occurrence, told to its reporter and followers)
-        or an internal note of the operations room."""
+        or an internal note of the operations room. ``ref``: the id another system gave a
+        public update (Open311's update_id), kept with it; the same one twice is refused."""
         permission = "occurrences.work" if public else "occurrences.read"
         if not actor.may(permission):
             raise NotAllowed(f"updates need the permission {permission}")
@@ -557,6 +566,7 @@ class OccurrenceService:
         def apply(current: StoredOccurrence | None, n: int) -> OccurrenceChange:
             assert current is not None
             doc, private = _copy(current.doc), _copy(current.private)
+            _check_ref(doc, ref)
             doc["updated_at"] = at
             messages: list[dict[str, Any]] = []
             if public:
@@ -566,6 +576,7 @@ class OccurrenceService:
                     "text": text,
                     "status": doc["status"],
                     "by": by,
+                    **({"ref": ref} if ref else {}),
                 }
                 doc["updates"].append(entry)
                 messages = status_messages(doc, private, at, self.follow_url(doc), text)
@@ -784,6 +795,11 @@ def _copy(doc: dict[str, Any]) -> dict[str, Any]:
     import copy
 
     return copy.deepcopy(doc)
+
+
+def _check_ref(doc: dict[str, Any], ref: str) -> None:
+    if ref and any(u.get("ref") == ref for u in doc["updates"]):
+        raise OccurrenceError(f"update {ref!r} is already recorded", field="update_id")
 
 
 def _reachable(contact: dict[str, Any]) -> bool:

@@ -26,6 +26,9 @@ class ApiPart:
     paths: dict[str, PathItem]
     tags: dict[str, str] = field(default_factory=dict)
     schemas: dict[str, Schema] = field(default_factory=dict)
+    # Its operations describe the gate's refusals themselves, in their own error envelope
+    # (Open311's): the document adds no ProblemDetails answers to them.
+    own_access_errors: bool = False
 
 
 # -- parameters ---------------------------------------------------------------------------------

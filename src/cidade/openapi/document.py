@@ -26,6 +26,7 @@ from cidade.openapi.devices import devices_part
 from cidade.openapi.hub import hub_part
 from cidade.openapi.occurrence_statistics import occurrence_statistics_part
 from cidade.openapi.occurrences import occurrences_part
+from cidade.openapi.open311 import open311_part
 from cidade.openapi.platform import platform_part
 from cidade.openapi.registrations import registration_part
 from cidade.openapi.schemas import SCHEMAS
@@ -42,6 +43,7 @@ PARTS: tuple[Callable[[], ApiPart], ...] = (
     devices_part,
     occurrences_part,
     occurrence_statistics_part,
+    open311_part,
 )
 
 PARAMETERS: dict[str, Any] = {
@@ -75,7 +77,7 @@ def build_document(parts: Iterable[Callable[[], ApiPart]] = PARTS) -> dict[str, 
         for path, item in part.paths.items():
             if path in paths:
                 raise ValueError(f"two parts describe {path}")
-            paths[path] = _with_access_answers(item)
+            paths[path] = item if part.own_access_errors else _with_access_answers(item)
         tags.update(part.tags)
         for name, schema in part.schemas.items():
             if name in schemas:
