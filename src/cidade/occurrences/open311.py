@@ -289,6 +289,7 @@ class Open311Api:
         for _, upload in form.multi_items():
             if isinstance(upload, UploadFile):
                 photos.append(await upload.read(self.service.max_photo_bytes + 1))
+                await upload.close()
         name = " ".join(n for n in (_text(form, "first_name"), _text(form, "last_name")) if n)
         reported = await self.service.report(
             grant.tenant,
