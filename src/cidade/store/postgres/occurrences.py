@@ -17,11 +17,13 @@ from cidade.store.occurrences import (
     OccurrenceAggregates,
     OccurrenceApply,
     OccurrenceConflict,
+    OccurrenceMessage,
     OccurrencePage,
     OccurrenceQuery,
     OccurrenceStatisticsQuery,
     StoredOccurrence,
     check_query,
+    check_settlement,
     distance_m,
     epoch,
     near_box,
@@ -394,6 +396,63 @@ class PostgresOccurrences:
             *params,
         )
         return [{"seq": r[0], "number": r[1], **r[2]} for r in rows]
+
+    # -- the message log and its senders (occurrences/dispatch/) -------------------------------
+
+    async def claim_occurrence_messages(
+        self, now: float, lease: float, limit: int = 20
+    ) -> list[OccurrenceMessage]:
+        # SKIP LOCKED: senders claiming at once split the due messages instead of queueing on
+        # them; once committed, a claimed message is due only when its lease ends.
+        rows = await self._pool.fetch(
+            "UPDATE occurrence_messages m SET attempts = m.attempts + 1, next_at = $2"
+            " FROM (SELECT seq FROM occurrence_messages"
+            "  WHERE state = 'pending' AND next_at <= $1 ORDER BY next_at, seq LIMIT $3"
+            "  FOR UPDATE SKIP LOCKED) due"
+            " WHERE m.seq = due.seq"
+            " RETURNING m.seq, m.tenant, m.number, m.state, m.attempts, m.next_at,"
+            " m.created_at, m.doc, m.result",
+            now,
+            now + lease,
+            limit,
+        )
+        return sorted((OccurrenceMessage(*r) for r in rows), key=lambda m: m.seq)
+
+    async def settle_occurrence_message(
+        self,
+        seq: int,
+        attempts: int,
+        state: str,
+        result: str,
+        next_at: float | None = None,
+    ) -> bool:
+        check_settlement(state, next_at)
+        status = await self._pool.execute(
+            "UPDATE occurrence_messages SET state = $3, result = $4,"
+            " next_at = COALESCE($5, next_at)"
+            " WHERE seq = $1 AND attempts = $2 AND state = 'pending'",
+            seq,
+            attempts,
+            state,
+            result,
+            next_at,
+        )
+        return status == "UPDATE 1"
+
+    async def occurrence_messages(
+        self, tenant: str, number: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[OccurrenceMessage]:
+        params: list[Any] = [tenant, after, limit]
+        where = "tenant = $1 AND seq > $2"
+        if number is not None:
+            params.append(number)
+            where += " AND number = $4"
+        rows = await self._pool.fetch(
+            "SELECT seq, tenant, number, state, attempts, next_at, created_at, doc, result"
+            f" FROM occurrence_messages WHERE {where} ORDER BY seq LIMIT $3",
+            *params,
+        )
+        return [OccurrenceMessage(*r) for r in rows]
 
     async def occurrence_settings(self, tenant: str) -> list[tuple[str, str, Any]]:
         rows = await self._pool.fetch(

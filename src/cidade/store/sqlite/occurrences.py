@@ -18,11 +18,13 @@ from cidade.store.occurrences import (
     OccurrenceAggregates,
     OccurrenceApply,
     OccurrenceConflict,
+    OccurrenceMessage,
     OccurrencePage,
     OccurrenceQuery,
     OccurrenceStatisticsQuery,
     StoredOccurrence,
     check_query,
+    check_settlement,
     distance_m,
     near_box,
     occurrence_columns,
@@ -385,6 +387,63 @@ class SqliteOccurrences:
         rows = await self.db.read(lambda c: c.execute(sql, (*params, limit)).fetchall())
         return [{"seq": r[0], "number": r[1], **orjson.loads(r[2])} for r in rows]
 
+    # -- the message log and its senders (occurrences/dispatch/) -------------------------------
+
+    async def claim_occurrence_messages(
+        self, now: float, lease: float, limit: int = 20
+    ) -> list[OccurrenceMessage]:
+        # One statement in the writer's transaction (BEGIN IMMEDIATE): two claims, even from
+        # two processes on one file, are one after the other, and the second finds the first's
+        # messages leased.
+        rows = await self.db.write(
+            lambda c: c.execute(
+                "UPDATE occurrence_messages SET attempts = attempts + 1, next_at = ?"
+                " WHERE seq IN (SELECT seq FROM occurrence_messages"
+                "  WHERE state = 'pending' AND next_at <= ? ORDER BY next_at, seq LIMIT ?)"
+                f" RETURNING {_MESSAGE_COLUMNS}",
+                (now + lease, now, limit),
+            ).fetchall()
+        )
+        return sorted((_message(r) for r in rows), key=lambda m: m.seq)
+
+    async def settle_occurrence_message(
+        self,
+        seq: int,
+        attempts: int,
+        state: str,
+        result: str,
+        next_at: float | None = None,
+    ) -> bool:
+        check_settlement(state, next_at)
+        return bool(
+            await self.db.write(
+                lambda c: (
+                    c.execute(
+                        "UPDATE occurrence_messages SET state = ?, result = ?,"
+                        " next_at = COALESCE(?, next_at)"
+                        " WHERE seq = ? AND attempts = ? AND state = 'pending'",
+                        (state, result, next_at, seq, attempts),
+                    ).rowcount
+                )
+            )
+        )
+
+    async def occurrence_messages(
+        self, tenant: str, number: int | None = None, *, after: int = 0, limit: int = 100
+    ) -> list[OccurrenceMessage]:
+        where, params = ["tenant = ?", "seq > ?"], [tenant, after]
+        if number is not None:
+            where.append("number = ?")
+            params.append(number)
+        rows = await self.db.read(
+            lambda c: c.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM occurrence_messages"
+                f" WHERE {' AND '.join(where)} ORDER BY seq LIMIT ?",
+                (*params, limit),
+            ).fetchall()
+        )
+        return [_message(r) for r in rows]
+
     # -- settings a tenant's administrators change through the API -----------------------------
 
     async def occurrence_settings(self, tenant: str) -> list[tuple[str, str, Any]]:
@@ -437,6 +496,13 @@ class SqliteOccurrences:
                     ).rowcount
                 )
             )
+
+
+_MESSAGE_COLUMNS = "seq, tenant, number, state, attempts, next_at, created_at, doc, result"
+
+
+def _message(row: Any) -> OccurrenceMessage:
+    return OccurrenceMessage(*row[:7], orjson.loads(row[7]), row[8])
 
 
 def _append(
