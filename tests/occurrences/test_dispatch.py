@@ -152,7 +152,7 @@ def test_a_status_change_is_emailed_to_the_reporter_and_logged_as_sent(env: Env)
     body = mail.get_content()
     assert f"News on your report {n} (Pothole, Avenida dos Aliados)" in body
     assert "its status is Accepted" in body and "We will fix it this week." in body
-    assert f"{CITY}/follow/{token}" in body
+    assert f"{CITY}/occurrences/follow/{token}" in body
     [sent] = env.log(n)
     assert sent.state == "sent" and sent.attempts == 1 and "accepted" in sent.result
     assert sent.doc["recipient"] == "reporter" and sent.doc["kind"] == "status"
@@ -180,7 +180,7 @@ def test_a_webhook_gets_the_public_view_of_the_occurrence(env: Env, hook: Receiv
         "open": True,
         "update": None,
         "updated_at": body["occurrence"]["updated_at"],
-        "follow_url": f"{CITY}/follow/{env.run(env.service.get('', n)).doc['token']}",
+        "follow_url": f"{CITY}/occurrences/follow/{env.run(env.service.get('', n)).doc['token']}",
     }
     assert first.headers["content-type"] == "application/json"
     assert int(first.headers["cidade-message"]) in log
@@ -202,7 +202,7 @@ def test_an_sms_goes_through_the_gateway(env: Env) -> None:
     assert got.body["to"] == "+351 912 345 678"
     token = env.run(env.service.get("", n)).doc["token"]
     assert got.body["text"] == (
-        f"Occurrence {n} (Pothole): Accepted. A team goes there tomorrow. {CITY}/follow/{token}"
+        f"Occurrence {n} (Pothole): Accepted. A team goes there tomorrow. {CITY}/occurrences/follow/{token}"
     )
     assert set(got.body) == {"to", "text"}
     [m] = env.log(n)

@@ -167,7 +167,7 @@ class OccurrenceService:
         self._configs.pop(tenant, None)
 
     def follow_url(self, doc: dict[str, Any]) -> str:
-        return f"{self.public_url}/follow/{doc['token']}"
+        return f"{self.public_url}/occurrences/follow/{doc['token']}"
 
     def _now(self) -> str:
         return timefmt.from_epoch(self.clock())
