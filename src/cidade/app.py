@@ -293,7 +293,11 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(TrailingSlash), Middleware(EmptySegments), Middleware(LiteralPlus)],
+        middleware=[
+            Middleware(TrailingSlash),
+            Middleware(EmptySegments),
+            Middleware(LiteralPlus, answer=_early_error),
+        ],
         exception_handlers={
             NgsiError: ngsi_error,
             HTTPException: http_error,
@@ -316,6 +320,13 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.dispatcher = dispatcher
     app.state.simulator = None
     return app
+
+
+def _early_error(scope: Any, error: NgsiError) -> Response:
+    """An error a middleware answers before routing: in Open311's envelope under /open311/."""
+    if open311.serves(scope.get("path", "")):
+        return open311.ngsi_error_answer(Request(scope), error)
+    return problem_response(error, error.headers)
 
 
 async def _demo(simulator: Any) -> None:

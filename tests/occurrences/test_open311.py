@@ -719,6 +719,7 @@ def test_errors_of_the_router_and_the_gate_are_open311s(env: Open311) -> None:
     )
     bad_tenant = env.client.get(f"{V2}/services.xml", headers={"NGSILD-Tenant": "a b"})
     assert error(bad_tenant, 400)
+    assert "NUL" in error(env.client.get(f"{V2}/requests.xml?service_code=%00"), 400)
     assert env.get("services.json").headers["access-control-allow-origin"] == "*"
 
 

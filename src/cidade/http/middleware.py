@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 from cidade.http.responses import problem_response
-from cidade.ngsild.errors import BadRequestData
+from cidade.ngsild.errors import BadRequestData, NgsiError
+
+# How a middleware answers an error before any route runs: (scope, error) -> an ASGI response.
+# ProblemDetails by default; the app gives one that answers in an API's own envelope where that
+# API has one (Open311).
+ErrorAnswer = Callable[[Any, NgsiError], Any]
+
+
+def _problem(scope: Any, error: NgsiError) -> Any:
+    return problem_response(error)
+
 
 # A '+' between a time of day and a two-digit UTC offset (``10:00:00+01:00``, ':' raw or as %3A):
 # the one place where a client that did not encode its URL meant a plus sign.
@@ -22,8 +33,9 @@ class LiteralPlus:
     typed into a URL by hand keeps its '+' (a space is never valid there). Encoders send a plus
     sign as %2B."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, answer: ErrorAnswer = _problem) -> None:
         self.app = app
+        self.answer = answer
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -32,7 +44,7 @@ class LiteralPlus:
             # rather than let it reach a store as a 500.
             if b"%00" in query or "\x00" in scope.get("path", ""):
                 error = BadRequestData("the URL may not contain the NUL character (%00)")
-                await problem_response(error)(scope, receive, send)
+                await self.answer(scope, error)(scope, receive, send)
                 return
             if b"+" in query:
                 fixed = _OFFSET_PLUS.sub(rb"\1%2B\2", query)
