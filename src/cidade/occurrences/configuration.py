@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from shapely.geometry import Point, shape
+import shapely
+from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
 from cidade.occurrences.model import PRIORITIES, duration_seconds, iso_duration
@@ -415,9 +416,10 @@ class OccurrenceConfig:
         return self.categories.get(code)
 
     def area_of(self, lat: float, lon: float) -> str:
-        point = Point(lon, lat)
+        # intersects_xy: no Point made (a quarter of a millisecond a report, areas or not);
+        # a point intersects an area exactly when the area covers it (its border included)
         for area in self.areas.values():
-            if area.geometry.covers(point):
+            if shapely.intersects_xy(area.geometry, lon, lat):
                 return area.code
         return ""
 
