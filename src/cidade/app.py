@@ -54,6 +54,7 @@ from cidade.occurrences.configuration import load_config
 from cidade.occurrences.dispatch import Dispatcher
 from cidade.occurrences.entities import OccurrenceMirror
 from cidade.occurrences.messages_api import MessagesApi
+from cidade.occurrences.rules import RuleEngine
 from cidade.occurrences.service import OccurrenceService, watch_deadlines
 from cidade.occurrences.statistics_api import StatisticsApi
 from cidade.openapi import openapi_route
@@ -138,6 +139,13 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     dispatcher = Dispatcher.from_settings(store, settings)
     occurrences.on_messages.append(dispatcher.wake)
 
+    def city_timezone() -> str:
+        simulator = getattr(app.state, "simulator", None)
+        city = getattr(simulator, "city", None)
+        return settings.timezone or (city.timezone if city is not None else "UTC")
+
+    rules = RuleEngine(store, occurrences, interval=settings.rules_interval, timezone=city_timezone)
+
     policy = RetentionPolicy.build(parse_retention(settings.history_retention), resolver.core)
     purger = Purger(store, policy, settings.history_purge_interval)
 
@@ -179,6 +187,9 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             mirror.run(settings.occurrence_mirror_check), name="occurrence entities"
         )
         dispatcher.start()
+        sensing = None
+        if settings.rules_interval > 0:
+            sensing = asyncio.create_task(rules.run(), name="sensor rules")
         if bridge is not None:
             # It connects (and reconnects) on its own; its process is started again if it dies.
             await bridge.start()
@@ -209,7 +220,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             except TimeoutError:
                 log.warning("the notifier did not stop within 10 s; going on with shutdown")
             await dispatcher.stop()
-            for task in (purging, expiring, counting, deadlines, mirroring):
+            for task in (purging, expiring, counting, deadlines, mirroring, sensing):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
@@ -318,6 +329,7 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
     app.state.occurrences = occurrences
     app.state.occurrence_mirror = mirror
     app.state.dispatcher = dispatcher
+    app.state.rules = rules
     app.state.simulator = None
     return app
 

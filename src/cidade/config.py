@@ -166,6 +166,12 @@ class Settings:
     message_max_attempts: int = 10
     # CIDADE_MESSAGE_MAX_AGE: seconds after which a message that could not be sent is given up
     message_max_age: float = 172800.0
+    # CIDADE_RULES_INTERVAL: seconds between two evaluations of the sensor rules (one worker
+    # evaluates at a time); 0: no sensor rules
+    rules_interval: float = 10.0
+    # CIDADE_TIMEZONE: the city's time zone (IANA, e.g. Europe/Lisbon), for sensor rules that
+    # hold at a time of day; empty: the demo city's when the demo runs, else UTC
+    timezone: str = ""
 
     # -- the demo city (docs/demo.md; `cidade demo` sets these) ---------------------------------
     # CIDADE_DEMO: run the demo city's simulated devices inside the app: "helsinki", "kotka" (the
@@ -246,6 +252,8 @@ _ENV = {
     "message_retry_max": ("CIDADE_MESSAGE_RETRY_MAX", float),
     "message_max_attempts": ("CIDADE_MESSAGE_MAX_ATTEMPTS", int),
     "message_max_age": ("CIDADE_MESSAGE_MAX_AGE", float),
+    "rules_interval": ("CIDADE_RULES_INTERVAL", float),
+    "timezone": ("CIDADE_TIMEZONE", str),
     "demo": ("CIDADE_DEMO", str),
     "demo_speed": ("CIDADE_DEMO_SPEED", float),
     "demo_scale": ("CIDADE_DEMO_SCALE", float),
@@ -321,6 +329,18 @@ def _check(settings: Settings) -> None:
     if not settings.occurrence_mirror_check > 0:
         raise SystemExit("CIDADE_OCCURRENCE_MIRROR_CHECK must be a positive number of seconds")
     _check_messages(settings)
+    if not settings.rules_interval >= 0:
+        raise SystemExit("CIDADE_RULES_INTERVAL must be 0 (no sensor rules) or more seconds")
+    if settings.timezone:
+        from zoneinfo import ZoneInfo
+
+        try:
+            ZoneInfo(settings.timezone)
+        except (ValueError, LookupError):
+            raise SystemExit(
+                f"CIDADE_TIMEZONE: {settings.timezone!r} is not an IANA time zone such as"
+                " Europe/Lisbon"
+            ) from None
     if settings.occurrences_config:
         from cidade.occurrences.configuration import ConfigError, load_config
 

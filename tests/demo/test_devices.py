@@ -66,8 +66,8 @@ def of(plans: list[DevicePlan], kind: str) -> list[DevicePlan]:
 
 
 def calm(plan: DevicePlan) -> DevicePlan:
-    """The same device without faults or outliers."""
-    return replace(plan, fault_rate=0.0, outlier_rate=0.0)
+    """The same device without faults, outliers or episodes."""
+    return replace(plan, fault_rate=0.0, outlier_rate=0.0, episode_rate=0.0)
 
 
 def at(day: datetime, hour: float) -> datetime:

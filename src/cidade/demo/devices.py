@@ -58,6 +58,9 @@ class Kind:
     spikes: tuple[str, ...] = ()  # object ids an outlier may hit
     #: devices per km of drivable street at scale 1 (Porto's mix, scaled to a lively demo)
     density: float = 1.0
+    #: episodes per device and day: a pollution episode at an air station, a noisy night at a
+    #: noise station (what the sensor rules of docs/occurrences.md are there for)
+    episodes: float = 0.0
 
 
 M = MeasureSpec
@@ -135,6 +138,7 @@ KINDS: dict[str, Kind] = {
             ),
             spikes=("no2", "pm10", "pm25"),
             density=0.15,
+            episodes=0.7,
         ),
         Kind(
             "noise",
@@ -151,6 +155,7 @@ KINDS: dict[str, Kind] = {
             ),
             spikes=("lamax", "laeq"),
             density=0.25,
+            episodes=0.5,
         ),
         Kind(
             "parking_spot",
@@ -246,6 +251,7 @@ class DevicePlan:
     route: Route | None = None  # fleet vehicles only
     fault_rate: float = 0.0001  # chance per message period that a fault starts
     outlier_rate: float = 0.002  # chance per message of a spike
+    episode_rate: float = 0.0  # episodes per day (Kind.episodes)
 
     @property
     def attributes(self) -> dict[str, str]:
@@ -304,6 +310,7 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 static=static,
                 params=params or {},
                 route=route,
+                episode_rate=spec.episodes,
             )
         )
 
@@ -402,7 +409,8 @@ def plan_devices(city: City, rng: random.Random, scale: float = 1.0) -> list[Dev
                 "binCapacity": rng.choice([800, 1100, 2500]),
             },
             {
-                "fillRate": round(rng.uniform(0.035, 0.09), 4),  # per busy hour
+                # per busy hour: about one container in eight is 90 % full at a time
+                "fillRate": round(rng.uniform(0.01, 0.03), 4),
                 # organic waste goes daily, the rest twice a week; the round starts at 6:00
                 "collectionDays": list(range(7))
                 if waste == "organic"
@@ -720,12 +728,46 @@ def _counter(plan, state, at, local, dt, rng) -> dict:
     }
 
 
+def _episode(
+    plan: DevicePlan,
+    state: DeviceState,
+    at: datetime,
+    dt: float,
+    rng: random.Random,
+    hours: tuple[float, float],
+    window: float = 86400.0,
+    may_start: bool = True,
+) -> float | None:
+    """How strong (0 to 1) the device's episode is at ``at``, None when there is none: one
+    starts now and then (``plan.episode_rate`` per day, all of it within ``window`` seconds of
+    the day while ``may_start``) and lasts ``hours``. Kept in ``state.data["episode"]`` as
+    (until, strength)."""
+    episode = state.data.get("episode")
+    if episode is not None and at >= episode[0]:
+        episode = state.data["episode"] = None
+    if (
+        episode is None
+        and may_start
+        and plan.episode_rate > 0
+        and rng.random() < plan.episode_rate * dt / window
+    ):
+        episode = (at + timedelta(hours=rng.uniform(*hours)), rng.random())
+        state.data["episode"] = episode
+    return episode[1] if episode is not None else None
+
+
 def _air(plan, state, at, local, dt, rng) -> dict:
     level = traffic_level(local - timedelta(minutes=30))  # the air lags the traffic
     site = state.data.setdefault("site", rng.uniform(0.8, 1.25))
     sun = max(0.0, math.sin(math.radians(solar_elevation(at, plan.lon, plan.lat))))
     no2 = max(1.0, site * (8 + 55 * level) + rng.gauss(0, 3))
     pm10 = max(1.0, site * (11 + 20 * level) + rng.gauss(0, 2))
+    # a pollution episode (a fire nearby, a street jammed by roadworks, an inversion): NO2 above
+    # the hourly limit of 200 µg/m³ for one and a half to four hours
+    episode = _episode(plan, state, at, dt, rng, (1.5, 4.0))
+    if episode is not None:
+        no2 += 190 + 150 * episode
+        pm10 += 15 + 30 * episode
     temp = air_temperature(local) + rng.gauss(0, 0.3)
     return {
         "no2": round(no2, 1),
@@ -752,6 +794,12 @@ def _air(plan, state, at, local, dt, rng) -> dict:
 
 def _noise(plan, state, at, local, dt, rng) -> dict:
     laeq = 47 + 24 * traffic_level(local) + rng.gauss(0, 1.5)
+    # a noisy night (a party, a bar's terrace, night works): 10-20 dB(A) more for 45 minutes to
+    # three hours, starting between 23:00 and 05:00
+    h = _hours(local)
+    episode = _episode(plan, state, at, dt, rng, (0.75, 3.0), 6 * 3600.0, h >= 23 or h < 5)
+    if episode is not None:
+        laeq += 10 + 10 * episode
     return {
         "laeq": round(laeq, 1),
         "lamax": round(laeq + 8 + rng.expovariate(1 / 4), 1),
@@ -828,7 +876,7 @@ def _streetlight(plan, state, at, local, dt, rng) -> dict:
     # a lamp out now and then, repaired within one to three days
     if d.get("defect") and at >= d["repaired"]:
         d["defect"] = None
-    if not d.get("defect") and rng.random() < 0.00002 * dt / plan.period:
+    if not d.get("defect") and rng.random() < 0.00005 * dt / plan.period:
         d["defect"] = rng.choice(["defectiveLamp", "defectiveLamp", "brokenLantern", "columnIssue"])
         d["repaired"] = at + timedelta(hours=rng.uniform(24, 72))
     override = d.get("override")  # (since, level): a switch or dim command, for six hours

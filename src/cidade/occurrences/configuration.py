@@ -427,12 +427,16 @@ class OccurrenceConfig:
         return [c.code for c in self.categories.values() if c.group == group]
 
     def check(self) -> None:
-        """Every category's department exists."""
+        """Every category's department exists; every sensor rule holds (rules.parse_rule)
+        and names a configured category."""
+        from cidade.occurrences.rules import parse_rules
+
         for c in self.categories.values():
             if c.department not in self.departments:
                 raise ConfigError(
                     f"category {c.code!r}: department {c.department!r} is not configured"
                 )
+        parse_rules(self.rules, self.categories)
 
     def overlaid(self, settings: Iterable[tuple[str, str, Any]]) -> OccurrenceConfig:
         """This configuration with a tenant's settings (kind, key, doc) over it."""
@@ -468,9 +472,12 @@ class OccurrenceConfig:
 
 
 def default_config() -> OccurrenceConfig:
+    from cidade.occurrences.rules import DEFAULT_RULES
+
     return OccurrenceConfig(
         departments={d.code: d for d in DEFAULT_DEPARTMENTS},
         categories={c.code: c for c in DEFAULT_CATEGORIES},
+        rules={r["id"]: dict(r) for r in DEFAULT_RULES},
     )
 
 
@@ -495,7 +502,11 @@ def load_config(path: str | Path | None) -> OccurrenceConfig:
         c = Category.parse(entry)
         categories[c.code] = c
     areas = {a.code: a for a in (Area.parse(e) for e in data.get("areas", ()))}
-    rules = {str(r.get("id")): dict(r) for r in data.get("rules", ())}
+    rules = {} if fresh else dict(config.rules)
+    for entry in data.get("rules", ()):
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ConfigError(f"{path}: each [[rules]] entry is a table with an id")
+        rules[str(entry.get("id"))] = dict(entry)
     loaded = OccurrenceConfig(departments, categories, areas, rules)
     loaded.check()
     return loaded

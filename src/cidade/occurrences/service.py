@@ -215,7 +215,8 @@ class OccurrenceService:
             and not actor.may("occurrences.triage")
         ):
             raise NotAllowed("only the operations room sets a priority", field="priority")
-        answers = check_answers(category, report.attributes)
+        # A sensor is asked nothing: the questions are for people reporting.
+        answers = check_answers(category, report.attributes, required=report.source != "sensor")
         contact = _contact(report)
         if len(report.photos) > self.max_photos:
             raise OccurrenceError(f"at most {self.max_photos} photos", field="media")
@@ -404,6 +405,11 @@ class OccurrenceService:
             doc = _copy(current.doc)
             private = _copy(current.private)
             status = doc["status"]
+            if action.source and doc.get("source") != action.source:
+                raise IllegalTransition(
+                    f"{action.name} is only for occurrences from the source {action.source}",
+                    status=status,
+                )
             if status not in action.sources:
                 raise IllegalTransition(
                     f"{action.name} is not possible from {status}"
@@ -459,6 +465,11 @@ class OccurrenceService:
                             f" {deps[d].name}.",
                             "task",
                         )
+            if action.name == "clear":
+                for t in tasks:
+                    if t["status"] != "done":
+                        t["status"] = "done"
+                        t["done_at"] = at
             if action.name == "mark_duplicate":
                 doc["duplicate_of"] = of
                 changes["duplicate_of"] = of
@@ -848,8 +859,11 @@ def _contact(report: Report) -> dict[str, Any]:
     return contact
 
 
-def check_answers(category: Category, answers: dict[str, Any]) -> dict[str, Any]:
-    """The reporter's answers to the category's questions, checked (Open311 attributes)."""
+def check_answers(
+    category: Category, answers: dict[str, Any], *, required: bool = True
+) -> dict[str, Any]:
+    """The reporter's answers to the category's questions, checked (Open311 attributes);
+    ``required``: the required ones must be answered."""
     if not isinstance(answers, dict):
         raise OccurrenceError("attributes are answers by code", field="attribute")
     known = {a.code: a for a in category.attributes}
@@ -862,7 +876,7 @@ def check_answers(category: Category, answers: dict[str, Any]) -> dict[str, Any]
     for code, attribute in known.items():
         value = answers.get(code)
         if value in (None, "", []):
-            if attribute.required:
+            if attribute.required and required:
                 raise OccurrenceError(f"attribute[{code}] is required", field=f"attribute[{code}]")
             continue
         keys = {k for k, _ in attribute.values}

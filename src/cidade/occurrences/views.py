@@ -29,7 +29,7 @@ def room_view(
     doc["version"] = occurrence.version
     doc["status_label"] = STATUSES[doc["status"]].label
     doc["photo_urls"] = photo_urls(base_url, doc)
-    doc["actions"] = allowed_actions(doc["status"], permissions)
+    doc["actions"] = allowed_actions(doc["status"], permissions, doc.get("source") or "")
     for key in ("created_at", "updated_at", "observed_at"):
         if doc.get(key):
             doc[key] = timefmt.display(doc[key])

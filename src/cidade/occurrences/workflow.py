@@ -5,6 +5,10 @@ permission it needs. The service refuses anything else, and a refusal changes no
      ├─reject→ rejected                                                        ↑
      └─mark_duplicate→ duplicate          reopen: resolved, closed, rejected, duplicate → accepted
 
+    clear: new, accepted, assigned, in_progress → resolved, for an occurrence a sensor rule
+    raised whose condition cleared (occurrences/rules.py): nobody has to act on a container
+    that was emptied or a jam that dissolved, so it need not pass through assign to end.
+
 Several departments can hold a task on one occurrence: ``assign`` adds tasks, ``start`` and
 ``resolve`` act on the caller's departments' tasks, and the occurrence is resolved when the
 last of its tasks is done.
@@ -26,6 +30,8 @@ class Action:
     # Meets the response deadline (the occurrence was looked at and answered).
     responds: bool = True
     label: str = ""
+    # Only for occurrences from this source ("": any).
+    source: str = ""
 
 
 def _a(name: str, sources: str, target: str | None, permission: str, label: str, **kw) -> Action:
@@ -76,6 +82,15 @@ ACTIONS: dict[str, Action] = {
             "Reopen",
             responds=False,
         ),
+        _a(
+            "clear",
+            "new accepted assigned in_progress",
+            "resolved",
+            "occurrences.triage",
+            "Resolve: the sensor's condition cleared",
+            responds=False,
+            source="sensor",
+        ),
     )
 }
 
@@ -83,6 +98,13 @@ ACTIONS: dict[str, Action] = {
 EVERY_DEPARTMENT_PERMISSION = "occurrences.assign"
 
 
-def allowed_actions(status: str, permissions: frozenset[str]) -> list[str]:
-    """The actions an actor holding ``permissions`` may take on an occurrence in ``status``."""
-    return [a.name for a in ACTIONS.values() if status in a.sources and a.permission in permissions]
+def allowed_actions(status: str, permissions: frozenset[str], source: str = "") -> list[str]:
+    """The actions an actor holding ``permissions`` may take on an occurrence in ``status``
+    (from ``source``: actions only for occurrences of another source are left out)."""
+    return [
+        a.name
+        for a in ACTIONS.values()
+        if status in a.sources
+        and a.permission in permissions
+        and (not a.source or a.source == source)
+    ]

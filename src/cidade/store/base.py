@@ -25,6 +25,7 @@ from cidade.store.occurrences import (
     OccurrencePage,
     OccurrenceQuery,
     OccurrenceStatisticsQuery,
+    RuleWatch,
     StoredOccurrence,
 )
 
@@ -649,6 +650,35 @@ class Store(Protocol):
     async def mark_occurrences_mirrored(self, marks: Sequence[tuple[str, int, int]]) -> None:
         """Note (tenant, number, version): the occurrence's hub entity was seen carrying that
         version (a mark never goes back: a lower one than noted is ignored)."""
+        ...
+
+    # -- sensor rules (occurrences/rules.py): their watches, and who evaluates them ------------
+
+    async def rule_watches(self, tenant: str) -> list[RuleWatch]:
+        """Every watch the rule engine keeps in the tenant (few: an entity has one only while
+        its rule's condition holds, or while its occurrence waits for the condition to clear)."""
+        ...
+
+    async def save_rule_watches(
+        self,
+        tenant: str,
+        saved: list[RuleWatch],
+        dropped: list[tuple[str, str]],
+        now: float,
+    ) -> None:
+        """In one transaction: forget the watches of ``dropped`` (rule id, entity id) and write
+        ``saved`` (inserted or replaced), stamped with the wall clock ``now``."""
+        ...
+
+    async def claim_rule_lease(self, owner: str, now: float, lease: float) -> bool:
+        """Take or renew the lease of the rule engine until ``now + lease``: True when ``owner``
+        holds it now (free, expired or already its own), False when another worker does."""
+        ...
+
+    async def release_rule_lease(self, owner: str) -> None: ...
+
+    async def tenant_names(self) -> list[str]:
+        """Every tenant that has been written to, the default tenant ("") first."""
         ...
 
 

@@ -260,3 +260,27 @@ def check_settlement(state: str, next_at: float | None) -> None:
         raise ValueError(f"a message's state is one of {', '.join(MESSAGE_STATES)}")
     if (state == "pending") != (next_at is not None):
         raise ValueError("a message put back as pending needs next_at, and only it")
+
+
+# -- sensor rules (occurrences/rules.py) --------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RuleWatch:
+    """What a sensor rule's engine remembers of one entity while something is going on with it
+    (kept in the store, so that another worker or a restart goes on from there).
+
+    ``state``: "holding" (the condition holds since ``since``, not yet long enough to raise an
+    occurrence) or "raised" (occurrence ``number`` was raised for this episode; ``clear_since``:
+    since when the clear condition holds, None while it does not). Times are the entity's own
+    (its observations' observedAt), in epoch seconds."""
+
+    rule: str
+    entity: str
+    state: str
+    since: float
+    clear_since: float | None = None
+    number: int | None = None
+
+
+WATCH_STATES = ("holding", "raised")

@@ -21,6 +21,7 @@ from cidade.store.occurrences import (
     OccurrencePage,
     OccurrenceQuery,
     OccurrenceStatisticsQuery,
+    RuleWatch,
     StoredOccurrence,
     check_query,
     check_settlement,
@@ -500,3 +501,66 @@ class PostgresOccurrences:
             [n for _, n, _ in marks],
             [v for _, _, v in marks],
         )
+
+    # -- sensor rules' watches (occurrences/rules.py) -------------------------------------------
+
+    async def rule_watches(self, tenant: str) -> list[RuleWatch]:
+        rows = await self._pool.fetch(
+            "SELECT rule, entity, state, since, clear_since, number FROM rule_watch"
+            " WHERE tenant = $1 ORDER BY rule, entity",
+            tenant,
+        )
+        return [RuleWatch(*r) for r in rows]
+
+    async def save_rule_watches(
+        self,
+        tenant: str,
+        saved: list[RuleWatch],
+        dropped: list[tuple[str, str]],
+        now: float,
+    ) -> None:
+        check_tenant(tenant)
+        async with self._pool.acquire() as conn, conn.transaction():
+            if dropped:
+                await conn.execute(
+                    "DELETE FROM rule_watch w USING unnest($2::text[], $3::text[]) AS d(r, e)"
+                    " WHERE w.tenant = $1 AND w.rule = d.r AND w.entity = d.e",
+                    tenant,
+                    [r for r, _ in dropped],
+                    [e for _, e in dropped],
+                )
+            if saved:
+                await conn.executemany(
+                    "INSERT INTO rule_watch(tenant, rule, entity, state, since, clear_since,"
+                    " number, written_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                    " ON CONFLICT (tenant, rule, entity) DO UPDATE SET state = excluded.state,"
+                    " since = excluded.since, clear_since = excluded.clear_since,"
+                    " number = excluded.number, written_at = excluded.written_at",
+                    [
+                        (tenant, w.rule, w.entity, w.state, w.since, w.clear_since, w.number, now)
+                        for w in saved
+                    ],
+                )
+
+    async def claim_rule_lease(self, owner: str, now: float, lease: float) -> bool:
+        # One statement: of two workers claiming together, the row lock lets one through and
+        # the other then sees the lease taken (its WHERE fails), never both.
+        row = await self._pool.fetchval(
+            "INSERT INTO rule_lease(name, owner, until) VALUES ('rules', $1, $2)"
+            " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+            " WHERE rule_lease.owner = excluded.owner OR rule_lease.until < $3"
+            " RETURNING owner",
+            owner,
+            now + lease,
+            now,
+        )
+        return row is not None
+
+    async def release_rule_lease(self, owner: str) -> None:
+        await self._pool.execute(
+            "DELETE FROM rule_lease WHERE name = 'rules' AND owner = $1", owner
+        )
+
+    async def tenant_names(self) -> list[str]:
+        rows = await self._pool.fetch("SELECT name FROM tenants ORDER BY name")
+        return ["", *(r[0] for r in rows if r[0] != "")]

@@ -22,6 +22,7 @@ from cidade.store.occurrences import (
     OccurrencePage,
     OccurrenceQuery,
     OccurrenceStatisticsQuery,
+    RuleWatch,
     StoredOccurrence,
     check_query,
     check_settlement,
@@ -513,6 +514,74 @@ class SqliteOccurrences:
                     ).rowcount
                 )
             )
+
+    # -- sensor rules' watches (occurrences/rules.py) -------------------------------------------
+
+    async def rule_watches(self, tenant: str) -> list[RuleWatch]:
+        rows = await self.db.read(
+            lambda c: c.execute(
+                "SELECT rule, entity, state, since, clear_since, number FROM rule_watch"
+                " WHERE tenant = ? ORDER BY rule, entity",
+                (tenant,),
+            ).fetchall()
+        )
+        return [RuleWatch(*r) for r in rows]
+
+    async def save_rule_watches(
+        self,
+        tenant: str,
+        saved: list[RuleWatch],
+        dropped: list[tuple[str, str]],
+        now: float,
+    ) -> None:
+        check_tenant(tenant)
+
+        def run(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "DELETE FROM rule_watch WHERE tenant = ? AND rule = ? AND entity = ?",
+                [(tenant, rule, entity) for rule, entity in dropped],
+            )
+            conn.executemany(
+                "INSERT INTO rule_watch(tenant, rule, entity, state, since, clear_since, number,"
+                " written_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (tenant, rule, entity) DO UPDATE SET state = excluded.state,"
+                " since = excluded.since, clear_since = excluded.clear_since,"
+                " number = excluded.number, written_at = excluded.written_at",
+                [
+                    (tenant, w.rule, w.entity, w.state, w.since, w.clear_since, w.number, now)
+                    for w in saved
+                ],
+            )
+
+        await self.db.write(run)
+
+    async def claim_rule_lease(self, owner: str, now: float, lease: float) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(
+                "INSERT INTO rule_lease(name, owner, until) VALUES ('rules', ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until"
+                " WHERE rule_lease.owner = excluded.owner OR rule_lease.until < ?"
+                " RETURNING owner",
+                (owner, now + lease, now),
+            ).fetchone()
+            return row is not None
+
+        return await self.db.write(run)
+
+    async def release_rule_lease(self, owner: str) -> None:
+        await self.db.write(
+            lambda c: (
+                c.execute(
+                    "DELETE FROM rule_lease WHERE name = 'rules' AND owner = ?", (owner,)
+                ).rowcount
+            )
+        )
+
+    async def tenant_names(self) -> list[str]:
+        rows = await self.db.read(
+            lambda c: c.execute("SELECT name FROM tenants ORDER BY name").fetchall()
+        )
+        return ["", *(r[0] for r in rows if r[0] != "")]
 
 
 _MESSAGE_COLUMNS = "seq, tenant, number, state, attempts, next_at, created_at, doc, result"
