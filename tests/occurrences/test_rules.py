@@ -612,3 +612,62 @@ def test_clear_is_for_sensor_occurrences_only(world: World) -> None:
     assert "clear" not in allowed_actions("new", OPERATOR.permissions, "phone")
     assert "clear" in allowed_actions("new", OPERATOR.permissions, "sensor")
     assert "clear" not in allowed_actions("resolved", OPERATOR.permissions, "sensor")
+
+
+def test_a_rule_set_through_the_api_over_entities_written_through_the_hub(store_url: str) -> None:
+    """The configuration API refuses a rule that does not hold (nothing stored) and keeps one
+    that does; the engine then raises an occurrence over entities the NGSI-LD API wrote."""
+    from cidade.app import build_app
+    from tests.conftest import NGSI, admin_client, make_settings
+
+    app = build_app(make_settings(store=store_url, rules_interval=0))
+    with admin_client(app) as client:
+        rule = {
+            "name": "Bin over 80 %",
+            "type": "WasteContainer",
+            "q": "fillingLevel>=0.8",
+            "hold": "PT10M",
+            "category": "waste-overflow",
+            "description": "{name}: {fillingLevel:.0%}",
+        }
+        r = client.put("/occurrences/config/rule/bin-80", json={**rule, "q": "fillingLevel>="})
+        assert r.status_code == 400, r.text
+        assert "rule 'bin-80'.q: invalid q" in r.json()["detail"]
+        assert client.get("/occurrences/config/rule/bin-80").status_code == 404
+        r = client.put("/occurrences/config/rule/bin-80", json=rule)
+        assert r.status_code == 204, r.text
+
+        def level(value: float, at: str) -> dict[str, Any]:
+            return {"type": "Property", "value": value, "observedAt": at}
+
+        r = client.post(
+            f"{NGSI}/entities",
+            json={
+                "id": BIN,
+                "type": "WasteContainer",
+                "name": {"type": "Property", "value": "Praça da Batalha"},
+                "fillingLevel": level(0.85, "2026-03-10T10:00:00Z"),
+                "location": {
+                    "type": "GeoProperty",
+                    "value": {"type": "Point", "coordinates": [LON, LAT]},
+                },
+            },
+        )
+        assert r.status_code == 201, r.text
+
+        def turn() -> dict[str, int]:
+            app.state.occurrences.forget_config("")
+            return dict(client.portal.call(app.state.rules.turn))
+
+        assert turn() == {}
+        r = client.patch(
+            f"{NGSI}/entities/{BIN}/attrs",
+            json={"fillingLevel": level(0.88, "2026-03-10T10:10:00Z")},
+        )
+        assert r.status_code == 204, r.text
+        assert turn() == {"raised": 1}
+        listed = client.get("/occurrences", params={"source": "sensor"}).json()
+        (occ,) = listed if isinstance(listed, list) else listed["items"]
+        assert occ["category"] == "waste-overflow" and occ["entities"] == [BIN]
+        assert occ["description"] == "Praça da Batalha: 88%"
+        assert occ["rule"] == {"id": "bin-80", "entity": BIN}
