@@ -21,12 +21,15 @@ def test_every_collection_path_takes_a_trailing_slash(client):
     ]
     assert any(r.path == f"{NGSI}/subscriptions" for r in collections)
     for route in collections:
-        path = re.sub(r"\{[^}]*\}", "urn:ngsi-ld:X:1", route.path) + "/"
+        path = re.sub(r"\{[^}:]*:int\}", "1", route.path)
+        path = re.sub(r"\{[^}]*\}", "urn:ngsi-ld:X:1", path) + "/"
         for method in route.methods or ():
             if method == "HEAD":
                 continue
             r = client.request(method, path, headers={"Content-Type": "application/json"})
-            assert r.status_code not in (404, 405), (method, path, r.status_code, r.text)
+            # A 404 about the resource (no such occurrence) is an answer; the router's is not.
+            routed = r.status_code != 405 and "no resource at" not in r.text
+            assert routed, (method, path, r.status_code, r.text)
 
 
 def test_create_and_query_with_trailing_slash(client):

@@ -633,6 +633,9 @@ def test_a_rule_set_through_the_api_over_entities_written_through_the_hub(store_
         r = client.put("/occurrences/config/rule/bin-80", json={**rule, "q": "fillingLevel>="})
         assert r.status_code == 400, r.text
         assert "rule 'bin-80'.q: invalid q" in r.json()["detail"]
+        # a category the tenant does not have: the rule could never raise
+        r = client.put("/occurrences/config/rule/bin-80", json={**rule, "category": "nope"})
+        assert r.status_code == 400 and "category" in r.json()["detail"], r.text
         assert client.get("/occurrences/config/rule/bin-80").status_code == 404
         r = client.put("/occurrences/config/rule/bin-80", json=rule)
         assert r.status_code == 204, r.text

@@ -25,6 +25,7 @@ from cidade.ngsild import timefmt
 from cidade.occurrences.configuration import Area, Category, ConfigError, Department
 from cidade.occurrences.errors import OccurrenceError, OccurrenceNotFound
 from cidade.occurrences.model import PRIORITIES, SOURCES, STATUSES
+from cidade.occurrences.rules import parse_rule
 from cidade.occurrences.service import Actor, OccurrenceService, Report
 from cidade.occurrences.views import public_view, room_view
 from cidade.store.occurrences import ORDERS, OccurrenceQuery
@@ -156,15 +157,6 @@ def parse_query(params: Any) -> OccurrenceQuery:
         offset=int(offset or 0),
         count=count == "true",
     )
-
-
-def check_rule(doc: dict[str, Any]) -> None:
-    """A sensor rule's checks (occurrences/rules.py), ConfigError when it does not hold."""
-    try:
-        from cidade.occurrences.rules import parse_rule
-    except ImportError:  # sensor rules are not part of this build yet
-        raise ConfigError("sensor rules cannot be set in this version") from None
-    parse_rule(doc)
 
 
 def _field(form: Any, name: str) -> str:
@@ -495,7 +487,9 @@ class OccurrencesApi:
                 raise OccurrenceError("the body's code is the one in the path", field="code")
             try:
                 if kind == "rule":
-                    check_rule({**doc, "id": key})
+                    # its category must be one the tenant has, or the rule could never raise
+                    config = await self.service.config(grant.tenant)
+                    parse_rule({**doc, "id": key}, categories=config.categories)
                 elif kind in _KINDS:
                     parsed = _KINDS[kind](doc, key)
                     if isinstance(parsed, Category):
