@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python bench/device_writes.py
 	$(BIN)/python bench/devices_floor.py
 	$(BIN)/python bench/micro.py
+	$(BIN)/python bench/occurrences.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .ruff_cache

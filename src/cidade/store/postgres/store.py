@@ -88,6 +88,10 @@ def parse_url(url: str) -> tuple[str, dict[str, str], str | None]:
     return dsn, settings, schema
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset at release: nothing to reset (PostgresStore.open says why)."""
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec(
         "jsonb",
@@ -153,6 +157,11 @@ class PostgresStore(PostgresAuth, PostgresDevices, PostgresOccurrences):
             max_size=self.max_size,
             server_settings=self.server_settings,
             init=_init_connection,
+            # Pooled connections keep no session state (LISTEN has a connection of its own,
+            # advisory locks are transactions'): asyncpg's reset query (RESET ALL, UNLISTEN *,
+            # CLOSE ALL, unlock all) would cost a round trip at every release, as much as a
+            # short query; an open transaction is still rolled back.
+            reset=_keep_session,
         )
 
     async def listen(self, topic: str, callback: Callable[[], None]) -> None:
