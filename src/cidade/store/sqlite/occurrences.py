@@ -74,14 +74,14 @@ class SqliteOccurrences:
         def run(conn: sqlite3.Connection) -> StoredOccurrence:
             current = None
             if number is None:
-                # The number is the row's: taken now, the row filled in below.
+                # The number AUTOINCREMENT would give: the write transaction holds the
+                # database, so none can take it before the row below does (one INSERT of the
+                # whole row; an empty row first, then updated, cost every index twice).
                 new_number = conn.execute(
-                    "INSERT INTO occurrences(tenant, version, category, grp, status, open,"
-                    " priority, source, area, created_at, updated_at, doc, private)"
-                    " VALUES (?, 0, '', '', '', 0, '', '', '', 0, 0, '{}', '{}')",
-                    (tenant,),
-                ).lastrowid
-                assert new_number is not None
+                    "SELECT max(coalesce((SELECT seq FROM sqlite_sequence"
+                    " WHERE name = 'occurrences'), 0), coalesce(max(number), 0)) + 1"
+                    " FROM occurrences"
+                ).fetchone()[0]
             else:
                 row = conn.execute(
                     "SELECT number, version, doc, private FROM occurrences"
@@ -96,35 +96,46 @@ class SqliteOccurrences:
             version = (current.version if current else 0) + 1
             cols = occurrence_columns(change.doc)
             departments = cols.pop("departments")
+            values = (
+                version,
+                orjson.dumps(change.doc),
+                orjson.dumps(change.private),
+                *(cols[n] for n in _NAMES),
+                new_number,
+            )
             try:
-                conn.execute(
-                    f"UPDATE occurrences SET version = ?, doc = ?, private = ?,"
-                    f" {', '.join(f'{n} = ?' for n in _NAMES)} WHERE number = ?",
-                    (
-                        version,
-                        orjson.dumps(change.doc),
-                        orjson.dumps(change.private),
-                        *(cols[n] for n in _NAMES),
-                        new_number,
-                    ),
-                )
+                if current is None:
+                    conn.execute(
+                        f"INSERT INTO occurrences(version, doc, private, {_COLUMNS}, number,"
+                        f" tenant) VALUES ({', '.join('?' * (len(values) + 1))})",
+                        (*values, tenant),
+                    )
+                else:
+                    conn.execute(
+                        f"UPDATE occurrences SET version = ?, doc = ?, private = ?,"
+                        f" {', '.join(f'{n} = ?' for n in _NAMES)} WHERE number = ?",
+                        values,
+                    )
             except sqlite3.IntegrityError as exc:
                 if "rule_key" in str(exc):
                     raise OccurrenceConflict(cols["rule_key"]) from None
                 raise
-            conn.execute("DELETE FROM occurrence_geo WHERE number = ?", (new_number,))
+            if current is not None:
+                conn.execute("DELETE FROM occurrence_geo WHERE number = ?", (new_number,))
             if cols["lat"] is not None and cols["lon"] is not None:
                 conn.execute(
                     "INSERT INTO occurrence_geo VALUES (?, ?, ?, ?, ?)",
                     (new_number, cols["lon"], cols["lon"], cols["lat"], cols["lat"]),
                 )
-            held = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT department FROM occurrence_departments WHERE number = ?",
-                    (new_number,),
-                )
-            }
+            held: set[str] = set()
+            if current is not None:
+                held = {
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT department FROM occurrence_departments WHERE number = ?",
+                        (new_number,),
+                    )
+                }
             gone = held - set(departments)
             if gone:
                 conn.executemany(
