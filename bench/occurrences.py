@@ -13,7 +13,8 @@ create      ``service.report`` of a citizen's report (category, description, poi
             from ``--concurrency`` tasks at once, as a busy API would, for ``--creates``
             reports: reports/s, and this process's CPU per report. It includes what the app
             does with each: the duplicate lookup, and the occurrence's hub entity written
-            after it (the service as app.py wires it; occurrences/entities.py). Floor: the
+            after it (the service as app.py wires it; occurrences/entities.py): a round
+            ends when the last report's entity is written. Floor: the
             same rows (occurrence, point, department, event) inserted with raw SQL from as
             many tasks, each in a write of its own (the SQLite writer's group commit; one
             PostgreSQL statement). Aim: >= 1,000/s.
@@ -453,6 +454,7 @@ async def bench_store(kind: str, store: Any, args: argparse.Namespace, report: R
     # hub entity is written after each report).
     app = build_app(Settings(store=args.postgres if kind == "postgres" else "sqlite://"), store)
     service: OccurrenceService = app.state.occurrences
+    mirror = app.state.occurrence_mirror
     floor = Floor(kind, store)
     now = time.time()
     began = time.perf_counter()
@@ -490,17 +492,21 @@ async def bench_store(kind: str, store: Any, args: argparse.Namespace, report: R
     await concurrently(
         200, args.concurrency, lambda i: service.report(TENANT, CITIZEN, citizen_report(i))
     )
+    await mirror.idle()
     for _ in range(args.rounds):
         for name, reporting in variants.items():
             reports = [citizen_report(i) for i in range(per_round)]
             cpu = time.process_time()
-            rates[name].append(
-                await concurrently(
-                    per_round,
-                    args.concurrency,
-                    lambda i, s=reporting, r=reports: s.report(TENANT, CITIZEN, r[i]),
-                )
+            began = time.perf_counter()
+            await concurrently(
+                per_round,
+                args.concurrency,
+                lambda i, s=reporting, r=reports: s.report(TENANT, CITIZEN, r[i]),
             )
+            # The hub entities are written after the reports return: the round ends when the
+            # last of them is (app.py's mirror, occurrences/entities.py).
+            await mirror.idle()
+            rates[name].append(per_round / (time.perf_counter() - began))
             # this process's CPU (all its threads; PostgreSQL's own is not in it)
             cpu_ms[name].append((time.process_time() - cpu) / per_round * 1000)
         rates["floor"].append(await concurrently(per_round, args.concurrency, floor_one))

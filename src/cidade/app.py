@@ -220,6 +220,10 @@ def build_app(settings: Settings, store: Store | None = None) -> Starlette:
             except TimeoutError:
                 log.warning("the notifier did not stop within 10 s; going on with shutdown")
             await dispatcher.stop()
+            try:  # the hub entities of the last changes, before the store closes
+                await asyncio.wait_for(mirror.idle(), 10)
+            except TimeoutError:
+                log.warning("occurrences' hub entities still being written; the catch-up will")
             for task in (purging, expiring, counting, deadlines, mirroring, sensing):
                 if task is not None:
                     task.cancel()

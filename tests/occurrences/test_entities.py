@@ -80,13 +80,20 @@ def report(client: TestClient, tenant: str = "", **more: Any) -> int:
     who = values.pop("actor", CITIZEN)
     service = client.app.state.occurrences
     made = client.portal.call(service.report, tenant, who, Report(**values))
+    settle(client)
     return made.occurrence.number
+
+
+def settle(client: TestClient) -> None:
+    """Wait for the entity writes the mirror queued (it writes them after the change)."""
+    client.portal.call(client.app.state.occurrence_mirror.idle)
 
 
 def act(client: TestClient, number: int, action: str, tenant: str = "", **more: Any) -> None:
     service = client.app.state.occurrences
     call = functools.partial(service.act, tenant, OPERATOR, number, action, **more)
     client.portal.call(call)
+    settle(client)
 
 
 def token_of(client: TestClient, number: int) -> str:
@@ -462,6 +469,7 @@ def test_writes_out_of_order_or_twice_never_go_back(client):
     # a change the entity does not show (a follower) moves only its version
     service_follow = functools.partial(service.follow, "", number, {"email": "bo@example.org"})
     client.portal.call(service_follow)
+    settle(client)
     got = entity(client, eid)
     assert got["https://cidade.city/ns/occurrences/version"]["value"] == 3
     assert "bo@example.org" not in json.dumps(got)
@@ -489,6 +497,7 @@ def test_concurrent_changes_each_reach_their_entity(client):
         return [m.occurrence.number for m in made[:-1]]
 
     numbers = client.portal.call(together)
+    settle(client)
     r = client.get(
         f"{NGSI}/entities",
         params={

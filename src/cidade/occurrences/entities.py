@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import time
 from collections.abc import Sequence
@@ -353,6 +354,8 @@ class OccurrenceMirror:
         # occurrences could be reported).
         self._waiting: dict[str, list[tuple[WriteOp, asyncio.Future[Any]]]] = {}
         self._writers: dict[str, asyncio.Task[None]] = {}
+        # The listener's writes under way (written() does not wait for them).
+        self._pending: set[asyncio.Future[int]] = set()
 
     async def mirror(self, tenant: str, occurrence: StoredOccurrence) -> int:
         """Write the occurrence's entity; the version it carries afterwards (this one, or a
@@ -393,15 +396,31 @@ class OccurrenceMirror:
                     done.set_result(RuntimeError("the mirror stopped before writing it"))
 
     async def written(self, tenant: str, occurrence: StoredOccurrence) -> None:
-        """The service's listener: after each committed change. A failure is logged, not
-        raised: the change stands, and the catch-up writes the entity later."""
-        try:
-            await self.mirror(tenant, occurrence)
-        except Exception:
-            log.exception(
-                "could not write the hub entity of occurrence %s (the catch-up will)",
-                occurrence.number,
+        """The service's listener: after each committed change, the entity's write is queued
+        and the change's caller goes on. Waiting for it doubled a report's time (two commits
+        where one is needed: the occurrence is what must be durable; its entity is derived,
+        and the catch-up writes it after a crash). A failure is logged: the change stands,
+        and the catch-up writes the entity later."""
+        task = asyncio.ensure_future(self.mirror(tenant, occurrence))
+        self._pending.add(task)
+        task.add_done_callback(functools.partial(self._settled, occurrence.number))
+
+    def _settled(self, number: int, task: asyncio.Future[int]) -> None:
+        self._pending.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error(
+                "could not write the hub entity of occurrence %s (the catch-up will): %r",
+                number,
+                exc,
             )
+
+    async def idle(self) -> None:
+        """Wait until every entity write queued so far is done (tests, a clean shutdown)."""
+        while self._pending:
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def catch_up(self, *, every: bool = False) -> int:
         """Write the entities that are missing or behind their occurrence; how many were
