@@ -8,6 +8,7 @@ guessed, and lets every request be checked with one lookup instead of a slow has
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import hmac
 import re
@@ -53,6 +54,15 @@ def new_token() -> str:
     return secrets.token_urlsafe(32)
 
 
+@functools.cache
+def _decoy(time_cost: int, memory_cost: int, parallelism: int) -> str:
+    """A hash of a random secret with these parameters, made once per process: a hash takes a
+    tenth of a second on purpose, and every app this process builds needs one (tests build
+    thousands)."""
+    hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+    return hasher.hash(secrets.token_urlsafe(16))
+
+
 class Passwords:
     """argon2id hashing, off the event loop (a check takes tens of milliseconds on purpose)."""
 
@@ -60,7 +70,8 @@ class Passwords:
         self._hasher = PasswordHasher()
         # Checked against when the account does not exist, so that "no such account" takes as
         # long as "wrong password" and the time of an answer does not tell names apart.
-        self._decoy = self._hasher.hash(secrets.token_urlsafe(16))
+        hasher = self._hasher
+        self._decoy = _decoy(hasher.time_cost, hasher.memory_cost, hasher.parallelism)
 
     @staticmethod
     def check_strength(password: object) -> str:

@@ -7,12 +7,15 @@ the history events and messages the change adds, which commit with it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from cidade.ngsild import timefmt
 from cidade.occurrences.configuration import Category, OccurrenceConfig
@@ -815,9 +818,9 @@ _PUBLIC = Actor("anonymous", frozenset())
 
 
 def _copy(doc: dict[str, Any]) -> dict[str, Any]:
-    import copy
-
-    return copy.deepcopy(doc)
+    # The documents hold JSON values only: a JSON round trip copies them several times faster
+    # than copy.deepcopy, and every write copies two.
+    return orjson.loads(orjson.dumps(doc))
 
 
 def _check_ref(doc: dict[str, Any], ref: str) -> None:
@@ -917,10 +920,6 @@ def check_answers(
 async def watch_deadlines(service: OccurrenceService, interval: float) -> None:
     """Mark passed deadlines every ``interval`` seconds, for as long as the app runs (each
     worker may: marking is idempotent, a second marker finds nothing left)."""
-    import asyncio
-    import logging
-
-    log = logging.getLogger("cidade.occurrences")
     while True:
         try:
             await service.mark_breaches()
