@@ -377,12 +377,12 @@ class Floor:
         if self.kind == "sqlite":
             sql = (
                 "SELECT o.number, o.version, o.doc, o.private, o.lat, o.lon FROM occurrences o"
-                " INDEXED BY occurrences_open_group"
-                " WHERE o.tenant = ? AND o.version > 0 AND o.grp IN (?) AND o.open = 1"
-                " AND o.created_at >= ? AND o.lon BETWEEN ? AND ? AND o.lat BETWEEN ? AND ?"
+                " INDEXED BY occurrences_open_band"
+                " WHERE o.tenant = ? AND o.grp IN (?) AND o.open = 1"
+                " AND o.created_at >= ? AND o.lat BETWEEN ? AND ? AND o.lon BETWEEN ? AND ?"
                 " ORDER BY o.created_at DESC, o.number DESC"
             )
-            params = (TENANT, group, since, box[0], box[2], box[1], box[3])
+            params = (TENANT, group, since, box[1], box[3], box[0], box[2])
             return await self.store.db.read(lambda c: len(c.execute(sql, params).fetchall()))
         rows = await self.store._pool.fetch(
             "SELECT number, version, doc, private, lat, lon FROM occurrences WHERE tenant = $1"

@@ -202,7 +202,7 @@ class SqliteOccurrences:
 
     async def query_occurrences(self, tenant: str, query: OccurrenceQuery) -> OccurrencePage:
         check_query(query)
-        where = ["o.tenant = ?", "o.version > 0"]
+        where = ["o.tenant = ?"]
         params: list[Any] = [tenant]
         if query.numbers is not None:
             _in("o.number", query.numbers, where, params)
@@ -253,12 +253,13 @@ class SqliteOccurrences:
                 )
         source = "occurrences o"
         if box is not None and query.near is not None and _duplicate_lookup(query):
-            # Few open occurrences of a group in a window: their index (0018) carries the
-            # point, decided there. Named, as the planner, with no statistics, would rather
-            # walk the creation time's index for its order and read every row since then.
-            source = "occurrences o INDEXED BY occurrences_open_group"
-            where.append("o.lon BETWEEN ? AND ? AND o.lat BETWEEN ? AND ?")
-            params.extend([box[0], box[2], box[1], box[3]])
+            # The open occurrences of a group in the box's band of latitude: their index
+            # (0019) carries the point and the creation time, decided there. Named, as the
+            # planner, with no statistics, would rather walk the creation time's index for
+            # its order and read every row since then.
+            source = "occurrences o INDEXED BY occurrences_open_band"
+            where.append("o.lat BETWEEN ? AND ? AND o.lon BETWEEN ? AND ?")
+            params.extend([box[1], box[3], box[0], box[2]])
         elif box is not None:
             where.append("g.min_lon >= ? AND g.max_lon <= ? AND g.min_lat >= ? AND g.max_lat <= ?")
             params.extend([box[0], box[2], box[1], box[3]])
