@@ -57,6 +57,7 @@ from cidade.occurrences.model import STATUSES
 from cidade.occurrences.service import Actor, OccurrenceService
 from cidade.occurrences.service import Report as Reported
 from cidade.store.occurrences import OccurrenceQuery, near_box, occurrence_columns
+from cidade.store.postgres.occurrences import COLUMN_TYPES
 from run import (
     LAT0,
     LAT1,
@@ -265,25 +266,17 @@ def arrays_of(rows: list[tuple]) -> list[list]:
     return [list(column) for column in zip(*rows, strict=True)]
 
 
-PG_TYPES = {
-    "open": "boolean",
-    "lat": "float8",
-    "lon": "float8",
-    "created_at": "float8",
-    "updated_at": "float8",
-    "response_due": "float8",
-    "resolution_due": "float8",
-    "responded_at": "float8",
-    "resolved_at": "float8",
-    "response_deadline": "float8",
-    "resolution_deadline": "float8",
-}
-
-
 async def load_postgres(store: Any, n: int, rng: random.Random, now: float) -> None:
     # One statement per table and batch, the rows as arrays (unnest), the point made in SQL.
     names = ["number", "tenant", "version", "doc", "private", *COLUMNS]
-    types = ["int8", "text", "int4", "text", "text", *(PG_TYPES.get(c, "text") for c in COLUMNS)]
+    types = [
+        "int8",
+        "text",
+        "int4",
+        "text",
+        "text",
+        *(COLUMN_TYPES.get(c, "text") for c in COLUMNS),
+    ]
     arrays = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
     selected = ", ".join(f"u.{c}::jsonb" if c in ("doc", "private") else f"u.{c}" for c in names)
     insert = (
@@ -351,7 +344,7 @@ class Floor:
             await self.store.db.write(run)
             return
         # One statement, its number from the sequence: the least round trips there can be.
-        types = [PG_TYPES.get(c, "text") for c in COLUMNS]
+        types = [COLUMN_TYPES.get(c, "text") for c in COLUMNS]
         values = ", ".join(f"${5 + i}::{t}" for i, t in enumerate(types))
         lon, lat = (f"${5 + COLUMNS.index(c)}::float8" for c in ("lon", "lat"))
         k = 5 + len(COLUMNS)

@@ -35,6 +35,17 @@ class TargetRefused(OSError):
     """A connection to an address that callers may not make the server reach."""
 
 
+def refused_by_policy(exc: BaseException) -> bool:
+    """Whether an error, or the error behind it, is the egress policy's refusal (aiohttp
+    wraps the socket's error in its own)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, TargetRefused):
+            return True
+        seen = getattr(seen, "os_error", None) or seen.__cause__
+    return False
+
+
 def parse_networks(text: str) -> tuple[Network, ...]:
     """Comma-separated CIDR networks (``10.0.0.0/8, fd00::/8``; an address alone is a network
     of one); "" is none. ValueError naming the entry that is not one."""

@@ -237,6 +237,22 @@ def near_box(lat: float, lon: float, metres: float) -> tuple[float, float, float
     return lon - dlon, lat - dlat, lon + dlon, lat + dlat
 
 
+def query_box(query: OccurrenceQuery) -> tuple[float, float, float, float] | None:
+    """The box a query's points must fall in: its ``near`` point's, its ``bbox``, the
+    intersection of both, or None."""
+    if query.near is None:
+        return query.bbox
+    box = near_box(*query.near)
+    if query.bbox is None:
+        return box
+    return (
+        max(box[0], query.bbox[0]),
+        max(box[1], query.bbox[1]),
+        min(box[2], query.bbox[2]),
+        min(box[3], query.bbox[3]),
+    )
+
+
 def distance_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Great-circle distance in metres (haversine on the mean sphere; PostGIS's geography
     distance differs by under 0.5 %, well inside any radius a category sets)."""

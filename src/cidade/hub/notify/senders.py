@@ -17,7 +17,13 @@ from typing import Any
 import aiohttp
 import aiomqtt
 
-from cidade.http.egress import EgressPolicy, TargetRefused, loggable_url, named_tls_context
+from cidade.http.egress import (
+    EgressPolicy,
+    TargetRefused,
+    loggable_url,
+    named_tls_context,
+    refused_by_policy,
+)
 from cidade.hub.notify.payload import Rendered
 
 SENT, RETRY, FAILED = "sent", "retry", "failed"
@@ -68,7 +74,7 @@ class HttpSender:
                 await response.read()
                 status = response.status
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            if _refused(exc):
+            if refused_by_policy(exc):
                 return _refusal(uri)
             log.info("notification to %s not delivered: %s", loggable_url(uri), type(exc).__name__)
             return RETRY
@@ -156,16 +162,6 @@ class MqttSender:
     async def aclose(self) -> None:
         for key in list(self.clients):
             await self._drop(key)
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the egress policy refused the connection (aiohttp wraps the socket's error)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, TargetRefused):
-            return True
-        seen = getattr(seen, "os_error", None) or seen.__cause__
-    return False
 
 
 def _refusal(uri: str) -> str:

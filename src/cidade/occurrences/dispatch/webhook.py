@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from cidade.http.egress import EgressPolicy, TargetRefused
+from cidade.http.egress import EgressPolicy, refused_by_policy
 from cidade.occurrences.dispatch.channel import FAILED, RETRY, Outcome, http_outcome
 from cidade.store.occurrences import OccurrenceMessage
 
@@ -68,7 +68,7 @@ class WebhookChannel:
                     await response.read()
                     status = response.status
         except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
-            if _refused(exc):
+            if refused_by_policy(exc):
                 return Outcome(FAILED, REFUSED)
             if isinstance(exc, ValueError):  # aiohttp.InvalidURL among them
                 return Outcome.of(FAILED, f"not a URL the webhook can be sent to: {exc}")
@@ -79,13 +79,3 @@ class WebhookChannel:
         if self.session is not None:
             await self.session.close()
             self.session = None
-
-
-def _refused(exc: BaseException) -> bool:
-    """Whether the egress policy refused the connection (aiohttp wraps the socket's error)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, TargetRefused):
-            return True
-        seen = getattr(seen, "os_error", None) or seen.__cause__
-    return False

@@ -4,7 +4,7 @@ departments, its history events and its messages written; a refusal rolls it all
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import asyncpg
@@ -29,8 +29,8 @@ from cidade.store.occurrences import (
     check_settlement,
     distance_m,
     epoch,
-    near_box,
     occurrence_columns,
+    query_box,
 )
 
 _NAMES = [
@@ -55,7 +55,7 @@ _NAMES = [
     "resolution_deadline",
 ]
 # The columns' types where they are not text.
-_TYPES = {
+COLUMN_TYPES = {
     "open": "boolean",
     "lat": "float8",
     "lon": "float8",
@@ -76,6 +76,38 @@ _MEASURES = (("responded_at", "response_deadline"), ("resolved_at", "resolution_
 
 def _row(row: Any) -> StoredOccurrence:
     return StoredOccurrence(row[0], row[1], row[2], row[3])
+
+
+class _Narrowed:
+    """The conditions (and their numbered parameters) of a tenant's occurrences narrowed by
+    what is given: a column among values, held by one of the departments, a column's bounds
+    (None: not narrowed); ``alias``: the table's, with its dot."""
+
+    def __init__(
+        self,
+        tenant: str,
+        alias: str,
+        among: Iterable[tuple[str, Sequence[Any] | None]],
+        departments: Sequence[str] | None,
+        bounds: Iterable[tuple[str, str, float | None]],
+    ) -> None:
+        self.params: list[Any] = [tenant]
+        self.where = [f"{alias}tenant = $1"]
+        for column, values in among:
+            if values is not None:
+                self.where.append(f"{alias}{column} = ANY({self.param(list(values))}::text[])")
+        if departments is not None:
+            self.where.append(
+                f"{alias}number IN (SELECT number FROM occurrence_departments WHERE department"
+                f" = ANY({self.param(list(departments))}::text[]))"
+            )
+        for column, op, value in bounds:
+            if value is not None:
+                self.where.append(f"{alias}{column} {op} {self.param(float(value))}")
+
+    def param(self, value: Any) -> str:
+        self.params.append(value)
+        return f"${len(self.params)}"
 
 
 class PostgresOccurrences:
@@ -131,7 +163,7 @@ class PostgresOccurrences:
             args.append(value)
             return f"${len(args)}::{cast}"
 
-        values = {n: arg(cols[n], _TYPES.get(n, "text")) for n in _NAMES}
+        values = {n: arg(cols[n], COLUMN_TYPES.get(n, "text")) for n in _NAMES}
         geom = (
             f"ST_SetSRID(ST_MakePoint({values['lon']}, {values['lat']}), 4326)"
             if cols["lat"] is not None and cols["lon"] is not None
@@ -236,57 +268,38 @@ class PostgresOccurrences:
 
     async def query_occurrences(self, tenant: str, query: OccurrenceQuery) -> OccurrencePage:
         check_query(query)
-        params: list[Any] = [tenant]
-        where = ["tenant = $1"]
-
-        def param(value: Any) -> str:
-            params.append(value)
-            return f"${len(params)}"
-
+        narrowed = _Narrowed(
+            tenant,
+            "",
+            (
+                ("status", query.statuses),
+                ("category", query.categories),
+                ("grp", query.groups),
+                ("priority", query.priorities),
+                ("source", query.sources),
+                ("area", query.areas),
+            ),
+            query.departments,
+            (
+                ("created_at", ">=", query.created_since),
+                ("created_at", "<", query.created_until),
+                ("updated_at", ">=", query.updated_since),
+                ("updated_at", "<", query.updated_until),
+            ),
+        )
+        where, params, param = narrowed.where, narrowed.params, narrowed.param
         if query.numbers is not None:
             where.append(f"number = ANY({param([int(n) for n in query.numbers])}::bigint[])")
-        for column, values in (
-            ("status", query.statuses),
-            ("category", query.categories),
-            ("grp", query.groups),
-            ("priority", query.priorities),
-            ("source", query.sources),
-            ("area", query.areas),
-        ):
-            if values is not None:
-                where.append(f"{column} = ANY({param(list(values))}::text[])")
-        if query.departments is not None:
-            where.append(
-                "number IN (SELECT number FROM occurrence_departments WHERE department ="
-                f" ANY({param(list(query.departments))}::text[]))"
-            )
         if query.open is not None:
             # a constant: a prepared statement's generic plan could not use the partial index
             # of open occurrences for a parameter
             where.append("open" if query.open else "NOT open")
-        for column, op, value in (
-            ("created_at", ">=", query.created_since),
-            ("created_at", "<", query.created_until),
-            ("updated_at", ">=", query.updated_since),
-            ("updated_at", "<", query.updated_until),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} {param(float(value))}")
         if query.rule_key is not None:
             where.append(f"rule_key = {param(query.rule_key)}")
         if query.overdue_at is not None:
             p = param(float(query.overdue_at))
             where.append(f"(response_due < {p} OR resolution_due < {p})")
-        box = query.bbox
-        if query.near is not None:
-            box = near_box(*query.near)
-            if query.bbox is not None:
-                box = (
-                    max(box[0], query.bbox[0]),
-                    max(box[1], query.bbox[1]),
-                    min(box[2], query.bbox[2]),
-                    min(box[3], query.bbox[3]),
-                )
+        box = query_box(query)
         if box is not None:
             where.append(
                 f"geom && ST_MakeEnvelope({param(box[0])}, {param(box[1])}, {param(box[2])},"
@@ -322,28 +335,14 @@ class PostgresOccurrences:
     async def occurrence_statistics(
         self, tenant: str, query: OccurrenceStatisticsQuery, now: float
     ) -> OccurrenceAggregates:
-        params: list[Any] = [tenant]
-        where = ["o.tenant = $1"]
-
-        def param(value: Any) -> str:
-            params.append(value)
-            return f"${len(params)}"
-
-        for column, values in (
-            ("o.category", query.categories),
-            ("o.grp", query.groups),
-            ("o.area", query.areas),
-        ):
-            if values is not None:
-                where.append(f"{column} = ANY({param(list(values))}::text[])")
-        if query.departments is not None:
-            where.append(
-                "o.number IN (SELECT number FROM occurrence_departments WHERE department ="
-                f" ANY({param(list(query.departments))}::text[]))"
-            )
-        for op, value in ((">=", query.created_since), ("<", query.created_until)):
-            if value is not None:
-                where.append(f"o.created_at {op} {param(float(value))}")
+        narrowed = _Narrowed(
+            tenant,
+            "o.",
+            (("category", query.categories), ("grp", query.groups), ("area", query.areas)),
+            query.departments,
+            (("created_at", ">=", query.created_since), ("created_at", "<", query.created_until)),
+        )
+        where, params = narrowed.where, narrowed.params
         chosen = " AND ".join(where)
         counted = "count(*) FILTER (WHERE o.open), count(*) FILTER (WHERE NOT o.open)"
         counts_sql = " UNION ALL ".join(

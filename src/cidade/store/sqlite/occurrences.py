@@ -5,7 +5,7 @@ leaves nothing; its history events and messages commit with it."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -27,9 +27,9 @@ from cidade.store.occurrences import (
     check_query,
     check_settlement,
     distance_m,
-    near_box,
     occurrence_columns,
     percentile_between,
+    query_box,
 )
 
 if TYPE_CHECKING:
@@ -61,6 +61,31 @@ def _in(column: str, values: Any, where: list[str], params: list[Any]) -> None:
     values = list(values)
     where.append(f"{column} IN ({', '.join('?' * len(values))})" if values else "0")
     params.extend(values)
+
+
+def _narrowed(
+    tenant: str,
+    among: Iterable[tuple[str, Sequence[Any] | None]],
+    departments: Sequence[str] | None,
+    bounds: Iterable[tuple[str, str, float | None]],
+) -> tuple[list[str], list[Any]]:
+    """(conditions, parameters) of a tenant's occurrences narrowed by what is given: a column
+    among values, held by one of the departments, a column's bounds (None: not narrowed)."""
+    where, params = ["o.tenant = ?"], [tenant]
+    for column, values in among:
+        if values is not None:
+            _in(column, values, where, params)
+    if departments is not None:
+        where.append(
+            "o.number IN (SELECT number FROM occurrence_departments WHERE department IN"
+            f" ({', '.join('?' * len(departments))}))"
+        )
+        params.extend(departments)
+    for column, op, value in bounds:
+        if value is not None:
+            where.append(f"{column} {op} ?")
+            params.append(value)
+    return where, params
 
 
 class SqliteOccurrences:
@@ -202,55 +227,35 @@ class SqliteOccurrences:
 
     async def query_occurrences(self, tenant: str, query: OccurrenceQuery) -> OccurrencePage:
         check_query(query)
-        where = ["o.tenant = ?"]
-        params: list[Any] = [tenant]
-        if query.numbers is not None:
-            _in("o.number", query.numbers, where, params)
-        for column, values in (
-            ("o.status", query.statuses),
-            ("o.category", query.categories),
-            ("o.grp", query.groups),
-            ("o.priority", query.priorities),
-            ("o.source", query.sources),
-            ("o.area", query.areas),
-        ):
-            if values is not None:
-                _in(column, values, where, params)
-        if query.departments is not None:
-            departments = list(query.departments)
-            where.append(
-                "o.number IN (SELECT number FROM occurrence_departments WHERE department IN"
-                f" ({', '.join('?' * len(departments))}))"
-            )
-            params.extend(departments)
+        where, params = _narrowed(
+            tenant,
+            (
+                ("o.number", query.numbers),
+                ("o.status", query.statuses),
+                ("o.category", query.categories),
+                ("o.grp", query.groups),
+                ("o.priority", query.priorities),
+                ("o.source", query.sources),
+                ("o.area", query.areas),
+            ),
+            query.departments,
+            (
+                ("o.created_at", ">=", query.created_since),
+                ("o.created_at", "<", query.created_until),
+                ("o.updated_at", ">=", query.updated_since),
+                ("o.updated_at", "<", query.updated_until),
+            ),
+        )
         if query.open is not None:
             # a constant, as the partial index of open occurrences needs to be usable
             where.append(f"o.open = {1 if query.open else 0}")
-        for column, op, value in (
-            ("o.created_at", ">=", query.created_since),
-            ("o.created_at", "<", query.created_until),
-            ("o.updated_at", ">=", query.updated_since),
-            ("o.updated_at", "<", query.updated_until),
-        ):
-            if value is not None:
-                where.append(f"{column} {op} ?")
-                params.append(value)
         if query.rule_key is not None:
             where.append("o.rule_key = ?")
             params.append(query.rule_key)
         if query.overdue_at is not None:
             where.append("(o.response_due < ? OR o.resolution_due < ?)")
             params.extend([query.overdue_at, query.overdue_at])
-        box = query.bbox
-        if query.near is not None:
-            box = near_box(*query.near)
-            if query.bbox is not None:  # both: the intersection of the boxes
-                box = (
-                    max(box[0], query.bbox[0]),
-                    max(box[1], query.bbox[1]),
-                    min(box[2], query.bbox[2]),
-                    min(box[3], query.bbox[3]),
-                )
+        box = query_box(query)
         source = "occurrences o"
         if box is not None and query.near is not None and _duplicate_lookup(query):
             # The open occurrences of a group in the box's band of latitude: their index
@@ -303,26 +308,15 @@ class SqliteOccurrences:
     async def occurrence_statistics(
         self, tenant: str, query: OccurrenceStatisticsQuery, now: float
     ) -> OccurrenceAggregates:
-        where = ["o.tenant = ?", "o.version > 0"]
-        params: list[Any] = [tenant]
-        for column, values in (
-            ("o.category", query.categories),
-            ("o.grp", query.groups),
-            ("o.area", query.areas),
-        ):
-            if values is not None:
-                _in(column, values, where, params)
-        if query.departments is not None:
-            departments = list(query.departments)
-            where.append(
-                "o.number IN (SELECT number FROM occurrence_departments WHERE department IN"
-                f" ({', '.join('?' * len(departments))}))"
-            )
-            params.extend(departments)
-        for op, value in ((">=", query.created_since), ("<", query.created_until)):
-            if value is not None:
-                where.append(f"o.created_at {op} ?")
-                params.append(value)
+        where, params = _narrowed(
+            tenant,
+            (("o.category", query.categories), ("o.grp", query.groups), ("o.area", query.areas)),
+            query.departments,
+            (
+                ("o.created_at", ">=", query.created_since),
+                ("o.created_at", "<", query.created_until),
+            ),
+        )
         chosen = " AND ".join(where)
         counted = "sum(o.open), count(*) - sum(o.open)"
         counts_sql = " UNION ALL ".join(
